@@ -1,0 +1,45 @@
+# Siheyi: `make demo` and `make test` do all set-up on a fresh Debian / Raspberry Pi OS machine.
+# Re-running is fast: system packages are checked with dpkg, the venv is rebuilt only when
+# pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYS_PKGS := libzbar0 espeak-ng alsa-utils
+DEMO_ARGS ?=
+
+.PHONY: demo test lint sysdeps venv clean
+
+sysdeps:
+	@if ! command -v dpkg >/dev/null 2>&1; then \
+		echo "not a Debian system: install $(SYS_PKGS) yourself"; exit 0; fi; \
+	missing=""; for p in $(SYS_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		echo "installing system packages:$$missing"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[device,server,provisioning,dev]'
+	@touch $(STAMP)
+
+venv: sysdeps $(STAMP)
+
+demo: venv
+	$(BIN)/kiosk demo $(DEMO_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

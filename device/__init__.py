@@ -1,0 +1,1 @@
+"""Siheyi kiosk agent: credential sources, verifier, voice, gate, journal and uploader."""

@@ -1,0 +1,1 @@
+"""Code that runs unchanged under MicroPython on a microcontroller and under CPython on the Pi."""

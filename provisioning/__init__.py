@@ -1,0 +1,1 @@
+"""Admin tooling for kiosk fleets."""

@@ -1,0 +1,1 @@
+"""Siheyi central service: four-in-one verify, audit ingestion, device registry."""
