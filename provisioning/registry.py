@@ -1,0 +1,202 @@
+"""The device registry: add, rotate, revoke and list kiosks; write device bundles.
+
+A device gets a random id (``k-`` + 10 hex digits) and a 32-byte URL-safe secret of which
+only the SHA-256 is stored. The bundle handed to the kiosk is a JSON file readable by its
+owner only (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
+from server.auth import secret_sha256
+from server.db import connect, transaction
+
+_SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True)
+class DeviceBundle:
+    """Everything a kiosk needs to talk to the server; written by :func:`write_bundle`."""
+
+    device_id: str
+    secret: str
+    serial: str
+    site: str
+    gate: str
+    server_url: str
+    fleet_key: str
+
+    def to_json(self) -> dict[str, str]:
+        """The bundle file's content."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registry row, without any secret."""
+
+    device_id: str
+    serial: str
+    site: str
+    gate: str
+    location: str
+    status: str
+    created_at: str
+    last_seen_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``kiosk provision list --json``)."""
+        return asdict(self)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _field(name: str, value: str, *, required: bool, max_len: int = 100) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InvalidField(f"{name} must not be empty")
+    if len(value) > max_len or any(ord(c) < 32 for c in value):
+        raise InvalidField(f"{name} must be at most {max_len} printable characters")
+    return value
+
+
+def fleet_key(conn: sqlite3.Connection) -> str:
+    """Return the fleet's pseudonym key (32 random bytes, hex), creating it on first use."""
+    conn.execute(
+        "INSERT INTO fleet (id, fleet_key, created_at) VALUES (1, ?, ?)"
+        " ON CONFLICT (id) DO NOTHING",
+        (secrets.token_hex(32), _now()),
+    )
+    row = conn.execute("SELECT fleet_key FROM fleet WHERE id = 1").fetchone()
+    return str(row[0])
+
+
+def add_device(
+    database: str | Path,
+    serial: str,
+    site: str,
+    gate: str = "",
+    location: str = "",
+    *,
+    server_url: str = "http://127.0.0.1:8080",
+    rotate_secret: bool = False,
+) -> DeviceBundle:
+    """Register a kiosk by serial and return its bundle (the only place the secret appears).
+
+    Adding an existing serial raises :class:`SerialExists` unless ``rotate_secret`` is set:
+    then the device keeps its id, gets a new secret (the old one stops working) and its site,
+    gate and location are updated. A revoked device cannot be rotated.
+    """
+    if _SERIAL.fullmatch(serial) is None:
+        raise InvalidField("serial must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    site = _field("site", site, required=True)
+    gate = _field("gate", gate, required=False)
+    location = _field("location", location, required=False, max_len=200)
+    url = urlsplit(server_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise InvalidField(f"server_url must be an http(s) URL, got {server_url!r}")
+    secret = secrets.token_urlsafe(32)
+    with connect(database) as conn, transaction(conn):
+        key = fleet_key(conn)
+        conn.execute("INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING", (site,))
+        row = conn.execute(
+            "SELECT device_id, status FROM devices WHERE serial = ?", (serial,)
+        ).fetchone()
+        if row is None:
+            device_id = _new_device_id(conn)
+            conn.execute(
+                "INSERT INTO devices (device_id, serial, site, gate, location, secret_sha256,"
+                " status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'active', ?)",
+                (device_id, serial, site, gate, location, secret_sha256(secret), _now()),
+            )
+        elif not rotate_secret:
+            raise SerialExists(f"serial exists: {serial} is device {row[0]} (use --rotate-secret)")
+        elif row[1] != "active":
+            raise DeviceRevoked(f"device {row[0]} (serial {serial}) is revoked")
+        else:
+            device_id = row[0]
+            conn.execute(
+                "UPDATE devices SET secret_sha256 = ?, site = ?, gate = ?, location = ?"
+                " WHERE device_id = ?",
+                (secret_sha256(secret), site, gate, location, device_id),
+            )
+    return DeviceBundle(device_id, secret, serial, site, gate, server_url.rstrip("/"), key)
+
+
+def _new_device_id(conn: sqlite3.Connection) -> str:
+    while True:
+        device_id = "k-" + secrets.token_hex(5)
+        if (
+            conn.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            is None
+        ):
+            return device_id
+
+
+def write_bundle(bundle: DeviceBundle, path: str | Path) -> Path:
+    """Write ``bundle`` as JSON, readable by its owner only (0600), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            json.dump(bundle.to_json(), fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def revoke_device(database: str | Path, serial_or_id: str) -> DeviceRecord:
+    """Revoke a device by serial or device id; effective on its next request. Idempotent."""
+    with connect(database) as conn, transaction(conn):
+        record = _find(conn, serial_or_id)
+        conn.execute(
+            "UPDATE devices SET status = 'revoked' WHERE device_id = ?", (record.device_id,)
+        )
+    return DeviceRecord(**{**record.to_json(), "status": "revoked"})
+
+
+_COLUMNS = "device_id, serial, site, gate, location, status, created_at, last_seen_at"
+
+
+def _find(conn: sqlite3.Connection, serial_or_id: str) -> DeviceRecord:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM devices WHERE device_id = ? OR serial = ?"
+        " ORDER BY CASE WHEN device_id = ? THEN 0 ELSE 1 END LIMIT 1",
+        (serial_or_id, serial_or_id, serial_or_id),
+    ).fetchone()
+    if row is None:
+        raise DeviceNotFound(f"no device with serial or id {serial_or_id!r}")
+    return DeviceRecord(*row)
+
+
+def get_device(database: str | Path, serial_or_id: str) -> DeviceRecord:
+    """Return one device by serial or device id."""
+    with connect(database) as conn:
+        return _find(conn, serial_or_id)
+
+
+def list_devices(database: str | Path) -> list[DeviceRecord]:
+    """All devices, ordered by site, gate and serial."""
+    with connect(database) as conn:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY site, gate, serial")
+        return [DeviceRecord(*row) for row in rows]

@@ -1,0 +1,62 @@
+"""JSON errors for everything: bad input, unknown routes, oversize bodies, crashes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.errors import BadRequest
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def json_error(
+    status: type[web.HTTPException],
+    code: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.HTTPException:
+    """Return an HTTP exception whose body is ``{"error": code, "detail": detail}``."""
+    body = json.dumps({"error": code, "detail": detail}, ensure_ascii=False)
+    return status(text=body, content_type="application/json", headers=headers)
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON error response ``{"error": code, "detail": detail}``."""
+    body = json.dumps({"error": code, "detail": detail}, ensure_ascii=False)
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into a JSON body; unexpected exceptions become a logged 500."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        code = _CODES.get(exc.status, "http_error")
+        detail = "request body too large" if exc.status == 413 else exc.reason
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, detail, headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal server error")

@@ -1,0 +1,95 @@
+-- Siheyi server schema, as numbered migrations.
+--
+-- Each migration starts with a line "-- migration: N" and runs in one transaction; the
+-- applied version is recorded in schema_version. Keep the SQL portable (SQLite today,
+-- PostgreSQL later): plain types, no AUTOINCREMENT, no SQLite-only functions. Timestamps are
+-- ISO 8601 text in UTC with an explicit offset, so text order is time order.
+
+-- migration: 1
+
+-- Source data: the only place a clear ID number is stored.
+CREATE TABLE health_codes (
+    id_number   TEXT PRIMARY KEY,
+    colour      TEXT NOT NULL CHECK (colour IN ('green', 'yellow', 'red')),
+    reason      TEXT NOT NULL DEFAULT '',
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE nat_results (
+    id_number   TEXT NOT NULL,
+    sampled_at  TEXT NOT NULL,
+    result      TEXT NOT NULL CHECK (result IN ('negative', 'positive')),
+    lab         TEXT NOT NULL DEFAULT ''
+);
+-- Doubles as the lookup index (latest result per person) and the upsert key.
+CREATE UNIQUE INDEX nat_results_person_time ON nat_results (id_number, sampled_at);
+
+CREATE TABLE vaccinations (
+    id_number     TEXT NOT NULL,
+    dose          INTEGER NOT NULL CHECK (dose >= 1),
+    vaccinated_at TEXT NOT NULL,
+    vaccine       TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (id_number, dose)
+);
+
+CREATE TABLE travel (
+    id_number   TEXT PRIMARY KEY,
+    flagged     INTEGER NOT NULL CHECK (flagged IN (0, 1)),
+    area        TEXT NOT NULL DEFAULT '',
+    updated_at  TEXT NOT NULL
+);
+
+-- Fleet and devices.
+CREATE TABLE sites (
+    site TEXT PRIMARY KEY
+);
+
+CREATE TABLE fleet (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    fleet_key   TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE devices (
+    device_id       TEXT PRIMARY KEY,
+    serial          TEXT NOT NULL UNIQUE,
+    site            TEXT NOT NULL,
+    gate            TEXT NOT NULL DEFAULT '',
+    location        TEXT NOT NULL DEFAULT '',
+    secret_sha256   TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+    created_at      TEXT NOT NULL,
+    last_seen_at    TEXT,
+    last_heartbeat  TEXT
+);
+
+-- Audit: masked numbers and pseudonyms only, never a clear ID number.
+CREATE TABLE audit_events (
+    device_id     TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    wall_time     TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    outcome       TEXT,
+    prompt        TEXT,
+    masked_id     TEXT,
+    pseudonym     TEXT,
+    offline       INTEGER NOT NULL,
+    cache_age_s   REAL,
+    latency_ms    REAL,
+    boot_id       TEXT NOT NULL,
+    mono_ns       BIGINT NOT NULL,
+    clock_trusted INTEGER NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    -- 1 verified, 0 broken (bad hash or prev_hash mismatch), NULL predecessor not yet received
+    chain_ok      INTEGER,
+    UNIQUE (device_id, seq)
+);
+
+-- Per-device high-water mark: every event 1..acked_seq is stored.
+CREATE TABLE audit_progress (
+    device_id   TEXT PRIMARY KEY,
+    acked_seq   BIGINT NOT NULL
+);

@@ -1,0 +1,102 @@
+"""Device registry and bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
+from provisioning.registry import (
+    add_device,
+    get_device,
+    list_devices,
+    revoke_device,
+    write_bundle,
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "siheyi.db"
+
+
+def test_add_stores_only_the_hash(db: Path) -> None:
+    bundle = add_device(db, "SN-1", "site-a", "g1", "north door", server_url="https://s.example/")
+    assert bundle.device_id.startswith("k-") and len(bundle.device_id) == 12
+    assert len(bundle.secret) >= 43
+    assert bundle.server_url == "https://s.example"
+    assert len(bytes.fromhex(bundle.fleet_key)) == 32
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT * FROM devices").fetchone()
+        dump = "\n".join(conn.iterdump())
+    assert hashlib.sha256(bundle.secret.encode()).hexdigest() in row
+    assert bundle.secret not in dump
+    record = get_device(db, "SN-1")
+    assert (record.site, record.gate, record.location, record.status) == (
+        "site-a",
+        "g1",
+        "north door",
+        "active",
+    )
+
+
+def test_fleet_key_shared(db: Path) -> None:
+    a = add_device(db, "SN-1", "site-a")
+    b = add_device(db, "SN-2", "site-b")
+    assert a.fleet_key == b.fleet_key
+    assert a.device_id != b.device_id
+
+
+def test_serial_exists_and_rotate(db: Path) -> None:
+    first = add_device(db, "SN-1", "site-a")
+    with pytest.raises(SerialExists, match="serial exists"):
+        add_device(db, "SN-1", "site-a")
+    rotated = add_device(db, "SN-1", "site-b", "g2", rotate_secret=True)
+    assert rotated.device_id == first.device_id
+    assert rotated.secret != first.secret
+    assert get_device(db, first.device_id).site == "site-b"
+    assert len(list_devices(db)) == 1
+
+
+def test_revoke(db: Path) -> None:
+    bundle = add_device(db, "SN-1", "site-a")
+    assert revoke_device(db, "SN-1").status == "revoked"
+    assert revoke_device(db, bundle.device_id).status == "revoked"  # by id, idempotent
+    assert get_device(db, "SN-1").status == "revoked"
+    with pytest.raises(DeviceRevoked):
+        add_device(db, "SN-1", "site-a", rotate_secret=True)
+    with pytest.raises(DeviceNotFound):
+        revoke_device(db, "SN-404")
+
+
+@pytest.mark.parametrize(
+    ("serial", "site", "url"),
+    [
+        ("", "s", "http://x"),
+        ("bad serial", "s", "http://x"),
+        ("SN", " ", "http://x"),
+        ("SN", "s", "ftp://x"),
+    ],
+)
+def test_invalid_fields(db: Path, serial: str, site: str, url: str) -> None:
+    with pytest.raises(InvalidField):
+        add_device(db, serial, site, server_url=url)
+
+
+def test_bundle_file(db: Path, tmp_path: Path) -> None:
+    bundle = add_device(db, "SN-1", "site-a", "g1", server_url="http://10.0.0.1:8080")
+    path = tmp_path / "bundle.json"
+    path.write_text("old", encoding="utf-8")
+    path.chmod(0o644)
+    write_bundle(bundle, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert set(data) == {"device_id", "secret", "serial", "site", "gate", "server_url", "fleet_key"}
+    assert data["secret"] == bundle.secret
+    assert data["server_url"] == "http://10.0.0.1:8080"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

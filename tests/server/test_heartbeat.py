@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from provisioning.registry import DeviceBundle
+
+
+async def test_heartbeat_stores_status(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
+    status = {
+        "boot_id": "boot-1",
+        "uptime_s": 12.5,
+        "version": "0.1.0",
+        "clock_trusted": True,
+        "journal_pending": 3,
+        "reader": {"connected": True, "last_read_at": None, "errors": {}},
+    }
+    resp = await client.post("/v1/heartbeat", json=status, headers=auth)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["commands"] == []
+    server_time = datetime.fromisoformat(body["server_time"])
+    assert abs((datetime.now(UTC) - server_time).total_seconds()) < 5
+    with sqlite3.connect(db_path) as conn:
+        last, seen = conn.execute(
+            "SELECT last_heartbeat, last_seen_at FROM devices WHERE device_id = ?",
+            (device.device_id,),
+        ).fetchone()
+    assert json.loads(last) == status
+    assert seen == body["server_time"]
+
+
+async def test_heartbeat_minimal(client: TestClient, auth: dict[str, str]) -> None:
+    resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
+    assert resp.status == 200

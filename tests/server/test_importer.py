@@ -1,0 +1,239 @@
+"""CSV import: validation per row, all-or-nothing by default, --skip-bad, CLI exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from server import cli
+from server.errors import ImportFormatError
+from server.identity import make_id_number
+from server.importer import RowError, import_csv
+
+from .conftest import write_csv
+
+A = make_id_number("110101", "19900307", "451")
+B = make_id_number("310104", "19851111", "022")
+C = make_id_number("440305", "20010203", "113")
+BAD_SUM = A[:17] + ("0" if A[17] != "0" else "1")
+HC = ["id_number", "colour", "reason", "updated_at"]
+
+
+def count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+def test_good_file_and_idempotent_reimport(tmp_path: Path, db_path: Path) -> None:
+    csv = write_csv(
+        tmp_path / "hc.csv",
+        HC,
+        [
+            (A, "green", "", "2026-11-23T08:00:00+08:00"),
+            (B, " Yellow ", "密接", "2026-11-23T00:00:00Z"),
+        ],
+    )
+    report = import_csv(db_path, "health_code", csv)
+    assert (report.ok, report.rows, report.imported, report.skipped) == (True, 2, 2, 0)
+    report = import_csv(db_path, "health_code", csv)
+    assert report.imported == 2
+    assert count(db_path, "health_codes") == 2
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT id_number, colour, updated_at FROM health_codes ORDER BY 1"
+        ).fetchall()
+    assert (A, "green", "2026-11-23T00:00:00+00:00") in rows  # normalised to UTC
+    assert (B, "yellow", "2026-11-23T00:00:00+00:00") in rows
+
+
+def test_upsert_replaces(tmp_path: Path, db_path: Path) -> None:
+    write_csv(tmp_path / "1.csv", HC, [(A, "green", "", "2026-11-23T08:00:00+08:00")])
+    write_csv(tmp_path / "2.csv", HC, [(A, "red", "密接", "2026-11-24T08:00:00+08:00")])
+    import_csv(db_path, "health_code", tmp_path / "1.csv")
+    import_csv(db_path, "health_code", tmp_path / "2.csv")
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT colour, reason FROM health_codes").fetchall() == [
+            ("red", "密接")
+        ]
+
+
+BAD_ROWS = [
+    (A, "green", "", "2026-11-23T08:00:00+08:00"),  # row 2: good
+    (BAD_SUM, "green", "", "2026-11-23T08:00:00+08:00"),  # row 3: checksum
+    (B, "blue", "", "yesterday"),  # row 4: colour and date
+    (C, "red", "", "2026-11-23T08:00:00"),  # row 5: no offset
+    ("12345", "green", "", "2026-11-23T08:00:00+08:00"),  # row 6: shape
+]
+
+
+def test_bad_rows_reported_exactly_and_nothing_imported(tmp_path: Path, db_path: Path) -> None:
+    csv = write_csv(tmp_path / "hc.csv", HC, BAD_ROWS)
+    report = import_csv(db_path, "health_code", csv)
+    assert not report.ok
+    assert [(e.row, e.column) for e in report.errors] == [
+        (3, "id_number"),
+        (4, "colour"),
+        (4, "updated_at"),
+        (5, "updated_at"),
+        (6, "id_number"),
+    ]
+    assert "check character" in report.errors[0].reason
+    assert "UTC offset" in report.errors[3].reason
+    assert (report.rows, report.imported, report.skipped) == (5, 0, 5)
+    assert count(db_path, "health_codes") == 0
+
+
+def test_skip_bad_imports_good_rows(tmp_path: Path, db_path: Path) -> None:
+    csv = write_csv(tmp_path / "hc.csv", HC, BAD_ROWS)
+    report = import_csv(db_path, "health_code", csv, skip_bad=True)
+    assert (report.rows, report.imported, report.skipped) == (5, 1, 4)
+    assert count(db_path, "health_codes") == 1
+
+
+def test_field_count_and_header(tmp_path: Path, db_path: Path) -> None:
+    path = tmp_path / "hc.csv"
+    path.write_text(
+        f"id_number,colour,reason,updated_at\n{A},green,,2026-11-23T08:00:00+08:00\n\n{B},green\n",
+        encoding="utf-8",
+    )
+    report = import_csv(db_path, "health_code", path, skip_bad=True)
+    assert report.errors == [RowError(4, "-", "expected 4 fields, got 2")]
+    assert report.imported == 1
+
+    path.write_text("id_number,color,reason,updated_at,extra\n", encoding="utf-8")
+    report = import_csv(db_path, "health_code", path, skip_bad=True)
+    assert {(e.row, e.column, e.reason) for e in report.errors} == {
+        (1, "colour", "missing column"),
+        (1, "color", "unknown column"),
+        (1, "extra", "unknown column"),
+    }
+    path.write_text("", encoding="utf-8")
+    assert import_csv(db_path, "health_code", path).errors[0].row == 1
+
+
+def test_bom_and_column_order(tmp_path: Path, db_path: Path) -> None:
+    path = tmp_path / "nat.csv"
+    path.write_text(
+        "\ufefflab,result,sampled_at,id_number\n金域,negative,2026-11-22T09:00:00+08:00,"
+        + A
+        + "\n",
+        encoding="utf-8",
+    )
+    assert import_csv(db_path, "nat", path).imported == 1
+
+
+def test_nat_vaccination_travel(tmp_path: Path, db_path: Path) -> None:
+    nat = write_csv(
+        tmp_path / "nat.csv",
+        ["id_number", "sampled_at", "result", "lab"],
+        [
+            (A, "2026-11-22T09:00:00+08:00", "negative", "x"),
+            (A, "2026-11-22T09:00:00+08:00", "positive", "x"),  # same key: upsert
+            (A, "2026-11-20T09:00:00+08:00", "maybe", "x"),
+        ],
+    )
+    report = import_csv(db_path, "nat", nat)
+    assert [(e.row, e.column) for e in report.errors] == [(4, "result")]
+    assert import_csv(db_path, "nat", nat, skip_bad=True).imported == 2
+    assert count(db_path, "nat_results") == 1
+
+    vac = write_csv(
+        tmp_path / "vac.csv",
+        ["id_number", "dose", "vaccinated_at", "vaccine"],
+        [
+            (A, "1", "2021-03-01", "科兴"),
+            (A, "2", "2021-04-01T10:00:00+08:00", "科兴"),
+            (A, "0", "2021-05-01", ""),
+            (A, "two", "2021-05-01", ""),
+            (A, "3", "01/05/2021", ""),
+        ],
+    )
+    report = import_csv(db_path, "vaccination", vac, skip_bad=True)
+    assert [(e.row, e.column) for e in report.errors] == [
+        (4, "dose"),
+        (5, "dose"),
+        (6, "vaccinated_at"),
+    ]
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute(
+            "SELECT dose, vaccinated_at FROM vaccinations ORDER BY dose"
+        ).fetchall() == [
+            (1, "2021-03-01"),
+            (2, "2021-04-01"),
+        ]
+
+    travel = write_csv(
+        tmp_path / "travel.csv",
+        ["id_number", "flagged", "area", "updated_at"],
+        [
+            (A, "TRUE", "上海", "2026-11-23T08:00:00+08:00"),
+            (B, "no", "", "2026-11-23T08:00:00+08:00"),
+            (C, "maybe", "", "2026-11-23T08:00:00+08:00"),
+        ],
+    )
+    report = import_csv(db_path, "travel", travel, skip_bad=True)
+    assert [(e.row, e.column) for e in report.errors] == [(4, "flagged")]
+    with sqlite3.connect(db_path) as conn:
+        assert dict(conn.execute("SELECT id_number, flagged FROM travel").fetchall()) == {
+            A: 1,
+            B: 0,
+        }
+
+
+def test_unknown_kind_and_missing_file(tmp_path: Path, db_path: Path) -> None:
+    with pytest.raises(ImportFormatError, match="unknown kind"):
+        import_csv(db_path, "passport", tmp_path / "x.csv")
+    with pytest.raises(ImportFormatError, match="cannot read"):
+        import_csv(db_path, "nat", tmp_path / "missing.csv")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kiosk")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> int:
+    args = parse(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_cli_exit_codes(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_csv(tmp_path / "good.csv", HC, [(A, "green", "", "2026-11-23T08:00:00+08:00")])
+    bad = write_csv(tmp_path / "bad.csv", HC, BAD_ROWS)
+    assert run(["server", "import", "health_code", str(good), "--database", str(db_path)]) == 0
+    assert "1 imported" in capsys.readouterr().out
+
+    assert run(["server", "import", "health_code", str(bad), "--database", str(db_path)]) == 1
+    captured = capsys.readouterr()
+    assert "row 3, column id_number" in captured.out
+    assert "nothing imported" in captured.err
+
+    argv = [
+        "server",
+        "import",
+        "health_code",
+        str(bad),
+        "--database",
+        str(db_path),
+        "--skip-bad",
+        "--json",
+    ]
+    assert run(argv) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["imported"] == 1
+    assert [e["row"] for e in report["errors"]] == [3, 4, 4, 5, 6]
+
+    missing = ["server", "import", "nat", str(tmp_path / "nope.csv"), "--database", str(db_path)]
+    assert run(missing) == 1
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_kind() -> None:
+    with pytest.raises(SystemExit):
+        parse(["server", "import", "passport", "x.csv"])
