@@ -1,0 +1,426 @@
+"""Prompts: real espeak renders, the cache, players and the non-blocking Voice facade."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import hashlib
+import logging
+import math
+import os
+import shutil
+import stat
+import sys
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from device.errors import PlayerError, VoiceError
+from device.voice import (
+    AplayPlayer,
+    FileSinkPlayer,
+    MockPlayer,
+    NullPlayer,
+    Player,
+    PromptRenderer,
+    Voice,
+    check_wav,
+    make_player,
+)
+
+PASS_TEXT = "绿码通行"
+PROMPTS = {
+    "pass": PASS_TEXT,
+    "check": "非绿码请核查",
+    "fault": "设备故障，请联系工作人员",
+}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def fake_aplay(tmp_path: Path) -> tuple[Path, Path]:
+    """An 'aplay' that records its pid and argv, then 'plays' for 30 s."""
+    log = tmp_path / "aplay.log"
+    command = script(tmp_path / "fake-aplay", f'echo "$$ $*" >> "{log}"\nexec sleep 30')
+    return command, log
+
+
+def log_lines(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def amplitude(path: Path) -> tuple[int, float]:
+    """Peak and RMS of a 16-bit PCM WAV, computed by hand."""
+    with wave.open(str(path), "rb") as wav:
+        assert wav.getsampwidth() == 2
+        samples = array.array("h", wav.readframes(wav.getnframes()))
+    if sys.byteorder == "big":
+        samples.byteswap()
+    peak = max(abs(s) for s in samples)
+    rms = math.sqrt(sum(s * s for s in samples) / len(samples))
+    return peak, rms
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+def test_real_render_is_a_valid_non_silent_wav(tmp_path: Path) -> None:
+    renderer = PromptRenderer(tmp_path)
+    clip = renderer.render(PASS_TEXT)
+    key = f"{PASS_TEXT}|sit/cmn|170".encode()
+    assert clip == tmp_path / f"{hashlib.sha256(key).hexdigest()}.wav"
+    assert check_wav(clip) > 0.3
+    peak, rms = amplitude(clip)
+    assert peak > 3000 and rms > 300
+    assert [p.name for p in tmp_path.iterdir()] == [clip.name]  # no temporary left
+
+
+def test_cache_hit_does_not_render_again(tmp_path: Path) -> None:
+    renderer = PromptRenderer(tmp_path)
+    clip = renderer.render(PASS_TEXT)
+    mtime = clip.stat().st_mtime_ns
+    t0 = time.monotonic()
+    assert renderer.render(PASS_TEXT) == clip
+    assert time.monotonic() - t0 < 0.05
+    assert renderer.renders == 1
+    assert clip.stat().st_mtime_ns == mtime
+    assert PromptRenderer(tmp_path).cached(PASS_TEXT) == clip  # survives a restart
+
+
+def test_rate_and_voice_are_part_of_the_key(tmp_path: Path) -> None:
+    slow = PromptRenderer(tmp_path, rate=120).render(PASS_TEXT)
+    fast = PromptRenderer(tmp_path, rate=260).render(PASS_TEXT)
+    other = PromptRenderer(tmp_path, voice="sit/cmn-latn-pinyin").path_for(PASS_TEXT)
+    assert len({slow, fast, other}) == 3
+    assert check_wav(slow) > check_wav(fast)  # slower speech, longer clip
+
+
+def test_broken_cache_file_is_rendered_again(tmp_path: Path) -> None:
+    renderer = PromptRenderer(tmp_path)
+    renderer.path_for(PASS_TEXT).write_bytes(b"RIFF....WAVE")
+    assert renderer.cached(PASS_TEXT) is None
+    assert check_wav(renderer.render(PASS_TEXT)) > 0.3
+    assert renderer.renders == 1
+
+
+def test_prerender_renders_the_good_ones_and_names_the_bad(tmp_path: Path) -> None:
+    renderer = PromptRenderer(tmp_path)
+    with pytest.raises(VoiceError, match="empty"):
+        renderer.prerender([PASS_TEXT, "  ", PROMPTS["check"], PASS_TEXT])
+    assert renderer.renders == 2  # duplicates rendered once
+    assert renderer.cached(PASS_TEXT) and renderer.cached(PROMPTS["check"])
+    clips = renderer.prerender([PASS_TEXT, PROMPTS["check"]])
+    assert set(clips) == {PASS_TEXT, PROMPTS["check"]} and renderer.renders == 2
+
+
+def test_unknown_voice_is_reported_as_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(VoiceError, match="unavailable: voice 'xx/none' is not installed"):
+        PromptRenderer(tmp_path, voice="xx/none").render(PASS_TEXT)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_synthesiser_is_a_voice_error(tmp_path: Path) -> None:
+    renderer = PromptRenderer(tmp_path / "c", python=str(tmp_path / "no-python"))
+    with pytest.raises(VoiceError, match="cannot start the prompt renderer"):
+        renderer.render(PASS_TEXT)
+    broken = script(tmp_path / "py", 'echo "pyttsx3 is not installed" >&2\nexit 3')
+    with pytest.raises(VoiceError, match="unavailable: pyttsx3 is not installed"):
+        PromptRenderer(tmp_path / "c", python=str(broken)).render(PASS_TEXT)
+
+
+def test_hung_synthesis_is_killed(tmp_path: Path) -> None:
+    hung = script(tmp_path / "py", "exec sleep 30")
+    renderer = PromptRenderer(tmp_path / "c", python=str(hung), timeout_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(VoiceError, match="hung"):
+        renderer.render(PASS_TEXT)
+    assert time.monotonic() - t0 < 5
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_engine_output_without_audio_is_not_cached(tmp_path: Path) -> None:
+    silent = script(tmp_path / "py", "exit 0")  # "succeeds" without writing anything
+    renderer = PromptRenderer(tmp_path / "c", python=str(silent))
+    with pytest.raises(VoiceError, match="not a readable WAV"):
+        renderer.render(PASS_TEXT)
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- players
+
+
+@pytest.fixture
+def clip(shared_renderer: PromptRenderer) -> Path:
+    return shared_renderer.render(PASS_TEXT)
+
+
+def test_aplay_new_prompt_terminates_the_previous(tmp_path: Path, clip: Path) -> None:
+    command, log = fake_aplay(tmp_path)
+    second = tmp_path / "second.wav"
+    shutil.copyfile(clip, second)
+    with AplayPlayer(device="plughw:0,0", command=str(command)) as player:
+        t0 = time.monotonic()
+        player.play(clip)
+        assert time.monotonic() - t0 < 0.2  # started, not finished (it 'plays' 30 s)
+        wait_for(lambda: len(log_lines(log)) == 1)
+        first_pid = int(log_lines(log)[0][0])
+        assert log_lines(log)[0][1:] == ["-q", "-D", "plughw:0,0", str(clip)]
+        assert player.pid == first_pid and alive(first_pid)
+        player.play(second)
+        assert not alive(first_pid)
+        wait_for(lambda: len(log_lines(log)) == 2)
+        second_pid = int(log_lines(log)[1][0])
+        assert log_lines(log)[1][1:] == ["-q", "-D", "plughw:0,0", str(second)]
+        player.stop()
+        assert not alive(second_pid) and player.pid is None
+    with pytest.raises(PlayerError, match="closed"):
+        player.play(clip)
+
+
+def test_aplay_missing_command(tmp_path: Path, clip: Path) -> None:
+    player = AplayPlayer(command=str(tmp_path / "no-aplay"))
+    with pytest.raises(PlayerError, match="not found") as caught:
+        player.play(clip)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    with pytest.raises(PlayerError, match="does not exist"):
+        player.play(tmp_path / "missing.wav")
+    player.close()
+
+
+@pytest.mark.skipif(shutil.which("aplay") is None, reason="needs ALSA's aplay")
+def test_real_aplay_on_alsa_null_device(clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ALSA's null PCM discards samples without pacing, so aplay exits almost at once."""
+    with AplayPlayer(device="null") as player:
+        player.play(clip)
+        wait_for(lambda: player.pid is None)
+        player.play(clip)  # reaps the first: it exited cleanly
+        wait_for(lambda: player.pid is None)
+    assert "exited with status" not in caplog.text
+    with AplayPlayer(device="no_such_pcm") as gone:  # an unplugged USB sound card
+        gone.play(clip)
+        wait_for(lambda: gone.pid is None)
+    assert "aplay exited with status 1" in caplog.text
+
+
+def test_mock_player_records_and_fails_on_demand(tmp_path: Path, clip: Path) -> None:
+    player = MockPlayer()
+    player.play(clip, "hello")
+    assert player.played[0][:2] == (clip, "hello") and player.texts == ["hello"]
+    player.missing = True
+    with pytest.raises(PlayerError, match="missing"):
+        player.play(clip)
+    player.close()
+    with pytest.raises(PlayerError, match="closed"):
+        player.play(clip)
+
+
+def test_file_sink_numbers_clips_in_play_order(tmp_path: Path, clip: Path) -> None:
+    sink = tmp_path / "sink"
+    player = FileSinkPlayer(sink)
+    player.play(clip)
+    player.play(clip)
+    names = [p.name for p in player.recorded()]
+    assert names == [f"000001-{clip.name}", f"000002-{clip.name}"]
+    assert (sink / names[0]).read_bytes() == clip.read_bytes()
+    player.close()
+    again = FileSinkPlayer(sink)  # numbering continues after a restart
+    again.play(clip)
+    assert again.recorded()[-1].name == f"000003-{clip.name}"
+    again.close()
+
+
+def test_null_player_drops_everything(tmp_path: Path) -> None:
+    player = NullPlayer()
+    player.play(tmp_path / "whatever.wav")
+    player.stop()
+    player.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "check"),
+    [
+        ("aplay", AplayPlayer, lambda p: p.device is None),
+        ("aplay:plughw:0,0", AplayPlayer, lambda p: p.device == "plughw:0,0"),
+        ("null", NullPlayer, lambda p: True),
+        ("mock", MockPlayer, lambda p: not p.hang and not p.missing),
+        ("mock:hang", MockPlayer, lambda p: p.hang),
+        ("mock:missing", MockPlayer, lambda p: p.missing),
+    ],
+)
+def test_make_player(spec: str, kind: type[Player], check: Callable[[Player], bool]) -> None:
+    player = make_player(spec)
+    assert type(player) is kind and check(player)
+    player.close()
+
+
+def test_make_player_file_and_unknown(tmp_path: Path) -> None:
+    player = make_player(f"file:{tmp_path / 'out'}")
+    assert isinstance(player, FileSinkPlayer) and player.directory == tmp_path / "out"
+    player.close()
+    for bad in ("pulse", "null:x", "file:", "mock:loud"):
+        with pytest.raises(ValueError, match="unknown audio player"):
+            make_player(bad)
+
+
+# --------------------------------------------------------------------------- Voice
+
+
+@pytest.fixture
+async def voice(shared_renderer: PromptRenderer) -> AsyncIterator[Voice]:
+    v = Voice(shared_renderer, MockPlayer(), PROMPTS, play_timeout_s=0.3)
+    await v.start()
+    yield v
+    await v.close()
+
+
+async def test_say_plays_the_prerendered_clip_at_once(voice: Voice) -> None:
+    player = voice.player
+    assert isinstance(player, MockPlayer)
+    assert set(voice.clips) == set(PROMPTS.values())
+    t0 = time.monotonic()
+    started = await voice.say(PASS_TEXT)
+    assert time.monotonic() - t0 < 0.1
+    ((path, text, at),) = player.played
+    assert path == voice.renderer.path_for(PASS_TEXT) and text == PASS_TEXT
+    assert t0 <= at <= started <= time.monotonic()
+    assert voice.last_started == started
+
+
+async def test_start_renders_off_the_event_loop(tmp_path: Path) -> None:
+    v = Voice(PromptRenderer(tmp_path), MockPlayer(), list(PROMPTS.values()))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await v.start()
+    task.cancel()
+    assert ticks >= 5  # three syntheses took a while and the loop kept running
+    assert all(v.ready(t) for t in PROMPTS.values())
+    await v.close()
+
+
+async def test_unrendered_text_falls_back_and_renders_in_background(voice: Voice) -> None:
+    player = voice.player
+    assert isinstance(player, MockPlayer)
+    new_text = "请出示健康码"
+    t0 = time.monotonic()
+    await voice.say(new_text, outcome="check")
+    assert time.monotonic() - t0 < 0.1  # never waits for synthesis
+    assert player.played[-1][0] == voice.renderer.path_for(PROMPTS["check"])
+    for _ in range(2000):
+        if voice.ready(new_text):
+            break
+        await asyncio.sleep(0.01)
+    assert voice.ready(new_text)
+    await voice.say(new_text)
+    assert player.played[-1][:2] == (voice.renderer.path_for(new_text), new_text)
+
+
+async def test_unknown_outcome_falls_back_to_fault_clip(voice: Voice) -> None:
+    player = voice.player
+    assert isinstance(player, MockPlayer)
+    await voice.say("另一个提示", outcome="no-such-outcome")
+    assert player.played[-1][0] == voice.renderer.path_for(PROMPTS["fault"])
+
+
+async def test_no_clip_and_no_fallback_is_a_voice_error(
+    shared_renderer: PromptRenderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    v = Voice(shared_renderer, MockPlayer(), [PASS_TEXT])
+    await v.start()
+    with pytest.raises(VoiceError, match="not rendered"):
+        await v.say("完全未知的提示")
+    assert "not spoken" in caplog.text
+    await v.close()
+
+
+async def test_new_prompt_interrupts_the_old_one(tmp_path: Path, voice: Voice) -> None:
+    command, log = fake_aplay(tmp_path)
+    v = Voice(voice.renderer, AplayPlayer(command=str(command)), PROMPTS)
+    await v.start()
+    await v.say(PASS_TEXT)
+    await asyncio.to_thread(wait_for, lambda: len(log_lines(log)) == 1)
+    first = int(log_lines(log)[0][0])
+    await v.say(PROMPTS["check"])
+    assert not alive(first)
+    await asyncio.to_thread(wait_for, lambda: len(log_lines(log)) == 2)
+    second = int(log_lines(log)[1][0])
+    assert log_lines(log)[1][-1] == str(voice.renderer.path_for(PROMPTS["check"]))
+    await v.close()
+    assert not alive(second)
+
+
+async def test_hanging_player_cannot_stall_the_tap(
+    shared_renderer: PromptRenderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    player = MockPlayer(hang=True)
+    v = Voice(shared_renderer, player, PROMPTS, play_timeout_s=0.2)
+    await v.start()
+    t0 = time.monotonic()
+    with pytest.raises(PlayerError, match=r"did not return within 0\.2 s"):
+        await v.say(PASS_TEXT)
+    assert time.monotonic() - t0 < 0.4
+    t0 = time.monotonic()
+    with pytest.raises(PlayerError, match="still stuck"):
+        await v.say(PASS_TEXT)  # no pile-up of threads on a wedged device
+    assert time.monotonic() - t0 < 0.05
+    assert "did not return" in caplog.text
+    player.hang = False
+    await v.stop()  # releases the stuck call
+    for _ in range(200):
+        try:
+            await v.say(PASS_TEXT)
+            break
+        except PlayerError:
+            await asyncio.sleep(0.01)
+    assert player.texts == [PASS_TEXT]
+    await v.close()
+
+
+async def test_missing_player_raises_player_error(
+    shared_renderer: PromptRenderer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="device.voice")
+    for player in (MockPlayer(missing=True), AplayPlayer(command=str(tmp_path / "no-aplay"))):
+        v = Voice(shared_renderer, player, PROMPTS)
+        await v.start()
+        with pytest.raises(PlayerError):
+            await v.say(PASS_TEXT)
+        await v.close()
+    assert caplog.text.count("audio player play failed") == 2
+
+
+async def test_start_reports_unrenderable_prompts(tmp_path: Path) -> None:
+    v = Voice(PromptRenderer(tmp_path, voice="xx/none"), MockPlayer(), PROMPTS)
+    with pytest.raises(VoiceError, match="prompts not rendered"):
+        await v.start()
+    with pytest.raises(VoiceError):
+        await v.say(PASS_TEXT, outcome="pass")
+    await v.close()
