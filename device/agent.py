@@ -1,0 +1,250 @@
+"""The kiosk agent: one asyncio process that turns taps into spoken, gated, audited decisions.
+
+Credential sources run on their own threads and hand credentials to one queue; each tap is
+decided, spoken, shown on the gate and journalled in that order, because the citizen waiting
+at the gate cares about the voice first and the audit record can follow a few milliseconds
+later. Background tasks upload the journal and send heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from device.cardreader import CardReader
+from device.client import ServerClient, ServerError
+from device.credentials import Credential
+from device.errors import KioskError
+from device.gate import Gate
+from device.journal import Journal
+from device.uploader import Uploader
+from device.verifier import Decision, Verifier
+from device.voice import Voice
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class TapResult:
+    """One finished tap, as the demo and the tests see it."""
+
+    decision: Decision
+    latency_ms: float | None  # credential complete -> playback start; None when nothing played
+    spoken: bool
+    seq: int | None
+
+
+TapListener = Callable[[TapResult], Awaitable[None] | None]
+
+
+class Agent:
+    """Wires sources, verifier, voice, gate, journal, uploader and heartbeat together."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        client: ServerClient,
+        verifier: Verifier,
+        voice: Voice,
+        gate: Gate | None,
+        journal: Journal,
+        uploader: Uploader,
+        reader: CardReader | None,
+        heartbeat_interval_s: float = 30.0,
+        boot_id: str | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.boot_id = boot_id or uuid.uuid4().hex
+        self._client = client
+        self._verifier = verifier
+        self._voice = voice
+        self._gate = gate
+        self._journal = journal
+        self._uploader = uploader
+        self._reader = reader
+        self._heartbeat_interval = heartbeat_interval_s
+        self._queue: asyncio.Queue[Credential] = asyncio.Queue(maxsize=64)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._listeners: list[TapListener] = []
+        self._taps = 0
+        self._started = time.monotonic()
+        self.dropped_credentials = 0
+
+    def add_listener(self, listener: TapListener) -> None:
+        self._listeners.append(listener)
+
+    # -- credential intake: called from source threads ------------------------------------
+    def submit_threadsafe(self, cred: Credential) -> None:
+        """Hand a credential from a source thread to the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._enqueue, cred)
+
+    def _enqueue(self, cred: Credential) -> None:
+        try:
+            self._queue.put_nowait(cred)
+        except asyncio.QueueFull:
+            self.dropped_credentials += 1
+            log.error("credential queue full, dropping a tap (%s)", cred)
+
+    async def submit(self, cred: Credential) -> None:
+        await self._queue.put(cred)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._gate is not None:
+            self._gate.safe_state()
+        await self._voice.start()
+        self._tasks = [
+            asyncio.create_task(self._tap_loop(), name="taps"),
+            asyncio.create_task(self._uploader.run(), name="uploader"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        if self._reader is not None:
+            self._reader.start(self.submit_threadsafe)
+        await self._journal_system("agent_started", {"version": VERSION})
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.stop)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        # A last chance to upload; events that do not make it stay in the journal.
+        with contextlib.suppress(ServerError, TimeoutError):
+            await asyncio.wait_for(self._uploader.drain_once(), timeout=2.0)
+        if self._gate is not None:
+            self._gate.safe_state()
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    # -- the tap ---------------------------------------------------------------------------
+    async def _tap_loop(self) -> None:
+        while True:
+            cred = await self._queue.get()
+            try:
+                await self.handle(cred)
+            except Exception:  # a bug in one tap must not stop the kiosk
+                log.exception("tap handling failed")
+
+    def _next_tap_id(self) -> str:
+        self._taps += 1
+        return f"{self.device_id}-{self.boot_id[:8]}-{self._taps}"
+
+    async def handle(self, cred: Credential) -> TapResult:
+        """Decide, speak, switch, journal: the whole tap."""
+        decision = await self._verifier.decide(cred, self._next_tap_id())
+        spoken = True
+        fault = ""
+        latency_ms: float | None = None
+        try:
+            started = await self._voice.say(decision.prompt, outcome=decision.outcome)
+            latency_ms = (started - cred.completed_at) * 1000.0
+        except KioskError as exc:
+            spoken = False
+            fault = f"voice: {exc}"
+            log.error("prompt not played: %s", exc)
+        if self._gate is not None:
+            try:
+                self._gate.show(decision.outcome)
+                if decision.outcome == "pass":
+                    self._gate.open_pulse()
+                if not spoken:
+                    self._gate.fault()
+            except Exception as exc:
+                fault = (fault + "; " if fault else "") + f"gate: {exc}"
+                log.exception("gate action failed")
+        detail: dict[str, Any] = {"reasons": list(decision.reasons), "tap_id": decision.tap_id}
+        if decision.error:
+            detail["error"] = decision.error
+        if not spoken:
+            detail["voice_fault"] = fault
+        event = await self._journal.append(
+            {
+                "kind": "decision",
+                "outcome": decision.outcome,
+                "prompt": decision.prompt,
+                "masked_id": decision.masked_id,
+                "pseudonym": decision.pseudonym,
+                "offline": decision.offline,
+                "cache_age_s": decision.cache_age_s,
+                "latency_ms": round(latency_ms, 2) if latency_ms is not None else None,
+                "clock_trusted": True,
+                "detail": detail,
+            }
+        )
+        self._uploader.poke()
+        result = TapResult(decision, latency_ms, spoken, event.get("seq"))
+        for listener in self._listeners:
+            maybe = listener(result)
+            if maybe is not None:
+                await maybe
+        return result
+
+    async def _journal_system(self, what: str, detail: dict[str, Any]) -> None:
+        await self._journal.append(
+            {
+                "kind": "system",
+                "outcome": None,
+                "prompt": None,
+                "masked_id": None,
+                "pseudonym": None,
+                "offline": False,
+                "cache_age_s": None,
+                "latency_ms": None,
+                "clock_trusted": True,
+                "detail": {"event": what, **detail},
+            }
+        )
+        self._uploader.poke()
+
+    # -- health ----------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        reader = self._reader.health() if self._reader is not None else None
+        return {
+            "boot_id": self.boot_id,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "version": VERSION,
+            "clock_trusted": True,
+            "wall_time": dt.datetime.now(dt.UTC).isoformat(),
+            "journal_pending": await self._journal.count(),
+            "taps": self._taps,
+            "dropped_credentials": self.dropped_credentials,
+            "upload": {"uploaded": self._uploader.uploaded, "failures": self._uploader.failures},
+            "reader": reader,
+        }
+
+    async def _heartbeat_loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self._client.heartbeat(await self.status())
+                if failing:
+                    log.info("heartbeat recovered")
+                failing = False
+            except ServerError as exc:
+                if not failing:
+                    log.warning("heartbeat failed: %s", exc)
+                failing = True
+            await asyncio.sleep(self._heartbeat_interval)

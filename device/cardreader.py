@@ -1,0 +1,259 @@
+"""ID-card reader source: polls a SAM module over pyserial and emits one credential per tap.
+
+The port is a pyserial URL (`/dev/ttyUSB0`, a pty, `socket://host:port`), so the same code talks
+to a real reader, a simulated one and a reader behind a TCP bridge. The protocol itself
+(frames, parsing, text decoding) is the MicroPython-compatible `firmware_bridge` code; this
+module is only the host-side sequence: reset, status check, then find → select → read.
+
+It runs on its own thread because pyserial is blocking; credentials are handed to the agent
+through a callback (which uses `loop.call_soon_threadsafe`). A reader that disappears (USB
+unplugged) is reopened every `reconnect_interval_s` without restarting the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import serial
+
+from device.credentials import Credential
+from device.errors import KioskError
+from firmware_bridge import idcard, sam
+from firmware_bridge.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class ReaderError(KioskError, IOError):
+    """The reader did not answer as the SAM protocol requires."""
+
+
+class ReaderTimeout(ReaderError, TimeoutError):
+    """No complete reply within the command's timeout."""
+
+
+class ReaderStatus(ReaderError):
+    """The SAM answered with a failure status word."""
+
+    def __init__(self, what: str, sw3: int) -> None:
+        super().__init__(f"{what}: SW3 {sw3:02X} ({sam.status_text(sw3)})")
+        self.sw3 = sw3
+
+
+SerialFactory = Callable[..., Any]
+
+
+class CardReader:
+    """Host side of the SAM protocol, one thread, reconnecting."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        poll_interval_s: float = 0.1,
+        command_timeout_s: float = 0.2,
+        read_timeout_s: float = 3.0,
+        reconnect_interval_s: float = 0.5,
+        repeat_guard_s: float = 2.0,
+        read_retries: int = 2,
+        serial_factory: SerialFactory = serial.serial_for_url,
+    ) -> None:
+        self.url = url
+        self._baudrate = baudrate
+        self._poll = poll_interval_s
+        self._cmd_timeout = command_timeout_s
+        self._read_timeout = read_timeout_s
+        self._reconnect = reconnect_interval_s
+        self._repeat_guard = repeat_guard_s
+        self._read_retries = read_retries
+        self._serial_factory = serial_factory
+        self._parser = sam.ResponseParser()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._on_credential: Callable[[Credential], None] | None = None
+        self._last_id = ""
+        self._last_id_at = 0.0
+        self._lock = threading.Lock()
+        self.connected = False
+        self.last_read_at: str | None = None
+        self.reads = 0
+        self.errors: Counter[str] = Counter()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, on_credential: Callable[[Credential], None]) -> None:
+        self._on_credential = on_credential
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="card-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self._read_timeout + 2)
+            self._thread = None
+
+    def health(self) -> dict[str, Any]:
+        """What the heartbeat reports about the reader."""
+        with self._lock:
+            return {
+                "url": self.url,
+                "connected": self.connected,
+                "last_read_at": self.last_read_at,
+                "reads": self.reads,
+                "errors": dict(self.errors),
+            }
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        announced_down = False
+        while not self._stop.is_set():
+            try:
+                port = self._serial_factory(self.url, baudrate=self._baudrate, timeout=0.05)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                if not announced_down:
+                    log.warning("reader %s not available: %s", self.url, exc)
+                    announced_down = True
+                self._count("open_failed")
+                self._stop.wait(self._reconnect)
+                continue
+            announced_down = False
+            try:
+                self._session(port)
+            except (serial.SerialException, OSError) as exc:
+                log.warning("reader %s lost: %s", self.url, exc)
+                self._count("disconnects")
+            finally:
+                with self._lock:
+                    self.connected = False
+                with contextlib.suppress(serial.SerialException, OSError):
+                    port.close()
+            self._stop.wait(self._reconnect)
+
+    def _session(self, port: Any) -> None:
+        """One connection: initialise the SAM, then poll until stopped or the port fails."""
+        self._initialise(port)
+        log.info("reader %s ready", self.url)
+        with self._lock:
+            self.connected = True
+        while not self._stop.is_set():
+            try:
+                self._poll_once(port)
+            except ReaderTimeout:
+                self._count("timeout")
+                if not self._alive(port):
+                    return
+            except ReaderError as exc:
+                log.debug("reader: %s", exc)
+            self._stop.wait(self._poll)
+
+    def _initialise(self, port: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._expect(port, sam.reset_command(), (sam.SW3_OK,), "reset")
+                self._expect(port, sam.status_command(), (sam.SW3_OK,), "status")
+                return
+            except ReaderError as exc:
+                log.warning("reader %s initialisation failed: %s", self.url, exc)
+                self._count("init_failed")
+                self._stop.wait(self._reconnect)
+        raise OSError("stopped")
+
+    def _alive(self, port: Any) -> bool:
+        """After a timeout: does the SAM still answer a status request?"""
+        try:
+            self._expect(port, sam.status_command(), (sam.SW3_OK,), "status")
+            return True
+        except ReaderTimeout:
+            log.warning("reader %s stopped answering; reconnecting", self.url)
+            self._count("unresponsive")
+            return False
+        except ReaderError:
+            return True
+
+    def _poll_once(self, port: Any) -> None:
+        found = self._transact(port, sam.find_card_command(), self._cmd_timeout)
+        if found.sw3 != sam.SW3_FOUND:
+            return  # no card, or the card already read is still in the field
+        self._expect(port, sam.select_card_command(), (sam.SW3_OK,), "select")
+        frame = None
+        for attempt in range(self._read_retries + 1):
+            try:
+                frame = self._expect(port, sam.read_base_command(), (sam.SW3_OK,), "read")
+                break
+            except ReaderError as exc:
+                if attempt == self._read_retries:
+                    raise
+                log.info("read failed (%s), retrying", exc)
+        assert frame is not None
+        completed_at = time.monotonic()
+        try:
+            text, _photo, _finger = sam.parse_read_base(frame)
+            card = idcard.decode_text(text)
+        except (ProtocolError, ValueError) as exc:
+            self._count("decode")
+            raise ReaderError(f"unreadable card text: {exc}") from exc
+        # The photo stays in this frame object only; it is never stored or forwarded.
+        self._emit(card, completed_at)
+
+    def _emit(self, card: dict[str, Any], completed_at: float) -> None:
+        id_number = str(card.get("id_number") or "")
+        if id_number == self._last_id and completed_at - self._last_id_at < self._repeat_guard:
+            return
+        self._last_id, self._last_id_at = id_number, completed_at
+        checksum = card.get("id_checksum_ok")
+        cred = Credential(
+            kind="id_card",
+            id_number=id_number,
+            completed_at=completed_at,
+            source="reader",
+            card_type=str(card.get("card_type", "resident")),
+            checksum_ok=checksum is not False and bool(id_number),
+            valid_to=str(card.get("valid_to") or ""),
+        )
+        with self._lock:
+            self.reads += 1
+            self.last_read_at = dt.datetime.now(dt.UTC).isoformat()
+        if self._on_credential is not None:
+            self._on_credential(cred)
+
+    # -- transactions ------------------------------------------------------------------------
+    def _expect(self, port: Any, command: bytes, ok: tuple[int, ...], what: str) -> sam.Frame:
+        timeout = self._read_timeout if what == "read" else self._cmd_timeout
+        frame = self._transact(port, command, timeout)
+        if frame.sw3 not in ok:
+            self._count(f"status_{frame.sw3:02X}")
+            raise ReaderStatus(what, frame.sw3)
+        return frame
+
+    def _transact(self, port: Any, command: bytes, timeout: float) -> sam.Frame:
+        """Send one command and wait for its reply; a bad reply is counted and raised."""
+        port.reset_input_buffer()  # stale bytes of an earlier, timed-out reply
+        self._parser.reset()
+        port.write(command)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReaderTimeout(f"no reply within {timeout:.2f} s")
+            chunk = port.read(max(1, port.in_waiting))
+            if not chunk:
+                continue
+            for item in self._parser.feed(chunk):
+                if isinstance(item, ProtocolError):
+                    self._count(type(item).__name__)
+                    if type(item).__name__ == "SyncError":
+                        continue  # line noise before the reply: the frame may still follow
+                    raise ReaderError(f"bad reply frame: {item}")
+                return item  # type: ignore[no-any-return]

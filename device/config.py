@@ -1,0 +1,282 @@
+"""Kiosk agent configuration: one TOML file, validated once at start-up.
+
+A kiosk in the field cannot ask anyone what a typo meant, so every key is checked before the
+agent starts, unknown keys are refused, and every error names the file and the dotted key
+(ESPHome style). Defaults are what a Raspberry Pi kiosk with a USB reader needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.errors import KioskError
+
+DEFAULT_PROMPTS: dict[str, str] = {
+    "pass": "绿码通行",
+    "check": "非绿码请核查",
+    "nat_expired": "你的核酸结果已超时",
+    "invalid_credential": "证件无效，请重新刷卡",
+    "fault": "设备故障，请联系工作人员",
+}
+
+
+class ConfigError(KioskError, ValueError):
+    """The configuration file or the device bundle is invalid."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The ID-card reader: where it is and how patient to be with it."""
+
+    url: str = "/dev/ttyUSB0"
+    baudrate: int = 115200
+    wiring: str = "direct"
+    poll_interval_s: float = 0.1
+    command_timeout_s: float = 0.2
+    read_timeout_s: float = 3.0
+    reconnect_interval_s: float = 0.5
+
+    def validate(self, where: str) -> None:
+        if self.wiring != "direct":
+            raise ConfigError(f"{where}.wiring: only 'direct' is supported, got {self.wiring!r}")
+        if self.baudrate not in (9600, 19200, 38400, 57600, 115200):
+            raise ConfigError(f"{where}.baudrate: not a SAM baud rate: {self.baudrate}")
+        _positive(where, "poll_interval_s", self.poll_interval_s)
+        _positive(where, "command_timeout_s", self.command_timeout_s)
+        _positive(where, "read_timeout_s", self.read_timeout_s)
+        _positive(where, "reconnect_interval_s", self.reconnect_interval_s)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How long a tap may wait for the server before the kiosk decides alone."""
+
+    deadline_s: float = 1.2
+
+    def validate(self, where: str) -> None:
+        if not 0.05 <= self.deadline_s <= 2.5:
+            raise ConfigError(
+                f"{where}.deadline_s: must be in [0.05, 2.5] s, got {self.deadline_s}"
+            )
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    """Prompt synthesis and playback."""
+
+    voice: str = "sit/cmn"
+    rate: int = 170
+    player: str = "aplay"
+    cache_dir: str = ""
+    prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
+
+    def validate(self, where: str) -> None:
+        if not 80 <= self.rate <= 400:
+            raise ConfigError(f"{where}.rate: must be in [80, 400], got {self.rate}")
+        unknown = set(self.prompts) - set(DEFAULT_PROMPTS)
+        if unknown:
+            raise ConfigError(f"{where}.prompts: unknown outcome(s) {sorted(unknown)}")
+
+    def prompt(self, outcome: str) -> str:
+        """The configured text for an outcome, falling back to the built-in default."""
+        return self.prompts.get(outcome) or DEFAULT_PROMPTS[outcome]
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    """Relay, lights and buzzer pins (BCM numbering)."""
+
+    enabled: bool = True
+    pin_factory: str = ""
+    relay_pin: int = 17
+    green_led_pin: int = 27
+    red_led_pin: int = 22
+    buzzer_pin: int = 23
+    relay_pulse_s: float = 3.0
+    active_high: bool = True
+
+    def validate(self, where: str) -> None:
+        pins = [self.relay_pin, self.green_led_pin, self.red_led_pin, self.buzzer_pin]
+        if len(set(pins)) != len(pins):
+            raise ConfigError(f"{where}: relay, LED and buzzer pins must differ, got {pins}")
+        for name, pin in zip(
+            ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin"), pins, strict=True
+        ):
+            if not 0 <= pin <= 27:
+                raise ConfigError(f"{where}.{name}: BCM pin must be 0..27, got {pin}")
+        if not 0.1 <= self.relay_pulse_s <= 30:
+            raise ConfigError(
+                f"{where}.relay_pulse_s: must be in [0.1, 30], got {self.relay_pulse_s}"
+            )
+        if self.pin_factory not in ("", "mock", "lgpio", "rpigpio", "pigpio", "native"):
+            raise ConfigError(f"{where}.pin_factory: unknown factory {self.pin_factory!r}")
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    """Journal upload batching."""
+
+    interval_s: float = 2.0
+    batch_size: int = 200
+
+    def validate(self, where: str) -> None:
+        _positive(where, "interval_s", self.interval_s)
+        if not 1 <= self.batch_size <= 500:
+            raise ConfigError(f"{where}.batch_size: must be in [1, 500], got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """How often the kiosk reports its health."""
+
+    interval_s: float = 30.0
+
+    def validate(self, where: str) -> None:
+        _positive(where, "interval_s", self.interval_s)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The per-device credential written by `kiosk provision add`."""
+
+    device_id: str
+    secret: str
+    serial: str
+    site: str
+    server_url: str
+    fleet_key: str
+    gate: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> Bundle:
+        """Read and check a bundle file; errors name the file and the key."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot read device bundle: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: device bundle must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                if f.default is dataclasses.MISSING:
+                    raise ConfigError(f"{path}: device bundle lacks {f.name!r}")
+                continue
+            if not isinstance(values[f.name], str):
+                raise ConfigError(f"{path}: {f.name!r} must be a string")
+        try:
+            bytes.fromhex(values["fleet_key"])
+        except ValueError as exc:
+            raise ConfigError(f"{path}: 'fleet_key' must be hex") from exc
+        return cls(**values)
+
+    @property
+    def fleet_key_bytes(self) -> bytes:
+        return bytes.fromhex(self.fleet_key)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Everything the kiosk agent needs, validated."""
+
+    bundle: str = "/etc/siheyi/bundle.json"
+    state_dir: str = "/var/lib/siheyi"
+    server_url: str = ""
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+
+    @classmethod
+    def load(cls, path: Path) -> DeviceConfig:
+        """Parse and validate a TOML file."""
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> DeviceConfig:
+        """Build from plain data (tests, the demo); same validation as a file."""
+        config: DeviceConfig = _build(cls, data, source, "")
+        config.validate(source)
+        return config
+
+    def validate(self, source: str) -> None:
+        self.reader.validate(f"{source}: reader")
+        self.verify.validate(f"{source}: verify")
+        self.voice.validate(f"{source}: voice")
+        self.gpio.validate(f"{source}: gpio")
+        self.upload.validate(f"{source}: upload")
+        self.heartbeat.validate(f"{source}: heartbeat")
+
+    def with_overrides(self, **changes: Any) -> DeviceConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _positive(where: str, key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}.{key}: must be > 0, got {value}")
+
+
+def _build(cls: type[Any], data: Any, source: str, prefix: str) -> Any:
+    """Instantiate a config dataclass from a dict, rejecting unknown keys and wrong types."""
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+            values[name] = _build(hint, value, source, key + ".")
+        else:
+            values[name] = _coerce(hint, value, source, key)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{source}: {key}: expected a table of strings")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key}: expected a string, got {value!r}")
+        return value
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields today
+        raise ConfigError(f"{source}: {key}: unsupported type")
+    raise ConfigError(f"{source}: {key}: unsupported type {hint!r}")

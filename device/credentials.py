@@ -1,0 +1,44 @@
+"""What a credential source hands the verifier.
+
+The clear ID number lives only in this object, only in memory, and only for the length of one
+lookup: `repr()` masks it so it cannot leak into a log line or a traceback by accident.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from device.privacy import mask_id
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One completed credential read (card frame received, or later: QR decoded)."""
+
+    kind: str  # "id_card" | "ss_card"
+    id_number: str = field(repr=False)
+    completed_at: float  # time.monotonic() when the last byte of the credential arrived
+    source: str = "reader"
+    card_type: str = "resident"
+    checksum_ok: bool = True
+    valid_to: str = ""  # "YYYY-MM-DD", "长期" or "" when the credential has no expiry
+
+    @property
+    def masked_id(self) -> str:
+        return mask_id(self.id_number)
+
+    def __repr__(self) -> str:
+        return (
+            f"Credential(kind={self.kind!r}, id={self.masked_id}, source={self.source!r}, "
+            f"card_type={self.card_type!r}, checksum_ok={self.checksum_ok})"
+        )
+
+    def expired(self, today: dt.date) -> bool:
+        """True when the card's validity ended before `today` ("长期" never expires)."""
+        if not self.valid_to or self.valid_to == "长期":
+            return False
+        try:
+            return dt.date.fromisoformat(self.valid_to) < today
+        except ValueError:
+            return True  # an unreadable expiry is not a valid card

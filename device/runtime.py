@@ -1,0 +1,140 @@
+"""Builds a running kiosk agent from validated configuration.
+
+Kept apart from `agent.py` so tests and the demo can swap the edges (player, pin factory,
+reader URL) without touching the wiring, the way gpiozero devices take a `pin_factory=`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from device.agent import Agent
+from device.cardreader import CardReader
+from device.client import ServerClient
+from device.config import DEFAULT_PROMPTS, Bundle, DeviceConfig
+from device.gate import Gate
+from device.journal import Journal
+from device.uploader import Uploader
+from device.verifier import Verifier
+from device.voice import Player, PromptRenderer, Voice, make_player
+
+log = logging.getLogger(__name__)
+
+
+def make_pin_factory(name: str) -> Any:
+    """gpiozero pin factory by config name; '' keeps gpiozero's own default choice."""
+    if not name:
+        return None
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    if name == "lgpio":
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    if name == "rpigpio":
+        from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+        return RPiGPIOFactory()
+    if name == "pigpio":
+        from gpiozero.pins.pigpio import PiGPIOFactory
+
+        return PiGPIOFactory()
+    from gpiozero.pins.native import NativeFactory
+
+    return NativeFactory()
+
+
+@contextlib.asynccontextmanager
+async def built_agent(
+    config: DeviceConfig,
+    *,
+    bundle: Bundle | None = None,
+    player: Player | None = None,
+    pin_factory: Any = None,
+    reader: CardReader | bool | None = True,
+) -> AsyncIterator[Agent]:
+    """An agent built from config, started, and stopped (resources closed) on exit."""
+    bundle = bundle or Bundle.load(Path(config.bundle))
+    state = Path(config.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    boot_id = uuid.uuid4().hex
+    server_url = config.server_url or bundle.server_url
+    client = ServerClient(server_url, bundle.device_id, bundle.secret)
+    journal = Journal(state / "journal.db", bundle.device_id, boot_id)
+    await journal.open()
+    cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
+    renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
+    prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
+    voice = Voice(renderer, player or make_player(config.voice.player), prompts)
+    gate = None
+    if config.gpio.enabled:
+        gate = Gate(
+            config.gpio.relay_pin,
+            config.gpio.green_led_pin,
+            config.gpio.red_led_pin,
+            config.gpio.buzzer_pin,
+            relay_pulse_s=config.gpio.relay_pulse_s,
+            active_high=config.gpio.active_high,
+            pin_factory=pin_factory or make_pin_factory(config.gpio.pin_factory),
+        )
+    card_reader: CardReader | None
+    if reader is True:
+        card_reader = CardReader(
+            config.reader.url,
+            baudrate=config.reader.baudrate,
+            poll_interval_s=config.reader.poll_interval_s,
+            command_timeout_s=config.reader.command_timeout_s,
+            read_timeout_s=config.reader.read_timeout_s,
+            reconnect_interval_s=config.reader.reconnect_interval_s,
+        )
+    else:
+        card_reader = reader or None
+    verifier = Verifier(
+        client, config.voice.prompt, bundle.fleet_key_bytes, config.verify.deadline_s
+    )
+    uploader = Uploader(
+        journal, client, interval_s=config.upload.interval_s, batch_size=config.upload.batch_size
+    )
+    agent = Agent(
+        device_id=bundle.device_id,
+        client=client,
+        verifier=verifier,
+        voice=voice,
+        gate=gate,
+        journal=journal,
+        uploader=uploader,
+        reader=card_reader,
+        heartbeat_interval_s=config.heartbeat.interval_s,
+        boot_id=boot_id,
+    )
+    try:
+        await agent.start()
+        yield agent
+    finally:
+        await agent.stop()
+        await voice.close()
+        if gate is not None:
+            gate.close()
+        await journal.close()
+        await client.close()
+
+
+async def run_device(config: DeviceConfig) -> None:
+    """`kiosk device run`: until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with built_agent(config) as agent:
+        log.info("kiosk %s running", agent.device_id)
+        await stop.wait()

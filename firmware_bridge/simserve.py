@@ -1,0 +1,319 @@
+"""Serve the simulated SAM module on a pty or a serial URL, with a control interface (CPython).
+
+This is the hardware edge of the test and demo setup: the kiosk agent opens the pty (or a
+stable symlink to it) exactly as it would open `/dev/ttyUSB0`, so the agent's serial code runs
+unchanged. The control interface places and removes cards and injects faults: corrupt frames,
+slow replies, silence and unplugging (the pty disappears and comes back, as a USB reader does).
+
+CPython only: it uses threads, ptys and pyserial. The protocol logic itself lives in the
+MicroPython-compatible `firmware_bridge.samsim`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from firmware_bridge.samsim import SimulatedSam
+
+USAGE = (
+    "place N|remove|tap N [seconds]|corrupt|fail-read|slow SECONDS|silent [off]|"
+    "unplug|replug|cards|path"
+)
+
+
+class SimulatedReaderPort:
+    """A simulated SAM reader behind a pty (default) or a pyserial URL."""
+
+    def __init__(
+        self,
+        sam_module: SimulatedSam | None = None,
+        *,
+        url: str | None = None,
+        link: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.sam = sam_module if sam_module is not None else SimulatedSam()
+        self._url = url
+        self._link = Path(link) if link is not None else None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._serial: Any = None
+        self._pty_path = ""
+        self.reply_delay_s = 0.0
+        self.silent = False
+
+    # -- the port ----------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """What the kiosk should open: the stable symlink if any, else the pty or URL."""
+        if self._link is not None:
+            return str(self._link)
+        return self._pty_path or (self._url or "")
+
+    def _open(self) -> None:
+        if self._url is not None:
+            import serial
+
+            self._serial = serial.serial_for_url(self._url, baudrate=115200, timeout=0.05)
+            return
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        tty.setraw(master)
+        self._master, self._slave = master, slave
+        self._pty_path = os.ttyname(slave)
+        if self._link is not None:
+            tmp = self._link.with_name(self._link.name + ".tmp")
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            tmp.symlink_to(self._pty_path)
+            os.replace(tmp, self._link)
+
+    def _close(self) -> None:
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = None
+        if self._link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._link.unlink()
+
+    def start(self) -> SimulatedReaderPort:
+        self._open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, name="sam-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        with self._lock:
+            self._close()
+
+    def __enter__(self) -> SimulatedReaderPort:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def unplug(self) -> None:
+        """The reader vanishes: the pty closes and its path (or symlink) disappears."""
+        with self._lock:
+            self._close()
+
+    def replug(self) -> None:
+        """The reader comes back (a new pty; the symlink points at it again)."""
+        with self._lock:
+            if self._master is None and self._serial is None:
+                self._open()
+
+    # -- serving -----------------------------------------------------------------------------
+    def _read(self) -> bytes:
+        with self._lock:
+            master, ser = self._master, self._serial
+        if ser is not None:
+            try:
+                return bytes(ser.read(ser.in_waiting or 1))
+            except Exception:
+                return b""
+        if master is None:
+            time.sleep(0.02)
+            return b""
+        try:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            return os.read(master, 4096) if ready else b""
+        except OSError:
+            time.sleep(0.02)
+            return b""
+
+    def _write(self, data: bytes) -> None:
+        with self._lock:
+            master, ser = self._master, self._serial
+            try:
+                if ser is not None:
+                    ser.write(data)
+                elif master is not None:
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(master, view)
+                        view = view[n:]
+            except OSError:
+                pass  # unplugged while answering: the host will time out, as with real hardware
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            chunk = self._read()
+            if not chunk:
+                continue
+            reply = self.sam.feed(chunk)
+            if not reply or self.silent:
+                continue
+            if self.reply_delay_s:
+                time.sleep(self.reply_delay_s)
+            self._write(reply)
+
+    # -- control -----------------------------------------------------------------------------
+    def control(self, line: str, cards: list[dict[str, Any]]) -> str:
+        """Apply one control command; returns a one-line answer for the operator."""
+        words = line.split()
+        if not words:
+            return ""
+        verb, args = words[0].lower(), words[1:]
+        try:
+            if verb == "place":
+                card = pick_card(cards, args[0] if args else "0")
+                self.sam.place(card)
+                return "placed " + str(card.get("name", ""))
+            if verb == "remove":
+                self.sam.remove()
+                return "removed"
+            if verb == "tap":
+                card = pick_card(cards, args[0] if args else "0")
+                hold = float(args[1]) if len(args) > 1 else 1.0
+                self.sam.place(card)
+                time.sleep(hold)
+                self.sam.remove()
+                return "tapped " + str(card.get("name", ""))
+            if verb == "corrupt":
+                self.sam.corrupt_next = True
+                return "next reply corrupt"
+            if verb == "fail-read":
+                self.sam.fail_read_next = True
+                return "next read fails"
+            if verb == "slow":
+                self.reply_delay_s = float(args[0]) if args else 0.5
+                return f"reply delay {self.reply_delay_s} s"
+            if verb == "silent":
+                self.silent = not args or args[0] not in ("off", "0", "false")
+                return "silent" if self.silent else "answering"
+            if verb == "unplug":
+                self.unplug()
+                return "unplugged"
+            if verb == "replug":
+                self.replug()
+                return "replugged " + self.path
+            if verb == "cards":
+                return json.dumps([c.get("name", "") for c in cards], ensure_ascii=False)
+            if verb == "path":
+                return self.path
+        except (IndexError, ValueError, KeyError) as exc:
+            return f"error: {exc}"
+        return f"error: unknown command {verb!r} ({USAGE})"
+
+
+def pick_card(cards: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """A card by index in the file, or by the last four digits of its number."""
+    if key.isdigit() and int(key) < len(cards):
+        return cards[int(key)]
+    for card in cards:
+        if str(card.get("id_number", "")).endswith(key):
+            return card
+    raise KeyError(f"no card {key!r}")
+
+
+def load_cards(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Cards from a JSON file: a list of card objects as `kiosk reader decode` prints them."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("cards", [])
+    if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
+        raise ValueError(f"{path}: expected a JSON list of card objects")
+    return data
+
+
+def serve_control_lines(
+    port: SimulatedReaderPort,
+    cards: list[dict[str, Any]],
+    lines: Iterable[str],
+    out: Callable[[str], None],
+) -> None:
+    """Run control commands from an iterable of lines (stdin or a socket)."""
+    for line in lines:
+        line = line.strip()
+        if line in ("quit", "exit"):
+            return
+        answer = port.control(line, cards)
+        if answer:
+            out(answer)
+
+
+def serve_control_socket(
+    port: SimulatedReaderPort, cards: list[dict[str, Any]], host: str, tcp_port: int
+) -> socket.socket:
+    """Listen for control connections (one line protocol, one thread per connection)."""
+    server = socket.create_server((host, tcp_port))
+
+    def handle(conn: socket.socket) -> None:
+        with conn, conn.makefile("rw", encoding="utf-8", newline="\n") as f:
+
+            def out(text: str) -> None:
+                f.write(text + "\n")
+                f.flush()
+
+            with contextlib.suppress(OSError):
+                serve_control_lines(port, cards, f, out)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, name="sam-sim-control", daemon=True).start()
+    return server
+
+
+def main(
+    cards_file: str | None,
+    url: str | None,
+    link: str | None,
+    control: str | None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> int:
+    """`kiosk reader simulate`: print the port path, then obey control lines."""
+    cards = load_cards(cards_file) if cards_file else []
+    port = SimulatedReaderPort(url=url, link=link).start()
+
+    def out(text: str) -> None:
+        stdout.write(text + "\n")
+        stdout.flush()
+
+    server = None
+    try:
+        out(port.path)
+        if control and control != "stdin":
+            host, _, tcp = control.rpartition(":")
+            server = serve_control_socket(port, cards, host or "127.0.0.1", int(tcp))
+            out(f"control on {host or '127.0.0.1'}:{server.getsockname()[1]}")
+            threading.Event().wait()
+        else:
+            serve_control_lines(port, cards, stdin, out)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.close()
+        port.stop()
+    return 0

@@ -1,0 +1,120 @@
+"""`kiosk`: one command line for every part of Siheyi.
+
+Each part registers its own verbs (`server`, `provision`, `reader`, `device`, `demo`); every verb
+is one function returning an exit code, reached through the parser's dispatch table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from siheyi import __version__
+
+
+def _reader_decode(args: argparse.Namespace) -> int:
+    from firmware_bridge import decode
+
+    return int(decode.main(sys.stdin, sys.stdout))
+
+
+def _reader_simulate(args: argparse.Namespace) -> int:
+    from firmware_bridge import simserve
+
+    return simserve.main(args.cards, args.url, args.link, args.control)
+
+
+def _register_reader(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    reader = sub.add_parser("reader", help="ID-card reader tools (decode frames, simulate a SAM)")
+    verbs = reader.add_subparsers(dest="verb", required=True)
+    dec = verbs.add_parser(
+        "decode", help="decode SAM response frames given as hex on stdin, one JSON line each"
+    )
+    dec.set_defaults(func=_reader_decode)
+    sim = verbs.add_parser("simulate", help="serve a simulated SAM reader on a pty or serial URL")
+    sim.add_argument("--cards", help="JSON file with a list of card objects")
+    sim.add_argument("--url", help="serve on this pyserial URL instead of a new pty")
+    sim.add_argument("--link", help="keep a stable symlink to the pty at this path")
+    sim.add_argument(
+        "--control",
+        default="stdin",
+        help="control interface: 'stdin' (default) or HOST:PORT for a TCP line protocol",
+    )
+    sim.set_defaults(func=_reader_simulate)
+
+
+def _device_run(args: argparse.Namespace) -> int:
+    from device.config import ConfigError, DeviceConfig
+    from device.runtime import run_device
+
+    try:
+        config = DeviceConfig.load(Path(args.config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_device(config))
+    except KeyboardInterrupt:
+        pass
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _register_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = sub.add_parser("device", help="the kiosk agent")
+    verbs = dev.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="run the kiosk agent")
+    run.add_argument("--config", required=True, help="device TOML configuration")
+    run.set_defaults(func=_device_run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from siheyi import demo
+
+    return demo.main(args)
+
+
+def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from siheyi import demo
+
+    d = sub.add_parser("demo", help="server + simulated kiosk + scripted taps, all in one")
+    demo.add_arguments(d)
+    d.set_defaults(func=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from provisioning import cli as provisioning_cli
+    from server import cli as server_cli
+
+    parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
+    parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    server_cli.register(sub)
+    provisioning_cli.register(sub)
+    _register_reader(sub)
+    _register_device(sub)
+    _register_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from device.privacy import IdNumberRedactor
+
+    handler = logging.StreamHandler()
+    handler.addFilter(IdNumberRedactor())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""`kiosk demo`: the embedded default, a whole gate on one machine.
+
+Starts the server on SQLite with generated people, provisions one kiosk, serves a simulated
+SAM reader on a pty and runs the real agent against it, then taps demo cards through the
+reader and prints one line per decision. Nothing here is a shortcut around the real path: the
+card crosses the serial protocol, the decision crosses HTTP, the audit crosses the uploader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from device.agent import Agent, TapResult
+from device.config import Bundle, DeviceConfig
+from device.runtime import built_agent
+from firmware_bridge import idcard
+from firmware_bridge.samsim import SimulatedSam
+from firmware_bridge.simserve import SimulatedReaderPort
+
+log = logging.getLogger(__name__)
+
+DEMO_SITE = "demo-site"
+DEMO_SERIAL = "DEMO-0001"
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛"]
+AREAS = {
+    "110101": "北京市东城区东华门街道",
+    "310104": "上海市徐汇区漕河泾街道",
+    "440305": "广东省深圳市南山区粤海街道",
+    "330106": "浙江省杭州市西湖区文新街道",
+    "510107": "四川省成都市武侯区玉林街道",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--taps", type=int, default=0, help="run N scripted taps, then exit")
+    parser.add_argument("--json", action="store_true", help="one JSON line per decision")
+    parser.add_argument("--server-url", help="use this external server instead of the embedded one")
+    parser.add_argument(
+        "--bundle", help="device bundle for --server-url (from `kiosk provision add`)"
+    )
+    parser.add_argument("--people", type=int, default=1000, help="synthetic people (embedded)")
+    parser.add_argument("--seed", type=int, default=2022, help="demo data seed")
+    parser.add_argument("--host", default="127.0.0.1", help="embedded server address")
+    parser.add_argument("--port", type=int, default=8080, help="embedded server port (0 = any)")
+    parser.add_argument("--workdir", help="keep state here (default: a temporary directory)")
+    parser.add_argument(
+        "--player",
+        default="auto",
+        help="audio player: auto (aplay when a sound card exists, else file sink), aplay, null, "
+        "file:DIR",
+    )
+    parser.add_argument("--interval", type=float, default=1.5, help="seconds between taps")
+    parser.add_argument("--deadline", type=float, default=1.2, help="lookup deadline in seconds")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def demo_card(id_number: str, rng: random.Random, valid_to: str = "") -> dict[str, Any]:
+    """A plausible resident card for a demo person (the number decides sex and birth)."""
+    birth = id_number[6:14]
+    sex = "1" if int(id_number[16]) % 2 else "2"
+    issued = dt.date(2020, 1, 1) + dt.timedelta(days=rng.randrange(0, 1500))
+    return {
+        "card_type": "resident",
+        "name": rng.choice(SURNAMES) + rng.choice(GIVEN),
+        "sex": sex,
+        "nation": "01",
+        "birth": f"{birth[:4]}-{birth[4:6]}-{birth[6:]}",
+        "address": AREAS.get(id_number[:6], "北京市东城区东华门街道")
+        + f"{rng.randrange(1, 300)}号",
+        "id_number": id_number,
+        "authority": "公安局",
+        "valid_from": issued.isoformat(),
+        "valid_to": valid_to or issued.replace(year=issued.year + 20).isoformat(),
+    }
+
+
+def demo_cards(id_numbers: list[str], seed: int) -> list[dict[str, Any]]:
+    """Cards for the given people plus three that show the other outcomes."""
+    rng = random.Random(seed)
+    cards = [demo_card(n, rng) for n in id_numbers]
+    unknown = idcard.make_id_number("510107", "19880808", "123")
+    cards.append(demo_card(unknown, rng))  # nobody the server knows
+    bad = cards[0]["id_number"][:17] + ("0" if cards[0]["id_number"][17] != "0" else "1")
+    cards.append(demo_card(bad, rng))  # wrong check character
+    cards.append(demo_card(cards[1]["id_number"], rng, valid_to="2019-12-31"))  # expired card
+    return cards
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(
+    workdir: Path, people: int, seed: int, host: str, port: int
+) -> AsyncIterator[tuple[str, Path, list[str]]]:
+    """Run the real server app on SQLite with demo data; yields (url, db path, demo IDs)."""
+    from server.app import create_app
+    from server.config import ServerConfig
+    from server.demodata import load_demo_data
+
+    db_path = workdir / "siheyi.db"
+    now = dt.datetime.now(dt.UTC)
+    await asyncio.to_thread(functools.partial(load_demo_data, db_path, people, seed, now=now))
+    ids = demo_ids(people, seed, now)
+    app = create_app(ServerConfig.default(database=db_path))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except OSError:
+        site = web.TCPSite(runner, host, 0)  # the default port is taken: any free one
+        await site.start()
+    actual_port = runner.addresses[0][1] if runner.addresses else port
+    try:
+        yield f"http://{host}:{actual_port}", db_path, ids
+    finally:
+        await runner.cleanup()
+
+
+def demo_ids(people: int, seed: int, now: dt.datetime) -> list[str]:
+    """A mix of people the server will pass, check and find NAT-expired."""
+    from server.demodata import generate_people, pick_demo_people
+
+    rows = generate_people(people, seed, now)
+    counts = {"pass": 6, "check": 3, "nat_expired": 3}
+    return [number for _outcome, number in pick_demo_people(rows, now, counts)]
+
+
+def choose_player(spec: str, workdir: Path) -> str:
+    if spec != "auto":
+        return spec
+    try:
+        has_card = Path("/proc/asound/cards").read_text().strip() not in (
+            "",
+            "--- no soundcards ---",
+        )
+    except OSError:
+        has_card = False
+    return "aplay" if has_card else f"file:{workdir / 'played'}"
+
+
+def format_line(n: int, result: TapResult, as_json: bool) -> str:
+    d = result.decision
+    latency = round(result.latency_ms, 1) if result.latency_ms is not None else None
+    if as_json:
+        return json.dumps(
+            {
+                "tap": n,
+                "outcome": d.outcome,
+                "prompt": d.prompt,
+                "offline": d.offline,
+                "latency_ms": latency,
+                "masked_id": d.masked_id,
+                "reasons": list(d.reasons),
+                "spoken": result.spoken,
+                "seq": result.seq,
+            },
+            ensure_ascii=False,
+        )
+    where = "offline" if d.offline else "online"
+    reasons = ",".join(d.reasons) or "-"
+    ms = f"{latency:7.1f} ms" if latency is not None else "   silent"
+    return f"[{n:4d}] {d.masked_id}  {d.outcome:<18} {d.prompt:<12} {where:<7} {ms}  {reasons}"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            workdir = Path(args.workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="siheyi-demo-")))
+        async with contextlib.AsyncExitStack() as astack:
+            return await _demo(args, workdir, astack)
+    return 0  # pragma: no cover
+
+
+async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.AsyncExitStack) -> int:
+    out = sys.stdout
+    if args.server_url:
+        if not args.bundle:
+            print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
+            return 2
+        bundle = Bundle.load(Path(args.bundle))
+        server_url = args.server_url
+        ids = demo_ids(args.people, args.seed, dt.datetime.now(dt.UTC))
+    else:
+        from provisioning.registry import add_device, write_bundle
+
+        server_url, db_path, ids = await astack.enter_async_context(
+            embedded_server(workdir, args.people, args.seed, args.host, args.port)
+        )
+        bundle_path = workdir / "bundle.json"
+        issued = await asyncio.to_thread(
+            functools.partial(
+                add_device,
+                db_path,
+                DEMO_SERIAL,
+                DEMO_SITE,
+                server_url=server_url,
+                rotate_secret=True,
+            )
+        )
+        write_bundle(issued, bundle_path)
+        bundle = Bundle.load(bundle_path)
+        print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=out)
+    cards = demo_cards(ids, args.seed)
+    sim = SimulatedReaderPort(SimulatedSam(), link=workdir / "reader")
+    sim.start()
+    astack.callback(sim.stop)
+    player = choose_player(args.player, workdir)
+    config = DeviceConfig.from_dict(
+        {
+            "bundle": str(workdir / "bundle.json"),
+            "state_dir": str(workdir / "kiosk"),
+            "server_url": server_url,
+            "reader": {"url": sim.path, "poll_interval_s": 0.05},
+            "verify": {"deadline_s": args.deadline},
+            "voice": {"player": player, "cache_dir": str(Path.home() / ".cache" / "siheyi")},
+            "gpio": {"pin_factory": "mock"},
+            "upload": {"interval_s": 1.0},
+            "heartbeat": {"interval_s": 10.0},
+        },
+        source="demo",
+    )
+    print(f"reader:    simulated SAM on {sim.path}", file=out)
+    print(f"kiosk:     {bundle.device_id} at {bundle.site}, player {player}", file=out)
+    print("rendering prompts (once, cached) ...", file=out, flush=True)
+    agent = await astack.enter_async_context(built_agent(config, bundle=bundle))
+    results: asyncio.Queue[TapResult] = asyncio.Queue()
+    agent.add_listener(results.put_nowait)
+    what = f"{args.taps} cards" if args.taps else "cards until Ctrl-C"
+    print(f"ready: tapping {what}", file=out)
+    rng = random.Random(args.seed)
+    n = 0
+    stats: dict[str, int] = {}
+    latencies: list[float] = []
+    while not args.taps or n < args.taps:
+        n += 1
+        card = cards[rng.randrange(len(cards))]
+        result = await _tap(sim, card, results)
+        if result is None:
+            print(f"[{n:4d}] no decision within 5 s (reader problem?)", file=out, flush=True)
+            stats["no_decision"] = stats.get("no_decision", 0) + 1
+            continue
+        stats[result.decision.outcome] = stats.get(result.decision.outcome, 0) + 1
+        if result.latency_ms is not None:
+            latencies.append(result.latency_ms)
+        print(format_line(n, result, args.json), file=out, flush=True)
+        await asyncio.sleep(args.interval if not args.taps else min(args.interval, 0.2))
+    await _settle_uploads(agent)
+    if not args.json:
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2] if latencies else 0.0
+        print(f"done: {n} taps {stats}; median latency {p50:.1f} ms", file=out)
+    return 1 if stats.get("no_decision") else 0
+
+
+async def _tap(
+    sim: SimulatedReaderPort, card: dict[str, Any], results: asyncio.Queue[TapResult]
+) -> TapResult | None:
+    """Place a card, wait for its decision, take the card away again."""
+    sim.sam.place(card)
+    try:
+        return await asyncio.wait_for(results.get(), timeout=5.0)
+    except TimeoutError:
+        return None
+    finally:
+        sim.sam.remove()
+        # Let the reader see the empty field before the next card arrives.
+        await asyncio.sleep(0.15)
+
+
+async def _settle_uploads(agent: Agent, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = await agent.status()
+        if not status["journal_pending"]:
+            return
+        await asyncio.sleep(0.1)

@@ -1,0 +1,166 @@
+"""The `kiosk` command line, run as a user runs it: as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import serial
+
+from firmware_bridge import sam
+from firmware_bridge.samsim import SAMPLE_CARDS
+
+KIOSK = [sys.executable, "-m", "siheyi.cli"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run(*args: str, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KIOSK, *args], input=stdin, capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+
+
+def test_help_lists_every_part() -> None:
+    out = run("--help").stdout
+    for verb in ("server", "provision", "reader", "device", "demo"):
+        assert verb in out
+
+
+def test_reader_decode_prints_json_per_frame_and_fails_on_a_bad_one() -> None:
+    no_card = "AA AA AA 96 69 00 04 00 00 80 84"
+    found = "AAAAAA9669 0008 00009F 00000000 97"
+    bad = "AA AA AA 96 69 00 04 00 00 90 95"  # checksum should be 94
+    proc = run("reader", "decode", stdin=f"{no_card}\n{found}\n{bad}\n")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 1
+    assert lines[0]["status"] == "80" and lines[1]["status"] == "9F"
+    assert lines[2]["error"] == "checksum"
+
+
+def test_reader_decode_read_base_reply() -> None:
+    from firmware_bridge.idcard import encode_text
+    from firmware_bridge.samsim import PHOTO_FILLER
+
+    card = SAMPLE_CARDS["resident"]
+    reply = sam.build_response(0, 0, 0x90, sam.read_base_data(encode_text(card), PHOTO_FILLER))
+    proc = run("reader", "decode", stdin=reply.hex(" "))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["card"]["id_number"] == card["id_number"] and out["card"]["photo_bytes"] == 1024
+    assert "photo" not in out["card"]
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    cards = tmp_path / "cards.json"
+    cards.write_text(json.dumps(list(SAMPLE_CARDS.values()), ensure_ascii=False), encoding="utf-8")
+    proc = subprocess.Popen(
+        [*KIOSK, "reader", "simulate", "--cards", str(cards)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    path = proc.stdout.readline().strip()
+    yield proc, path
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def transact(port: serial.Serial, command: bytes) -> sam.Frame:
+    port.write(command)
+    parser = sam.ResponseParser()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        for item in parser.feed(port.read(max(1, port.in_waiting))):
+            assert isinstance(item, sam.Frame), item
+            return item
+    raise AssertionError("no reply")
+
+
+def test_reader_simulate_answers_on_its_pty_and_obeys_control(
+    simulator: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, path = simulator
+    assert proc.stdin is not None and proc.stdout is not None
+    assert Path(path).exists()
+    with serial.serial_for_url(path, baudrate=115200, timeout=0.05) as port:
+        assert transact(port, sam.reset_command()).sw3 == 0x90
+        assert transact(port, sam.find_card_command()).sw3 == 0x80
+        proc.stdin.write("place 0\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("placed")
+        assert transact(port, sam.find_card_command()).sw3 == 0x9F
+        assert transact(port, sam.select_card_command()).sw3 == 0x90
+        frame = transact(port, sam.read_base_command())
+        assert frame.sw3 == 0x90 and len(frame.raw) == 1295
+        proc.stdin.write("bogus\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith("error: unknown command")
+    proc.stdin.write("quit\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=5) == 0
+
+
+def test_demo_json_taps() -> None:
+    proc = run("demo", "--taps", "6", "--json", "--port", "0", "--people", "1000", timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    decisions = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(decisions) == 6
+    for d in decisions:
+        assert d["outcome"] in {"pass", "check", "nat_expired", "invalid_credential"}
+        assert d["prompt"] and d["offline"] is False and d["latency_ms"] < 1000
+        assert "*" in d["masked_id"]
+
+
+def test_demo_against_an_external_server(tmp_path: Path) -> None:
+    db = str(tmp_path / "ext.db")
+    assert run("server", "init-demo-data", "--database", db, "--people", "1000").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    bundle = tmp_path / "bundle.json"
+    add = run(
+        "provision", "add", "--database", db, "--serial", "SN-X", "--site", "s1",
+        "--server-url", url, "--bundle", str(bundle),
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    assert json.loads(bundle.read_text())["secret"] not in add.stdout + add.stderr
+    server = subprocess.Popen(
+        [*KIOSK, "server", "run", "--database", db, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        proc = run(
+            "demo", "--taps", "4", "--json", "--server-url", url, "--bundle", str(bundle),
+            "--people", "1000", "--workdir", str(tmp_path / "demo"),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        decisions = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        assert len(decisions) == 4 and all(d["offline"] is False for d in decisions)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

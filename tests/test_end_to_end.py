@@ -1,0 +1,276 @@
+"""One ID-card tap through every real part: simulated SAM on a pty → agent → server → voice,
+gate and audit. Only the edges are fakes: the reader (pty), the speaker (MockPlayer) and the
+GPIO pins (gpiozero's MockFactory)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from gpiozero.pins.mock import MockFactory
+
+from device.agent import Agent, TapResult
+from device.config import Bundle, DeviceConfig
+from device.runtime import built_agent
+from device.voice import MockPlayer
+from firmware_bridge.samsim import SimulatedSam
+from firmware_bridge.simserve import SimulatedReaderPort
+from provisioning.registry import add_device, write_bundle
+from server.app import create_app
+from server.config import ServerConfig
+from server.demodata import generate_people, load_demo_data, pick_demo_people
+
+NOW = dt.datetime.now(dt.UTC)
+PEOPLE = 200
+SEED = 11
+RELAY = 17
+
+
+@dataclass
+class Fleet:
+    db: Path
+    url: str
+    bundle: Bundle
+    people: dict[str, list[str]]
+
+
+@pytest.fixture(scope="session")
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prompts are rendered once per test session, as a kiosk renders them once at install."""
+    return tmp_path_factory.mktemp("prompts")
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    db = tmp_path / "server.db"
+    await asyncio.to_thread(load_demo_data, db, PEOPLE, SEED, now=NOW)
+    picked = pick_demo_people(
+        generate_people(PEOPLE, SEED, NOW), NOW, {"pass": 2, "check": 1, "nat_expired": 1}
+    )
+    people: dict[str, list[str]] = {}
+    for outcome, number in picked:
+        people.setdefault(outcome, []).append(number)
+    server = TestServer(create_app(ServerConfig.default(database=db)))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    issued = add_device(db, "SN-E2E-1", "site-a", server_url=url)
+    write_bundle(issued, tmp_path / "bundle.json")
+    try:
+        yield Fleet(db, url, Bundle.load(tmp_path / "bundle.json"), people)
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimulatedReaderPort]:
+    port = SimulatedReaderPort(SimulatedSam(), link=tmp_path / "reader").start()
+    yield port
+    port.stop()
+
+
+def card(id_number: str) -> dict[str, Any]:
+    return {
+        "card_type": "resident",
+        "name": "李四",
+        "sex": "2",
+        "nation": "01",
+        "birth": f"{id_number[6:10]}-{id_number[10:12]}-{id_number[12:14]}",
+        "address": "上海市徐汇区漕河泾街道8号",
+        "id_number": id_number,
+        "authority": "上海市公安局徐汇分局",
+        "valid_from": "2021-05-01",
+        "valid_to": "2041-05-01",
+    }
+
+
+def device_config(
+    tmp_path: Path, sim: SimulatedReaderPort, prompts: Path, **verify: Any
+) -> DeviceConfig:
+    return DeviceConfig.from_dict(
+        {
+            "bundle": str(tmp_path / "bundle.json"),
+            "state_dir": str(tmp_path / "kiosk"),
+            "reader": {"url": sim.path, "poll_interval_s": 0.02},
+            "verify": verify or {"deadline_s": 1.2},
+            "voice": {"player": "mock", "cache_dir": str(prompts)},
+            "gpio": {"pin_factory": "mock", "relay_pulse_s": 0.2},
+            "upload": {"interval_s": 0.2},
+            "heartbeat": {"interval_s": 0.5},
+        }
+    )
+
+
+async def tap(agent: Agent, sim: SimulatedReaderPort, id_number: str) -> TapResult:
+    results: asyncio.Queue[TapResult] = asyncio.Queue()
+    agent.add_listener(results.put_nowait)
+    sim.sam.place(card(id_number))
+    try:
+        return await asyncio.wait_for(results.get(), timeout=5)
+    finally:
+        sim.sam.remove()
+        agent._listeners.clear()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def audit_rows(db: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute("SELECT * FROM audit_events ORDER BY seq").fetchall()
+
+
+async def test_pass_tap_end_to_end(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    player = MockPlayer()
+    factory = MockFactory()
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with AsyncExitStack() as stack:
+        agent = await stack.enter_async_context(
+            built_agent(config, bundle=fleet.bundle, player=player, pin_factory=factory)
+        )
+        relay = factory.pin(RELAY)
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        person = fleet.people["pass"][0]
+        result = await tap(agent, sim, person)
+
+        assert result.decision.outcome == "pass" and not result.decision.offline
+        assert result.spoken and result.latency_ms is not None and result.latency_ms < 1000
+        assert [text for _p, text, _t in player.played] == ["绿码通行"]
+        assert player.played[0][0].stat().st_size > 1000  # a real rendered clip
+        # The relay pulsed: it went high and came back low after relay_pulse_s.
+        await asyncio.sleep(0.4)
+        states = [s.state for s in relay.states]
+        assert True in states and states[-1] is False
+
+        async def uploaded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            return any(r["kind"] == "decision" for r in rows)
+
+        await wait_for(uploaded)
+    rows = audit_rows(fleet.db)
+    decisions = [r for r in rows if r["kind"] == "decision"]
+    assert len(decisions) == 1
+    row = decisions[0]
+    assert row["device_id"] == fleet.bundle.device_id
+    assert row["outcome"] == "pass" and row["prompt"] == "绿码通行" and not row["offline"]
+    assert row["masked_id"] == person[:4] + "*" * 10 + person[-4:]
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    # Nothing on the server's audit side and nothing on the kiosk holds the clear number.
+    for r in rows:
+        assert person not in " ".join(str(v) for v in tuple(r))
+    for f in (tmp_path / "kiosk").iterdir():
+        if f.is_file():
+            assert person.encode() not in f.read_bytes()
+
+
+async def test_every_outcome_spoken_and_only_pass_opens(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    player = MockPlayer()
+    factory = MockFactory()
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=factory
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        relay = factory.pin(RELAY)
+        for outcome, prompt in (("check", "非绿码请核查"), ("nat_expired", "你的核酸结果已超时")):
+            relay.clear_states()
+            result = await tap(agent, sim, fleet.people[outcome][0])
+            assert (result.decision.outcome, result.decision.prompt) == (outcome, prompt)
+            assert player.played[-1][1] == prompt
+            await asyncio.sleep(0.1)
+            assert True not in [s.state for s in relay.states], "gate opened on " + outcome
+
+
+async def test_server_stopped_gives_offline_prompt_within_deadline(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead_url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    player = MockPlayer()
+    config = device_config(tmp_path, sim, prompt_cache, deadline_s=0.5)
+    config = config.with_overrides(server_url=dead_url)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.offline and result.decision.outcome == "check"
+        assert result.spoken and player.played[-1][1] == "非绿码请核查"
+        assert result.latency_ms is not None and result.latency_ms <= (0.5 + 0.5) * 1000
+        status = await agent.status()
+        assert status["journal_pending"] >= 1  # kept until the server is back
+
+
+async def test_black_holed_server_prompt_within_deadline(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    hole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{hole.sockets[0].getsockname()[1]}"
+    player = MockPlayer()
+    config = device_config(tmp_path, sim, prompt_cache, deadline_s=0.6).with_overrides(
+        server_url=url
+    )
+    try:
+        async with built_agent(
+            config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
+        ) as agent:
+            await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+            result = await tap(agent, sim, fleet.people["pass"][0])
+            assert result.decision.offline and result.decision.outcome == "check"
+            assert result.latency_ms is not None and 550 <= result.latency_ms <= 1100
+    finally:
+        for w in held:
+            w.close()
+        hole.close()
+        await hole.wait_closed()
+
+
+async def test_missing_audio_device_is_a_logged_fault_not_a_lost_tap(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    player = MockPlayer(missing=True)
+    factory = MockFactory()
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=factory
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.outcome == "pass" and not result.spoken
+
+        async def uploaded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            return any(r["kind"] == "decision" for r in rows)
+
+        await wait_for(uploaded)
+    row = next(r for r in audit_rows(fleet.db) if r["kind"] == "decision")
+    assert "voice_fault" in row["detail"]
+
+
+async def _true(value: bool) -> bool:
+    return value
