@@ -116,3 +116,28 @@ def test_checksum_error_in_reply_is_counted(
     assert r.health()["errors"].get("ChecksumError", 0) >= 1
     sim.sam.place(CARD)
     assert got.get(timeout=3).id_number == CARD["id_number"]
+
+
+def test_control_socket_places_cards(tmp_path: Path) -> None:
+    import socket
+
+    from firmware_bridge.simserve import serve_control_socket
+
+    with SimulatedReaderPort(SimulatedSam(), link=tmp_path / "r") as port:
+        server = serve_control_socket(port, [CARD], "127.0.0.1", 0)
+        try:
+            addr = server.getsockname()
+            with socket.create_connection(addr, timeout=2) as conn, conn.makefile("rw") as f:
+                f.write("place 0\n")
+                f.flush()
+                assert f.readline().startswith("placed")
+                assert port.sam.present
+                f.write("slow 0.25\n")
+                f.flush()
+                assert f.readline().strip() == "reply delay 0.25 s"
+                f.write("remove\n")
+                f.flush()
+                assert f.readline().strip() == "removed"
+                assert not port.sam.present
+        finally:
+            server.close()
