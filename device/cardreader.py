@@ -85,6 +85,7 @@ class CardReader:
         self.connected = False
         self.last_read_at: str | None = None
         self.reads = 0
+        self.last_cycle_s: float | None = None  # find -> read complete, for the last card
         self.errors: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -108,6 +109,9 @@ class CardReader:
                 "connected": self.connected,
                 "last_read_at": self.last_read_at,
                 "reads": self.reads,
+                "last_cycle_ms": (
+                    round(self.last_cycle_s * 1000, 1) if self.last_cycle_s is not None else None
+                ),
                 "errors": dict(self.errors),
             }
 
@@ -183,6 +187,7 @@ class CardReader:
             return True
 
     def _poll_once(self, port: Any) -> None:
+        cycle_start = time.monotonic()
         found = self._transact(port, sam.find_card_command(), self._cmd_timeout)
         if found.sw3 != sam.SW3_FOUND:
             return  # no card, or the card already read is still in the field
@@ -198,6 +203,8 @@ class CardReader:
                 log.info("read failed (%s), retrying", exc)
         assert frame is not None
         completed_at = time.monotonic()
+        with self._lock:
+            self.last_cycle_s = completed_at - cycle_start
         try:
             text, _photo, _finger = sam.parse_read_base(frame)
             card = idcard.decode_text(text)

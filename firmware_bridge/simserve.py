@@ -26,6 +26,8 @@ from typing import Any, TextIO
 
 from firmware_bridge.samsim import SimulatedSam
 
+_PACE_CHUNK = 32  # bytes per paced burst: 2.8 ms at 115200
+
 USAGE = (
     "place N|remove|tap N [seconds]|corrupt|fail-read|slow SECONDS|silent [off]|"
     "unplug|replug|cards|path"
@@ -53,6 +55,8 @@ class SimulatedReaderPort:
         self._serial: Any = None
         self._pty_path = ""
         self.reply_delay_s = 0.0
+        # Emulate a real line's speed (bits/s, 8N1) so timing matches hardware; 0 = instant.
+        self.baud = 0
         self.silent = False
 
     # -- the port ----------------------------------------------------------------------------
@@ -164,12 +168,27 @@ class SimulatedReaderPort:
             chunk = self._read()
             if not chunk:
                 continue
+            if self.baud:
+                time.sleep(len(chunk) * 10 / self.baud)  # the command's own wire time
             reply = self.sam.feed(chunk)
             if not reply or self.silent:
                 continue
             if self.reply_delay_s:
                 time.sleep(self.reply_delay_s)
-            self._write(reply)
+            if self.baud:
+                self._write_paced(reply, self.baud)
+            else:
+                self._write(reply)
+
+    def _write_paced(self, data: bytes, baud: int) -> None:
+        """Write at the line rate of a real UART (8N1: 10 bits a byte), in small bursts."""
+        start = time.monotonic()
+        for offset in range(0, len(data), _PACE_CHUNK):
+            due = start + (offset + _PACE_CHUNK) * 10 / baud
+            self._write(data[offset : offset + _PACE_CHUNK])
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
 
     # -- control -----------------------------------------------------------------------------
     def control(self, line: str, cards: list[dict[str, Any]]) -> str:
