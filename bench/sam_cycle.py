@@ -48,7 +48,7 @@ def measure(taps: int, baud: int, workdir: Path) -> list[float]:
     sim.baud = baud
     sim.start()
     got: queue.Queue[Credential] = queue.Queue()
-    reader = CardReader(sim.path, poll_interval_s=0.01, repeat_guard_s=0.0)
+    reader = CardReader(sim.path, poll_interval_s=0.01)
     reader.start(got.put)
     cycles: list[float] = []
     try:
@@ -59,11 +59,11 @@ def measure(taps: int, baud: int, workdir: Path) -> list[float]:
             time.sleep(0.01)
         card = SAMPLE_CARDS["resident"]
         for _ in range(taps):
-            sim.sam.place(card)
+            sim.place(card)
             got.get(timeout=10)
             assert reader.last_cycle_s is not None
             cycles.append(reader.last_cycle_s)
-            sim.sam.remove()
+            sim.remove()
             time.sleep(0.03)
     finally:
         reader.stop()

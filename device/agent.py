@@ -21,7 +21,7 @@ from typing import Any
 from device.cardreader import CardReader
 from device.client import ServerClient, ServerError
 from device.credentials import Credential
-from device.errors import KioskError
+from device.errors import KioskError, VoiceError
 from device.gate import Gate
 from device.journal import Journal
 from device.uploader import Uploader
@@ -62,6 +62,7 @@ class Agent:
         reader: CardReader | None,
         heartbeat_interval_s: float = 30.0,
         boot_id: str | None = None,
+        fault_prompt: str = "设备故障，请联系工作人员",
     ) -> None:
         self.device_id = device_id
         self.boot_id = boot_id or uuid.uuid4().hex
@@ -80,6 +81,9 @@ class Agent:
         self._taps = 0
         self._started = time.monotonic()
         self.dropped_credentials = 0
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._reader_faulty = False
+        self._fault_prompt = fault_prompt
 
     def add_listener(self, listener: TapListener) -> None:
         self._listeners.append(listener)
@@ -107,22 +111,31 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         if self._gate is not None:
             self._gate.safe_state()
-        await self._voice.start()
+        voice_problem = ""
+        try:
+            await self._voice.start()
+        except VoiceError as exc:
+            # Some prompts could not be rendered: decide and gate anyway, say what we can.
+            voice_problem = str(exc)
+            log.error("voice not fully available: %s", exc)
         self._tasks = [
             asyncio.create_task(self._tap_loop(), name="taps"),
             asyncio.create_task(self._uploader.run(), name="uploader"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
         if self._reader is not None:
-            self._reader.start(self.submit_threadsafe)
+            self._reader.start(self.submit_threadsafe, self._reader_event_threadsafe)
         await self._journal_system("agent_started", {"version": VERSION})
+        if voice_problem:
+            await self.record_fault("voice_unavailable", voice_problem, speak=False)
 
     async def stop(self) -> None:
         if self._reader is not None:
             await asyncio.to_thread(self._reader.stop)
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._side_tasks]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -202,6 +215,61 @@ class Agent:
                 await maybe
         return result
 
+    # -- faults ----------------------------------------------------------------------------
+    def _reader_event_threadsafe(self, what: str, detail: dict[str, Any]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(
+            lambda: self._spawn(self._reader_event(what, detail), f"reader-{what}")
+        )
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _reader_event(self, what: str, detail: dict[str, Any]) -> None:
+        if what in ("reader_lost", "reader_init_failed"):
+            self._reader_faulty = True
+            await self.record_fault(what, str(detail.get("error", "")))
+        elif what == "reader_ready" and self._reader_faulty:
+            self._reader_faulty = False
+            await self._journal_system("reader_recovered", detail)
+        elif what == "card_unreadable":
+            await self._journal_system("card_unreadable", detail)
+
+    async def record_fault(self, what: str, error: str, *, speak: bool = True) -> None:
+        """A device fault: journalled, signalled on the buzzer and (optionally) spoken."""
+        prompt = self._fault_prompt
+        if self._gate is not None:
+            try:
+                self._gate.fault()
+            except Exception:
+                log.exception("gate fault signal failed")
+        spoken = False
+        if speak:
+            try:
+                await self._voice.say(prompt, outcome="fault")
+                spoken = True
+            except KioskError as exc:
+                log.error("fault prompt not played: %s", exc)
+        await self._journal.append(
+            {
+                "kind": "fault",
+                "outcome": "fault",
+                "prompt": prompt if spoken else None,
+                "masked_id": None,
+                "pseudonym": None,
+                "offline": False,
+                "cache_age_s": None,
+                "latency_ms": None,
+                "clock_trusted": True,
+                "detail": {"fault": what, "error": error[:500]},
+            }
+        )
+        self._uploader.poke()
+
     async def _journal_system(self, what: str, detail: dict[str, Any]) -> None:
         await self._journal.append(
             {
@@ -246,5 +314,9 @@ class Agent:
             except ServerError as exc:
                 if not failing:
                     log.warning("heartbeat failed: %s", exc)
+                failing = True
+            except Exception:  # the heartbeat must outlive any one bad answer
+                if not failing:
+                    log.exception("heartbeat failed unexpectedly")
                 failing = True
             await asyncio.sleep(self._heartbeat_interval)

@@ -31,6 +31,10 @@ from firmware_bridge.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 
+class _Stopped(Exception):
+    """The reader thread was asked to stop."""
+
+
 class ReaderError(KioskError, IOError):
     """The reader did not answer as the SAM protocol requires."""
 
@@ -48,6 +52,9 @@ class ReaderStatus(ReaderError):
 
 
 SerialFactory = Callable[..., Any]
+ReaderEvent = Callable[[str, dict[str, Any]], None]
+"""Called from the reader thread on state changes: reader_ready, reader_lost,
+reader_init_failed (once per outage) and card_unreadable."""
 
 
 class CardReader:
@@ -62,7 +69,6 @@ class CardReader:
         command_timeout_s: float = 0.2,
         read_timeout_s: float = 3.0,
         reconnect_interval_s: float = 0.5,
-        repeat_guard_s: float = 2.0,
         read_retries: int = 2,
         serial_factory: SerialFactory = serial.serial_for_url,
     ) -> None:
@@ -72,15 +78,13 @@ class CardReader:
         self._cmd_timeout = command_timeout_s
         self._read_timeout = read_timeout_s
         self._reconnect = reconnect_interval_s
-        self._repeat_guard = repeat_guard_s
         self._read_retries = read_retries
         self._serial_factory = serial_factory
         self._parser = sam.ResponseParser()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_credential: Callable[[Credential], None] | None = None
-        self._last_id = ""
-        self._last_id_at = 0.0
+        self._on_event: ReaderEvent | None = None
         self._lock = threading.Lock()
         self.connected = False
         self.last_read_at: str | None = None
@@ -89,8 +93,11 @@ class CardReader:
         self.errors: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, on_credential: Callable[[Credential], None]) -> None:
+    def start(
+        self, on_credential: Callable[[Credential], None], on_event: ReaderEvent | None = None
+    ) -> None:
         self._on_credential = on_credential
+        self._on_event = on_event
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="card-reader", daemon=True)
         self._thread.start()
@@ -119,29 +126,41 @@ class CardReader:
         with self._lock:
             self.errors[kind] += 1
 
+    def _event(self, what: str, **detail: Any) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(what, detail)
+            except Exception:
+                log.exception("reader event handler failed")
+
     # -- the loop ----------------------------------------------------------------------------
     def _run(self) -> None:
         announced_down = False
         while not self._stop.is_set():
             try:
                 port = self._serial_factory(self.url, baudrate=self._baudrate, timeout=0.05)
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except Exception as exc:  # SerialException, OSError, ValueError for a bad URL
                 if not announced_down:
                     log.warning("reader %s not available: %s", self.url, exc)
+                    self._event("reader_lost", error=str(exc))
                     announced_down = True
                 self._count("open_failed")
                 self._stop.wait(self._reconnect)
                 continue
-            announced_down = False
             try:
                 self._session(port)
-            except (serial.SerialException, OSError) as exc:
-                log.warning("reader %s lost: %s", self.url, exc)
-                self._count("disconnects")
+            except Exception as exc:
+                # A vanished device surfaces as SerialException, OSError or termios.error
+                # depending on where pyserial notices it: all of them mean "reopen".
+                if not self._stop.is_set():
+                    log.warning("reader %s lost: %s: %s", self.url, type(exc).__name__, exc)
+                    self._count("disconnects")
+                    self._event("reader_lost", error=f"{type(exc).__name__}: {exc}")
+                    announced_down = True
             finally:
                 with self._lock:
                     self.connected = False
-                with contextlib.suppress(serial.SerialException, OSError):
+                with contextlib.suppress(Exception):
                     port.close()
             self._stop.wait(self._reconnect)
 
@@ -151,6 +170,7 @@ class CardReader:
         log.info("reader %s ready", self.url)
         with self._lock:
             self.connected = True
+        self._event("reader_ready", url=self.url)
         while not self._stop.is_set():
             try:
                 self._poll_once(port)
@@ -161,18 +181,23 @@ class CardReader:
             except ReaderError as exc:
                 log.debug("reader: %s", exc)
             self._stop.wait(self._poll)
+        raise _Stopped
 
     def _initialise(self, port: Any) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 self._expect(port, sam.reset_command(), (sam.SW3_OK,), "reset")
                 self._expect(port, sam.status_command(), (sam.SW3_OK,), "status")
                 return
             except ReaderError as exc:
-                log.warning("reader %s initialisation failed: %s", self.url, exc)
                 self._count("init_failed")
+                if not failing:  # log once per outage, not every retry
+                    log.warning("reader %s initialisation failed: %s", self.url, exc)
+                    self._event("reader_init_failed", error=str(exc))
+                    failing = True
                 self._stop.wait(self._reconnect)
-        raise OSError("stopped")
+        raise _Stopped
 
     def _alive(self, port: Any) -> bool:
         """After a timeout: does the SAM still answer a status request?"""
@@ -187,6 +212,7 @@ class CardReader:
             return True
 
     def _poll_once(self, port: Any) -> None:
+        """One find; on a card, select and read it; a card that cannot be read is still a tap."""
         cycle_start = time.monotonic()
         found = self._transact(port, sam.find_card_command(), self._cmd_timeout)
         if found.sw3 != sam.SW3_FOUND:
@@ -197,9 +223,12 @@ class CardReader:
             try:
                 frame = self._expect(port, sam.read_base_command(), (sam.SW3_OK,), "read")
                 break
+            except ReaderTimeout:
+                raise
             except ReaderError as exc:
                 if attempt == self._read_retries:
-                    raise
+                    self._unreadable(f"read failed: {exc}")
+                    return
                 log.info("read failed (%s), retrying", exc)
         assert frame is not None
         completed_at = time.monotonic()
@@ -210,15 +239,28 @@ class CardReader:
             card = idcard.decode_text(text)
         except (ProtocolError, ValueError) as exc:
             self._count("decode")
-            raise ReaderError(f"unreadable card text: {exc}") from exc
+            self._unreadable(f"unreadable card text: {exc}")
+            return
         # The photo stays in this frame object only; it is never stored or forwarded.
         self._emit(card, completed_at)
 
+    def _unreadable(self, why: str) -> None:
+        """A card was presented but could not be read: the citizen still gets a prompt."""
+        log.warning("card could not be read: %s", why)
+        self._event("card_unreadable", error=why)
+        if self._on_credential is not None:
+            self._on_credential(
+                Credential(
+                    kind="id_card",
+                    id_number="",
+                    completed_at=time.monotonic(),
+                    readable=False,
+                    checksum_ok=False,
+                )
+            )
+
     def _emit(self, card: dict[str, Any], completed_at: float) -> None:
         id_number = str(card.get("id_number") or "")
-        if id_number == self._last_id and completed_at - self._last_id_at < self._repeat_guard:
-            return
-        self._last_id, self._last_id_at = id_number, completed_at
         checksum = card.get("id_checksum_ok")
         cred = Credential(
             kind="id_card",

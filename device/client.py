@@ -92,9 +92,18 @@ class ServerClient:
             raise ServerUnavailable(f"{path}: {exc}") from exc
 
     async def verify(
-        self, tap_id: str, kind: str, id_number: str, timeout_s: float
+        self,
+        tap_id: str,
+        kind: str,
+        id_number: str,
+        timeout_s: float,
+        *,
+        card_type: str = "resident",
     ) -> dict[str, Any]:
-        body = {"tap_id": tap_id, "credential": {"kind": kind, "id_number": id_number}}
+        credential = {"kind": kind, "id_number": id_number}
+        if card_type != "resident":
+            credential["card_type"] = card_type
+        body = {"tap_id": tap_id, "credential": credential}
         return await self.post("/v1/verify", body, timeout_s)
 
     async def upload(self, events: list[dict[str, Any]], timeout_s: float = 10.0) -> dict[str, Any]:

@@ -78,6 +78,12 @@ class VoiceConfig:
     prompts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PROMPTS))
 
     def validate(self, where: str) -> None:
+        kind, _, arg = self.player.partition(":")
+        if kind not in ("aplay", "null", "mock", "file") or (kind == "file" and not arg):
+            raise ConfigError(
+                f"{where}.player: expected aplay, aplay:DEVICE, null, file:DIR or mock, "
+                f"got {self.player!r}"
+            )
         if not 80 <= self.rate <= 400:
             raise ConfigError(f"{where}.rate: must be in [80, 400], got {self.rate}")
         unknown = set(self.prompts) - set(DEFAULT_PROMPTS)

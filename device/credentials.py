@@ -23,6 +23,7 @@ class Credential:
     card_type: str = "resident"
     checksum_ok: bool = True
     valid_to: str = ""  # "YYYY-MM-DD", "长期" or "" when the credential has no expiry
+    readable: bool = True  # False: a card was presented but its data could not be read
 
     @property
     def masked_id(self) -> str:

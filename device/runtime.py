@@ -62,70 +62,77 @@ async def built_agent(
     pin_factory: Any = None,
     reader: CardReader | bool | None = True,
 ) -> AsyncIterator[Agent]:
-    """An agent built from config, started, and stopped (resources closed) on exit."""
+    """An agent built from config, started, and stopped (resources closed) on exit.
+
+    Every resource is registered on one exit stack as soon as it exists, so a failure while
+    building (a missing audio player, GPIO that is not there) closes what was already open.
+    """
     bundle = bundle or Bundle.load(Path(config.bundle))
     state = Path(config.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     boot_id = uuid.uuid4().hex
-    server_url = config.server_url or bundle.server_url
-    client = ServerClient(server_url, bundle.device_id, bundle.secret)
-    journal = Journal(state / "journal.db", bundle.device_id, boot_id)
-    await journal.open()
-    cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
-    renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
-    prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
-    voice = Voice(renderer, player or make_player(config.voice.player), prompts)
-    gate = None
-    if config.gpio.enabled:
-        gate = Gate(
-            config.gpio.relay_pin,
-            config.gpio.green_led_pin,
-            config.gpio.red_led_pin,
-            config.gpio.buzzer_pin,
-            relay_pulse_s=config.gpio.relay_pulse_s,
-            active_high=config.gpio.active_high,
-            pin_factory=pin_factory or make_pin_factory(config.gpio.pin_factory),
+    async with contextlib.AsyncExitStack() as stack:
+        client = ServerClient(
+            config.server_url or bundle.server_url, bundle.device_id, bundle.secret
         )
-    card_reader: CardReader | None
-    if reader is True:
-        card_reader = CardReader(
-            config.reader.url,
-            baudrate=config.reader.baudrate,
-            poll_interval_s=config.reader.poll_interval_s,
-            command_timeout_s=config.reader.command_timeout_s,
-            read_timeout_s=config.reader.read_timeout_s,
-            reconnect_interval_s=config.reader.reconnect_interval_s,
+        stack.push_async_callback(client.close)
+        journal = Journal(state / "journal.db", bundle.device_id, boot_id)
+        await journal.open()
+        stack.push_async_callback(journal.close)
+        cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
+        renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
+        prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
+        voice = Voice(renderer, player or make_player(config.voice.player), prompts)
+        stack.push_async_callback(voice.close)
+        gate = None
+        if config.gpio.enabled:
+            gate = Gate(
+                config.gpio.relay_pin,
+                config.gpio.green_led_pin,
+                config.gpio.red_led_pin,
+                config.gpio.buzzer_pin,
+                relay_pulse_s=config.gpio.relay_pulse_s,
+                active_high=config.gpio.active_high,
+                pin_factory=pin_factory or make_pin_factory(config.gpio.pin_factory),
+            )
+            stack.callback(gate.close)
+        card_reader: CardReader | None
+        if reader is True:
+            card_reader = CardReader(
+                config.reader.url,
+                baudrate=config.reader.baudrate,
+                poll_interval_s=config.reader.poll_interval_s,
+                command_timeout_s=config.reader.command_timeout_s,
+                read_timeout_s=config.reader.read_timeout_s,
+                reconnect_interval_s=config.reader.reconnect_interval_s,
+            )
+        else:
+            card_reader = reader or None
+        verifier = Verifier(
+            client, config.voice.prompt, bundle.fleet_key_bytes, config.verify.deadline_s
         )
-    else:
-        card_reader = reader or None
-    verifier = Verifier(
-        client, config.voice.prompt, bundle.fleet_key_bytes, config.verify.deadline_s
-    )
-    uploader = Uploader(
-        journal, client, interval_s=config.upload.interval_s, batch_size=config.upload.batch_size
-    )
-    agent = Agent(
-        device_id=bundle.device_id,
-        client=client,
-        verifier=verifier,
-        voice=voice,
-        gate=gate,
-        journal=journal,
-        uploader=uploader,
-        reader=card_reader,
-        heartbeat_interval_s=config.heartbeat.interval_s,
-        boot_id=boot_id,
-    )
-    try:
+        uploader = Uploader(
+            journal,
+            client,
+            interval_s=config.upload.interval_s,
+            batch_size=config.upload.batch_size,
+        )
+        agent = Agent(
+            device_id=bundle.device_id,
+            client=client,
+            verifier=verifier,
+            voice=voice,
+            gate=gate,
+            journal=journal,
+            uploader=uploader,
+            reader=card_reader,
+            heartbeat_interval_s=config.heartbeat.interval_s,
+            boot_id=boot_id,
+            fault_prompt=config.voice.prompt("fault"),
+        )
+        stack.push_async_callback(agent.stop)
         await agent.start()
         yield agent
-    finally:
-        await agent.stop()
-        await voice.close()
-        if gate is not None:
-            gate.close()
-        await journal.close()
-        await client.close()
 
 
 async def run_device(config: DeviceConfig) -> None:

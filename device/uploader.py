@@ -57,6 +57,11 @@ class Uploader:
             breaks = answer.get("chain_breaks") or []
             if breaks:
                 log.error("server reports audit chain breaks at seq %s", breaks)
+            conflicts = answer.get("conflicts") or []
+            if conflicts:
+                # The server kept these apart (another journal already used those numbers,
+                # e.g. after this kiosk's storage was replaced); they are stored, not lost.
+                log.error("server stored conflicting audit events at seq %s", conflicts)
             removed = await self._journal.ack(acked)
             acked_total += removed
             self.uploaded += removed
@@ -69,7 +74,9 @@ class Uploader:
         while True:
             try:
                 await self.drain_once()
-            except (ServerError, JournalError) as exc:
+            except Exception as exc:  # the uploader must outlive any one failure
+                if not isinstance(exc, ServerError | JournalError):
+                    log.exception("unexpected upload failure")
                 self.failures += 1
                 if str(exc) != self.last_error:
                     log.warning("audit upload failed, will retry: %s", exc)

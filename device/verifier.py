@@ -71,7 +71,8 @@ class Verifier:
 
     async def decide(self, cred: Credential, tap_id: str) -> Decision:
         """Never raises and never outlives the deadline (plus scheduling noise)."""
-        common = _Identity(tap_id, cred.masked_id, pseudonym(self._fleet_key, cred.id_number))
+        alias = pseudonym(self._fleet_key, cred.id_number) if cred.id_number else ""
+        common = _Identity(tap_id, cred.masked_id, alias)
         local = self._local_refusal(cred)
         if local is not None:
             return Decision(
@@ -88,7 +89,10 @@ class Verifier:
             if remaining <= 0:
                 raise TimeoutError("deadline already spent before the lookup")
             answer = await asyncio.wait_for(
-                self._client.verify(tap_id, cred.kind, cred.id_number, remaining), remaining
+                self._client.verify(
+                    tap_id, cred.kind, cred.id_number, remaining, card_type=cred.card_type
+                ),
+                remaining,
             )
             outcome = answer.get("outcome")
             if outcome not in OUTCOMES:
@@ -117,6 +121,8 @@ class Verifier:
         )
 
     def _local_refusal(self, cred: Credential) -> str | None:
+        if not cred.readable:
+            return "unreadable_card"
         if not cred.checksum_ok:
             return "bad_checksum"
         if cred.expired(self._today()):

@@ -47,7 +47,8 @@ class SimulatedReaderPort:
         self.sam = sam_module if sam_module is not None else SimulatedSam()
         self._url = url
         self._link = Path(link) if link is not None else None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the port's file descriptors
+        self._sam_lock = threading.Lock()  # the SAM's state: serve thread vs control
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._master: int | None = None
@@ -170,7 +171,8 @@ class SimulatedReaderPort:
                 continue
             if self.baud:
                 time.sleep(len(chunk) * 10 / self.baud)  # the command's own wire time
-            reply = self.sam.feed(chunk)
+            with self._sam_lock:
+                reply = self.sam.feed(chunk)
             if not reply or self.silent:
                 continue
             if self.reply_delay_s:
@@ -191,6 +193,16 @@ class SimulatedReaderPort:
                 time.sleep(delay)
 
     # -- control -----------------------------------------------------------------------------
+    def place(self, card: dict[str, Any] | str) -> None:
+        """Put a card on the reader (thread-safe against a command being answered)."""
+        with self._sam_lock:
+            self.sam.place(card)
+
+    def remove(self) -> None:
+        """Take the card away (thread-safe)."""
+        with self._sam_lock:
+            self.sam.remove()
+
     def control(self, line: str, cards: list[dict[str, Any]]) -> str:
         """Apply one control command; returns a one-line answer for the operator."""
         words = line.split()
@@ -200,17 +212,17 @@ class SimulatedReaderPort:
         try:
             if verb == "place":
                 card = pick_card(cards, args[0] if args else "0")
-                self.sam.place(card)
+                self.place(card)
                 return "placed " + str(card.get("name", ""))
             if verb == "remove":
-                self.sam.remove()
+                self.remove()
                 return "removed"
             if verb == "tap":
                 card = pick_card(cards, args[0] if args else "0")
-                hold = float(args[1]) if len(args) > 1 else 1.0
-                self.sam.place(card)
+                hold = _seconds(args[1]) if len(args) > 1 else 1.0
+                self.place(card)
                 time.sleep(hold)
-                self.sam.remove()
+                self.remove()
                 return "tapped " + str(card.get("name", ""))
             if verb == "corrupt":
                 self.sam.corrupt_next = True
@@ -219,7 +231,7 @@ class SimulatedReaderPort:
                 self.sam.fail_read_next = True
                 return "next read fails"
             if verb == "slow":
-                self.reply_delay_s = float(args[0]) if args else 0.5
+                self.reply_delay_s = _seconds(args[0]) if args else 0.5
                 return f"reply delay {self.reply_delay_s} s"
             if verb == "silent":
                 self.silent = not args or args[0] not in ("off", "0", "false")
@@ -237,6 +249,13 @@ class SimulatedReaderPort:
         except (IndexError, ValueError, KeyError) as exc:
             return f"error: {exc}"
         return f"error: unknown command {verb!r} ({USAGE})"
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 60:
+        raise ValueError(f"seconds must be in [0, 60], got {text}")
+    return value
 
 
 def pick_card(cards: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -282,7 +301,7 @@ def serve_control_socket(
     server = socket.create_server((host, tcp_port))
 
     def handle(conn: socket.socket) -> None:
-        with conn, conn.makefile("rw", encoding="utf-8", newline="\n") as f:
+        with conn, conn.makefile("rw", encoding="utf-8", errors="replace", newline="\n") as f:
 
             def out(text: str) -> None:
                 f.write(text + "\n")
@@ -312,8 +331,12 @@ def main(
     stdout: TextIO = sys.stdout,
 ) -> int:
     """`kiosk reader simulate`: print the port path, then obey control lines."""
-    cards = load_cards(cards_file) if cards_file else []
-    port = SimulatedReaderPort(url=url, link=link).start()
+    try:
+        cards = load_cards(cards_file) if cards_file else []
+        port = SimulatedReaderPort(url=url, link=link).start()
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     def out(text: str) -> None:
         stdout.write(text + "\n")
@@ -324,7 +347,11 @@ def main(
         out(port.path)
         if control and control != "stdin":
             host, _, tcp = control.rpartition(":")
-            server = serve_control_socket(port, cards, host or "127.0.0.1", int(tcp))
+            try:
+                server = serve_control_socket(port, cards, host or "127.0.0.1", int(tcp))
+            except (OSError, ValueError) as exc:
+                print(f"error: control {control!r}: {exc}", file=sys.stderr)
+                return 2
             out(f"control on {host or '127.0.0.1'}:{server.getsockname()[1]}")
             threading.Event().wait()
         else:

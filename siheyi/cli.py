@@ -49,6 +49,7 @@ def _register_reader(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _device_run(args: argparse.Namespace) -> int:
     from device.config import ConfigError, DeviceConfig
+    from device.errors import KioskError
     from device.runtime import run_device
 
     try:
@@ -60,7 +61,7 @@ def _device_run(args: argparse.Namespace) -> int:
         asyncio.run(run_device(config))
     except KeyboardInterrupt:
         pass
-    except ConfigError as exc:
+    except KioskError as exc:  # bad bundle, no GPIO, journal unusable: say so, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

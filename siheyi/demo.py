@@ -197,6 +197,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.AsyncExitStack) -> int:
     out = sys.stdout
+    info = sys.stderr if args.json else sys.stdout  # keep --json output pure JSON lines
     if args.server_url:
         if not args.bundle:
             print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
@@ -223,7 +224,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         )
         write_bundle(issued, bundle_path)
         bundle = Bundle.load(bundle_path)
-        print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=out)
+        print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
     cards = demo_cards(ids, args.seed)
     sim = SimulatedReaderPort(SimulatedSam(), link=workdir / "reader")
     sim.start()
@@ -243,14 +244,14 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         },
         source="demo",
     )
-    print(f"reader:    simulated SAM on {sim.path}", file=out)
-    print(f"kiosk:     {bundle.device_id} at {bundle.site}, player {player}", file=out)
-    print("rendering prompts (once, cached) ...", file=out, flush=True)
+    print(f"reader:    simulated SAM on {sim.path}", file=info)
+    print(f"kiosk:     {bundle.device_id} at {bundle.site}, player {player}", file=info)
+    print("rendering prompts (once, cached) ...", file=info, flush=True)
     agent = await astack.enter_async_context(built_agent(config, bundle=bundle))
     results: asyncio.Queue[TapResult] = asyncio.Queue()
     agent.add_listener(results.put_nowait)
     what = f"{args.taps} cards" if args.taps else "cards until Ctrl-C"
-    print(f"ready: tapping {what}", file=out)
+    print(f"ready: tapping {what}", file=info)
     rng = random.Random(args.seed)
     n = 0
     stats: dict[str, int] = {}
@@ -260,7 +261,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         card = cards[rng.randrange(len(cards))]
         result = await _tap(sim, card, results)
         if result is None:
-            print(f"[{n:4d}] no decision within 5 s (reader problem?)", file=out, flush=True)
+            print(f"[{n:4d}] no decision within 5 s (reader problem?)", file=info, flush=True)
             stats["no_decision"] = stats.get("no_decision", 0) + 1
             continue
         stats[result.decision.outcome] = stats.get(result.decision.outcome, 0) + 1
@@ -280,13 +281,13 @@ async def _tap(
     sim: SimulatedReaderPort, card: dict[str, Any], results: asyncio.Queue[TapResult]
 ) -> TapResult | None:
     """Place a card, wait for its decision, take the card away again."""
-    sim.sam.place(card)
+    sim.place(card)
     try:
         return await asyncio.wait_for(results.get(), timeout=5.0)
     except TimeoutError:
         return None
     finally:
-        sim.sam.remove()
+        sim.remove()
         # Let the reader see the empty field before the next card arrives.
         await asyncio.sleep(0.15)
 

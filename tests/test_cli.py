@@ -117,7 +117,7 @@ def test_reader_simulate_answers_on_its_pty_and_obeys_control(
 def test_demo_json_taps() -> None:
     proc = run("demo", "--taps", "6", "--json", "--port", "0", "--people", "1000", timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    decisions = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    decisions = [json.loads(line) for line in proc.stdout.splitlines()]  # only JSON on stdout
     assert len(decisions) == 6
     for d in decisions:
         assert d["outcome"] in {"pass", "check", "nat_expired", "invalid_credential"}
@@ -164,3 +164,22 @@ def test_demo_against_an_external_server(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_device_run_reports_bad_config_without_traceback(tmp_path: Path) -> None:
+    cfg = tmp_path / "kiosk.toml"
+    cfg.write_text("[voice]\nplayer = 'bogus'\n")
+    proc = run("device", "run", "--config", str(cfg))
+    assert proc.returncode == 2 and "voice.player" in proc.stderr and "Traceback" not in proc.stderr
+    cfg.write_text(f"bundle = '{tmp_path / 'missing.json'}'\nstate_dir = '{tmp_path}'\n")
+    proc = run("device", "run", "--config", str(cfg))
+    assert proc.returncode == 2 and "missing.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_simulator_rejects_bad_control_values_and_files(tmp_path: Path) -> None:
+    proc = run("reader", "simulate", "--cards", str(tmp_path / "nope.json"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = run("reader", "simulate", stdin="slow -1\ntap 0 -1\nquit\n")
+    assert proc.returncode == 0
+    answers = proc.stdout.splitlines()[1:]
+    assert all(a.startswith("error:") for a in answers), answers

@@ -113,11 +113,11 @@ def device_config(
 async def tap(agent: Agent, sim: SimulatedReaderPort, id_number: str) -> TapResult:
     results: asyncio.Queue[TapResult] = asyncio.Queue()
     agent.add_listener(results.put_nowait)
-    sim.sam.place(card(id_number))
+    sim.place(card(id_number))
     try:
         return await asyncio.wait_for(results.get(), timeout=5)
     finally:
-        sim.sam.remove()
+        sim.remove()
         agent._listeners.clear()
 
 
@@ -274,3 +274,83 @@ async def test_missing_audio_device_is_a_logged_fault_not_a_lost_tap(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_reader_unplug_is_a_recorded_spoken_fault(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    player = MockPlayer()
+    factory = MockFactory()
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=factory
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        buzzer = factory.pin(23)
+        sim.unplug()
+        await wait_for(lambda: _true("设备故障，请联系工作人员" in player.texts))
+        assert True in [s.state for s in buzzer.states]
+        sim.replug()
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.outcome == "pass"
+
+        async def recorded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            details = [r["detail"] for r in rows]
+            return any("reader_lost" in d for d in details) and any(
+                "reader_recovered" in d for d in details
+            )
+
+        await wait_for(recorded)
+    fault = next(r for r in audit_rows(fleet.db) if r["kind"] == "fault")
+    assert fault["outcome"] == "fault" and fault["prompt"] == "设备故障，请联系工作人员"
+
+
+async def test_unreadable_card_gets_invalid_credential_prompt(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    player = MockPlayer()
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        results: asyncio.Queue[TapResult] = asyncio.Queue()
+        agent.add_listener(results.put_nowait)
+        broken = {**card(fleet.people["pass"][0]), "name": "\ud800"}  # text that cannot decode
+        sim.place(broken)
+        result = await asyncio.wait_for(results.get(), timeout=5)
+        sim.remove()
+        assert result.decision.outcome == "invalid_credential"
+        assert result.decision.reasons == ("unreadable_card",)
+        assert player.played[-1][1] == "证件无效，请重新刷卡"
+
+
+async def test_agent_without_voice_still_decides_and_records_the_fault(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort
+) -> None:
+    config = DeviceConfig.from_dict(
+        {
+            "state_dir": str(tmp_path / "kiosk"),
+            "reader": {"url": sim.path, "poll_interval_s": 0.02},
+            "voice": {"voice": "no-such-voice", "player": "mock", "cache_dir": str(tmp_path / "p")},
+            "gpio": {"pin_factory": "mock", "relay_pulse_s": 0.2},
+            "upload": {"interval_s": 0.2},
+        }
+    )
+    factory = MockFactory()
+    async with built_agent(
+        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=factory
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.outcome == "pass" and not result.spoken
+        await asyncio.sleep(0.1)
+        assert True in [s.state for s in factory.pin(RELAY).states]  # the gate still opens
+
+        async def recorded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            return any(r["kind"] == "fault" and "voice_unavailable" in r["detail"] for r in rows)
+
+        await wait_for(recorded, timeout=10)

@@ -39,7 +39,7 @@ def sim(tmp_path: Path) -> Iterator[SimulatedReaderPort]:
 @pytest.fixture
 def reader(sim: SimulatedReaderPort) -> Iterator[tuple[CardReader, queue.Queue[Credential]]]:
     got: queue.Queue[Credential] = queue.Queue()
-    r = CardReader(sim.path, poll_interval_s=0.02, reconnect_interval_s=0.1, repeat_guard_s=0.0)
+    r = CardReader(sim.path, poll_interval_s=0.02, reconnect_interval_s=0.1)
     r.start(got.put)
     yield r, got
     r.stop()
@@ -57,15 +57,15 @@ def test_one_tap_per_presence(
 ) -> None:
     r, got = reader
     wait_connected(r)
-    sim.sam.place(CARD)
+    sim.place(CARD)
     cred = got.get(timeout=3)
     assert cred.id_number == CARD["id_number"] and cred.checksum_ok and cred.valid_to == "长期"
     assert cred.completed_at <= time.monotonic()
     time.sleep(0.5)  # the card stays on the reader: no second tap
     assert got.empty()
-    sim.sam.remove()
+    sim.remove()
     time.sleep(0.1)
-    sim.sam.place(CARD)
+    sim.place(CARD)
     assert got.get(timeout=3).id_number == CARD["id_number"]
     assert r.health()["reads"] == 2
 
@@ -76,7 +76,7 @@ def test_failed_read_is_retried_and_counted(
     r, got = reader
     wait_connected(r)
     sim.sam.fail_read_next = True
-    sim.sam.place(CARD)
+    sim.place(CARD)
     assert got.get(timeout=3).id_number == CARD["id_number"]
     time.sleep(0.3)
     assert got.empty()  # the retried read is still one tap
@@ -84,22 +84,30 @@ def test_failed_read_is_retried_and_counted(
     assert errors.get("status_41") == 1
 
 
-def test_unplug_and_replug_recovers(
-    sim: SimulatedReaderPort, reader: tuple[CardReader, queue.Queue[Credential]]
-) -> None:
-    r, got = reader
-    wait_connected(r)
-    sim.unplug()
-    deadline = time.monotonic() + 3
-    while r.health()["connected"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    sim.replug()
-    t0 = time.monotonic()
-    wait_connected(r)
-    assert time.monotonic() - t0 < 2.0
-    sim.sam.place(CARD)
-    assert got.get(timeout=3).id_number == CARD["id_number"]
+@pytest.mark.parametrize("poll_s", [0.02, 0.1])
+def test_unplug_and_replug_recovers(sim: SimulatedReaderPort, poll_s: float) -> None:
+    got: queue.Queue[Credential] = queue.Queue()
+    events: list[str] = []
+    r = CardReader(sim.path, poll_interval_s=poll_s, reconnect_interval_s=0.1)
+    r.start(got.put, lambda what, _detail: events.append(what))
+    try:
+        wait_connected(r)
+        for _ in range(3):  # the reader thread must survive every way pyserial notices
+            sim.unplug()
+            deadline = time.monotonic() + 3
+            while r.health()["connected"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            sim.replug()
+            t0 = time.monotonic()
+            wait_connected(r)
+            assert time.monotonic() - t0 < 2.0
+            sim.place(CARD)
+            assert got.get(timeout=3).id_number == CARD["id_number"]
+            sim.remove()
+        assert events.count("reader_lost") == 3 and events.count("reader_ready") == 4
+    finally:
+        r.stop()
     assert (
         r.health()["errors"].get("disconnects", 0) + r.health()["errors"].get("unresponsive", 0)
         >= 1
@@ -114,7 +122,7 @@ def test_checksum_error_in_reply_is_counted(
     sim.sam.corrupt_next = True  # the next find reply is corrupt
     time.sleep(0.3)
     assert r.health()["errors"].get("ChecksumError", 0) >= 1
-    sim.sam.place(CARD)
+    sim.place(CARD)
     assert got.get(timeout=3).id_number == CARD["id_number"]
 
 
@@ -141,3 +149,18 @@ def test_control_socket_places_cards(tmp_path: Path) -> None:
                 assert not port.sam.present
         finally:
             server.close()
+
+
+def test_unreadable_card_is_still_a_tap(sim: SimulatedReaderPort) -> None:
+    got: queue.Queue[Credential] = queue.Queue()
+    events: list[str] = []
+    r = CardReader(sim.path, poll_interval_s=0.02, read_retries=0)
+    r.start(got.put, lambda what, _detail: events.append(what))
+    try:
+        wait_connected(r)
+        sim.sam.fail_read_next = True
+        sim.place(CARD)
+        cred = got.get(timeout=3)
+        assert not cred.readable and cred.id_number == "" and "card_unreadable" in events
+    finally:
+        r.stop()

@@ -51,6 +51,8 @@ def test_file_overrides_and_prompt_override(tmp_path: Path) -> None:
         ("[gpio]\nenabled = 'yes'\n", "gpio.enabled: expected true or false"),
         ("reader = 3\n", "reader: expected a table"),
         ("not toml [", "not valid TOML"),
+        ("[voice]\nplayer = 'bogus'\n", "voice.player"),
+        ("[voice]\nplayer = 'file:'\n", "voice.player"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
