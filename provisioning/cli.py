@@ -1,6 +1,8 @@
 """``kiosk provision …`` verbs: add, revoke, list.
 
 The device secret only ever goes into the bundle file (mode 0600); stdout shows its path.
+Exit status: 0 done, 1 refused (serial exists, unknown device, bad field, bundle problem),
+2 configuration or database problem.
 """
 
 from __future__ import annotations
@@ -11,41 +13,59 @@ import sys
 from collections.abc import Callable
 
 from provisioning.errors import ProvisioningError
-from provisioning.registry import add_device, list_devices, revoke_device, write_bundle
-from server.errors import SchemaError
+from provisioning.registry import add_device, list_devices, revoke_device
+from server.cli import DATABASE_ERRORS, add_database_options, config_error, database_error
+from server.config import resolve_database
+from server.errors import ConfigError
 
 Verb = Callable[[argparse.Namespace], int]
+
+
+def _database(args: argparse.Namespace) -> str:
+    return resolve_database(args.config, args.database)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     """Register (or, with --rotate-secret, re-key) a device and write its bundle."""
     try:
+        database = _database(args)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
         bundle = add_device(
-            args.database,
+            database,
             args.serial,
             args.site,
             args.gate,
             args.location,
             server_url=args.server_url,
             rotate_secret=args.rotate_secret,
+            bundle_path=args.bundle,
         )
-        path = write_bundle(bundle, args.bundle)
-    except (ProvisioningError, SchemaError, OSError) as exc:
+    except ProvisioningError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
     action = "re-keyed" if args.rotate_secret else "added"
     print(f"{action} device {bundle.device_id} (serial {bundle.serial}, site {bundle.site})")
-    print(f"bundle written to {path} (mode 0600; it holds the device secret)")
+    print(f"bundle written to {args.bundle} (mode 0600; it holds the device secret)")
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     """Revoke a device by serial or id."""
     try:
-        record = revoke_device(args.database, args.serial_or_id)
-    except (ProvisioningError, SchemaError) as exc:
+        database = _database(args)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
+        record = revoke_device(database, args.serial_or_id)
+    except ProvisioningError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
     print(f"revoked device {record.device_id} (serial {record.serial})")
     return 0
 
@@ -53,10 +73,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """List devices as a table or JSON."""
     try:
-        devices = list_devices(args.database)
-    except SchemaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        database = _database(args)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
+        devices = list_devices(database)
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
     if args.json:
         print(json.dumps([d.to_json() for d in devices], ensure_ascii=False, indent=2))
         return 0
@@ -91,5 +114,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.add_argument("--json", action="store_true")
 
     for name, parser in (("add", add), ("revoke", revoke), ("list", lst)):
-        parser.add_argument("--database", metavar="PATH", default="siheyi.db")
+        add_database_options(parser)
         parser.set_defaults(func=VERBS[name])

@@ -21,3 +21,7 @@ class DeviceRevoked(ProvisioningError, PermissionError):
 
 class InvalidField(ProvisioningError, ValueError):
     """A serial, site, gate, location or URL is empty, too long or malformed."""
+
+
+class BundleError(ProvisioningError, OSError):
+    """The bundle file cannot be written (or already exists for a new registration)."""

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
+from provisioning.errors import (
+    BundleError,
+    DeviceNotFound,
+    DeviceRevoked,
+    InvalidField,
+    SerialExists,
+)
 from server.auth import secret_sha256
 from server.db import connect, transaction
 
@@ -93,12 +99,20 @@ def add_device(
     *,
     server_url: str = "http://127.0.0.1:8080",
     rotate_secret: bool = False,
+    bundle_path: str | Path | None = None,
 ) -> DeviceBundle:
     """Register a kiosk by serial and return its bundle (the only place the secret appears).
 
     Adding an existing serial raises :class:`SerialExists` unless ``rotate_secret`` is set:
     then the device keeps its id, gets a new secret (the old one stops working) and its site,
     gate and location are updated. A revoked device cannot be rotated.
+
+    With ``bundle_path`` the bundle is also written there (mode 0600), all or nothing: a
+    temporary file is created in the target directory first (so an unwritable destination
+    fails before anything is registered), filled and synced inside the registration
+    transaction, and renamed into place after the commit; any failure before the commit
+    leaves neither a registration nor a file. An existing ``bundle_path`` is refused
+    (:class:`BundleError`) unless ``rotate_secret`` is set.
     """
     if _SERIAL.fullmatch(serial) is None:
         raise InvalidField("serial must be 1-64 characters of A-Z a-z 0-9 _ . : -")
@@ -109,6 +123,31 @@ def add_device(
     if url.scheme not in ("http", "https") or not url.netloc:
         raise InvalidField(f"server_url must be an http(s) URL, got {server_url!r}")
     secret = secrets.token_urlsafe(32)
+    staged = _StagedBundle(Path(bundle_path)) if bundle_path is not None else None
+    try:
+        bundle = _register(
+            database, serial, site, gate, location, server_url, rotate_secret, secret, staged
+        )
+    except BaseException:
+        if staged is not None:
+            staged.discard()
+        raise
+    if staged is not None:
+        staged.publish()
+    return bundle
+
+
+def _register(
+    database: str | Path,
+    serial: str,
+    site: str,
+    gate: str,
+    location: str,
+    server_url: str,
+    rotate_secret: bool,
+    secret: str,
+    staged: _StagedBundle | None,
+) -> DeviceBundle:
     with connect(database) as conn, transaction(conn):
         key = fleet_key(conn)
         conn.execute("INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING", (site,))
@@ -133,7 +172,57 @@ def add_device(
                 " WHERE device_id = ?",
                 (secret_sha256(secret), site, gate, location, device_id),
             )
-    return DeviceBundle(device_id, secret, serial, site, gate, server_url.rstrip("/"), key)
+        bundle = DeviceBundle(device_id, secret, serial, site, gate, server_url.rstrip("/"), key)
+        if staged is not None:
+            if staged.target.exists() and not rotate_secret:
+                raise BundleError(
+                    f"bundle exists: {staged.target} (it may hold another device's secret;"
+                    " remove it or use --rotate-secret)"
+                )
+            staged.write(bundle)  # before the commit: a failure here rolls back
+    return bundle
+
+
+class _StagedBundle:
+    """A bundle written to a temporary file next to its target, then renamed into place."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        if target.is_dir():
+            raise BundleError(f"cannot write bundle {target}: is a directory")
+        self.tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            self._fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise BundleError(f"cannot write bundle {target}: {exc.strerror or exc}") from exc
+
+    def write(self, bundle: DeviceBundle) -> None:
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                json.dump(bundle.to_json(), fh, indent=2, ensure_ascii=False)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise BundleError(f"cannot write bundle {self.target}: {exc.strerror or exc}") from exc
+
+    def publish(self) -> None:
+        try:
+            os.replace(self.tmp, self.target)
+        except OSError as exc:  # registered: keep the temporary file, it holds the secret
+            raise BundleError(
+                f"device registered but its bundle could not be renamed to {self.target}:"
+                f" {exc.strerror or exc}; the bundle is in {self.tmp}"
+            ) from exc
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.tmp.unlink(missing_ok=True)
 
 
 def _new_device_id(conn: sqlite3.Connection) -> str:

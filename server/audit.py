@@ -16,6 +16,7 @@ import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from server import validation as v
@@ -28,13 +29,11 @@ MAX_EVENTS = 500
 MAX_DETAIL_BYTES = 4096
 GENESIS_HASH = "0" * 64
 KINDS = frozenset({"decision", "fault", "guard", "system"})
+OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential", "fault"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]{1,128}")
 _MASKED = re.compile(r"[0-9A-Za-z*]{1,32}")
-_SHORT = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-# An 18-character ID number standing alone (not part of a longer hex string or word).
-_CLEAR_ID = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,7 @@ class IngestResult:
     stored: int
     duplicates: int
     chain_breaks: tuple[int, ...]
+    conflicts: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Render as the ``POST /v1/audit`` response body."""
@@ -76,6 +76,7 @@ class IngestResult:
             "stored": self.stored,
             "duplicates": self.duplicates,
             "chain_breaks": list(self.chain_breaks),
+            "conflicts": list(self.conflicts),
         }
 
 
@@ -91,34 +92,40 @@ def parse_event(raw: Any, index: int) -> AuditEvent:
     if not isinstance(raw, dict):
         raise BadRequest(f"events[{index}]: must be an object")
     at = f"events[{index}]."
+    # Privacy first: no string anywhere in the event (keys included) may be a clear ID.
+    v.refuse_clear_ids(raw, f"events[{index}]")
     masked = v.string(raw, "masked_id", where=at, pattern=_MASKED, required=False, nullable=True)
     if masked is not None and "*" not in masked and len(masked) > 8:
         raise BadRequest(f"{at}masked_id: must be masked, never a clear ID number")
     detail = v.obj(raw, "detail", where=at, required=False) or {}
     try:
         detail_json = json.dumps(detail, sort_keys=True, ensure_ascii=False)
-    except ValueError as exc:  # e.g. nested too deep
+    except (ValueError, RecursionError) as exc:  # e.g. nested too deep
         raise BadRequest(f"{at}detail: not serialisable") from exc
     if len(detail_json.encode("utf-8")) > MAX_DETAIL_BYTES:
         raise BadRequest(f"{at}detail: larger than {MAX_DETAIL_BYTES} bytes")
-    if _CLEAR_ID.search(detail_json):
-        raise BadRequest(f"{at}detail: contains what looks like a clear ID number")
     kind = v.req_string(raw, "kind", where=at, max_len=16)
     if kind not in KINDS:
         raise BadRequest(f"{at}kind: must be one of {sorted(KINDS)}")
+    outcome = v.string(raw, "outcome", where=at, max_len=32, required=False, nullable=True)
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadRequest(f"{at}outcome: must be null or one of {sorted(OUTCOMES)}")
+    wall_time = v.req_string(raw, "wall_time", where=at, max_len=64)
+    if not _is_aware_timestamp(wall_time):
+        raise BadRequest(f"{at}wall_time: must be an ISO 8601 timestamp with a UTC offset")
     hash_ = v.req_string(raw, "hash", where=at, pattern=_HEX64)
     try:
         recomputed = canonical_hash(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"{at}: not serialisable") from exc
     return AuditEvent(
         seq=v.req_integer(raw, "seq", where=at, lo=1),
-        wall_time=v.req_string(raw, "wall_time", where=at, max_len=64),
+        wall_time=wall_time,
         mono_ns=v.req_integer(raw, "mono_ns", where=at, lo=0),
         boot_id=v.req_string(raw, "boot_id", where=at, min_len=1, max_len=64),
         clock_trusted=v.boolean(raw, "clock_trusted", where=at),
         kind=kind,
-        outcome=v.string(raw, "outcome", where=at, pattern=_SHORT, required=False, nullable=True),
+        outcome=outcome,
         prompt=v.string(raw, "prompt", where=at, max_len=200, required=False, nullable=True),
         masked_id=masked,
         pseudonym=v.string(raw, "pseudonym", where=at, pattern=_HEX, required=False, nullable=True),
@@ -130,6 +137,14 @@ def parse_event(raw: Any, index: int) -> AuditEvent:
         hash=hash_,
         hash_ok=recomputed == hash_,
     )
+
+
+def _is_aware_timestamp(text: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None and parsed.utcoffset() is not None
 
 
 def parse_batch(body: Mapping[str, Any]) -> list[AuditEvent]:
@@ -151,6 +166,15 @@ _INSERT = (
 )
 
 
+_INSERT_CONFLICT = (
+    "INSERT INTO audit_conflicts (device_id, seq, received_at, wall_time, kind, outcome, prompt,"
+    " masked_id, pseudonym, offline, cache_age_s, latency_ms, boot_id, mono_ns, clock_trusted,"
+    " detail, prev_hash, hash, hash_ok)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (device_id, seq, hash) DO NOTHING"
+)
+
+
 @dataclass
 class _Stored:
     hash: str
@@ -158,14 +182,38 @@ class _Stored:
     chain_ok: int | None
 
 
+def _row(device_id: str, ev: AuditEvent, received_at: str, last: int | None) -> tuple[Any, ...]:
+    return (
+        device_id, ev.seq, ev.wall_time, received_at, ev.kind, ev.outcome, ev.prompt,
+        ev.masked_id, ev.pseudonym, int(ev.offline), ev.cache_age_s, ev.latency_ms,
+        ev.boot_id, ev.mono_ns, int(ev.clock_trusted), ev.detail_json, ev.prev_hash,
+        ev.hash, last,
+    )  # fmt: skip
+
+
+def _stored_hash(conn: sqlite3.Connection, device_id: str, seq: int) -> str:
+    row = conn.execute(
+        "SELECT hash FROM audit_events WHERE device_id = ? AND seq = ?", (device_id, seq)
+    ).fetchone()
+    return str(row[0])
+
+
 def ingest(
     conn: sqlite3.Connection, device_id: str, events: Sequence[AuditEvent], received_at: str
 ) -> IngestResult:
-    """Store a validated batch in one durable transaction and compute the acknowledgement."""
+    """Store a validated batch in one durable transaction and compute the acknowledgement.
+
+    An event whose seq is already stored with the same hash is a duplicate (a resend). One
+    whose seq is stored with a *different* hash (e.g. a kiosk whose journal was reset and
+    starts again at seq 1) is a conflict: it is stored in full in ``audit_conflicts`` — so
+    the kiosk may delete it once acknowledged — and reported in ``conflicts`` and
+    ``chain_breaks``; the first version stays in ``audit_events``.
+    """
     lo, hi = events[0].seq - 1, events[-1].seq + 1
     stored = 0
     duplicates = 0
     breaks: list[int] = []
+    conflicts: list[int] = []
     with durable(conn):
         known = {
             row[0]: _Stored(row[1], row[2], row[3])
@@ -178,30 +226,32 @@ def ingest(
         new_seqs: list[int] = []
         for ev in events:
             before = known.get(ev.seq)
-            if before is not None:
+            if before is None:
+                chain_ok = _chain_ok(ev, known)
+                cursor = conn.execute(_INSERT, _row(device_id, ev, received_at, chain_ok))
+                if cursor.rowcount == 1:
+                    stored += 1
+                    new_seqs.append(ev.seq)
+                    known[ev.seq] = _Stored(ev.hash, ev.prev_hash, chain_ok)
+                    if chain_ok == 0:
+                        breaks.append(ev.seq)
+                    continue
+                # stored meanwhile by another server process: compare with that version
+                existing_hash = _stored_hash(conn, device_id, ev.seq)
+            else:
+                existing_hash = before.hash
+            if existing_hash == ev.hash:
                 duplicates += 1
-                if before.hash != ev.hash:
-                    log.warning("device %s resent seq %d with a different hash", device_id, ev.seq)
-                    breaks.append(ev.seq)
                 continue
-            chain_ok = _chain_ok(ev, known)
             cursor = conn.execute(
-                _INSERT,
-                (
-                    device_id, ev.seq, ev.wall_time, received_at, ev.kind, ev.outcome, ev.prompt,
-                    ev.masked_id, ev.pseudonym, int(ev.offline), ev.cache_age_s, ev.latency_ms,
-                    ev.boot_id, ev.mono_ns, int(ev.clock_trusted), ev.detail_json, ev.prev_hash,
-                    ev.hash, chain_ok,
-                ),
-            )  # fmt: skip
-            if cursor.rowcount == 0:  # stored meanwhile by another server process
+                _INSERT_CONFLICT, _row(device_id, ev, received_at, int(ev.hash_ok))
+            )
+            if cursor.rowcount == 0:  # this very conflicting version was stored before
                 duplicates += 1
                 continue
             stored += 1
-            new_seqs.append(ev.seq)
-            known[ev.seq] = _Stored(ev.hash, ev.prev_hash, chain_ok)
-            if chain_ok == 0:
-                breaks.append(ev.seq)
+            conflicts.append(ev.seq)
+            breaks.append(ev.seq)
         # A new event may be the missing predecessor of one stored earlier: verify that link.
         for seq in new_seqs:
             successor = known.get(seq + 1)
@@ -215,9 +265,18 @@ def ingest(
                 if not ok:
                     breaks.append(seq + 1)
         acked = _advance_acked(conn, device_id)
+    if conflicts:
+        log.warning(
+            "device %s sent %d event(s) whose seq is already stored with a different hash"
+            " (journal reset?); kept in audit_conflicts: seq %d..%d",
+            device_id,
+            len(conflicts),
+            conflicts[0],
+            conflicts[-1],
+        )
     if breaks:
         log.warning("device %s audit chain breaks at seq %s", device_id, sorted(set(breaks)))
-    return IngestResult(acked, stored, duplicates, tuple(sorted(set(breaks))))
+    return IngestResult(acked, stored, duplicates, tuple(sorted(set(breaks))), tuple(conflicts))
 
 
 def _chain_ok(ev: AuditEvent, known: Mapping[int, _Stored]) -> int | None:

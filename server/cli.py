@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +17,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from server.app import create_app
-from server.config import ServerConfig, load_config
+from server.config import ServerConfig, load_config, resolve_database
+from server.db import connect
 from server.demodata import load_demo_data
 from server.errors import ConfigError, ImportFormatError, SchemaError
 from server.importer import KINDS, import_csv
@@ -24,6 +26,23 @@ from server.importer import KINDS, import_csv
 log = logging.getLogger(__name__)
 
 Verb = Callable[[argparse.Namespace], int]
+
+#: What opening or using a database file can raise: a missing directory, a file that is
+#: not SQLite, a read-only file, a schema newer than this code.
+DATABASE_ERRORS = (sqlite3.Error, OSError, SchemaError)
+
+
+def database_error(path: object, exc: BaseException) -> int:
+    """Report a database problem as ``error: <path>: <reason>``; return exit status 2."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    print(f"error: {path}: {reason or type(exc).__name__}", file=sys.stderr)
+    return 2
+
+
+def config_error(exc: ConfigError) -> int:
+    """Report a configuration problem; return exit status 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -43,8 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return config_error(exc)
+    try:  # open and migrate once up front: a bad database is a message, not a traceback
+        with connect(config.database):
+            pass
+    except DATABASE_ERRORS as exc:
+        return database_error(config.database, exc)
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -58,10 +81,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Import one CSV file; print a per-row report; exit 1 if any row is bad."""
     try:
-        report = import_csv(args.database, args.kind, args.file, skip_bad=args.skip_bad)
-    except (ImportFormatError, SchemaError) as exc:
+        database = resolve_database(args.config, args.database)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
+        report = import_csv(database, args.kind, args.file, skip_bad=args.skip_bad)
+    except ImportFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
@@ -82,9 +111,16 @@ def cmd_init_demo_data(args: argparse.Namespace) -> int:
     if args.people < 1:
         print("error: --people must be at least 1", file=sys.stderr)
         return 2
-    reports = load_demo_data(args.database, args.people, args.seed)
+    try:
+        database = resolve_database(args.config, args.database)
+    except ConfigError as exc:
+        return config_error(exc)
+    try:
+        reports = load_demo_data(database, args.people, args.seed)
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
     counts = ", ".join(f"{kind} {r.imported}" for kind, r in reports.items())
-    print(f"demo data for {args.people} people (seed {args.seed}) in {args.database}: {counts}")
+    print(f"demo data for {args.people} people (seed {args.seed}) in {database}: {counts}")
     return 0 if all(r.ok for r in reports.values()) else 1
 
 
@@ -93,6 +129,20 @@ VERBS: dict[str, Verb] = {
     "import": cmd_import,
     "init-demo-data": cmd_init_demo_data,
 }
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--database PATH``, resolved by :func:`resolve_database`."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file; its [server] database is used (relative to the file)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="PATH",
+        help="SQLite file (overrides the config; default siheyi.db in the current directory)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,12 +159,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp = verbs.add_parser("import", help="import a CSV file into one source table")
     imp.add_argument("kind", choices=sorted(KINDS), metavar="KIND", help=", ".join(sorted(KINDS)))
     imp.add_argument("file", metavar="FILE.csv")
-    imp.add_argument("--database", metavar="PATH", default="siheyi.db")
+    add_database_options(imp)
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows only")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = verbs.add_parser("init-demo-data", help="load a generated demo population")
-    demo.add_argument("--database", metavar="PATH", default="siheyi.db")
+    add_database_options(demo)
     demo.add_argument("--people", type=int, default=500, metavar="N")
     demo.add_argument("--seed", type=int, default=2022)
 

@@ -186,3 +186,14 @@ def load_config(path: str | Path) -> ServerConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     return parse_config(doc, str(path), base_dir=path.parent)
+
+
+def resolve_database(config_path: str | Path | None, database: str | Path | None) -> str:
+    """The SQLite file a command-line verb uses: ``--database`` if given, else the config
+    file's ``[server] database`` (relative to the config file's directory), else
+    ``siheyi.db`` in the current directory. Raises :class:`ConfigError`."""
+    if database:
+        return str(database)
+    if config_path:
+        return load_config(config_path).database
+    return ServerConfig().database

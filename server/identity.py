@@ -1,5 +1,7 @@
 """GB 11643-1999 citizen identity numbers: check character, validation and masking.
 
+Also the 15-character permit numbers of the 2017 foreigner permanent-residence card
+("I" card): 3 letters (nationality) + 12 digits, without a GB 11643 check character.
 Private to the server so it does not depend on ``firmware_bridge``; the rules are tiny and
 fixed by the standard.
 """
@@ -11,6 +13,7 @@ import re
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 _SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+_PERMIT = re.compile(r"[A-Z]{3}[0-9]{12}")
 
 
 def check_char(first17: str) -> str:
@@ -34,6 +37,23 @@ def is_well_formed(id_number: str) -> bool:
 def checksum_ok(id_number: str) -> bool:
     """True when ``id_number`` is well formed and its check character is right."""
     return is_well_formed(id_number) and check_char(id_number[:17]) == id_number[17]
+
+
+def is_permit_number(number: str) -> bool:
+    """True for a 15-character foreigner permit number (3 letters + 12 digits, normalised)."""
+    return _PERMIT.fullmatch(number) is not None
+
+
+def credential_ok(number: str, card_type: str = "resident") -> bool:
+    """Validate a normalised number for its card type.
+
+    ``I`` (2017 foreigner permanent-residence card): the permit shape; ``resident``, ``J``
+    (Hong Kong/Macao/Taiwan residence permit) and ``Y`` (2023 permanent-residence card):
+    GB 11643.
+    """
+    if card_type == "I":
+        return is_permit_number(number)
+    return checksum_ok(number)
 
 
 def make_id_number(area6: str, birth8: str, seq3: str) -> str:

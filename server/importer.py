@@ -1,9 +1,9 @@
 """CSV import of the four source tables, validated row by row.
 
-Every row is checked (header, ID checksum, ISO 8601 timestamps with an offset, enums,
-dose ≥ 1) and every problem reported with its row number (the header is row 1) and column.
-By default a file with any bad row imports nothing (one transaction); ``skip_bad`` imports the
-good rows. Keyed tables are upserted, so re-importing a file is harmless.
+Every row is checked (header, ID checksum or permit-number shape, ISO 8601 timestamps with
+an offset, enums, dose ≥ 1) and every problem reported with its row number (the header is
+row 1) and column. By default a file with any bad row imports nothing (one transaction);
+``skip_bad`` imports the good rows. Keyed tables are upserted, so re-importing a file is harmless.
 """
 
 from __future__ import annotations
@@ -90,8 +90,14 @@ class _Row:
         value = identity.normalise(self.values.get("id_number", ""))
         if not value:
             self.fail("id_number", "required")
+        elif identity.is_permit_number(value):
+            pass  # a foreigner permit number (3 letters + 12 digits): no check character
         elif not identity.is_well_formed(value):
-            self.fail("id_number", "must be 17 digits followed by a digit or X")
+            self.fail(
+                "id_number",
+                "must be 17 digits followed by a digit or X,"
+                " or a permit number of 3 letters and 12 digits",
+            )
         elif not identity.checksum_ok(value):
             self.fail("id_number", "wrong GB 11643 check character")
         return value
@@ -112,7 +118,11 @@ class _Row:
         if parsed.tzinfo is None:
             self.fail(column, f"timestamp needs a UTC offset (e.g. +08:00): {value!r}")
             return ""
-        return parsed.astimezone(UTC).isoformat(timespec="seconds")
+        try:
+            return parsed.astimezone(UTC).isoformat(timespec="seconds")
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+08:00 is before year 1 in UTC
+            self.fail(column, f"timestamp out of range in UTC: {value!r}")
+            return ""
 
     def day(self, column: str) -> str:
         value = self.values.get(column, "").strip()

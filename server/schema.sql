@@ -93,3 +93,32 @@ CREATE TABLE audit_progress (
     device_id   TEXT PRIMARY KEY,
     acked_seq   BIGINT NOT NULL
 );
+
+-- migration: 2
+
+-- Audit events whose (device_id, seq) was already stored with a different hash, e.g. a kiosk
+-- whose journal was reset (SD card swap) and starts again at seq 1 under the same device id.
+-- Kept in full so nothing the kiosk deletes after the acknowledgement is lost; the first
+-- version stays in audit_events. hash_ok: 1 when the event's own hash verified.
+CREATE TABLE audit_conflicts (
+    device_id     TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    received_at   TEXT NOT NULL,
+    wall_time     TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    outcome       TEXT,
+    prompt        TEXT,
+    masked_id     TEXT,
+    pseudonym     TEXT,
+    offline       INTEGER NOT NULL,
+    cache_age_s   REAL,
+    latency_ms    REAL,
+    boot_id       TEXT NOT NULL,
+    mono_ns       BIGINT NOT NULL,
+    clock_trusted INTEGER NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    hash_ok       INTEGER NOT NULL,
+    UNIQUE (device_id, seq, hash)
+);

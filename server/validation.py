@@ -27,11 +27,43 @@ def parse_object(body: bytes) -> dict[str, Any]:
         value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise BadRequest("body is not UTF-8") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError, TypeError, OverflowError) as exc:
+        # JSONDecodeError is a ValueError, and so is an integer literal longer than
+        # sys.get_int_max_str_digits(); none of these is a server fault.
         raise BadRequest("body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise BadRequest("body must be a JSON object")
     return value
+
+
+# A clear identity number standing alone (not part of a longer word or hex string): an
+# 18-character GB 11643 number (17 digits + digit or X) or a 15-character foreigner
+# permanent-residence permit number (3 letters + 12 digits).
+CLEAR_ID = re.compile(r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx]|[A-Z]{3}[0-9]{12})(?![0-9A-Za-z])")
+
+
+def refuse_clear_ids(value: Any, where: str) -> None:
+    """Raise :class:`BadRequest` naming the field if any string in ``value`` holds a clear ID.
+
+    Walks dicts (keys and values) and lists iteratively, so depth is no problem. The error
+    names the field, never the number.
+    """
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if CLEAR_ID.search(item):
+                raise BadRequest(f"{path}: contains what looks like a clear ID number")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and CLEAR_ID.search(key):
+                    raise BadRequest(
+                        f"{path or 'body'}: a key contains what looks like a clear ID number"
+                    )
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
 
 
 def _get(obj: Mapping[str, Any], key: str, where: str, required: bool) -> Any:
@@ -106,6 +138,8 @@ def number(
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequest(f"{where}{key}: must be a number")
+    if isinstance(value, int) and not 0 <= value <= 10**15:
+        raise BadRequest(f"{where}{key}: must be a finite number in [0, 1e15]")
     if not math.isfinite(value) or value < 0 or value > 1e15:
         raise BadRequest(f"{where}{key}: must be a finite number in [0, 1e15]")
     return float(value)

@@ -40,11 +40,22 @@ class Verifier:
         self._timeout_s = timeout_s
         self._failing: set[str] = set()
 
-    async def verify(self, id_number: str, now: datetime, site_policy: SitePolicy) -> Verification:
-        """Decide for ``id_number`` (as read from the credential) under ``site_policy``."""
+    async def verify(
+        self,
+        id_number: str,
+        now: datetime,
+        site_policy: SitePolicy,
+        *,
+        card_type: str = "resident",
+    ) -> Verification:
+        """Decide for ``id_number`` (as read from the credential) under ``site_policy``.
+
+        ``card_type`` ``I`` (2017 foreigner permanent-residence card) takes a 15-character
+        permit number; every other type an 18-character GB 11643 number.
+        """
         number = identity.normalise(id_number)
         masked = identity.mask(number)
-        if not identity.checksum_ok(number):
+        if not identity.credential_ok(number, card_type):
             return Verification(decide(None, now, site_policy), None, masked)
         results = await asyncio.gather(*(self._one(name, number, masked) for name in SOURCE_NAMES))
         checks = Checks(*results)

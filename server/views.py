@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TAP_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CREDENTIAL_KINDS = frozenset({"id_card", "ss_card"})
+CARD_TYPES = frozenset({"resident", "J", "I", "Y"})
 MAX_HEARTBEAT_BYTES = 16 * 1024
 
 _dumps = partial(json.dumps, ensure_ascii=False)
@@ -57,11 +58,18 @@ async def verify(request: web.Request) -> web.Response:
     if kind not in CREDENTIAL_KINDS:
         raise BadRequest(f"credential.kind: must be one of {sorted(CREDENTIAL_KINDS)}")
     id_number = v.req_string(credential, "id_number", where="credential.", max_len=32)
+    card_type = v.string(
+        credential, "card_type", where="credential.", max_len=16, required=False, nullable=True
+    )
+    if card_type is None:
+        card_type = "resident"
+    elif card_type not in CARD_TYPES:
+        raise BadRequest(f"credential.card_type: must be one of {sorted(CARD_TYPES)}")
 
     device = request[DEVICE]
     site_policy = request.app[CONFIG].policy_for(device.site)
     now = request.app[CLOCK]()
-    result = await request.app[VERIFIER].verify(id_number, now, site_policy)
+    result = await request.app[VERIFIER].verify(id_number, now, site_policy, card_type=card_type)
     log.debug(
         "verify tap %s device %s id %s -> %s %s",
         tap_id,
@@ -86,6 +94,7 @@ async def audit_upload(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     """``POST /v1/heartbeat``: remember the device's last status; answer the server time."""
     body = await read_object(request)
+    v.refuse_clear_ids(body, "")  # the body is stored: never a clear ID number in it
     v.req_string(body, "boot_id", min_len=1, max_len=64)
     v.number(body, "uptime_s")
     v.string(body, "version", max_len=64, required=False)

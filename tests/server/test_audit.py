@@ -72,11 +72,18 @@ async def test_batch_then_resend(
         "stored": 10,
         "duplicates": 0,
         "chain_breaks": [],
+        "conflicts": [],
     }
     # resend, overlapping with new events
     more = chain(11, 15, prev=events[-1]["hash"])
     answer = await post(client, auth, events[5:] + more)
-    assert answer == {"acked_seq": 15, "stored": 5, "duplicates": 5, "chain_breaks": []}
+    assert answer == {
+        "acked_seq": 15,
+        "stored": 5,
+        "duplicates": 5,
+        "chain_breaks": [],
+        "conflicts": [],
+    }
     rows = stored(db_path, device.device_id)
     assert [r[0] for r in rows] == list(range(1, 16))
     assert {r[1] for r in rows} == {1}
@@ -88,10 +95,22 @@ async def test_gap_stops_acked_seq_then_fills(
 ) -> None:
     events = chain(1, 8)
     answer = await post(client, auth, events[:3] + events[4:])  # seq 4 missing
-    assert answer == {"acked_seq": 3, "stored": 7, "duplicates": 0, "chain_breaks": []}
+    assert answer == {
+        "acked_seq": 3,
+        "stored": 7,
+        "duplicates": 0,
+        "chain_breaks": [],
+        "conflicts": [],
+    }
     assert dict((r[0], r[1]) for r in stored(db_path, device.device_id))[5] is None  # pending
     answer = await post(client, auth, events[3:6])
-    assert answer == {"acked_seq": 8, "stored": 1, "duplicates": 2, "chain_breaks": []}
+    assert answer == {
+        "acked_seq": 8,
+        "stored": 1,
+        "duplicates": 2,
+        "chain_breaks": [],
+        "conflicts": [],
+    }
     assert {r[1] for r in stored(db_path, device.device_id)} == {1}
 
 
@@ -111,12 +130,24 @@ async def test_tampered_hash_and_prev_hash(
     events[4]["prev_hash"] = "1" * 64  # re-hashed, but linked to the wrong predecessor
     events[4]["hash"] = event_hash(events[4])  # ... so seq 6 no longer links to it either
     answer = await post(client, auth, events)
-    assert answer == {"acked_seq": 6, "stored": 6, "duplicates": 0, "chain_breaks": [3, 5, 6]}
+    assert answer == {
+        "acked_seq": 6,
+        "stored": 6,
+        "duplicates": 0,
+        "chain_breaks": [3, 5, 6],
+        "conflicts": [],
+    }
     flags = {r[0]: r[1] for r in stored(db_path, device.device_id)}
     assert flags == {1: 1, 2: 1, 3: 0, 4: 1, 5: 0, 6: 0}
     # a resend reports nothing new and stores nothing twice
     answer = await post(client, auth, events)
-    assert answer == {"acked_seq": 6, "stored": 0, "duplicates": 6, "chain_breaks": []}
+    assert answer == {
+        "acked_seq": 6,
+        "stored": 0,
+        "duplicates": 6,
+        "chain_breaks": [],
+        "conflicts": [],
+    }
     assert len(stored(db_path, device.device_id)) == 6
 
 
@@ -136,14 +167,88 @@ async def test_late_predecessor_with_wrong_link(client: TestClient, auth: dict[s
     assert answer["acked_seq"] == 3
 
 
-async def test_changed_resend_is_reported(client: TestClient, auth: dict[str, str]) -> None:
+def conflicts(db_path: Path, device_id: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(
+            "SELECT seq, hash, prev_hash, boot_id, latency_ms, detail, hash_ok"
+            " FROM audit_conflicts WHERE device_id = ? ORDER BY seq, received_at",
+            (device_id,),
+        ).fetchall()
+
+
+async def test_changed_resend_is_kept_as_conflict(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
     events = chain(1, 2)
     await post(client, auth, events)
     changed = chain(1, 2)
     changed[1]["latency_ms"] = 1.0
     changed[1]["hash"] = event_hash(changed[1])
     answer = await post(client, auth, changed)
-    assert answer == {"acked_seq": 2, "stored": 0, "duplicates": 2, "chain_breaks": [2]}
+    assert answer == {
+        "acked_seq": 2,
+        "stored": 1,
+        "duplicates": 1,
+        "chain_breaks": [2],
+        "conflicts": [2],
+    }
+    [row] = conflicts(db_path, device.device_id)
+    assert row[:5] == (2, changed[1]["hash"], changed[1]["prev_hash"], "boot-1", 1.0)
+    assert json.loads(row[5]) == changed[1]["detail"]
+    assert row[6] == 1
+    # the first version stays in audit_events
+    assert stored(db_path, device.device_id)[1][0] == 2
+    # resending the conflicting version again stores nothing twice
+    answer = await post(client, auth, changed)
+    assert answer == {
+        "acked_seq": 2,
+        "stored": 0,
+        "duplicates": 2,
+        "chain_breaks": [],
+        "conflicts": [],
+    }
+    assert len(conflicts(db_path, device.device_id)) == 1
+
+
+async def test_reset_journal_loses_nothing(
+    client: TestClient,
+    auth: dict[str, str],
+    device: DeviceBundle,
+    db_path: Path,
+    caplog: Any,
+) -> None:
+    """A kiosk whose journal was reset starts again at seq 1 under the same device id."""
+    old = chain(1, 5)
+    await post(client, auth, old)
+    new = chain(1, 7)
+    for event in new:  # a different boot: every hash differs from the stored ones
+        event["boot_id"] = "boot-after-sd-swap"
+    prev = "0" * 64
+    for event in new:
+        event["prev_hash"] = prev
+        event["hash"] = prev = event_hash(event)
+    caplog.set_level("WARNING", logger="server.audit")
+    answer = await post(client, auth, new)
+    assert answer["conflicts"] == [1, 2, 3, 4, 5]
+    assert answer["acked_seq"] == 7
+    assert answer["stored"] == 7
+    assert answer["duplicates"] == 0
+    assert answer["chain_breaks"] == [1, 2, 3, 4, 5, 6]  # 6 links to the new 5, not the old
+    kept = conflicts(db_path, device.device_id)
+    assert [(r[0], r[1]) for r in kept] == [(e["seq"], e["hash"]) for e in new[:5]]
+    assert {r[3] for r in kept} == {"boot-after-sd-swap"}
+    # every acknowledged event of the new journal is stored somewhere
+    with sqlite3.connect(db_path) as conn:
+        hashes = {
+            h
+            for table in ("audit_events", "audit_conflicts")
+            for (h,) in conn.execute(
+                f"SELECT hash FROM {table} WHERE device_id = ?", (device.device_id,)
+            )
+        }
+    assert {e["hash"] for e in new} <= hashes
+    warnings = [r for r in caplog.records if "audit_conflicts" in r.getMessage()]
+    assert len(warnings) == 1  # once per batch, not per event
 
 
 async def test_devices_are_separate(

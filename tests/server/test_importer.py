@@ -237,3 +237,98 @@ def test_cli_exit_codes(tmp_path: Path, db_path: Path, capsys: pytest.CaptureFix
 def test_cli_rejects_unknown_kind() -> None:
     with pytest.raises(SystemExit):
         parse(["server", "import", "passport", "x.csv"])
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00"])
+def test_timestamp_out_of_range_is_a_row_error(tmp_path: Path, db_path: Path, stamp: str) -> None:
+    path = write_csv(tmp_path / "hc.csv", HC, [(A, "green", "", stamp)])
+    report = import_csv(db_path, "health_code", path)
+    assert [(e.row, e.column) for e in report.errors] == [(2, "updated_at")]
+    assert "out of range" in report.errors[0].reason
+    assert report.imported == 0
+
+
+def test_permit_numbers_import_for_every_kind(tmp_path: Path, db_path: Path) -> None:
+    permit = "CAN310087061235"
+    files = {
+        "health_code": (HC, [(permit.lower(), "green", "", "2026-11-23T08:00:00+08:00")]),
+        "nat": (
+            ["id_number", "sampled_at", "result", "lab"],
+            [(permit, "2026-11-23T08:00:00+08:00", "negative", "")],
+        ),
+        "vaccination": (
+            ["id_number", "dose", "vaccinated_at", "vaccine"],
+            [(permit, 1, "2021-05-01", "")],
+        ),
+        "travel": (
+            ["id_number", "flagged", "area", "updated_at"],
+            [(permit, "no", "", "2026-11-23T08:00:00+08:00")],
+        ),
+    }
+    for kind, (header, rows) in files.items():
+        report = import_csv(db_path, kind, write_csv(tmp_path / f"{kind}.csv", header, rows))
+        assert report.ok and report.imported == 1, (kind, report.errors)
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT id_number FROM health_codes").fetchall() == [(permit,)]
+    # still refused: wrong length or digits where letters belong
+    bad = write_csv(
+        tmp_path / "bad.csv",
+        HC,
+        [
+            ("CA1310087061235", "green", "", "2026-11-23T08:00:00+08:00"),
+            ("CAN31008706123", "green", "", "2026-11-23T08:00:00+08:00"),
+        ],
+    )
+    assert [e.column for e in import_csv(db_path, "health_code", bad).errors] == ["id_number"] * 2
+
+
+def not_sqlite(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just some text" * 100)
+    return path
+
+
+@pytest.mark.parametrize("kind_of_bad", ["missing-dir", "not-sqlite"])
+def test_cli_database_problems_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind_of_bad: str
+) -> None:
+    bad_db = (
+        tmp_path / "nonexistent" / "x.db" if kind_of_bad == "missing-dir" else not_sqlite(tmp_path)
+    )
+    good = write_csv(tmp_path / "good.csv", HC, [(A, "green", "", "2026-11-23T08:00:00+08:00")])
+    for argv in (
+        ["server", "import", "health_code", str(good), "--database", str(bad_db)],
+        ["server", "init-demo-data", "--people", "3", "--database", str(bad_db)],
+        ["server", "run", "--database", str(bad_db), "--port", "0"],
+    ):
+        assert run(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {bad_db}: "), err
+        assert "Traceback" not in err
+
+
+def test_cli_config_gives_the_same_database_as_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "siheyi.toml").write_text('[server]\ndatabase = "data.db"\n', encoding="utf-8")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    good = write_csv(tmp_path / "good.csv", HC, [(A, "green", "", "2026-11-23T08:00:00+08:00")])
+    config = str(etc / "siheyi.toml")
+    assert run(["server", "import", "health_code", str(good), "--config", config]) == 0
+    assert count(etc / "data.db", "health_codes") == 1
+    assert not (elsewhere / "siheyi.db").exists()
+    assert run(["server", "init-demo-data", "--people", "3", "--config", config]) == 0
+    assert str(etc / "data.db") in capsys.readouterr().out
+    # --database overrides the config
+    other = tmp_path / "other.db"
+    argv = ["server", "import", "health_code", str(good), "--config", config]
+    assert run([*argv, "--database", str(other)]) == 0
+    assert count(other, "health_codes") == 1
+    # a broken config is a configuration error
+    (etc / "bad.toml").write_text("[server]\nport = -1\n", encoding="utf-8")
+    assert run(["server", "init-demo-data", "--config", str(etc / "bad.toml")]) == 2
+    assert "port" in capsys.readouterr().err

@@ -195,3 +195,42 @@ async def test_unknown_route_and_method(client: TestClient, auth: dict[str, str]
     resp = await client.post("/healthz")
     assert resp.status == 405
     assert (await resp.json())["error"] == "method_not_allowed"
+
+
+HUGE = "1" * 5000  # longer than sys.get_int_max_str_digits(): json raises plain ValueError
+BIG = "9" * 4000  # parses, but too big for a float
+
+
+@pytest.mark.parametrize("path", ["/v1/verify", "/v1/audit", "/v1/heartbeat"])
+async def test_huge_integer_literal(client: TestClient, auth: dict[str, str], path: str) -> None:
+    raw = ('{"tap_id": "t", "boot_id": "b", "events": [], "n": ' + HUGE + "}").encode()
+    body = await expect_error(client, path, auth, 400, data=raw)
+    assert body["error"] == "bad_request"
+
+
+async def test_verify_huge_integer_in_field(client: TestClient, auth: dict[str, str]) -> None:
+    raw = '{"tap_id": "t", "credential": {"kind": "id_card", "id_number": ' + HUGE + "}}"
+    await expect_error(client, "/v1/verify", auth, 400, data=raw.encode())
+    raw = '{"tap_id": "t", "credential": {"kind": "id_card", "id_number": ' + BIG + "}}"
+    await expect_error(client, "/v1/verify", auth, 400, data=raw.encode())
+
+
+@pytest.mark.parametrize("field", ["latency_ms", "cache_age_s", "seq", "mono_ns"])
+async def test_audit_big_integer_in_number_field(
+    client: TestClient, auth: dict[str, str], field: str
+) -> None:
+    import json as _json
+
+    events = chain(1, 1)
+    events[0][field] = 12345  # placeholder, replaced textually below
+    raw = _json.dumps({"events": events}).replace(f'"{field}": 12345', f'"{field}": {BIG}')
+    body = await expect_error(client, "/v1/audit", auth, 400, data=raw.encode())
+    assert field in body["detail"]
+
+
+async def test_heartbeat_big_integer_in_number_field(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    raw = '{"boot_id": "b", "uptime_s": ' + BIG + "}"
+    body = await expect_error(client, "/v1/heartbeat", auth, 400, data=raw.encode())
+    assert "uptime_s" in body["detail"]
