@@ -1,0 +1,31 @@
+"""No blocking call on the kiosk agent's event loop during a tap (aiohttp's blockbuster check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from blockbuster import blockbuster_ctx
+from gpiozero.pins.mock import MockFactory
+
+from device.runtime import built_agent
+from device.voice import MockPlayer
+from firmware_bridge.simserve import SimulatedReaderPort
+from tests.e2e_support import Fleet, _true, device_config, fleet, prompt_cache, sim, tap, wait_for
+
+__all__ = ["fleet", "prompt_cache", "sim"]  # fixtures used by the test below
+
+
+async def test_a_tap_never_blocks_the_event_loop(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        # Only calls made from our own packages count: the test's own set-up may block.
+        with blockbuster_ctx(scanned_modules=["device", "server", "siheyi"]):
+            for outcome in ("pass", "check", "nat_expired"):
+                result = await tap(agent, sim, fleet.people[outcome][0])
+                assert result.decision.outcome == outcome
+            await agent.status()
