@@ -1,0 +1,1 @@
+"""The MCU firmware: ``main.Firmware`` and its entry points (see ``docs/firmware.md``)."""
