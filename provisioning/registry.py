@@ -2,7 +2,7 @@
 
 A device gets a random id (``k-`` + 10 hex digits) and a 32-byte URL-safe secret of which
 only the SHA-256 is stored. The bundle handed to the kiosk is a JSON file readable by its
-owner only (mode 0600).
+owner only (mode 0600); it also carries the fleet key and the server's snapshot public key.
 """
 
 from __future__ import annotations
@@ -27,6 +27,18 @@ from provisioning.errors import (
 )
 from server.auth import secret_sha256
 from server.db import connect, transaction
+from server.keys import fleet_key, server_public_key
+
+__all__ = [
+    "DeviceBundle",
+    "DeviceRecord",
+    "add_device",
+    "fleet_key",
+    "get_device",
+    "list_devices",
+    "revoke_device",
+    "write_bundle",
+]
 
 _SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -42,6 +54,7 @@ class DeviceBundle:
     gate: str
     server_url: str
     fleet_key: str
+    server_key: str = ""  # hex raw Ed25519 public key that signs site snapshots
 
     def to_json(self) -> dict[str, str]:
         """The bundle file's content."""
@@ -77,17 +90,6 @@ def _field(name: str, value: str, *, required: bool, max_len: int = 100) -> str:
     if len(value) > max_len or any(ord(c) < 32 for c in value):
         raise InvalidField(f"{name} must be at most {max_len} printable characters")
     return value
-
-
-def fleet_key(conn: sqlite3.Connection) -> str:
-    """Return the fleet's pseudonym key (32 random bytes, hex), creating it on first use."""
-    conn.execute(
-        "INSERT INTO fleet (id, fleet_key, created_at) VALUES (1, ?, ?)"
-        " ON CONFLICT (id) DO NOTHING",
-        (secrets.token_hex(32), _now()),
-    )
-    row = conn.execute("SELECT fleet_key FROM fleet WHERE id = 1").fetchone()
-    return str(row[0])
 
 
 def add_device(
@@ -150,6 +152,7 @@ def _register(
 ) -> DeviceBundle:
     with connect(database) as conn, transaction(conn):
         key = fleet_key(conn)
+        public = server_public_key(conn)
         conn.execute("INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING", (site,))
         row = conn.execute(
             "SELECT device_id, status FROM devices WHERE serial = ?", (serial,)
@@ -172,7 +175,9 @@ def _register(
                 " WHERE device_id = ?",
                 (secret_sha256(secret), site, gate, location, device_id),
             )
-        bundle = DeviceBundle(device_id, secret, serial, site, gate, server_url.rstrip("/"), key)
+        bundle = DeviceBundle(
+            device_id, secret, serial, site, gate, server_url.rstrip("/"), key, public
+        )
         if staged is not None:
             if staged.target.exists() and not rotate_secret:
                 raise BundleError(

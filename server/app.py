@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from server import views
 from server.appkeys import (
+    CLIENT_SESSION,
     CLOCK,
     CONFIG,
     DATABASE,
+    SIGNING_KEY,
+    SNAPSHOTS,
     SOURCE_FACTORY,
     VERIFIER,
     Clock,
@@ -19,29 +23,65 @@ from server.appkeys import (
 from server.auth import auth_middleware
 from server.config import ServerConfig
 from server.db import Database
+from server.keys import signing_key
 from server.middleware import error_middleware
-from server.sources import local_sources
+from server.resilience import ResilientSource
+from server.snapshot import SnapshotService
+from server.upstream import configured_sources
 from server.verify import Verifier
 
 MAX_BODY_BYTES = 1024 * 1024
+#: Connections the shared upstream client keeps open at most, over all upstreams.
+UPSTREAM_CONNECTIONS = 512
 
 ROUTES = [
     web.get("/healthz", views.healthz),
     web.post("/v1/verify", views.verify),
+    web.get("/v1/snapshot", views.snapshot),
     web.post("/v1/audit", views.audit_upload),
     web.post("/v1/heartbeat", views.heartbeat),
 ]
 
 
+async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One shared HTTP client for every upstream source, for the app's lifetime."""
+    connector = aiohttp.TCPConnector(limit=UPSTREAM_CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        app[CLIENT_SESSION] = session
+        yield
+
+
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the database (and the verifier over its sources) for the app's lifetime."""
-    db = Database(app[CONFIG].database)
+    """Open the database, then the sources, the verifier and the snapshot service over it."""
+    config = app[CONFIG]
+    clock = app[CLOCK]
+    db = Database(config.database)
     await db.open()
-    app[DATABASE] = db
-    app[VERIFIER] = Verifier(app[SOURCE_FACTORY](db), app[CONFIG].source_timeout_s)
+    snapshots: SnapshotService | None = None
     try:
+        app[DATABASE] = db
+        factory = app.get(SOURCE_FACTORY)
+        if factory is not None:
+            adapters = list(factory(db))
+        else:
+            adapters = configured_sources(config, db, app[CLIENT_SESSION], clock=clock)
+        sources = [
+            ResilientSource(
+                adapter,
+                timeout_s=config.timeout_for(adapter.name),
+                max_entries=config.source_cache_size,
+                clock=clock,
+            )
+            for adapter in adapters
+        ]
+        app[VERIFIER] = Verifier(sources, max_stale_s=config.source_max_stale_s)
+        app[SIGNING_KEY] = await db.run(signing_key)
+        snapshots = SnapshotService(db, app[SIGNING_KEY], config, app[VERIFIER].sources, clock)
+        app[SNAPSHOTS] = snapshots
         yield
     finally:
+        if snapshots is not None:
+            await snapshots.close()
         await db.close()
 
 
@@ -53,15 +93,19 @@ def create_app(
 ) -> web.Application:
     """Build the server application.
 
-    ``source_factory`` builds the source adapters once the database is open (default: the
-    four local adapters); ``clock`` returns an aware ``datetime`` (default: UTC now).
+    ``source_factory`` builds the source adapters once the database is open (default: what
+    ``[sources]`` configures — the local tables or HTTP upstreams); every adapter is wrapped
+    in a :class:`~server.resilience.ResilientSource`. ``clock`` returns an aware
+    ``datetime`` (default: UTC now).
     """
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
     )
     app[CONFIG] = config
-    app[SOURCE_FACTORY] = source_factory or local_sources
+    if source_factory is not None:
+        app[SOURCE_FACTORY] = source_factory
     app[CLOCK] = clock or views.now_utc
+    app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.add_routes(ROUTES)
     return app

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import aiohttp
 from aiohttp import web
 
 from server.config import ServerConfig
 from server.db import Database
 from server.devices import Device
+from server.keys import SigningKey
+from server.snapshot import SnapshotService
 from server.sources import SourceAdapter
 from server.verify import Verifier
 
@@ -19,6 +22,9 @@ Clock = Callable[[], datetime]
 CONFIG = web.AppKey("config", ServerConfig)
 DATABASE = web.AppKey("database", Database)
 VERIFIER = web.AppKey("verifier", Verifier)
+CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+SIGNING_KEY = web.AppKey("signing_key", SigningKey)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotService)
 SOURCE_FACTORY: web.AppKey[SourceFactory] = web.AppKey("source_factory")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 

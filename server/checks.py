@@ -10,10 +10,19 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-Status = Literal["ok", "missing", "error"]
+Status = Literal["ok", "missing", "error", "stale"]
 T = TypeVar("T")
 
 SOURCE_NAMES = ("health_code", "nat", "vaccination", "travel")
+
+#: The fields an upstream answer can be mapped onto, per check kind: ``True`` when the
+#: mapping must name it, ``False`` when it is optional (docs/server.md "HTTP upstreams").
+MAPPED_FIELDS: dict[str, dict[str, bool]] = {
+    "health_code": {"colour": True, "reason": False, "updated_at": False},
+    "nat": {"result": True, "sampled_at": True, "lab": False},
+    "vaccination": {"doses": True, "last_dose_at": False},
+    "travel": {"flagged": True, "area": False, "updated_at": False},
+}
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,16 @@ class Travel:
 
 @dataclass(frozen=True)
 class SourceResult(Generic[T]):
-    """One source's answer: ``ok`` with a value, ``missing`` (no record) or ``error``."""
+    """One source's answer: ``ok`` with a value, ``missing`` (no record) or ``error``.
+
+    ``stale``: the source failed (``error`` says how) and ``value`` is the last value it gave
+    for this person, ``age_s`` seconds old (:mod:`server.resilience`).
+    """
 
     status: Status
     value: T | None = None
     error: str = ""
+    age_s: float | None = None
 
     @classmethod
     def ok(cls, value: T) -> SourceResult[T]:
@@ -73,6 +87,11 @@ class SourceResult(Generic[T]):
     def failed(cls, error: str) -> SourceResult[T]:
         """The source failed or timed out; ``error`` is a short code (``timeout``, ``failed``)."""
         return cls("error", None, error)
+
+    @classmethod
+    def stale(cls, value: T, age_s: float, error: str) -> SourceResult[T]:
+        """The source failed with ``error``; ``value`` is its last answer, ``age_s`` old."""
+        return cls("stale", value, error, age_s)
 
 
 @dataclass(frozen=True)

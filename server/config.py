@@ -7,13 +7,17 @@ unknown keys are rejected so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
+from server.checks import MAPPED_FIELDS, SOURCE_NAMES
 from server.errors import ConfigError
 
 OUTCOMES = ("pass", "check", "nat_expired", "invalid_credential")
@@ -41,6 +45,41 @@ class SitePolicy:
         return self.prompts[outcome]
 
 
+DEFAULT_MAX_STALE_S = 6 * 3600.0
+SOURCE_TYPES = ("local", "http")
+HTTP_METHODS = ("GET", "POST")
+ID_PLACEHOLDER = "{id_number}"
+
+
+def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class HttpUpstream:
+    """Where and how a source asks a remote service, and how its JSON maps onto our fields.
+
+    ``headers`` are already ``${ENV}``-expanded and hold secrets: they are left out of the
+    ``repr`` so a logged configuration never shows them.
+    """
+
+    url: str
+    method: str = "GET"
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=_frozen, repr=False)
+    mapping: Mapping[str, str] = field(default_factory=_frozen)
+    values: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """One check kind's source: the local tables or an HTTP upstream, and its timeout."""
+
+    type: str = "local"
+    timeout_s: float | None = None  # None: [sources] timeout_s
+    http: HttpUpstream | None = None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server process needs; build with :func:`load_config` or :meth:`default`."""
@@ -51,6 +90,11 @@ class ServerConfig:
     policy: SitePolicy = field(default_factory=SitePolicy)
     sites: Mapping[str, SitePolicy] = field(default_factory=lambda: MappingProxyType({}))
     source_timeout_s: float = 0.3
+    source_max_stale_s: float = DEFAULT_MAX_STALE_S
+    source_cache_size: int = 100_000
+    sources: Mapping[str, SourceSettings] = field(default_factory=lambda: MappingProxyType({}))
+    snapshot_max_people: int = 50_000
+    snapshot_cache_s: float = 60.0
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -61,11 +105,27 @@ class ServerConfig:
         """Return the policy of ``site``: its override if any, else the fleet default."""
         return self.sites.get(site, self.policy)
 
+    def source(self, name: str) -> SourceSettings:
+        """Return the settings of source ``name`` (the local tables when not configured)."""
+        return self.sources.get(name) or SourceSettings()
 
-_TOP_KEYS = frozenset({"server", "policy", "sites", "sources"})
+    def timeout_for(self, name: str) -> float:
+        """The lookup timeout of source ``name``: its own, else ``[sources] timeout_s``."""
+        own = self.source(name).timeout_s
+        return self.source_timeout_s if own is None else own
+
+
+_TOP_KEYS = frozenset({"server", "policy", "sites", "sources", "snapshot"})
 _SERVER_KEYS = frozenset({"host", "port", "database"})
 _POLICY_KEYS = frozenset({"nat_window_hours", "min_doses", "prompts"})
-_SOURCES_KEYS = frozenset({"timeout_s"})
+_SOURCES_KEYS = frozenset({"timeout_s", "max_stale_s", "cache_size"})
+_SOURCE_KEYS = frozenset(
+    {"type", "timeout_s", "url", "method", "body", "headers", "mapping", "values"}
+)
+_HTTP_ONLY_KEYS = _SOURCE_KEYS - {"type", "timeout_s"}
+_SNAPSHOT_KEYS = frozenset({"max_people", "cache_s"})
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class _Checker:
@@ -104,6 +164,119 @@ class _Checker:
             raise self.fail(where, f"must be a number in (0, {hi}], got {value!r}")
         return float(value)
 
+    def non_negative(self, value: Any, where: str, hi: float) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or not 0 <= value <= hi:
+            raise self.fail(where, f"must be a number in [0, {hi}], got {value!r}")
+        return float(value)
+
+    def expand(self, text: str, where: str, environ: Mapping[str, str]) -> str:
+        """Replace every ``${NAME}`` by the environment variable (never echoed in errors)."""
+
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise self.fail(where, f"environment variable {name} is not set")
+            return environ[name]
+
+        return _ENV_REF.sub(one, text)
+
+    def source_settings(
+        self, name: str, table: Mapping[str, Any], environ: Mapping[str, str]
+    ) -> SourceSettings:
+        where = f"[sources.{name}]"
+        self.no_unknown(table, _SOURCE_KEYS, where)
+        kind = table.get("type", "local")
+        if kind not in SOURCE_TYPES:
+            raise self.fail(f"{where} type", f"must be one of {', '.join(SOURCE_TYPES)}")
+        timeout = None
+        if "timeout_s" in table:
+            timeout = self.positive(table["timeout_s"], f"{where} timeout_s", 60)
+        if kind == "local":
+            extra = sorted(_HTTP_ONLY_KEYS & table.keys())
+            if extra:
+                raise self.fail(f"{where} {extra[0]}", 'only allowed with type = "http"')
+            return SourceSettings("local", timeout)
+        return SourceSettings("http", timeout, self.http(name, table, where, environ))
+
+    def http(
+        self, name: str, table: Mapping[str, Any], where: str, environ: Mapping[str, str]
+    ) -> HttpUpstream:
+        if "url" not in table:
+            raise self.fail(f"{where} url", 'required with type = "http"')
+        url = self.expand(self.string(table["url"], f"{where} url"), f"{where} url", environ)
+        rest = url.replace(ID_PLACEHOLDER, "")
+        if "{" in rest or "}" in rest:
+            raise self.fail(f"{where} url", "the only placeholder allowed is {id_number}")
+        parts = urlsplit(rest)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.fail(f"{where} url", "must be an http:// or https:// URL with a host")
+        method = self.string(table.get("method", "GET"), f"{where} method").upper()
+        if method not in HTTP_METHODS:
+            raise self.fail(f"{where} method", f"must be one of {', '.join(HTTP_METHODS)}")
+        body = table.get("body")
+        if body is not None:
+            if method != "POST":
+                raise self.fail(f"{where} body", 'only allowed with method = "POST"')
+            self.json_template(body, f"{where} body")
+        if ID_PLACEHOLDER not in url and ID_PLACEHOLDER not in _strings(body):
+            raise self.fail(f"{where} url", "needs {id_number} in the url or the body")
+        headers: dict[str, str] = {}
+        raw_headers = self.table(table, "headers", f"{where} headers")
+        for header, value in raw_headers.items():
+            at = f"{where} headers.{header}"
+            if not _HEADER_NAME.fullmatch(header):
+                raise self.fail(at, "not a valid HTTP header name")
+            expanded = self.expand(self.string(value, at, empty_ok=True), at, environ)
+            if any(c in expanded for c in "\r\n\0"):
+                raise self.fail(at, "must not contain line breaks or NUL")
+            headers[header] = expanded
+        fields = MAPPED_FIELDS[name]
+        mapping: dict[str, str] = {}
+        raw_mapping = self.table(table, "mapping", f"{where} mapping")
+        for key, path in raw_mapping.items():
+            at = f"[sources.{name}.mapping] {key}"
+            if key not in fields:
+                raise self.fail(at, f"unknown field; expected one of {', '.join(fields)}")
+            path = self.string(path, at)
+            if any(not part for part in path.split(".")):
+                raise self.fail(at, f"not a dotted path: {path!r}")
+            mapping[key] = path
+        for key, required in fields.items():
+            if required and key not in mapping:
+                raise self.fail(f"[sources.{name}.mapping] {key}", "required")
+        values: dict[str, Mapping[str, Any]] = {}
+        raw_values = self.table(table, "values", f"{where} values")
+        for key, table_ in raw_values.items():
+            at = f"[sources.{name}.values] {key}"
+            if key not in mapping:
+                raise self.fail(at, "translates a field that [mapping] does not map")
+            if not isinstance(table_, dict):
+                raise self.fail(at, "must be a table of upstream value = our value")
+            for upstream, ours in table_.items():
+                if not isinstance(ours, str | int | float | bool):
+                    raise self.fail(f"{at}.{upstream}", "must be a string, number or boolean")
+            values[key] = MappingProxyType(dict(table_))
+        return HttpUpstream(
+            url=url,
+            method=method,
+            body=body,
+            headers=MappingProxyType(headers),
+            mapping=MappingProxyType(mapping),
+            values=MappingProxyType(values),
+        )
+
+    def json_template(self, value: Any, where: str) -> None:
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif not isinstance(item, str | int | float | bool):
+                raise self.fail(where, f"cannot be sent as JSON: {type(item).__name__}")
+
     def policy(
         self, table: Mapping[str, Any], base: SitePolicy, where: str, allowed: frozenset[str]
     ) -> SitePolicy:
@@ -126,14 +299,34 @@ class _Checker:
         return SitePolicy(window, min_doses, MappingProxyType(prompts))
 
 
+def _strings(value: Any) -> str:
+    """Every string inside a JSON-like template, joined (to look for the placeholder)."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return "\n".join(found)
+
+
 def parse_config(
-    doc: Mapping[str, Any], source: str = "<config>", base_dir: Path | None = None
+    doc: Mapping[str, Any],
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Validate an already parsed TOML document; ``source`` names it in errors.
 
     A relative ``database`` path is resolved against ``base_dir`` when given (the directory
-    of the configuration file).
+    of the configuration file). ``${NAME}`` in an upstream's ``url`` and ``headers`` is
+    replaced by the variable from ``environ`` (default ``os.environ``), once, here.
     """
+    environ = os.environ if environ is None else environ
     check = _Checker(source)
     check.no_unknown(doc, _TOP_KEYS, "top level:")
     default = ServerConfig()
@@ -160,10 +353,30 @@ def parse_config(
         sites[site] = check.policy(overrides, policy, where, _POLICY_KEYS)
 
     sources = check.table(doc, "sources", "[sources]")
-    check.no_unknown(sources, _SOURCES_KEYS, "[sources]")
+    check.no_unknown(sources, _SOURCES_KEYS | frozenset(SOURCE_NAMES), "[sources]")
     timeout = default.source_timeout_s
     if "timeout_s" in sources:
         timeout = check.positive(sources["timeout_s"], "[sources] timeout_s", 60)
+    max_stale = default.source_max_stale_s
+    if "max_stale_s" in sources:
+        max_stale = check.positive(sources["max_stale_s"], "[sources] max_stale_s", 7 * 86400)
+    cache_size = default.source_cache_size
+    if "cache_size" in sources:
+        cache_size = check.integer(sources["cache_size"], "[sources] cache_size", 0, 10_000_000)
+    per_source: dict[str, SourceSettings] = {}
+    for name in SOURCE_NAMES:
+        if name in sources:
+            table = check.table(sources, name, f"[sources.{name}]")
+            per_source[name] = check.source_settings(name, table, environ)
+
+    snapshot = check.table(doc, "snapshot", "[snapshot]")
+    check.no_unknown(snapshot, _SNAPSHOT_KEYS, "[snapshot]")
+    max_people = default.snapshot_max_people
+    if "max_people" in snapshot:
+        max_people = check.integer(snapshot["max_people"], "[snapshot] max_people", 1, 1_000_000)
+    cache_s = default.snapshot_cache_s
+    if "cache_s" in snapshot:
+        cache_s = check.non_negative(snapshot["cache_s"], "[snapshot] cache_s", 3600)
 
     return ServerConfig(
         host=host,
@@ -172,10 +385,15 @@ def parse_config(
         policy=policy,
         sites=MappingProxyType(sites),
         source_timeout_s=timeout,
+        source_max_stale_s=max_stale,
+        source_cache_size=cache_size,
+        sources=MappingProxyType(per_source),
+        snapshot_max_people=max_people,
+        snapshot_cache_s=cache_s,
     )
 
 
-def load_config(path: str | Path) -> ServerConfig:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read and validate a TOML configuration file; raises :class:`ConfigError`."""
     path = Path(path)
     try:
@@ -185,7 +403,7 @@ def load_config(path: str | Path) -> ServerConfig:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_config(doc, str(path), base_dir=path.parent)
+    return parse_config(doc, str(path), base_dir=path.parent, environ=environ)
 
 
 def resolve_database(config_path: str | Path | None, database: str | Path | None) -> str:

@@ -15,10 +15,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from server import identity
-from server.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
+from server.checks import (
+    SOURCE_NAMES,
+    Checks,
+    HealthCode,
+    NatResult,
+    SourceResult,
+    Travel,
+    Vaccination,
+)
 from server.config import SitePolicy
 from server.db import connect
-from server.importer import KINDS, ImportReport, import_rows
+from server.importer import ImportReport, import_rows
 from server.policy import INVALID_CREDENTIAL, decide
 
 Rows = dict[str, list[dict[str, str]]]
@@ -71,7 +79,7 @@ def generate_people(n: int, seed: int, now: datetime) -> Rows:
     if n < 0:
         raise ValueError("n must be >= 0")
     rng = random.Random(seed)
-    rows: Rows = {kind: [] for kind in KINDS}
+    rows: Rows = {kind: [] for kind in SOURCE_NAMES}
     taken: set[str] = set()
 
     def hours_ago(lo: float, hi: float) -> datetime:

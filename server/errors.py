@@ -21,3 +21,7 @@ class SchemaError(ServerError, RuntimeError):
 
 class ImportFormatError(ServerError, ValueError):
     """A CSV import was asked for an unknown kind or an unreadable file."""
+
+
+class UpstreamError(ServerError, RuntimeError):
+    """An HTTP upstream answered badly (status, JSON, a mapped field); names the host only."""

@@ -1,4 +1,4 @@
-"""CSV import of the four source tables, validated row by row.
+"""CSV import of the four source tables (and the site people list), validated row by row.
 
 Every row is checked (header, ID checksum or permit-number shape, ISO 8601 timestamps with
 an offset, enums, dose ≥ 1) and every problem reported with its row number (the header is
@@ -189,6 +189,13 @@ def _travel(r: _Row) -> Params:
     )
 
 
+def _site_person(r: _Row) -> Params:
+    site = r.text("site", max_len=100)
+    if any(ord(c) < 32 for c in site):
+        r.fail("site", "must not contain control characters")
+    return (site, r.id_number())
+
+
 @dataclass(frozen=True)
 class Kind:
     """How one kind of CSV maps onto its table."""
@@ -226,6 +233,13 @@ KINDS: Mapping[str, Kind] = {
         "INSERT INTO travel (id_number, flagged, area, updated_at) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (id_number) DO UPDATE SET flagged = excluded.flagged,"
         " area = excluded.area, updated_at = excluded.updated_at",
+    ),
+    # Not a source: who is expected at which site (the people of its signed snapshot).
+    "site_people": Kind(
+        ("site", "id_number"),
+        _site_person,
+        "INSERT INTO site_people (site, id_number) VALUES (?, ?)"
+        " ON CONFLICT (site, id_number) DO NOTHING",
     ),
 }
 

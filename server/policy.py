@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
-from server.checks import Checks
-from server.config import SitePolicy
+from server.checks import Checks, SourceResult
+from server.config import DEFAULT_MAX_STALE_S, SitePolicy
+
+T = TypeVar("T")
 
 PASS = "pass"
 CHECK = "check"
@@ -28,8 +31,33 @@ def nat_age_hours(sampled_at: datetime, now: datetime) -> float:
     return (now - sampled_at).total_seconds() / 3600.0
 
 
+def usable(result: SourceResult[T], max_stale_s: float = DEFAULT_MAX_STALE_S) -> SourceResult[T]:
+    """``result`` as the policy sees it: a ``stale`` value at most ``max_stale_s`` old counts
+    like ``ok``; an older one (or one of unknown age) is an ``error`` with the source's error.
+    """
+    if result.status == "stale" and (result.age_s is None or result.age_s > max_stale_s):
+        return SourceResult.failed(result.error or "failed")
+    return result
+
+
+def usable_checks(checks: Checks, max_stale_s: float = DEFAULT_MAX_STALE_S) -> Checks:
+    """:func:`usable` applied to each of the four checks."""
+    return replace(
+        checks,
+        health_code=usable(checks.health_code, max_stale_s),
+        nat=usable(checks.nat, max_stale_s),
+        vaccination=usable(checks.vaccination, max_stale_s),
+        travel=usable(checks.travel, max_stale_s),
+    )
+
+
 def decide(
-    checks: Checks | None, now: datetime, site_policy: SitePolicy, *, credential_valid: bool = True
+    checks: Checks | None,
+    now: datetime,
+    site_policy: SitePolicy,
+    *,
+    credential_valid: bool = True,
+    max_stale_s: float = DEFAULT_MAX_STALE_S,
 ) -> Decision:
     """Decide pass / check / nat_expired / invalid_credential (DESIGN.md "Outcomes").
 
@@ -40,10 +68,13 @@ def decide(
     - otherwise green but the latest NAT is a negative older than the window → nat_expired
     - otherwise → pass
 
-    A NAT exactly ``nat_window_hours`` old is still within the window.
+    A NAT exactly ``nat_window_hours`` old is still within the window. A ``stale`` check (a
+    source's last-known value) is used like ``ok`` while it is at most ``max_stale_s`` old and
+    is a failed source after that.
     """
     if checks is None or not credential_valid:
         return _decision(INVALID_CREDENTIAL, site_policy, ["bad_checksum"])
+    checks = usable_checks(checks, max_stale_s)
 
     results = checks.by_name()
     if all(r.status == "missing" for r in results.values()):

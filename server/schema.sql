@@ -122,3 +122,23 @@ CREATE TABLE audit_conflicts (
     hash_ok       INTEGER NOT NULL,
     UNIQUE (device_id, seq, hash)
 );
+
+-- migration: 3
+
+-- The people expected at each site: who goes into the site's signed snapshot (GET
+-- /v1/snapshot). Filled by `kiosk server import site_people FILE.csv`.
+CREATE TABLE site_people (
+    site        TEXT NOT NULL,
+    id_number   TEXT NOT NULL,
+    PRIMARY KEY (site, id_number)
+);
+
+-- The server's own signing keys (Ed25519, raw 32-byte keys as hex), created on first use.
+-- name 'snapshot' signs site snapshots; its public key goes into every device bundle. The
+-- private key never leaves this table.
+CREATE TABLE server_keys (
+    name        TEXT PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    public_key  TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);

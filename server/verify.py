@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,11 +10,9 @@ from typing import Any
 
 from server import identity
 from server.checks import SOURCE_NAMES, Checks, SourceResult
-from server.config import SitePolicy
-from server.policy import Decision, decide, nat_age_hours
-from server.sources import SourceAdapter
-
-log = logging.getLogger(__name__)
+from server.config import DEFAULT_MAX_STALE_S, SitePolicy
+from server.policy import Decision, decide, nat_age_hours, usable_checks
+from server.resilience import ResilientSource
 
 
 @dataclass(frozen=True)
@@ -28,17 +25,19 @@ class Verification:
 
 
 class Verifier:
-    """Looks a person up in every source at once, each bounded by ``timeout_s``.
+    """Looks a person up in every source at once.
 
-    A source that raises or times out becomes ``status: error`` (and the policy answers
-    ``check``); it never fails the request. Failures are logged once when a source starts
-    failing and once when it recovers.
+    Each source is a :class:`~server.resilience.ResilientSource`: bounded by its own timeout,
+    answering its last-known value (``stale``) or ``error`` when it fails, logging once on
+    failure and once on recovery. A failing source never fails the request; a stale value
+    older than ``max_stale_s`` counts as an error (and the policy answers ``check``).
     """
 
-    def __init__(self, sources: Sequence[SourceAdapter], timeout_s: float) -> None:
-        self._sources = {s.name: s for s in sources}
-        self._timeout_s = timeout_s
-        self._failing: set[str] = set()
+    def __init__(
+        self, sources: Sequence[ResilientSource], *, max_stale_s: float = DEFAULT_MAX_STALE_S
+    ) -> None:
+        self.sources = {s.name: s for s in sources}
+        self.max_stale_s = max_stale_s
 
     async def verify(
         self,
@@ -57,35 +56,16 @@ class Verifier:
         masked = identity.mask(number)
         if not identity.credential_ok(number, card_type):
             return Verification(decide(None, now, site_policy), None, masked)
-        results = await asyncio.gather(*(self._one(name, number, masked) for name in SOURCE_NAMES))
-        checks = Checks(*results)
-        return Verification(decide(checks, now, site_policy), checks, masked)
+        results = await asyncio.gather(*(self._one(name, number) for name in SOURCE_NAMES))
+        checks = usable_checks(Checks(*results), self.max_stale_s)
+        decision = decide(checks, now, site_policy, max_stale_s=self.max_stale_s)
+        return Verification(decision, checks, masked)
 
-    async def _one(self, name: str, id_number: str, masked: str) -> SourceResult[Any]:
-        source = self._sources.get(name)
+    async def _one(self, name: str, id_number: str) -> SourceResult[Any]:
+        source = self.sources.get(name)
         if source is None:
             return SourceResult.failed("not_configured")
-        try:
-            result: SourceResult[Any] = await asyncio.wait_for(
-                source.lookup(id_number), self._timeout_s
-            )
-        except TimeoutError:
-            self._failed(name, f"timed out after {self._timeout_s} s", masked)
-            return SourceResult.failed("timeout")
-        except Exception as exc:
-            self._failed(name, f"{type(exc).__name__}: {exc}", masked)
-            return SourceResult.failed("failed")
-        if name in self._failing:
-            self._failing.discard(name)
-            log.info("source %s recovered", name)
-        return result
-
-    def _failed(self, name: str, why: str, masked: str) -> None:
-        if name not in self._failing:
-            self._failing.add(name)
-            log.warning("source %s failing (lookup of %s): %s", name, masked, why)
-        else:
-            log.debug("source %s still failing (lookup of %s): %s", name, masked, why)
+        return await source.lookup(id_number)
 
 
 def _iso(value: datetime) -> str:
@@ -95,10 +75,17 @@ def _iso(value: datetime) -> str:
 def check_document(
     name: str, result: SourceResult[Any], now: datetime, site_policy: SitePolicy
 ) -> dict[str, Any]:
-    """Render one check as in docs/api.md."""
+    """Render one check as in docs/api.md.
+
+    A ``stale`` result (a last-known value the policy accepted) reads ``status: "ok"`` with
+    ``stale: true``, its ``age_s`` and the source's ``error``.
+    """
     doc: dict[str, Any] = {"status": result.status}
     if result.status == "error":
         doc["error"] = result.error
+    elif result.status == "stale":
+        age = result.age_s or 0.0
+        doc.update(status="ok", stale=True, age_s=round(age, 1), error=result.error)
     value = result.value
     if name == "health_code" and value is not None:
         doc.update(colour=value.colour, reason=value.reason, updated_at=_iso(value.updated_at))

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from server import audit
 from server import validation as v
-from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, VERIFIER
+from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, SNAPSHOTS, VERIFIER
 from server.devices import record_heartbeat
 from server.errors import BadRequest
 from server.verify import verify_response
@@ -79,6 +79,29 @@ async def verify(request: web.Request) -> web.Response:
         ",".join(result.decision.reasons),
     )
     return json_response(verify_response(tap_id, device.site, result, now, site_policy))
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """Whether ``Accept-Encoding`` lists gzip (with a non-zero quality)."""
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            quality = params.strip().lower()
+            return quality not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """``GET /v1/snapshot``: the device's site's signed snapshot for its offline cache."""
+    built = await request.app[SNAPSHOTS].get(request[DEVICE].site)
+    headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
+    body = built.body
+    if accepts_gzip(request):
+        body = built.gzip_body
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(
+        body=body, content_type="application/json", charset="utf-8", headers=headers
+    )
 
 
 async def audit_upload(request: web.Request) -> web.Response:

@@ -9,6 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
 from provisioning.registry import (
@@ -96,7 +100,32 @@ def test_bundle_file(db: Path, tmp_path: Path) -> None:
     write_bundle(bundle, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert set(data) == {"device_id", "secret", "serial", "site", "gate", "server_url", "fleet_key"}
+    assert set(data) == {
+        "device_id",
+        "secret",
+        "serial",
+        "site",
+        "gate",
+        "server_url",
+        "fleet_key",
+        "server_key",
+    }
+    assert data["server_key"] == bundle.server_key
     assert data["secret"] == bundle.secret
     assert data["server_url"] == "http://10.0.0.1:8080"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_bundle_carries_the_servers_snapshot_public_key(db: Path) -> None:
+    a = add_device(db, "SN-1", "site-a")
+    b = add_device(db, "SN-2", "site-b")
+    assert a.server_key == b.server_key  # one server key for the fleet
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(a.server_key))
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT private_key FROM server_keys").fetchall()
+    assert len(stored) == 1
+    private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(stored[0][0]))
+    public.verify(private.sign(b"snapshot"), b"snapshot")  # the pair matches
+    assert stored[0][0] not in json.dumps(a.to_json())  # the private half never leaves
+    rotated = add_device(db, "SN-1", "site-a", rotate_secret=True)
+    assert rotated.server_key == a.server_key

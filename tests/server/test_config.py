@@ -109,8 +109,130 @@ def test_every_setting_is_documented() -> None:
     keys = [f"server.{k}" for k in config_module._SERVER_KEYS]
     keys += [f"policy.{k}" for k in config_module._POLICY_KEYS - {"prompts"}]
     keys += [f"sources.{k}" for k in config_module._SOURCES_KEYS]
+    keys += [f"sources.<name>.{k}" for k in config_module._SOURCE_KEYS]
+    keys += [f"snapshot.{k}" for k in config_module._SNAPSHOT_KEYS]
     for key in keys:
         assert f"| `{key}` |" in doc, key
     prompts_row = next(line for line in doc.splitlines() if line.startswith("| `policy.prompts."))
     for outcome in config_module.OUTCOMES:
         assert f"`{outcome}`" in prompts_row or f"prompts.{outcome}`" in prompts_row, outcome
+
+
+HTTP_SOURCE = """
+[sources]
+timeout_s = 0.4
+max_stale_s = 600
+cache_size = 10
+
+[sources.health_code]
+type = "http"
+url = "https://hc.example/api/v1/code/{id_number}?key=${HC_KEY}"
+headers = {Authorization = "Bearer ${HC_TOKEN}", X-Client = "siheyi"}
+timeout_s = 0.25
+[sources.health_code.mapping]
+colour = "data.color"
+reason = "data.reason"
+[sources.health_code.values]
+colour = {"0" = "green", "1" = "yellow", "2" = "red"}
+
+[sources.nat]
+type = "local"
+timeout_s = 0.1
+
+[sources.travel]
+type = "http"
+url = "http://travel.example/q"
+method = "post"
+body = {id = "{id_number}", kind = "trip"}
+[sources.travel.mapping]
+flagged = "risk.flag"
+
+[snapshot]
+max_people = 1000
+cache_s = 0
+"""
+
+ENV = {"HC_TOKEN": "tok-123", "HC_KEY": "k9"}
+
+
+def test_sources_and_snapshot_defaults() -> None:
+    config = ServerConfig.default(database="x.db")
+    assert config.source_max_stale_s == 6 * 3600
+    assert config.source_cache_size == 100_000
+    assert config.source("health_code").type == "local"
+    assert config.timeout_for("travel") == 0.3
+    assert (config.snapshot_max_people, config.snapshot_cache_s) == (50_000, 60.0)
+
+
+def test_http_sources(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HTTP_SOURCE), environ=ENV)
+    assert (config.source_max_stale_s, config.source_cache_size) == (600, 10)
+    hc = config.source("health_code")
+    assert hc.type == "http" and hc.http is not None
+    assert hc.http.url == "https://hc.example/api/v1/code/{id_number}?key=k9"
+    assert dict(hc.http.headers) == {"Authorization": "Bearer tok-123", "X-Client": "siheyi"}
+    assert dict(hc.http.mapping) == {"colour": "data.color", "reason": "data.reason"}
+    assert hc.http.values["colour"]["1"] == "yellow"
+    assert config.timeout_for("health_code") == 0.25
+    assert config.timeout_for("nat") == 0.1
+    assert config.timeout_for("vaccination") == 0.4  # [sources] timeout_s
+    travel = config.source("travel").http
+    assert travel is not None and travel.method == "POST"
+    assert travel.body == {"id": "{id_number}", "kind": "trip"}
+    assert (config.snapshot_max_people, config.snapshot_cache_s) == (1000, 0)
+    # the expanded token never shows in a repr (config objects end up in logs and tracebacks)
+    assert "tok-123" not in repr(config)
+
+
+def test_missing_environment_variable_names_key_not_value(tmp_path: Path) -> None:
+    path = write(tmp_path, HTTP_SOURCE)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"HC_KEY": "k9"})
+    message = str(info.value)
+    assert str(path) in message
+    assert "[sources.health_code] headers.Authorization" in message
+    assert "HC_TOKEN is not set" in message
+
+
+HTTP_OK = '[sources.nat]\ntype = "http"\nurl = "http://n/{id_number}"\n'
+MAP_OK = '[sources.nat.mapping]\nresult = "r"\nsampled_at = "s"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[sources]\nmax_stale_s = 0\n", "[sources] max_stale_s"),
+        ("[sources]\ncache_size = -1\n", "[sources] cache_size"),
+        ("[sources.fingerprint]\n", "[sources] fingerprint"),
+        ('[sources.nat]\ntype = "ftp"\n', "[sources.nat] type"),
+        ("[sources.nat]\ntimeout_s = 0\n", "[sources.nat] timeout_s"),
+        ('[sources.nat]\nurl = "http://x/{id_number}"\n', "[sources.nat] url"),
+        ('[sources.nat]\ntype = "http"\n', "[sources.nat] url"),
+        ('[sources.nat]\ntype = "http"\nurl = "ftp://n/{id_number}"\n', "[sources.nat] url"),
+        ('[sources.nat]\ntype = "http"\nurl = "http://n/{id}"\n', "[sources.nat] url"),
+        ('[sources.nat]\ntype = "http"\nurl = "http://n/all"\n' + MAP_OK, "[sources.nat] url"),
+        (HTTP_OK + 'method = "PUT"\n' + MAP_OK, "[sources.nat] method"),
+        (HTTP_OK + "body = {a = 1}\n" + MAP_OK, "[sources.nat] body"),
+        (HTTP_OK + '[sources.nat.headers]\n"Bad Name" = "x"\n' + MAP_OK, "headers.Bad Name"),
+        (HTTP_OK, "[sources.nat.mapping] result"),
+        (HTTP_OK + '[sources.nat.mapping]\nresult = "r"\n', "[sources.nat.mapping] sampled_at"),
+        (HTTP_OK + MAP_OK + 'colour = "c"\n', "[sources.nat.mapping] colour"),
+        (HTTP_OK + '[sources.nat.mapping]\nresult = "a..b"\nsampled_at = "s"\n', "mapping] result"),
+        (HTTP_OK + MAP_OK + "[sources.nat.values]\nlab = {x = 'y'}\n", "[sources.nat.values] lab"),
+        ("[snapshot]\nmax_people = 0\n", "[snapshot] max_people"),
+        ("[snapshot]\ncache_s = -1\n", "[snapshot] cache_s"),
+        ("[snapshot]\nsize = 1\n", "[snapshot] size"),
+    ],
+)
+def test_source_errors_name_file_and_key(tmp_path: Path, text: str, names: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(path) in str(info.value)
+    assert names in str(info.value)
+
+
+def test_minimal_http_source_is_valid(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HTTP_OK + MAP_OK), environ={})
+    nat = config.source("nat").http
+    assert nat is not None and nat.method == "GET" and dict(nat.headers) == {}

@@ -332,3 +332,39 @@ def test_cli_config_gives_the_same_database_as_run(
     (etc / "bad.toml").write_text("[server]\nport = -1\n", encoding="utf-8")
     assert run(["server", "init-demo-data", "--config", str(etc / "bad.toml")]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_site_people_import(
+    tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("site-a", A),
+        (" site-a ", A.lower()),  # same person again (trimmed, upper-cased): harmless
+        ("site-b", A),
+        ("site-a", B),
+        ("", C),  # row 6: site required
+        ("site-a", BAD_SUM),  # row 7: bad check character
+        ("site-a\x01", C),  # row 8: control character
+    ]
+    path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
+    report = import_csv(db_path, "site_people", path)
+    assert not report.ok and report.imported == 0
+    assert [(e.row, e.column) for e in report.errors] == [
+        (6, "site"),
+        (7, "id_number"),
+        (8, "site"),
+    ]
+    argv = ["server", "import", "site_people", str(path), "--database", str(db_path)]
+    assert run([*argv, "--skip-bad"]) == 1
+    out = capsys.readouterr().out
+    assert "row 7, column id_number: wrong GB 11643 check character" in out
+    assert "4 imported" in out
+    with sqlite3.connect(db_path) as conn:
+        stored = sorted(conn.execute("SELECT site, id_number FROM site_people"))
+    assert stored == sorted([("site-a", A), ("site-b", A), ("site-a", B)])
+    bad_header = write_csv(tmp_path / "h.csv", ["site", "id"], [("s", A)])
+    report = import_csv(db_path, "site_people", bad_header)
+    assert [(e.row, e.column, e.reason) for e in report.errors] == [
+        (1, "id_number", "missing column"),
+        (1, "id", "unknown column"),
+    ]
