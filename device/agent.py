@@ -16,14 +16,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from device.cardreader import CardReader
+from device.cardreader import ReaderEvent
 from device.client import ServerClient, ServerError
 from device.credentials import Credential
 from device.errors import KioskError, VoiceError
-from device.gate import Gate
 from device.journal import Journal
+from device.snapshot import SnapshotLoader
 from device.uploader import Uploader
 from device.verifier import Decision, Verifier
 from device.voice import Voice
@@ -46,6 +46,35 @@ class TapResult:
 TapListener = Callable[[TapResult], Awaitable[None] | None]
 
 
+class CredentialSource(Protocol):
+    """What the agent needs of a reader: `CardReader` (direct) or `McuLink` (behind an MCU)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(
+        self, on_credential: Callable[[Credential], None], on_event: ReaderEvent | None = None
+    ) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+class GateActions(Protocol):
+    """What the agent needs of a gate: `Gate` (GPIO on the Pi) or `McuGate` (on the MCU)."""
+
+    def open_pulse(self) -> None: ...
+
+    def show(self, outcome: str) -> None: ...
+
+    def fault(self) -> None: ...
+
+    def safe_state(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Agent:
     """Wires sources, verifier, voice, gate, journal, uploader and heartbeat together."""
 
@@ -56,13 +85,14 @@ class Agent:
         client: ServerClient,
         verifier: Verifier,
         voice: Voice,
-        gate: Gate | None,
+        gate: GateActions | None,
         journal: Journal,
         uploader: Uploader,
-        reader: CardReader | None,
+        reader: CredentialSource | None,
         heartbeat_interval_s: float = 30.0,
         boot_id: str | None = None,
         fault_prompt: str = "设备故障，请联系工作人员",
+        snapshots: SnapshotLoader | None = None,
     ) -> None:
         self.device_id = device_id
         self.boot_id = boot_id or uuid.uuid4().hex
@@ -84,6 +114,7 @@ class Agent:
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._reader_faulty = False
         self._fault_prompt = fault_prompt
+        self._snapshots = snapshots
 
     def add_listener(self, listener: TapListener) -> None:
         self._listeners.append(listener)
@@ -122,7 +153,10 @@ class Agent:
             asyncio.create_task(self._tap_loop(), name="taps"),
             asyncio.create_task(self._uploader.run(), name="uploader"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._verifier.probe_loop(), name="probe"),
         ]
+        if self._snapshots is not None:
+            self._tasks.append(asyncio.create_task(self._snapshots.run(), name="snapshot"))
         if self._reader is not None:
             self._reader.start(self.submit_threadsafe, self._reader_event_threadsafe)
         await self._journal_system("agent_started", {"version": VERSION})
@@ -203,7 +237,7 @@ class Agent:
                 "offline": decision.offline,
                 "cache_age_s": decision.cache_age_s,
                 "latency_ms": round(latency_ms, 2) if latency_ms is not None else None,
-                "clock_trusted": True,
+                "clock_trusted": decision.clock_trusted,
                 "detail": detail,
             }
         )
@@ -264,7 +298,7 @@ class Agent:
                 "offline": False,
                 "cache_age_s": None,
                 "latency_ms": None,
-                "clock_trusted": True,
+                "clock_trusted": self._verifier.clock.trusted(),
                 "detail": {"fault": what, "error": error[:500]},
             }
         )
@@ -281,7 +315,7 @@ class Agent:
                 "offline": False,
                 "cache_age_s": None,
                 "latency_ms": None,
-                "clock_trusted": True,
+                "clock_trusted": self._verifier.clock.trusted(),
                 "detail": {"event": what, **detail},
             }
         )
@@ -294,20 +328,37 @@ class Agent:
             "boot_id": self.boot_id,
             "uptime_s": round(time.monotonic() - self._started, 1),
             "version": VERSION,
-            "clock_trusted": True,
+            "clock_trusted": self._verifier.clock.trusted(),
             "wall_time": dt.datetime.now(dt.UTC).isoformat(),
             "journal_pending": await self._journal.count(),
             "taps": self._taps,
             "dropped_credentials": self.dropped_credentials,
             "upload": {"uploaded": self._uploader.uploaded, "failures": self._uploader.failures},
             "reader": reader,
+            "circuit": {
+                "state": self._verifier.breaker.state,
+                "opened": self._verifier.breaker.opened,
+            },
+            "cache": (
+                {
+                    "hits": self._verifier.cache.hits,
+                    "misses": self._verifier.cache.misses,
+                    "expired": self._verifier.cache.expired,
+                }
+                if self._verifier.cache is not None
+                else None
+            ),
         }
 
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:
             try:
-                await self._client.heartbeat(await self.status())
+                sent = time.monotonic()
+                answer = await self._client.heartbeat(await self.status())
+                server_time = answer.get("server_time")
+                if isinstance(server_time, str):
+                    self._verifier.clock.observe_server_time(server_time, time.monotonic() - sent)
                 if failing:
                     log.info("heartbeat recovered")
                 failing = False

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 
 from device.errors import KioskError
 
@@ -38,8 +39,16 @@ class ServerRejected(ServerError, ValueError):
 class ServerClient:
     """A long-lived aiohttp session bound to one device identity."""
 
-    def __init__(self, base_url: str, device_id: str, secret: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        device_id: str,
+        secret: str,
+        *,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+    ) -> None:
         self._base = base_url.rstrip("/")
+        self._resolver = resolver
         self._headers = {"Authorization": f"Bearer {device_id}.{secret}"}
         self._session: aiohttp.ClientSession | None = None
 
@@ -51,7 +60,7 @@ class ServerClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=8, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=8, ttl_dns_cache=300, resolver=self._resolver)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers=self._headers,
@@ -90,6 +99,41 @@ class ServerClient:
             raise ServerUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             raise ServerUnavailable(f"{path}: {exc}") from exc
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """GET /healthz: is the server there at all (the circuit breaker's probe)."""
+        session = self._get_session()
+        try:
+            async with session.get(
+                self._base + "/healthz", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                if resp.status != 200:
+                    raise ServerUnavailable(f"/healthz: status {resp.status}")
+                data = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise ServerUnavailable(f"/healthz: {type(exc).__name__}: {exc}") from exc
+        return data if isinstance(data, dict) else {}
+
+    async def get_json(self, path: str, timeout_s: float) -> dict[str, Any]:
+        """GET a JSON object from a device endpoint (the snapshot)."""
+        session = self._get_session()
+        try:
+            async with session.get(
+                self._base + path, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                if resp.status >= 500:
+                    raise ServerUnavailable(f"{path}: server error {resp.status}")
+                data = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    detail = data if isinstance(data, dict) else {}
+                    raise ServerRejected(
+                        resp.status, str(detail.get("error", "")), str(detail.get("detail", ""))
+                    )
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            raise ServerUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ServerUnavailable(f"{path}: response is not a JSON object")
+        return data
 
     async def verify(
         self,

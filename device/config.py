@@ -44,8 +44,8 @@ class ReaderConfig:
     reconnect_interval_s: float = 0.5
 
     def validate(self, where: str) -> None:
-        if self.wiring != "direct":
-            raise ConfigError(f"{where}.wiring: only 'direct' is supported, got {self.wiring!r}")
+        if self.wiring not in ("direct", "mcu"):
+            raise ConfigError(f"{where}.wiring: 'direct' or 'mcu', got {self.wiring!r}")
         if self.baudrate not in (9600, 19200, 38400, 57600, 115200):
             raise ConfigError(f"{where}.baudrate: not a SAM baud rate: {self.baudrate}")
         _positive(where, "poll_interval_s", self.poll_interval_s)
@@ -59,12 +59,44 @@ class VerifyConfig:
     """How long a tap may wait for the server before the kiosk decides alone."""
 
     deadline_s: float = 1.2
+    circuit_threshold: int = 3
+    circuit_cooldown_s: float = 2.0
+    circuit_max_cooldown_s: float = 30.0
+    clock_tolerance_s: float = 120.0
 
     def validate(self, where: str) -> None:
         if not 0.05 <= self.deadline_s <= 2.5:
             raise ConfigError(
                 f"{where}.deadline_s: must be in [0.05, 2.5] s, got {self.deadline_s}"
             )
+        if not 1 <= self.circuit_threshold <= 100:
+            raise ConfigError(
+                f"{where}.circuit_threshold: must be in [1, 100], got {self.circuit_threshold}"
+            )
+        _positive(where, "circuit_cooldown_s", self.circuit_cooldown_s)
+        if self.circuit_max_cooldown_s < self.circuit_cooldown_s:
+            raise ConfigError(f"{where}.circuit_max_cooldown_s: must be >= circuit_cooldown_s")
+        _positive(where, "clock_tolerance_s", self.clock_tolerance_s)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The kiosk's pseudonymised offline cache."""
+
+    enabled: bool = True
+    max_age_s: float = 24 * 3600.0
+    max_entries: int = 200_000
+    snapshot_interval_s: float = 900.0  # 0: never pre-load the site's people
+
+    def validate(self, where: str) -> None:
+        if not 60 <= self.max_age_s <= 14 * 24 * 3600:
+            raise ConfigError(
+                f"{where}.max_age_s: must be in [60, 1209600] s, got {self.max_age_s}"
+            )
+        if not 100 <= self.max_entries <= 5_000_000:
+            raise ConfigError(f"{where}.max_entries: must be in [100, 5000000]")
+        if self.snapshot_interval_s != 0 and not 10 <= self.snapshot_interval_s <= 86400:
+            raise ConfigError(f"{where}.snapshot_interval_s: 0 or in [10, 86400]")
 
 
 @dataclass(frozen=True)
@@ -159,6 +191,7 @@ class Bundle:
     server_url: str
     fleet_key: str
     gate: str = ""
+    server_key: str = ""  # the server's Ed25519 public key (hex): verifies site snapshots
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -198,6 +231,7 @@ class DeviceConfig:
     server_url: str = ""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
@@ -224,6 +258,7 @@ class DeviceConfig:
     def validate(self, source: str) -> None:
         self.reader.validate(f"{source}: reader")
         self.verify.validate(f"{source}: verify")
+        self.cache.validate(f"{source}: cache")
         self.voice.validate(f"{source}: voice")
         self.gpio.validate(f"{source}: gpio")
         self.upload.validate(f"{source}: upload")

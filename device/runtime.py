@@ -15,12 +15,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from device.agent import Agent
+from device.agent import Agent, CredentialSource, GateActions
+from device.breaker import CircuitBreaker
+from device.cache import KioskCache
 from device.cardreader import CardReader
 from device.client import ServerClient
+from device.clock import ClockTrust
 from device.config import DEFAULT_PROMPTS, Bundle, DeviceConfig
 from device.gate import Gate
 from device.journal import Journal
+from device.mculink import McuGate, McuLink
+from device.snapshot import SnapshotLoader
 from device.uploader import Uploader
 from device.verifier import Verifier
 from device.voice import Player, PromptRenderer, Voice, make_player
@@ -60,7 +65,9 @@ async def built_agent(
     bundle: Bundle | None = None,
     player: Player | None = None,
     pin_factory: Any = None,
-    reader: CardReader | bool | None = True,
+    reader: CredentialSource | bool | None = True,
+    client: ServerClient | None = None,
+    journal_max_pages: int | None = None,
 ) -> AsyncIterator[Agent]:
     """An agent built from config, started, and stopped (resources closed) on exit.
 
@@ -72,11 +79,14 @@ async def built_agent(
     state.mkdir(parents=True, exist_ok=True)
     boot_id = uuid.uuid4().hex
     async with contextlib.AsyncExitStack() as stack:
-        client = ServerClient(
-            config.server_url or bundle.server_url, bundle.device_id, bundle.secret
-        )
+        if client is None:
+            client = ServerClient(
+                config.server_url or bundle.server_url, bundle.device_id, bundle.secret
+            )
         stack.push_async_callback(client.close)
-        journal = Journal(state / "journal.db", bundle.device_id, boot_id)
+        journal = Journal(
+            state / "journal.db", bundle.device_id, boot_id, max_pages=journal_max_pages
+        )
         await journal.open()
         stack.push_async_callback(journal.close)
         cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
@@ -84,8 +94,14 @@ async def built_agent(
         prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
         voice = Voice(renderer, player or make_player(config.voice.player), prompts)
         stack.push_async_callback(voice.close)
-        gate = None
-        if config.gpio.enabled:
+        card_reader: CredentialSource | None
+        gate: GateActions | None = None
+        mcu: McuLink | None = None
+        if reader is True and config.reader.wiring == "mcu":
+            # The MCU polls the SAM and drives the relay and lights itself.
+            mcu = McuLink(config.reader.url, baudrate=config.reader.baudrate)
+            gate = McuGate(mcu, relay_pulse_s=config.gpio.relay_pulse_s)
+        elif config.gpio.enabled:
             gate = Gate(
                 config.gpio.relay_pin,
                 config.gpio.green_led_pin,
@@ -96,8 +112,9 @@ async def built_agent(
                 pin_factory=pin_factory or make_pin_factory(config.gpio.pin_factory),
             )
             stack.callback(gate.close)
-        card_reader: CardReader | None
-        if reader is True:
+        if mcu is not None:
+            card_reader = mcu
+        elif reader is True:
             card_reader = CardReader(
                 config.reader.url,
                 baudrate=config.reader.baudrate,
@@ -108,9 +125,38 @@ async def built_agent(
             )
         else:
             card_reader = reader or None
+        cache = None
+        if config.cache.enabled:
+            cache = KioskCache(
+                state / "cache.db",
+                max_age_s=config.cache.max_age_s,
+                max_entries=config.cache.max_entries,
+            )
+            await cache.open()
+            stack.push_async_callback(cache.close)
         verifier = Verifier(
-            client, config.voice.prompt, bundle.fleet_key_bytes, config.verify.deadline_s
+            client,
+            config.voice.prompt,
+            bundle.fleet_key_bytes,
+            config.verify.deadline_s,
+            cache=cache,
+            breaker=CircuitBreaker(
+                threshold=config.verify.circuit_threshold,
+                cooldown_s=config.verify.circuit_cooldown_s,
+                max_cooldown_s=config.verify.circuit_max_cooldown_s,
+            ),
+            clock=ClockTrust(tolerance_s=config.verify.clock_tolerance_s),
         )
+        stack.push_async_callback(verifier.flush)
+        snapshots = None
+        if cache is not None and config.cache.snapshot_interval_s and bundle.server_key:
+            snapshots = SnapshotLoader(
+                client,
+                cache,
+                server_key_hex=bundle.server_key,
+                site=bundle.site,
+                interval_s=config.cache.snapshot_interval_s,
+            )
         uploader = Uploader(
             journal,
             client,
@@ -129,6 +175,7 @@ async def built_agent(
             heartbeat_interval_s=config.heartbeat.interval_s,
             boot_id=boot_id,
             fault_prompt=config.voice.prompt("fault"),
+            snapshots=snapshots,
         )
         stack.push_async_callback(agent.stop)
         await agent.start()

@@ -2,13 +2,17 @@
 
 The server is asked first; whatever it does (slow, black-holed, refusing, erroring), the tap
 gets a decision by `deadline_s` after the credential completed. Without the server the kiosk
-decides `check` (an unknown person offline) and marks the decision offline, so the guard and
-the audit know the answer did not come from the four sources.
+decides from its pseudonymised cache with the same pure policy the server uses, recomputing
+NAT age at tap time, and marks the decision offline with the cache age; a person it knows
+nothing about is `check`. After repeated failures a circuit breaker stops waiting for a dead
+server altogether, so taps during an outage decide at cache speed; a background probe closes
+it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -16,13 +20,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from device.breaker import CircuitBreaker
+from device.cache import CacheError, KioskCache, facts_from_checks
 from device.client import ServerClient, ServerError, ServerRejected
+from device.clock import ClockTrust
 from device.credentials import Credential
+from device.fallback import FactsError, decide_offline
 from device.privacy import pseudonym
 
 log = logging.getLogger(__name__)
 
 OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential"})
+
+# How long a cache lookup may take when the deadline is already spent (DESIGN: ≤ 50 ms).
+_CACHE_BUDGET_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class Decision:
     cache_age_s: float | None = None
     error: str = ""
     checks: Mapping[str, Any] = field(default_factory=dict)
+    clock_trusted: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class _Identity:
 
 
 class Verifier:
-    """Asks the server under a deadline and falls back to a local decision."""
+    """Asks the server under a deadline and falls back to the cache."""
 
     def __init__(
         self,
@@ -58,33 +70,38 @@ class Verifier:
         fleet_key: bytes,
         deadline_s: float,
         *,
+        cache: KioskCache | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: ClockTrust | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        today: Callable[[], dt.date] = dt.date.today,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._prompt = prompts
         self._fleet_key = fleet_key
         self.deadline_s = deadline_s
+        self.cache = cache
+        self.breaker = breaker or CircuitBreaker()
+        self.clock = clock or ClockTrust()
         self._monotonic = monotonic
-        self._today = today
+        self._wall = wall
         self._was_offline = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self._wall(), dt.UTC).astimezone().date()
 
     async def decide(self, cred: Credential, tap_id: str) -> Decision:
         """Never raises and never outlives the deadline (plus scheduling noise)."""
         alias = pseudonym(self._fleet_key, cred.id_number) if cred.id_number else ""
-        common = _Identity(tap_id, cred.masked_id, alias)
+        ident = _Identity(tap_id, cred.masked_id, alias)
         local = self._local_refusal(cred)
         if local is not None:
-            return Decision(
-                outcome="invalid_credential",
-                prompt=self._prompt("invalid_credential"),
-                offline=False,
-                reasons=(local,),
-                tap_id=common.tap_id,
-                masked_id=common.masked_id,
-                pseudonym=common.pseudonym,
-            )
+            return self._decision(ident, "invalid_credential", False, (local,))
+        if not self.breaker.allow():
+            return await self._fallback(ident, cred, ["circuit_open"], "circuit open")
         remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
+        asked = self._monotonic()
         try:
             if remaining <= 0:
                 raise TimeoutError("deadline already spent before the lookup")
@@ -98,26 +115,63 @@ class Verifier:
             if outcome not in OUTCOMES:
                 raise ValueError(f"server gave unknown outcome {outcome!r}")
         except (ServerError, TimeoutError, ValueError) as exc:
-            return self._offline(cred, common, exc)
+            self.breaker.failure()
+            reason = "server_refused" if isinstance(exc, ServerRejected) else "server_unavailable"
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not self._was_offline:
+                log.warning("deciding offline: %s", error)
+                self._was_offline = True
+            return await self._fallback(ident, cred, [reason], error)
+        self.breaker.success()
         if self._was_offline:
             log.info("server answering again")
             self._was_offline = False
-        reasons = answer.get("reasons")
+        server_time = answer.get("server_time")
+        if isinstance(server_time, str):
+            self.clock.observe_server_time(server_time, self._monotonic() - asked)
         checks = answer.get("checks")
+        checks = checks if isinstance(checks, dict) else {}
+        if alias and self.cache is not None and str(outcome) != "invalid_credential":
+            self._remember(alias, checks, server_time)
+        reasons = answer.get("reasons")
         # The site's prompt text comes from the server; the kiosk speaks it once rendered and
         # its own clip for the outcome until then (the voice never waits for synthesis).
         prompt = answer.get("prompt")
         if not isinstance(prompt, str) or not 0 < len(prompt) <= 100:
             prompt = self._prompt(str(outcome))
         return Decision(
+            tap_id=ident.tap_id,
             outcome=str(outcome),
             prompt=prompt,
             offline=False,
+            masked_id=ident.masked_id,
+            pseudonym=ident.pseudonym,
             reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
-            checks=checks if isinstance(checks, dict) else {},
-            tap_id=common.tap_id,
-            masked_id=common.masked_id,
-            pseudonym=common.pseudonym,
+            checks=checks,
+            clock_trusted=self.clock.trusted(),
+        )
+
+    def _decision(
+        self,
+        ident: _Identity,
+        outcome: str,
+        offline: bool,
+        reasons: tuple[str, ...],
+        *,
+        error: str = "",
+        cache_age_s: float | None = None,
+    ) -> Decision:
+        return Decision(
+            tap_id=ident.tap_id,
+            outcome=outcome,
+            prompt=self._prompt(outcome),
+            offline=offline,
+            masked_id=ident.masked_id,
+            pseudonym=ident.pseudonym,
+            reasons=reasons,
+            error=error,
+            cache_age_s=cache_age_s,
+            clock_trusted=self.clock.trusted(),
         )
 
     def _local_refusal(self, cred: Credential) -> str | None:
@@ -125,23 +179,90 @@ class Verifier:
             return "unreadable_card"
         if not cred.checksum_ok:
             return "bad_checksum"
-        if cred.expired(self._today()):
+        if self.clock.trusted() and cred.expired(self._today()):
             return "card_expired"
         return None
 
-    def _offline(self, cred: Credential, common: _Identity, exc: BaseException) -> Decision:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        if not self._was_offline:
-            log.warning("deciding offline: %s", error)
-            self._was_offline = True
-        reason = "server_refused" if isinstance(exc, ServerRejected) else "server_unavailable"
-        return Decision(
-            outcome="check",
-            prompt=self._prompt("check"),
-            offline=True,
-            reasons=(reason, "unknown_person"),
+    # -- the cache -------------------------------------------------------------------------
+    def _remember(self, alias: str, checks: Mapping[str, Any], server_time: Any) -> None:
+        """Store the answer's facts after the tap, off its critical path."""
+        facts = facts_from_checks(checks)
+        if facts is None or self.cache is None:
+            return
+        fetched_at = self._wall()
+        if isinstance(server_time, str):
+            with contextlib.suppress(ValueError):
+                fetched_at = dt.datetime.fromisoformat(server_time).timestamp()
+        # A last-known value the server fell back on is as old as it says, not "now".
+        stale_ages = [
+            float(c["age_s"])
+            for c in checks.values()
+            if isinstance(c, Mapping) and c.get("stale") and isinstance(c.get("age_s"), int | float)
+        ]
+        fetched_at -= max(stale_ages, default=0.0)
+        task = asyncio.create_task(self._put(alias, facts, fetched_at))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _put(self, alias: str, facts: dict[str, Any], fetched_at: float) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.put(alias, facts, fetched_at)
+        except CacheError as exc:
+            log.error("could not cache a verify answer: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait for pending cache writes (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _fallback(
+        self, ident: _Identity, cred: Credential, reasons: list[str], error: str
+    ) -> Decision:
+        trusted = self.clock.trusted()
+        if self.cache is None or not ident.pseudonym:
+            return self._decision(ident, "check", True, (*reasons, "unknown_person"), error=error)
+        remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
+        try:
+            cached = await asyncio.wait_for(
+                self.cache.get(ident.pseudonym, self._wall()), max(remaining, _CACHE_BUDGET_S)
+            )
+        except (CacheError, TimeoutError) as exc:
+            log.error("kiosk cache unavailable: %s", exc)
+            return self._decision(
+                ident, "check", True, (*reasons, "cache_unavailable"), error=error
+            )
+        if cached is None:
+            return self._decision(ident, "check", True, (*reasons, "unknown_person"), error=error)
+        now = dt.datetime.fromtimestamp(self._wall(), dt.UTC)
+        try:
+            outcome, why = decide_offline(cached.facts, now, clock_trusted=trusted)
+        except FactsError as exc:
+            log.error("cached facts unusable: %s", exc)
+            return self._decision(ident, "check", True, (*reasons, "cache_corrupt"), error=error)
+        age = cached.age_s(self._wall()) if trusted else None
+        return self._decision(
+            ident,
+            outcome,
+            True,
+            (*reasons, f"cache:{cached.origin}", *why),
             error=error,
-            tap_id=common.tap_id,
-            masked_id=common.masked_id,
-            pseudonym=common.pseudonym,
+            cache_age_s=round(age, 1) if age is not None else None,
         )
+
+    # -- recovery --------------------------------------------------------------------------
+    async def probe_loop(self, interval_s: float = 0.5) -> None:
+        """While the circuit is open, ask the server for its health when a probe is due."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.breaker.probe_due():
+                continue
+            try:
+                answer = await self._client.health(timeout_s=min(self.deadline_s, 2.0))
+            except ServerError:
+                self.breaker.failure()
+                continue
+            self.breaker.success()
+            server_time = answer.get("server_time")
+            if isinstance(server_time, str):
+                self.clock.observe_server_time(server_time)

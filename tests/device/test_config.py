@@ -88,7 +88,7 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     documented |= set(re.findall(r"^\[\w+\.(\w+)\]", block, re.M))  # [voice.prompts]
     c = DeviceConfig()
     keys = {"bundle", "state_dir", "server_url"}
-    for section in ("reader", "verify", "voice", "gpio", "upload", "heartbeat"):
+    for section in ("reader", "verify", "cache", "voice", "gpio", "upload", "heartbeat"):
         keys |= set(vars(getattr(c, section)))
     keys |= set(c.voice.prompts)
     assert keys - documented == set()

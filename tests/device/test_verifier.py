@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from device.client import ServerClient
+from device.clock import ClockTrust
 from device.config import VoiceConfig
 from device.credentials import Credential
 from device.verifier import Verifier
@@ -30,7 +31,8 @@ def cred(id_number: str = ID, **kw: Any) -> Credential:
 
 def verifier(url: str) -> Verifier:
     client = ServerClient(url, "k-test", "secret")
-    return Verifier(client, VoiceConfig().prompt, KEY, DEADLINE)
+    clock = ClockTrust(ntp_synced=lambda: True)
+    return Verifier(client, VoiceConfig().prompt, KEY, DEADLINE, clock=clock)
 
 
 async def serve(handler: Callable[[web.Request], Any]) -> TestServer:
@@ -137,7 +139,12 @@ async def test_bad_checksum_and_expired_card_decided_locally() -> None:
         )
         old = await v.decide(cred(valid_to="2019-01-01"), "t")
         long_term = Verifier(
-            v._client, VoiceConfig().prompt, KEY, 0.05, today=lambda: dt.date(2030, 1, 1)
+            v._client,
+            VoiceConfig().prompt,
+            KEY,
+            0.05,
+            clock=ClockTrust(ntp_synced=lambda: True),
+            wall=lambda: dt.datetime(2030, 1, 1, tzinfo=dt.UTC).timestamp(),
         )
         forever = await long_term.decide(cred(valid_to="长期"), "t")
     finally:
