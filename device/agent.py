@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,7 +47,8 @@ TapListener = Callable[[TapResult], Awaitable[None] | None]
 
 
 class CredentialSource(Protocol):
-    """What the agent needs of a reader: `CardReader` (direct) or `McuLink` (behind an MCU)."""
+    """What the agent needs of a credential source: `CardReader` (direct), `McuLink` (reader
+    behind an MCU), `QrScanner` (camera) or `SsCardReader` (social-security card)."""
 
     @property
     def connected(self) -> bool: ...
@@ -89,6 +90,7 @@ class Agent:
         journal: Journal,
         uploader: Uploader,
         reader: CredentialSource | None,
+        extra_sources: Sequence[CredentialSource] = (),
         heartbeat_interval_s: float = 30.0,
         boot_id: str | None = None,
         fault_prompt: str = "设备故障，请联系工作人员",
@@ -102,7 +104,10 @@ class Agent:
         self._gate = gate
         self._journal = journal
         self._uploader = uploader
-        self._reader = reader
+        self._reader = reader  # the ID-card reader (direct or behind the MCU)
+        self._sources: list[CredentialSource] = [
+            s for s in (reader, *extra_sources) if s is not None
+        ]
         self._heartbeat_interval = heartbeat_interval_s
         self._queue: asyncio.Queue[Credential] = asyncio.Queue(maxsize=64)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +117,7 @@ class Agent:
         self._started = time.monotonic()
         self.dropped_credentials = 0
         self._side_tasks: set[asyncio.Task[Any]] = set()
-        self._reader_faulty = False
+        self._faulty: set[str] = set()  # parts (reader, camera, ...) currently failed
         self._fault_prompt = fault_prompt
         self._snapshots = snapshots
 
@@ -157,15 +162,15 @@ class Agent:
         ]
         if self._snapshots is not None:
             self._tasks.append(asyncio.create_task(self._snapshots.run(), name="snapshot"))
-        if self._reader is not None:
-            self._reader.start(self.submit_threadsafe, self._reader_event_threadsafe)
+        for source in self._sources:
+            source.start(self.submit_threadsafe, self._reader_event_threadsafe)
         await self._journal_system("agent_started", {"version": VERSION})
         if voice_problem:
             await self.record_fault("voice_unavailable", voice_problem, speak=False)
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            await asyncio.to_thread(self._reader.stop)
+        for source in self._sources:
+            await asyncio.to_thread(source.stop)
         tasks = [*self._tasks, *self._side_tasks]
         for task in tasks:
             task.cancel()
@@ -232,8 +237,8 @@ class Agent:
                 "kind": "decision",
                 "outcome": decision.outcome,
                 "prompt": decision.prompt,
-                "masked_id": decision.masked_id,
-                "pseudonym": decision.pseudonym,
+                "masked_id": decision.masked_id or None,  # unreadable cards, unresolved QR
+                "pseudonym": decision.pseudonym or None,
                 "offline": decision.offline,
                 "cache_age_s": decision.cache_age_s,
                 "latency_ms": round(latency_ms, 2) if latency_ms is not None else None,
@@ -264,14 +269,29 @@ class Agent:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _reader_event(self, what: str, detail: dict[str, Any]) -> None:
-        if what in ("reader_lost", "reader_init_failed"):
-            self._reader_faulty = True
+        """Source state changes: `<part>_lost` / `<part>_init_failed` are faults (reader,
+        camera, sscard), `<part>_ready` after a fault is a recovery."""
+        part, _, state = what.partition("_")
+        if state in ("lost", "init_failed"):
+            self._faulty.add(part)
             await self.record_fault(what, str(detail.get("error", "")))
-        elif what == "reader_ready" and self._reader_faulty:
-            self._reader_faulty = False
-            await self._journal_system("reader_recovered", detail)
+        elif state == "ready" and part in self._faulty:
+            self._faulty.discard(part)
+            await self._journal_system(f"{part}_recovered", detail)
         elif what == "card_unreadable":
             await self._journal_system("card_unreadable", detail)
+        elif what == "qr_rejected":
+            # A code was shown but it is garbage (too long, not text): the citizen still
+            # hears that the credential is invalid.
+            await self.submit(
+                Credential(
+                    kind="qr",
+                    id_number="",
+                    completed_at=time.monotonic(),
+                    source="camera",
+                    readable=False,
+                )
+            )
 
     async def record_fault(self, what: str, error: str, *, speak: bool = True) -> None:
         """A device fault: journalled, signalled on the buzzer and (optionally) spoken."""
@@ -324,6 +344,7 @@ class Agent:
     # -- health ----------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         reader = self._reader.health() if self._reader is not None else None
+        others = [s.health() for s in self._sources if s is not self._reader]
         return {
             "boot_id": self.boot_id,
             "uptime_s": round(time.monotonic() - self._started, 1),
@@ -335,6 +356,7 @@ class Agent:
             "dropped_credentials": self.dropped_credentials,
             "upload": {"uploaded": self._uploader.uploaded, "failures": self._uploader.failures},
             "reader": reader,
+            "sources": others,
             "circuit": {
                 "state": self._verifier.breaker.state,
                 "opened": self._verifier.breaker.opened,

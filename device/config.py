@@ -158,6 +158,44 @@ class GpioConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """The QR camera (health codes and signed passes)."""
+
+    enabled: bool = False
+    source: str = "0"  # device index, /dev/videoN, a video file or an rtsp:// / http:// URL
+    width: int = 640
+    height: int = 480
+    fps: float = 15.0
+    dedupe_s: float = 3.0  # the same code seen again within this window is one credential
+    max_payload: int = 1024
+    stall_s: float = 3.0  # no frame for this long: reopen the camera
+
+    def validate(self, where: str) -> None:
+        if not self.source:
+            raise ConfigError(f"{where}.source: must not be empty")
+        if not (160 <= self.width <= 1920 and 120 <= self.height <= 1080):
+            raise ConfigError(f"{where}.width/height: between 160x120 and 1920x1080")
+        if not 1 <= self.fps <= 60:
+            raise ConfigError(f"{where}.fps: must be in [1, 60], got {self.fps}")
+        _positive(where, "dedupe_s", self.dedupe_s)
+        _positive(where, "stall_s", self.stall_s)
+        if not 16 <= self.max_payload <= 4096:
+            raise ConfigError(f"{where}.max_payload: must be in [16, 4096]")
+
+
+@dataclass(frozen=True)
+class SsCardConfig:
+    """The social-security card reader (PC/SC, needs the `sscard` extra and pcscd)."""
+
+    enabled: bool = False
+    reader_name: str = ""  # substring of the PC/SC reader name; "" = the first reader
+    poll_interval_s: float = 0.2
+
+    def validate(self, where: str) -> None:
+        _positive(where, "poll_interval_s", self.poll_interval_s)
+
+
+@dataclass(frozen=True)
 class UploadConfig:
     """Journal upload batching."""
 
@@ -182,16 +220,23 @@ class HeartbeatConfig:
 
 @dataclass(frozen=True)
 class Bundle:
-    """The per-device credential written by `kiosk provision add`."""
+    """The per-kiosk bundle (docs/identity.md): identity, private key and fleet settings.
+
+    Written by `kiosk provision add` / `kiosk device enrol`, mode 0600. ``private_key`` is the
+    kiosk's own Ed25519 key (hex, 32 bytes) and never leaves the kiosk; ``fleet_key`` keys the
+    offline cache's pseudonyms and authenticates nothing.
+    """
 
     device_id: str
-    secret: str
     serial: str
     site: str
     server_url: str
     fleet_key: str
+    private_key: str = field(repr=False)
     gate: str = ""
     server_key: str = ""  # the server's Ed25519 public key (hex): verifies site snapshots
+    public_key: str = ""  # this kiosk's public key (hex), for reference
+    tls_ca: str = ""  # PEM: the only CA(s) trusted for https server_url ("" = system CAs)
 
     @classmethod
     def load(cls, path: Path) -> Bundle:
@@ -202,6 +247,11 @@ class Bundle:
             raise ConfigError(f"{path}: cannot read device bundle: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: device bundle must be a JSON object")
+        if "private_key" not in raw and "secret" in raw:
+            raise ConfigError(
+                f"{path}: this bundle holds a shared secret from before per-kiosk keys;"
+                " enrol the kiosk again (kiosk device enrol)"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in raw.items() if k in known}
         for f in dataclasses.fields(cls):
@@ -215,6 +265,11 @@ class Bundle:
             bytes.fromhex(values["fleet_key"])
         except ValueError as exc:
             raise ConfigError(f"{path}: 'fleet_key' must be hex") from exc
+        try:
+            if len(bytes.fromhex(values["private_key"])) != 32:
+                raise ValueError
+        except ValueError as exc:
+            raise ConfigError(f"{path}: 'private_key' must be 64 hex digits") from exc
         return cls(**values)
 
     @property
@@ -234,6 +289,8 @@ class DeviceConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    sscard: SsCardConfig = field(default_factory=SsCardConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
 
@@ -261,6 +318,8 @@ class DeviceConfig:
         self.cache.validate(f"{source}: cache")
         self.voice.validate(f"{source}: voice")
         self.gpio.validate(f"{source}: gpio")
+        self.camera.validate(f"{source}: camera")
+        self.sscard.validate(f"{source}: sscard")
         self.upload.validate(f"{source}: upload")
         self.heartbeat.validate(f"{source}: heartbeat")
 

@@ -16,14 +16,15 @@ from device.privacy import mask_id
 class Credential:
     """One completed credential read (card frame received, or later: QR decoded)."""
 
-    kind: str  # "id_card" | "ss_card"
-    id_number: str = field(repr=False)
-    completed_at: float  # time.monotonic() when the last byte of the credential arrived
+    kind: str  # "id_card" | "ss_card" | "qr"
+    id_number: str = field(repr=False)  # "" for a QR credential
+    completed_at: float  # time.monotonic() when the last byte arrived / the code was decoded
     source: str = "reader"
     card_type: str = "resident"
     checksum_ok: bool = True
     valid_to: str = ""  # "YYYY-MM-DD", "长期" or "" when the credential has no expiry
     readable: bool = True  # False: a card was presented but its data could not be read
+    token: str = field(default="", repr=False)  # QR payload: opaque, never logged in full
 
     @property
     def masked_id(self) -> str:

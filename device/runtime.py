@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from device.client import ServerClient
 from device.clock import ClockTrust
 from device.config import DEFAULT_PROMPTS, Bundle, DeviceConfig
 from device.gate import Gate
+from device.identity import DeviceIdentity
 from device.journal import Journal
 from device.mculink import McuGate, McuLink
 from device.snapshot import SnapshotLoader
@@ -58,6 +59,32 @@ def make_pin_factory(name: str) -> Any:
     return NativeFactory()
 
 
+def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
+    """The sources besides the ID-card reader that the configuration turns on."""
+    sources: list[CredentialSource] = []
+    if config.camera.enabled:
+        from device.camera import OpenCvCamera
+        from device.qrscan import QrScanner
+
+        cam = config.camera
+        camera = OpenCvCamera(cam.source, width=cam.width, height=cam.height, fps=cam.fps)
+        sources.append(
+            QrScanner(
+                camera, dedupe_s=cam.dedupe_s, max_payload=cam.max_payload, stall_s=cam.stall_s
+            )
+        )
+    if config.sscard.enabled:
+        from device.sscard import PcscCardFactory, SsCardReader
+
+        sources.append(
+            SsCardReader(
+                PcscCardFactory(config.sscard.reader_name or None),
+                poll_interval_s=config.sscard.poll_interval_s,
+            )
+        )
+    return sources
+
+
 @contextlib.asynccontextmanager
 async def built_agent(
     config: DeviceConfig,
@@ -68,6 +95,7 @@ async def built_agent(
     reader: CredentialSource | bool | None = True,
     client: ServerClient | None = None,
     journal_max_pages: int | None = None,
+    extra_sources: Sequence[CredentialSource] | None = None,
 ) -> AsyncIterator[Agent]:
     """An agent built from config, started, and stopped (resources closed) on exit.
 
@@ -81,7 +109,11 @@ async def built_agent(
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
             client = ServerClient(
-                config.server_url or bundle.server_url, bundle.device_id, bundle.secret
+                config.server_url or bundle.server_url,
+                DeviceIdentity.from_bundle(
+                    bundle.device_id, bundle.private_key, Path(config.bundle)
+                ),
+                tls_ca=bundle.tls_ca,
             )
         stack.push_async_callback(client.close)
         journal = Journal(
@@ -146,6 +178,8 @@ async def built_agent(
                 max_cooldown_s=config.verify.circuit_max_cooldown_s,
             ),
             clock=ClockTrust(tolerance_s=config.verify.clock_tolerance_s),
+            server_key_hex=bundle.server_key,
+            site=bundle.site,
         )
         stack.push_async_callback(verifier.flush)
         snapshots = None
@@ -163,6 +197,8 @@ async def built_agent(
             interval_s=config.upload.interval_s,
             batch_size=config.upload.batch_size,
         )
+        if extra_sources is None:
+            extra_sources = credential_sources(config)
         agent = Agent(
             device_id=bundle.device_id,
             client=client,
@@ -172,6 +208,7 @@ async def built_agent(
             journal=journal,
             uploader=uploader,
             reader=card_reader,
+            extra_sources=extra_sources,
             heartbeat_interval_s=config.heartbeat.interval_s,
             boot_id=boot_id,
             fault_prompt=config.voice.prompt("fault"),

@@ -64,6 +64,7 @@ DEFAULT_RATE: Final = 170
 FALLBACK_KEYS: Final = ("generic", "fault")
 
 # Exit codes of the render child, so the parent can tell "not installed" from a crash.
+_RENDER_ATTEMPTS: Final = 3
 _EXIT_UNAVAILABLE: Final = 3
 _EXIT_FAILED: Final = 4
 
@@ -119,7 +120,8 @@ class PromptRenderer:
         self.timeout_s = timeout_s
         self.python = python or sys.executable
         self._lock = threading.Lock()
-        self.renders = 0
+        self.renders = 0  # clips synthesised (cache misses that succeeded)
+        self.attempts = 0  # synthesis runs, retries included
 
     def path_for(self, text: str) -> Path:
         """The cache file for ``text`` with this renderer's voice and rate."""
@@ -154,15 +156,25 @@ class PromptRenderer:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         final = self.path_for(text)
         tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp.wav")
-        with self._lock:
-            self.renders += 1
-        try:
-            self._synthesise(text, tmp)
-            check_wav(tmp)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return final
+        # pyttsx3's espeak driver now and then writes an empty or truncated file and still
+        # reports success (seen about once in a dozen renders here): check and try again.
+        for attempt in range(1, _RENDER_ATTEMPTS + 1):
+            with self._lock:
+                self.attempts += 1
+            try:
+                self._synthesise(text, tmp)
+                check_wav(tmp)
+                os.replace(tmp, final)
+                with self._lock:
+                    self.renders += 1
+                return final
+            except VoiceError as exc:
+                if attempt == _RENDER_ATTEMPTS or "unavailable" in str(exc):
+                    raise
+                log.warning("prompt render attempt %d failed, retrying: %s", attempt, exc)
+            finally:
+                tmp.unlink(missing_ok=True)
+        raise AssertionError("unreachable")
 
     def prerender(self, texts: Iterable[str]) -> dict[str, Path]:
         """Render every distinct text; return ``{text: clip}``.

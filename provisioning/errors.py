@@ -25,3 +25,20 @@ class InvalidField(ProvisioningError, ValueError):
 
 class BundleError(ProvisioningError, OSError):
     """The bundle file cannot be written (or already exists for a new registration)."""
+
+
+class UnknownSite(ProvisioningError, LookupError):
+    """The site is not registered (``kiosk provision site add``, or ``--create-sites``)."""
+
+
+class RowError(ProvisioningError, ValueError):
+    """One row of a bulk registration is refused; the message names the row and column."""
+
+
+class EnrolRefused(ProvisioningError, PermissionError):
+    """An enrolment (or a request for an enrolment code) is refused; ``error`` is the API code."""
+
+    def __init__(self, error: str, detail: str, status: int = 403) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.status = status

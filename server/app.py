@@ -7,15 +7,18 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from server import views
+from server import admin, identity_views, views
 from server.appkeys import (
     CLIENT_SESSION,
     CLOCK,
     CONFIG,
     DATABASE,
+    DIRECTORY,
+    REPLAY,
     SIGNING_KEY,
     SNAPSHOTS,
     SOURCE_FACTORY,
+    TOKENS,
     VERIFIER,
     Clock,
     SourceFactory,
@@ -25,9 +28,11 @@ from server.config import ServerConfig
 from server.db import Database
 from server.keys import signing_key
 from server.middleware import error_middleware
+from server.ratelimit import ratelimit_middleware
 from server.resilience import ResilientSource
+from server.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
 from server.snapshot import SnapshotService
-from server.upstream import configured_sources
+from server.upstream import configured_resolver, configured_sources
 from server.verify import Verifier
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -39,7 +44,17 @@ ROUTES = [
     web.post("/v1/verify", views.verify),
     web.get("/v1/snapshot", views.snapshot),
     web.post("/v1/audit", views.audit_upload),
-    web.post("/v1/heartbeat", views.heartbeat),
+    web.post("/v1/heartbeat", identity_views.heartbeat),
+    # fleet identity (docs/identity.md)
+    web.post("/v1/enrol", identity_views.enrol),
+    web.post("/v1/session/challenge", identity_views.challenge),
+    web.post("/v1/session", identity_views.session),
+    # admin API
+    web.post("/v1/admin/login", admin.login),
+    web.post("/v1/admin/devices", admin.devices_bulk),
+    web.get("/v1/admin/devices", admin.devices_list),
+    web.post("/v1/admin/devices/{serial}/{action}", admin.device_action),
+    web.post("/v1/admin/config", admin.config_set),
 ]
 
 
@@ -74,7 +89,8 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
             )
             for adapter in adapters
         ]
-        app[VERIFIER] = Verifier(sources, max_stale_s=config.source_max_stale_s)
+        resolver = configured_resolver(config, db, app[CLIENT_SESSION], clock=clock)
+        app[VERIFIER] = Verifier(sources, max_stale_s=config.source_max_stale_s, resolver=resolver)
         app[SIGNING_KEY] = await db.run(signing_key)
         snapshots = SnapshotService(db, app[SIGNING_KEY], config, app[VERIFIER].sources, clock)
         app[SNAPSHOTS] = snapshots
@@ -83,6 +99,16 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         if snapshots is not None:
             await snapshots.close()
         await db.close()
+
+
+async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Session tokens, the cached device directory and the tap replay guard."""
+    db = app[DATABASE]
+    identity = app[CONFIG].identity
+    app[TOKENS] = TokenCodec(await db.run(session_secret))
+    app[DIRECTORY] = DeviceDirectory(db, identity.status_sync_s)
+    app[REPLAY] = ReplayGuard(identity.replay_window)
+    yield
 
 
 def create_app(
@@ -99,7 +125,8 @@ def create_app(
     ``datetime`` (default: UTC now).
     """
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[error_middleware, ratelimit_middleware(config.limits), auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[CONFIG] = config
     if source_factory is not None:
@@ -107,5 +134,6 @@ def create_app(
     app[CLOCK] = clock or views.now_utc
     app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_database_ctx)
+    app.cleanup_ctx.append(_identity_ctx)
     app.add_routes(ROUTES)
     return app

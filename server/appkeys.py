@@ -12,6 +12,7 @@ from server.config import ServerConfig
 from server.db import Database
 from server.devices import Device
 from server.keys import SigningKey
+from server.sessions import DeviceDirectory, ReplayGuard, TokenCodec
 from server.snapshot import SnapshotService
 from server.sources import SourceAdapter
 from server.verify import Verifier
@@ -29,3 +30,9 @@ SOURCE_FACTORY: web.AppKey[SourceFactory] = web.AppKey("source_factory")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 
 DEVICE = web.RequestKey("device", Device)
+
+# Fleet identity (server/sessions.py, server/auth.py, server/admin.py).
+TOKENS = web.AppKey("session_tokens", TokenCodec)
+DIRECTORY = web.AppKey("device_directory", DeviceDirectory)
+REPLAY = web.AppKey("replay_guard", ReplayGuard)
+ADMIN = web.RequestKey("admin", str)  # the authenticated administrator's user name

@@ -1,65 +1,103 @@
-"""Device authentication: ``Authorization: Bearer <device_id>.<secret>``.
+"""Request authentication: device session tokens on ``/v1/*``, admin tokens on ``/v1/admin/*``.
 
-Only SHA-256 of the secret is stored; comparison is constant time. The device row is read on
-every request, so a revocation takes effect on the very next one.
+Devices send ``Authorization: Bearer <session token>`` (``POST /v1/session``, docs/identity.md).
+Checking a token costs one HMAC and a dictionary lookup: no signature, no database read
+(server/sessions.py). The device's status comes from the per-process cache, so revocation
+and quarantine refuse the device's next request (at once when made through this process's
+admin API, within ``[identity] status_sync_s`` otherwise); a key change (rotation, re-enrolment)
+ends its sessions. ``POST /v1/verify`` also refuses a tap id the device already sent
+(``409 replay``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import json
 import logging
 import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.appkeys import DATABASE, DEVICE
-from server.devices import Device, find_device
+from server import sessions
+from server.admin import authenticate_admin
+from server.appkeys import ADMIN, DEVICE, DIRECTORY, REPLAY, TOKENS
+from server.devices import Device
 from server.middleware import json_error
 
 log = logging.getLogger(__name__)
 
-_TOKEN = re.compile(r"Bearer ([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,128})")
-_DUMMY_HASH = hashlib.sha256(b"no such device").hexdigest()
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9_.~+/=-]{1,256})")
 PROTECTED_PREFIX = "/v1/"
+ADMIN_PREFIX = "/v1/admin/"
+#: Device endpoints that authenticate themselves (with a signature or an enrolment code).
+OPEN_PATHS = frozenset({"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login"})
+REPLAY_CHECKED = "/v1/verify"
 
 
-def secret_sha256(secret: str) -> str:
-    """The stored form of a device secret."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+def unauthenticated(detail: str, code: str = "unauthenticated") -> web.HTTPException:
+    """A ``401`` JSON error with ``WWW-Authenticate: Bearer``."""
+    return json_error(web.HTTPUnauthorized, code, detail, {"WWW-Authenticate": "Bearer"})
 
 
-def _unauthenticated(detail: str) -> web.HTTPException:
-    return json_error(
-        web.HTTPUnauthorized, "unauthenticated", detail, {"WWW-Authenticate": "Bearer"}
-    )
+def bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer …``, or a 401."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise unauthenticated("missing Authorization header")
+    match = _BEARER.fullmatch(header.strip())
+    if match is None:
+        raise unauthenticated("expected 'Bearer <token>'")
+    return match.group(1)
+
+
+def refuse_status(status: str, device_id: str) -> None:
+    """403 for a revoked or quarantined device."""
+    if status == "revoked":
+        log.info("revoked device %s refused", device_id)
+        raise json_error(web.HTTPForbidden, "revoked", "this device has been revoked")
+    if status == "quarantined":
+        log.info("quarantined device %s refused", device_id)
+        raise json_error(web.HTTPForbidden, "quarantined", "this device is quarantined")
 
 
 async def authenticate(request: web.Request) -> Device:
-    """Return the device the request authenticates as, or raise a 401/403 JSON error."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        raise _unauthenticated("missing Authorization header")
-    match = _TOKEN.fullmatch(header.strip())
-    if match is None:
-        raise _unauthenticated("expected 'Bearer <device_id>.<secret>'")
-    device_id, secret = match.groups()
-    found = await request.app[DATABASE].run(find_device, device_id)
-    expected = found.secret_sha256 if found is not None else _DUMMY_HASH
-    secret_ok = hmac.compare_digest(secret_sha256(secret), expected)
-    if found is None or not secret_ok:
-        log.info("authentication failed for device id %s", device_id)
-        raise _unauthenticated("unknown device or wrong secret")
-    if found.device.status != "active":
-        log.info("revoked device %s refused", device_id)
-        raise json_error(web.HTTPForbidden, "revoked", "this device has been revoked")
-    return found.device
+    """Return the device the request's session token belongs to, or raise a 401/403."""
+    claims = request.app[TOKENS].check(bearer_token(request))
+    if claims is None:
+        raise unauthenticated("invalid session token")
+    if claims.expires <= sessions.utc_now().timestamp():
+        raise unauthenticated("session expired: start a new one", "session_expired")
+    state = await request.app[DIRECTORY].get(claims.device_id)
+    if state is None:
+        raise unauthenticated("unknown device")
+    refuse_status(state.status, claims.device_id)
+    if claims.epoch != state.key_epoch:
+        raise unauthenticated("the device key changed: start a new session", "session_expired")
+    return state.device
+
+
+async def check_replay(request: web.Request, device: Device) -> None:
+    """``409 replay`` when the device already sent this verify's ``tap_id``."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, RecursionError):
+        return  # the handler answers 400
+    tap_id = body.get("tap_id") if isinstance(body, dict) else None
+    if isinstance(tap_id, str) and not request.app[REPLAY].first_time(device.device_id, tap_id):
+        log.warning("replayed tap id from device %s refused", device.device_id)
+        raise json_error(web.HTTPConflict, "replay", "this tap_id was already used")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate every ``/v1/*`` request and attach the device (``request[DEVICE]``)."""
-    if request.path.startswith(PROTECTED_PREFIX):
-        request[DEVICE] = await authenticate(request)
+    """Authenticate ``/v1/*``: admins under ``/v1/admin/``, devices elsewhere."""
+    path = request.path
+    if path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS:
+        if path.startswith(ADMIN_PREFIX):
+            request[ADMIN] = await authenticate_admin(request, bearer_token(request))
+        else:
+            device = await authenticate(request)
+            request[DEVICE] = device
+            if path == REPLAY_CHECKED and request.method == "POST":
+                await check_replay(request, device)
     return await handler(request)

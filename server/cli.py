@@ -1,4 +1,4 @@
-"""``kiosk server …`` verbs: run, import, init-demo-data.
+"""``kiosk server …`` verbs: run, import, init-demo-data, issue-pass.
 
 ``register(subparsers)`` adds the ``server`` command to the top-level ``kiosk`` parser; each
 verb is one function returning an exit status, chosen through ``args.func``.
@@ -7,12 +7,16 @@ verb is one function returning an exit status, chosen through ``args.func``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import json
 import logging
 import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -21,7 +25,9 @@ from server.config import ServerConfig, load_config, resolve_database
 from server.db import connect
 from server.demodata import load_demo_data
 from server.errors import ConfigError, ImportFormatError, SchemaError
+from server.identity import mask, normalise
 from server.importer import KINDS, import_csv
+from server.passes import MAX_VALIDITY_S, PassRefused, issue_pass
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +78,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    url = f"http://{config.host}:{config.port}"
+    ssl_context = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("error: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.tls_cert:
+        from server.tls import server_context
+
+        try:
+            ssl_context = server_context(args.tls_cert, args.tls_key)
+        except ConfigError as exc:
+            return config_error(exc)
+    scheme = "https" if ssl_context is not None else "http"
+    url = f"{scheme}://{config.host}:{config.port}"
     print(f"Siheyi server on {url} (database {config.database})", flush=True)
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None)
+    web.run_app(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        print=None,
+        ssl_context=ssl_context,
+    )
     return 0
 
 
@@ -124,10 +148,51 @@ def cmd_init_demo_data(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports.values()) else 1
 
 
+def cmd_issue_pass(args: argparse.Namespace) -> int:
+    """Print a signed offline pass for a person whose current decision is pass."""
+    segno: Any = None
+    if args.png:
+        try:
+            segno = importlib.import_module("segno")
+        except ImportError:
+            print("error: --png needs segno (pip install segno)", file=sys.stderr)
+            return 1
+    try:
+        config = load_config(args.config) if args.config else ServerConfig.default()
+        config = replace(config, database=resolve_database(args.config, args.database))
+    except ConfigError as exc:
+        return config_error(exc)
+    masked = mask(normalise(args.id_number))
+    try:
+        issued = asyncio.run(
+            issue_pass(config, args.id_number, minutes=args.minutes, site=args.site)
+        )
+    except PassRefused as exc:
+        print(f"not issued for {masked}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except DATABASE_ERRORS as exc:
+        return database_error(config.database, exc)
+    print(issued.text, flush=True)
+    expires = datetime.fromtimestamp(issued.payload["exp"], UTC).isoformat()
+    where = f"site {args.site}" if args.site else "any site"
+    print(f"pass for {masked} at {where}, valid until {expires}", file=sys.stderr)
+    if segno is not None:
+        try:
+            segno.make_qr(issued.text, error="m").save(args.png, scale=4, border=4)
+        except OSError as exc:
+            print(f"error: {args.png}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
 VERBS: dict[str, Verb] = {
     "run": cmd_run,
     "import": cmd_import,
     "init-demo-data": cmd_init_demo_data,
+    "issue-pass": cmd_issue_pass,
 }
 
 
@@ -155,6 +220,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--host", help="listen address (overrides the config)")
     run.add_argument("--port", type=int, help="listen port (overrides the config)")
     run.add_argument("--database", metavar="PATH", help="SQLite file (overrides the config)")
+    run.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: certificate chain (PEM)")
+    run.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: private key (PEM)")
 
     imp = verbs.add_parser("import", help="import a CSV file into one source table")
     imp.add_argument("kind", choices=sorted(KINDS), metavar="KIND", help=", ".join(sorted(KINDS)))
@@ -168,5 +235,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.add_argument("--people", type=int, default=500, metavar="N")
     demo.add_argument("--seed", type=int, default=2022)
 
-    for name, parser in (("run", run), ("import", imp), ("init-demo-data", demo)):
+    issue = verbs.add_parser(
+        "issue-pass", help="print a signed offline pass (QR text) for a person who passes now"
+    )
+    issue.add_argument("id_number", metavar="ID_NUMBER")
+    issue.add_argument(
+        "--minutes",
+        type=int,
+        default=5,
+        metavar="N",
+        help=f"validity in minutes, 1..{MAX_VALIDITY_S // 60} (default 5)",
+    )
+    issue.add_argument(
+        "--site", default="", metavar="S", help="only kiosks of this site accept it (default: any)"
+    )
+    issue.add_argument("--png", metavar="FILE", help="also write the pass as a QR image (segno)")
+    add_database_options(issue)
+
+    for name, parser in (
+        ("run", run),
+        ("import", imp),
+        ("init-demo-data", demo),
+        ("issue-pass", issue),
+    ):
         parser.set_defaults(func=VERBS[name])

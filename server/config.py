@@ -49,6 +49,9 @@ DEFAULT_MAX_STALE_S = 6 * 3600.0
 SOURCE_TYPES = ("local", "http")
 HTTP_METHODS = ("GET", "POST")
 ID_PLACEHOLDER = "{id_number}"
+TOKEN_PLACEHOLDER = "{token}"
+#: The mapping field that tells where a token-resolve answer holds the ID number.
+RESOLVED_ID_FIELD = "id_number"
 
 
 def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
@@ -69,6 +72,9 @@ class HttpUpstream:
     headers: Mapping[str, str] = field(default_factory=_frozen, repr=False)
     mapping: Mapping[str, str] = field(default_factory=_frozen)
     values: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
+    #: health_code only: GET URL template with ``{token}`` resolving a QR token to a person;
+    #: ``mapping["id_number"]`` is then the path of the ID number in its answer.
+    resolve_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,55 @@ class SourceSettings:
     type: str = "local"
     timeout_s: float | None = None  # None: [sources] timeout_s
     http: HttpUpstream | None = None
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Kiosk identity and sessions (``[identity]``, docs/identity.md)."""
+
+    session_ttl_s: float = 900.0  # session token lifetime
+    challenge_ttl_s: float = 60.0  # a session challenge (nonce) must be answered within this
+    enrol_code_ttl_s: float = 900.0  # default lifetime of an enrolment code
+    clock_skew_s: float = 300.0  # kiosk clock error tolerated at session start
+    status_sync_s: float = 1.0  # cached device status is at most this old (0: read per request)
+    admin_token_ttl_s: float = 3600.0  # admin bearer token lifetime
+    replay_window: int = 4096  # tap ids remembered per device for replay detection
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Overload protection (``[limits]``): beyond these a request gets ``429`` + Retry-After."""
+
+    session_per_s: float = 500.0  # challenges + sessions per second (token bucket)
+    session_burst: int = 1000
+    enrol_per_s: float = 20.0  # enrolment attempts per second
+    login_per_s: float = 2.0  # admin logins per second (argon2 is deliberately slow)
+    device_inflight: int = 4096  # device requests handled at once
+    admin_inflight: int = 4  # admin requests handled at once
+
+
+#: ``[identity]`` / ``[limits]`` keys: (kind, low, high); kind "n" number, "i" integer.
+IDENTITY_BOUNDS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
+    {
+        "session_ttl_s": ("n", 60, 86400),
+        "challenge_ttl_s": ("n", 5, 600),
+        "enrol_code_ttl_s": ("n", 60, 7 * 86400),
+        "clock_skew_s": ("n", 1, 86400),
+        "status_sync_s": ("n", 0, 60),
+        "admin_token_ttl_s": ("n", 60, 86400),
+        "replay_window": ("i", 16, 1_000_000),
+    }
+)
+LIMIT_BOUNDS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
+    {
+        "session_per_s": ("n", 1, 100_000),
+        "session_burst": ("i", 1, 1_000_000),
+        "enrol_per_s": ("n", 0.1, 10_000),
+        "login_per_s": ("n", 0.1, 1000),
+        "device_inflight": ("i", 1, 1_000_000),
+        "admin_inflight": ("i", 1, 1000),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +150,8 @@ class ServerConfig:
     sources: Mapping[str, SourceSettings] = field(default_factory=lambda: MappingProxyType({}))
     snapshot_max_people: int = 50_000
     snapshot_cache_s: float = 60.0
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -115,12 +172,12 @@ class ServerConfig:
         return self.source_timeout_s if own is None else own
 
 
-_TOP_KEYS = frozenset({"server", "policy", "sites", "sources", "snapshot"})
+_TOP_KEYS = frozenset({"server", "policy", "sites", "sources", "snapshot", "identity", "limits"})
 _SERVER_KEYS = frozenset({"host", "port", "database"})
 _POLICY_KEYS = frozenset({"nat_window_hours", "min_doses", "prompts"})
 _SOURCES_KEYS = frozenset({"timeout_s", "max_stale_s", "cache_size"})
 _SOURCE_KEYS = frozenset(
-    {"type", "timeout_s", "url", "method", "body", "headers", "mapping", "values"}
+    {"type", "timeout_s", "url", "method", "body", "headers", "mapping", "values", "resolve_url"}
 )
 _HTTP_ONLY_KEYS = _SOURCE_KEYS - {"type", "timeout_s"}
 _SNAPSHOT_KEYS = frozenset({"max_people", "cache_s"})
@@ -169,6 +226,25 @@ class _Checker:
         if not ok or not math.isfinite(value) or not 0 <= value <= hi:
             raise self.fail(where, f"must be a number in [0, {hi}], got {value!r}")
         return float(value)
+
+    def bounded(
+        self, doc: Mapping[str, Any], name: str, bounds: Mapping[str, tuple[str, float, float]]
+    ) -> dict[str, Any]:
+        """A table of plain numbers with bounds (``[identity]``, ``[limits]``)."""
+        table = self.table(doc, name, f"[{name}]")
+        self.no_unknown(table, frozenset(bounds), f"[{name}]")
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            kind, lo, hi = bounds[key]
+            where = f"[{name}] {key}"
+            if kind == "i":
+                out[key] = self.integer(value, where, int(lo), int(hi))
+                continue
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not math.isfinite(value) or not lo <= value <= hi:
+                raise self.fail(where, f"must be a number in [{lo}, {hi}], got {value!r}")
+            out[key] = float(value)
+        return out
 
     def expand(self, text: str, where: str, environ: Mapping[str, str]) -> str:
         """Replace every ``${NAME}`` by the environment variable (never echoed in errors)."""
@@ -231,11 +307,19 @@ class _Checker:
             if any(c in expanded for c in "\r\n\0"):
                 raise self.fail(at, "must not contain line breaks or NUL")
             headers[header] = expanded
-        fields = MAPPED_FIELDS[name]
+        fields = dict(MAPPED_FIELDS[name])
+        resolve_url = None
+        if "resolve_url" in table:
+            if name != "health_code":
+                raise self.fail(f"{where} resolve_url", "only allowed for [sources.health_code]")
+            resolve_url = self.resolve_url(table["resolve_url"], f"{where} resolve_url", environ)
+            fields[RESOLVED_ID_FIELD] = True
         mapping: dict[str, str] = {}
         raw_mapping = self.table(table, "mapping", f"{where} mapping")
         for key, path in raw_mapping.items():
             at = f"[sources.{name}.mapping] {key}"
+            if key == RESOLVED_ID_FIELD and name == "health_code" and resolve_url is None:
+                raise self.fail(at, "only allowed with resolve_url")
             if key not in fields:
                 raise self.fail(at, f"unknown field; expected one of {', '.join(fields)}")
             path = self.string(path, at)
@@ -264,7 +348,21 @@ class _Checker:
             headers=MappingProxyType(headers),
             mapping=MappingProxyType(mapping),
             values=MappingProxyType(values),
+            resolve_url=resolve_url,
         )
+
+    def resolve_url(self, value: Any, where: str, environ: Mapping[str, str]) -> str:
+        """A GET URL template whose only placeholder, ``{token}``, is required."""
+        url = self.expand(self.string(value, where), where, environ)
+        if TOKEN_PLACEHOLDER not in url:
+            raise self.fail(where, "needs {token} in the url")
+        rest = url.replace(TOKEN_PLACEHOLDER, "")
+        if "{" in rest or "}" in rest:
+            raise self.fail(where, "the only placeholder allowed is {token}")
+        parts = urlsplit(rest)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.fail(where, "must be an http:// or https:// URL with a host")
+        return url
 
     def json_template(self, value: Any, where: str) -> None:
         stack = [value]
@@ -390,6 +488,8 @@ def parse_config(
         sources=MappingProxyType(per_source),
         snapshot_max_people=max_people,
         snapshot_cache_s=cache_s,
+        identity=IdentitySettings(**check.bounded(doc, "identity", IDENTITY_BOUNDS)),
+        limits=LimitSettings(**check.bounded(doc, "limits", LIMIT_BOUNDS)),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from server import identity
 from server.db import connect, durable
 from server.errors import ImportFormatError
+from server.qr import MAX_TOKEN_LEN, token_digest
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,18 @@ def _site_person(r: _Row) -> Params:
     return (site, r.id_number())
 
 
+def _qr_token(r: _Row) -> Params:
+    # Never echo the token in a problem report: only its length is safe to show.
+    token = r.values.get("token", "").strip()
+    if not token:
+        r.fail("token", "required")
+    elif len(token) > MAX_TOKEN_LEN:
+        r.fail("token", f"longer than {MAX_TOKEN_LEN} characters ({len(token)})")
+    elif not token.isprintable():
+        r.fail("token", "must be printable characters only")
+    return (token_digest(token), r.id_number(), r.timestamp("expires_at"))
+
+
 @dataclass(frozen=True)
 class Kind:
     """How one kind of CSV maps onto its table."""
@@ -240,6 +253,14 @@ KINDS: Mapping[str, Kind] = {
         _site_person,
         "INSERT INTO site_people (site, id_number) VALUES (?, ?)"
         " ON CONFLICT (site, id_number) DO NOTHING",
+    ),
+    # Not a source table either: QR token → person for the health-code source, by SHA-256.
+    "qr_token": Kind(
+        ("token", "id_number", "expires_at"),
+        _qr_token,
+        "INSERT INTO qr_tokens (token_sha256, id_number, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (token_sha256) DO UPDATE SET id_number = excluded.id_number,"
+        " expires_at = excluded.expires_at",
     ),
 }
 

@@ -58,10 +58,12 @@ def decide(
     *,
     credential_valid: bool = True,
     max_stale_s: float = DEFAULT_MAX_STALE_S,
+    invalid_reason: str = "bad_checksum",
 ) -> Decision:
     """Decide pass / check / nat_expired / invalid_credential (DESIGN.md "Outcomes").
 
     - invalid credential (``checks`` is None or ``credential_valid`` false) → invalid_credential
+      with ``invalid_reason`` (``bad_checksum``; ``unknown_qr`` for a QR token nobody knows)
     - no record in any source → check (``unknown_person``)
     - code not green, travel flag, positive NAT, a missing or failed source the policy needs,
       too few doses → check
@@ -73,7 +75,7 @@ def decide(
     is a failed source after that.
     """
     if checks is None or not credential_valid:
-        return _decision(INVALID_CREDENTIAL, site_policy, ["bad_checksum"])
+        return _decision(INVALID_CREDENTIAL, site_policy, [invalid_reason])
     checks = usable_checks(checks, max_stale_s)
 
     results = checks.by_name()

@@ -142,3 +142,119 @@ CREATE TABLE server_keys (
     public_key  TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+
+-- migration: 4
+
+-- Health-code QR tokens resolved locally (POST /v1/verify with kind "qr"). The token itself
+-- is never stored: only SHA-256 of its UTF-8 bytes, lower-case hex. Filled by
+-- `kiosk server import qr_token FILE.csv`; a row past expires_at resolves to nobody.
+CREATE TABLE qr_tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    id_number    TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+);
+
+-- migration: 5
+
+-- Fleet identity (issue 6): each kiosk has its own Ed25519 key; no shared secret is stored.
+-- The devices table is rebuilt to drop secret_sha256 and widen the status check (SQLite cannot
+-- alter a CHECK). Devices registered before this migration keep their rows with no public key:
+-- they must be enrolled again (`kiosk provision enrol-code`, `kiosk device enrol`).
+-- public_key: raw Ed25519 public key as hex, NULL until the kiosk is enrolled.
+-- key_epoch: bumped by every key change (enrolment, rotation); session tokens name the epoch
+-- they were issued under, so a key change ends them.
+-- change_seq: fleet-wide counter bumped by every change of status, key or placement, so each
+-- server process can refresh its cached device states with one indexed query.
+CREATE TABLE devices_v5 (
+    device_id       TEXT PRIMARY KEY,
+    serial          TEXT NOT NULL UNIQUE,
+    site            TEXT NOT NULL,
+    gate            TEXT NOT NULL DEFAULT '',
+    location        TEXT NOT NULL DEFAULT '',
+    extra           TEXT NOT NULL DEFAULT '{}',
+    public_key      TEXT,
+    key_epoch       BIGINT NOT NULL DEFAULT 0,
+    rotate_pending  INTEGER NOT NULL DEFAULT 0 CHECK (rotate_pending IN (0, 1)),
+    status          TEXT NOT NULL DEFAULT 'active'
+                    CHECK (status IN ('active', 'quarantined', 'revoked')),
+    change_seq      BIGINT NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT,
+    enrolled_at     TEXT,
+    last_seen_at    TEXT,
+    last_heartbeat  TEXT,
+    clock_skew_s    REAL
+);
+
+INSERT INTO devices_v5 (device_id, serial, site, gate, location, status, created_at,
+                        last_seen_at, last_heartbeat)
+    SELECT device_id, serial, site, gate, location, status, created_at, last_seen_at,
+           last_heartbeat
+    FROM devices;
+
+DROP TABLE devices;
+
+ALTER TABLE devices_v5 RENAME TO devices;
+
+CREATE INDEX devices_change_seq ON devices (change_seq);
+
+CREATE INDEX devices_placement ON devices (site, gate, serial);
+
+-- Single-use enrolment codes bound to a pre-registered serial; only SHA-256 of the code.
+CREATE TABLE enrol_codes (
+    code_hash   TEXT PRIMARY KEY,
+    serial      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    used_at     TEXT
+);
+
+CREATE INDEX enrol_codes_serial ON enrol_codes (serial);
+
+-- Session challenges: single use (used_at), short-lived; shared by every server process.
+CREATE TABLE session_nonces (
+    nonce       TEXT PRIMARY KEY,
+    device_id   TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    used_at     TEXT
+);
+
+CREATE INDEX session_nonces_expiry ON session_nonces (expires_at);
+
+-- Server-side secrets (the HMAC key of session tokens), created on first use, never logged.
+CREATE TABLE server_secrets (
+    name        TEXT PRIMARY KEY,
+    secret      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- Administrators (argon2id password hashes) and their bearer tokens (SHA-256 only).
+CREATE TABLE admins (
+    username      TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL DEFAULT 'admin' CHECK (role IN ('admin')),
+    created_at    TEXT NOT NULL
+);
+
+CREATE TABLE admin_tokens (
+    token_hash  TEXT PRIMARY KEY,
+    username    TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+
+-- Fleet settings from `kiosk provision init` (server_url, tls_ca, config_version).
+CREATE TABLE fleet_settings (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL
+);
+
+-- Layered kiosk configuration: fleet < site < device. value is JSON.
+CREATE TABLE fleet_config (
+    scope       TEXT NOT NULL CHECK (scope IN ('fleet', 'site', 'device')),
+    target      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (scope, target, key)
+);

@@ -24,9 +24,16 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from server.checks import HealthCode, NatResult, SourceResult, Travel, Vaccination
-from server.config import ID_PLACEHOLDER, HttpUpstream, ServerConfig
+from server.config import (
+    ID_PLACEHOLDER,
+    RESOLVED_ID_FIELD,
+    TOKEN_PLACEHOLDER,
+    HttpUpstream,
+    ServerConfig,
+)
 from server.db import Database
 from server.errors import UpstreamError
+from server.qr import ChainResolver, LocalTokenResolver, Resolution, TokenResolver, valid_number
 from server.sources import (
     HealthCodeSource,
     NatSource,
@@ -77,13 +84,26 @@ def _translation_key(value: Any) -> str:
 
 
 class _Answer:
-    """The mapped fields of one upstream answer, converted with errors naming the field."""
+    """The mapped fields of one upstream answer, converted with errors naming the field.
 
-    def __init__(self, spec: HttpUpstream, document: Any, host: str, fetched_at: datetime) -> None:
+    ``fields`` limits which mapped fields are read (a lookup answer does not carry the
+    ``id_number`` of a token-resolve answer, and the other way round).
+    """
+
+    def __init__(
+        self,
+        spec: HttpUpstream,
+        document: Any,
+        host: str,
+        fetched_at: datetime,
+        fields: Callable[[str], bool] = lambda name: name != RESOLVED_ID_FIELD,
+    ) -> None:
         self.host = host
         self.fetched_at = fetched_at
         self.values: dict[str, Any] = {}
         for name, path in spec.mapping.items():
+            if not fields(name):
+                continue
             value = dig(document, path)
             if value is _ABSENT:
                 raise UpstreamError(f"{host}: answer has no {path!r} (mapped to {name})")
@@ -265,6 +285,71 @@ async def _read_bounded(resp: aiohttp.ClientResponse, host: str) -> bytes:
     return b"".join(chunks)
 
 
+class HttpTokenResolver:
+    """Resolves QR tokens through the health-code upstream's ``resolve_url`` (GET).
+
+    ``{token}`` is replaced by the URL-quoted token. ``404`` → unknown; a ``2xx`` whose mapped
+    ``id_number`` is ``null`` or ``""`` → unknown; any other status, a body that is not JSON,
+    an absent path or a value that is not a valid ID number → :class:`UpstreamError`
+    (the verify answer is then ``check``, not ``invalid_credential``). Errors name the host
+    only: the URL holds the token.
+    """
+
+    def __init__(
+        self,
+        spec: HttpUpstream,
+        session: aiohttp.ClientSession,
+        *,
+        timeout_s: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if spec.resolve_url is None or RESOLVED_ID_FIELD not in spec.mapping:
+            raise ValueError("HttpTokenResolver needs resolve_url and mapping.id_number")
+        self._spec = spec
+        self._url = spec.resolve_url
+        self._session = session
+        self._clock = clock or _utc_now
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+        self.host = urlsplit(self._url.replace(TOKEN_PLACEHOLDER, "x")).netloc.rpartition("@")[2]
+
+    def __repr__(self) -> str:
+        return f"HttpTokenResolver(host={self.host!r})"
+
+    async def resolve(self, token: str, now: datetime) -> Resolution:
+        """Ask the upstream who ``token`` belongs to."""
+        url = self._url.replace(TOKEN_PLACEHOLDER, quote(token, safe=""))
+        try:
+            async with self._session.get(
+                url,
+                headers=dict(self._spec.headers),
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as resp:
+                if resp.status == 404:
+                    return Resolution.unknown()
+                if not 200 <= resp.status < 300:
+                    raise UpstreamError(f"{self.host} answered HTTP {resp.status} (resolve)")
+                raw = await _read_bounded(resp, self.host)
+        except TimeoutError:
+            raise TimeoutError(f"{self.host} did not answer in time (resolve)") from None
+        except aiohttp.ClientError as exc:  # the message may hold the URL: keep the type only
+            raise UpstreamError(f"{self.host}: {type(exc).__name__} (resolve)") from None
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise UpstreamError(f"{self.host}: resolve answer is not JSON") from None
+        answer = _Answer(
+            self._spec, document, self.host, self._clock(), lambda n: n == RESOLVED_ID_FIELD
+        )
+        value = answer.raw(RESOLVED_ID_FIELD, required=False)
+        if value is None or value == "":
+            return Resolution.unknown()
+        number = valid_number(value) if isinstance(value, str) else None
+        if number is None:
+            raise answer.fail(RESOLVED_ID_FIELD, "not a valid ID number")
+        return Resolution.found(number)
+
+
 _LOCAL: Mapping[str, Callable[[Database], SourceAdapter]] = {
     "health_code": HealthCodeSource,
     "nat": NatSource,
@@ -292,3 +377,20 @@ def configured_sources(
         else:
             adapters.append(local(db))
     return adapters
+
+
+def configured_resolver(
+    config: ServerConfig,
+    db: Database,
+    session: aiohttp.ClientSession,
+    *,
+    clock: Clock | None = None,
+) -> ChainResolver:
+    """QR token resolution: the ``qr_tokens`` table, then the health-code upstream's
+    ``resolve_url`` when configured; bounded by the health-code source's timeout."""
+    resolvers: list[TokenResolver] = [LocalTokenResolver(db)]
+    settings = config.source("health_code")
+    timeout = config.timeout_for("health_code")
+    if settings.http is not None and settings.http.resolve_url is not None:
+        resolvers.append(HttpTokenResolver(settings.http, session, timeout_s=timeout, clock=clock))
+    return ChainResolver(resolvers, timeout_s=timeout)

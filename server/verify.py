@@ -11,7 +11,8 @@ from typing import Any
 from server import identity
 from server.checks import SOURCE_NAMES, Checks, SourceResult
 from server.config import DEFAULT_MAX_STALE_S, SitePolicy
-from server.policy import Decision, decide, nat_age_hours, usable_checks
+from server.policy import CHECK, Decision, decide, nat_age_hours, usable_checks
+from server.qr import TokenResolver
 from server.resilience import ResilientSource
 
 
@@ -31,13 +32,21 @@ class Verifier:
     answering its last-known value (``stale``) or ``error`` when it fails, logging once on
     failure and once on recovery. A failing source never fails the request; a stale value
     older than ``max_stale_s`` counts as an error (and the policy answers ``check``).
+
+    ``resolver`` maps QR tokens to ID numbers (:meth:`verify_token`); without one every token
+    is unknown.
     """
 
     def __init__(
-        self, sources: Sequence[ResilientSource], *, max_stale_s: float = DEFAULT_MAX_STALE_S
+        self,
+        sources: Sequence[ResilientSource],
+        *,
+        max_stale_s: float = DEFAULT_MAX_STALE_S,
+        resolver: TokenResolver | None = None,
     ) -> None:
         self.sources = {s.name: s for s in sources}
         self.max_stale_s = max_stale_s
+        self.resolver = resolver
 
     async def verify(
         self,
@@ -60,6 +69,30 @@ class Verifier:
         checks = usable_checks(Checks(*results), self.max_stale_s)
         decision = decide(checks, now, site_policy, max_stale_s=self.max_stale_s)
         return Verification(decision, checks, masked)
+
+    async def verify_token(
+        self, token: str, now: datetime, site_policy: SitePolicy
+    ) -> Verification:
+        """Decide for the person a QR token resolves to.
+
+        Resolved → exactly :meth:`verify` of the number (``masked_id`` is the masked resolved
+        number). Unknown, expired, foreign or garbage → ``invalid_credential`` with reason
+        ``unknown_qr``. The resolver failing → ``check`` with ``source_error:health_code``
+        (the code may be good; a guard decides). ``masked_id`` is empty when unresolved.
+        """
+        if self.resolver is None:
+            return Verification(
+                decide(None, now, site_policy, invalid_reason="unknown_qr"), None, ""
+            )
+        resolution = await self.resolver.resolve(token, now)
+        if resolution.status == "ok":
+            number = resolution.id_number
+            card_type = "I" if identity.is_permit_number(number) else "resident"
+            return await self.verify(number, now, site_policy, card_type=card_type)
+        if resolution.status == "error":
+            reasons = ("source_error:health_code",)
+            return Verification(Decision(CHECK, site_policy.prompt(CHECK), reasons), None, "")
+        return Verification(decide(None, now, site_policy, invalid_reason="unknown_qr"), None, "")
 
     async def _one(self, name: str, id_number: str) -> SourceResult[Any]:
         source = self.sources.get(name)

@@ -16,12 +16,13 @@ from server import validation as v
 from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, SNAPSHOTS, VERIFIER
 from server.devices import record_heartbeat
 from server.errors import BadRequest
-from server.verify import verify_response
+from server.qr import MAX_TOKEN_LEN, token_ref
+from server.verify import Verification, verify_response
 
 log = logging.getLogger(__name__)
 
 TAP_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CREDENTIAL_KINDS = frozenset({"id_card", "ss_card"})
+CREDENTIAL_KINDS = frozenset({"id_card", "ss_card", "qr"})
 CARD_TYPES = frozenset({"resident", "J", "I", "Y"})
 MAX_HEARTBEAT_BYTES = 16 * 1024
 
@@ -57,6 +58,26 @@ async def verify(request: web.Request) -> web.Response:
     kind = v.req_string(credential, "kind", where="credential.", max_len=16)
     if kind not in CREDENTIAL_KINDS:
         raise BadRequest(f"credential.kind: must be one of {sorted(CREDENTIAL_KINDS)}")
+    device = request[DEVICE]
+    site_policy = request.app[CONFIG].policy_for(device.site)
+    now = request.app[CLOCK]()
+    result: Verification
+    if kind == "qr":
+        # Opaque: only its length and a short hash are ever logged (server.qr.token_ref).
+        token = v.req_string(credential, "token", where="credential.", max_len=MAX_TOKEN_LEN)
+        if not token:
+            raise BadRequest(f"credential.token: length must be 1..{MAX_TOKEN_LEN}")
+        result = await request.app[VERIFIER].verify_token(token, now, site_policy)
+        log.debug(
+            "verify tap %s device %s qr %s id %s -> %s %s",
+            tap_id,
+            device.device_id,
+            token_ref(token),
+            result.masked_id or "-",
+            result.decision.outcome,
+            ",".join(result.decision.reasons),
+        )
+        return json_response(verify_response(tap_id, device.site, result, now, site_policy))
     id_number = v.req_string(credential, "id_number", where="credential.", max_len=32)
     card_type = v.string(
         credential, "card_type", where="credential.", max_len=16, required=False, nullable=True
@@ -65,10 +86,6 @@ async def verify(request: web.Request) -> web.Response:
         card_type = "resident"
     elif card_type not in CARD_TYPES:
         raise BadRequest(f"credential.card_type: must be one of {sorted(CARD_TYPES)}")
-
-    device = request[DEVICE]
-    site_policy = request.app[CONFIG].policy_for(device.site)
-    now = request.app[CLOCK]()
     result = await request.app[VERIFIER].verify(id_number, now, site_policy, card_type=card_type)
     log.debug(
         "verify tap %s device %s id %s -> %s %s",

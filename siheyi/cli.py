@@ -73,6 +73,9 @@ def _register_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     run = verbs.add_parser("run", help="run the kiosk agent")
     run.add_argument("--config", required=True, help="device TOML configuration")
     run.set_defaults(func=_device_run)
+    from device import enrol
+
+    enrol.register(verbs)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,6 +93,7 @@ def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from device import camera_cli
     from provisioning import cli as provisioning_cli
     from server import cli as server_cli
 
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     provisioning_cli.register(sub)
     _register_reader(sub)
     _register_device(sub)
+    camera_cli.register(sub)
     _register_demo(sub)
     return parser
 

@@ -138,7 +138,7 @@ def test_demo_against_an_external_server(tmp_path: Path) -> None:
         "--server-url", url, "--bundle", str(bundle),
     )  # fmt: skip
     assert add.returncode == 0, add.stderr
-    assert json.loads(bundle.read_text())["secret"] not in add.stdout + add.stderr
+    assert json.loads(bundle.read_text())["private_key"] not in add.stdout + add.stderr
     server = subprocess.Popen(
         [*KIOSK, "server", "run", "--database", db, "--port", str(port)],
         stdout=subprocess.DEVNULL,

@@ -23,6 +23,7 @@ from gpiozero.pins.mock import MockFactory
 
 from device.agent import Agent
 from device.client import ServerClient
+from device.identity import DeviceIdentity
 from device.runtime import built_agent
 from device.voice import MockPlayer
 from firmware_bridge.idcard import make_id_number
@@ -221,8 +222,7 @@ async def test_dns_never_resolves(
     config = device_config(tmp_path, sim, prompt_cache, deadline_s=DEADLINE)
     client = ServerClient(
         "http://siheyi-server.invalid:8080",
-        fleet.bundle.device_id,
-        fleet.bundle.secret,
+        DeviceIdentity.from_bundle(fleet.bundle.device_id, fleet.bundle.private_key, None),
         resolver=NeverResolves(),
     )
     async with built_agent(

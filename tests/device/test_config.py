@@ -65,7 +65,7 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, needle: str) -
 def test_bundle_checks(tmp_path: Path) -> None:
     good = {
         "device_id": "k-1",
-        "secret": "s",
+        "private_key": "00" * 32,
         "serial": "SN",
         "site": "a",
         "server_url": "http://x",
@@ -75,7 +75,10 @@ def test_bundle_checks(tmp_path: Path) -> None:
     p = tmp_path / "b.json"
     p.write_text(json.dumps(good))
     assert Bundle.load(p).fleet_key_bytes == bytes(32)
-    for broken in ({**good, "fleet_key": "zz"}, {k: v for k, v in good.items() if k != "secret"}):
+    for broken in (
+        {**good, "fleet_key": "zz"},
+        {k: v for k, v in good.items() if k != "private_key"},
+    ):
         p.write_text(json.dumps(broken))
         with pytest.raises(ConfigError, match=str(p)):
             Bundle.load(p)
@@ -88,7 +91,9 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
     documented |= set(re.findall(r"^\[\w+\.(\w+)\]", block, re.M))  # [voice.prompts]
     c = DeviceConfig()
     keys = {"bundle", "state_dir", "server_url"}
-    for section in ("reader", "verify", "cache", "voice", "gpio", "upload", "heartbeat"):
+    sections = ("reader", "verify", "cache", "voice", "gpio", "camera", "sscard", "upload")
+    sections += ("heartbeat",)
+    for section in sections:
         keys |= set(vars(getattr(c, section)))
     keys |= set(c.voice.prompts)
     assert keys - documented == set()

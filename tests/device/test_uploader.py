@@ -34,7 +34,7 @@ async def test_uploads_in_batches_and_deletes_only_acked(tmp_path: Path) -> None
     app.router.add_post("/v1/audit", audit)
     server = TestServer(app)
     await server.start_server()
-    client = ServerClient(str(server.make_url("")), "k-1", "s")
+    client = ServerClient(str(server.make_url("")), token="k-1.s")
     async with Journal(tmp_path / "j.db", "k-1", "boot") as journal:
         for i in range(7):
             await journal.append(decision(i))

@@ -30,7 +30,7 @@ def cred(id_number: str = ID, **kw: Any) -> Credential:
 
 
 def verifier(url: str) -> Verifier:
-    client = ServerClient(url, "k-test", "secret")
+    client = ServerClient(url, token="k-test.secret")
     clock = ClockTrust(ntp_synced=lambda: True)
     return Verifier(client, VoiceConfig().prompt, KEY, DEADLINE, clock=clock)
 

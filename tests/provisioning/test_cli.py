@@ -40,25 +40,25 @@ def test_add_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     db, bundle = tmp_path / "s.db", tmp_path / "kiosk.json"
     assert add(db, bundle) == 0
     out = capsys.readouterr()
-    secret = json.loads(bundle.read_text())["secret"]
+    secret = json.loads(bundle.read_text())["private_key"]
     assert secret not in out.out + out.err
     assert str(bundle) in out.out
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
 
     assert add(db, bundle) == 1
     assert "serial exists" in capsys.readouterr().err
-    assert json.loads(bundle.read_text())["secret"] == secret  # untouched on failure
+    assert json.loads(bundle.read_text())["private_key"] == secret  # untouched on failure
 
-    assert add(db, bundle, "--rotate-secret") == 0
+    assert add(db, bundle, "--rekey") == 0
     out = capsys.readouterr()
-    new_secret = json.loads(bundle.read_text())["secret"]
+    new_secret = json.loads(bundle.read_text())["private_key"]
     assert new_secret != secret
     assert new_secret not in out.out + out.err
 
     assert run(["provision", "list", "--json", "--database", str(db)]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(d["serial"], d["status"]) for d in listed] == [("SN-7", "active")]
-    assert "secret" not in json.dumps(listed)
+    assert "private_key" not in json.dumps(listed)
 
     assert run(["provision", "revoke", "SN-7", "--database", str(db)]) == 0
     assert "revoked" in capsys.readouterr().out

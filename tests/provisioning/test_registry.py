@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import stat
@@ -29,17 +28,19 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "siheyi.db"
 
 
-def test_add_stores_only_the_hash(db: Path) -> None:
+def test_add_stores_only_the_public_key(db: Path) -> None:
     bundle = add_device(db, "SN-1", "site-a", "g1", "north door", server_url="https://s.example/")
     assert bundle.device_id.startswith("k-") and len(bundle.device_id) == 12
-    assert len(bundle.secret) >= 43
+    private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(bundle.private_key))
+    assert private.public_key().public_bytes_raw().hex() == bundle.public_key
+    assert bundle.private_key not in repr(bundle)
     assert bundle.server_url == "https://s.example"
     assert len(bytes.fromhex(bundle.fleet_key)) == 32
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT * FROM devices").fetchone()
         dump = "\n".join(conn.iterdump())
-    assert hashlib.sha256(bundle.secret.encode()).hexdigest() in row
-    assert bundle.secret not in dump
+    assert bundle.public_key in row
+    assert bundle.private_key not in dump
     record = get_device(db, "SN-1")
     assert (record.site, record.gate, record.location, record.status) == (
         "site-a",
@@ -60,9 +61,10 @@ def test_serial_exists_and_rotate(db: Path) -> None:
     first = add_device(db, "SN-1", "site-a")
     with pytest.raises(SerialExists, match="serial exists"):
         add_device(db, "SN-1", "site-a")
-    rotated = add_device(db, "SN-1", "site-b", "g2", rotate_secret=True)
+    rotated = add_device(db, "SN-1", "site-b", "g2", rekey=True)
     assert rotated.device_id == first.device_id
-    assert rotated.secret != first.secret
+    assert rotated.private_key != first.private_key
+    assert rotated.public_key != first.public_key
     assert get_device(db, first.device_id).site == "site-b"
     assert len(list_devices(db)) == 1
 
@@ -102,16 +104,18 @@ def test_bundle_file(db: Path, tmp_path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     assert set(data) == {
         "device_id",
-        "secret",
         "serial",
         "site",
         "gate",
         "server_url",
         "fleet_key",
         "server_key",
+        "private_key",
+        "public_key",
+        "tls_ca",
     }
     assert data["server_key"] == bundle.server_key
-    assert data["secret"] == bundle.secret
+    assert data["private_key"] == bundle.private_key
     assert data["server_url"] == "http://10.0.0.1:8080"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 

@@ -14,8 +14,10 @@ from aiohttp.test_utils import TestClient
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.config import ServerConfig
+from server.db import connect
 from server.identity import make_id_number
 from server.importer import import_csv
+from server.sessions import mint_token
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -60,9 +62,15 @@ def device(db_path: Path) -> DeviceBundle:
     return add_device(db_path, "SN-0001", "site-a", "gate-1", server_url="http://test")
 
 
+def bearer(db_path: Path, device: DeviceBundle) -> dict[str, str]:
+    """A session token for ``device``, minted from the database (what POST /v1/session gives)."""
+    with connect(db_path) as conn:
+        return {"Authorization": f"Bearer {mint_token(conn, device.device_id)}"}
+
+
 @pytest.fixture
-def auth(device: DeviceBundle) -> dict[str, str]:
-    return {"Authorization": f"Bearer {device.device_id}.{device.secret}"}
+def auth(db_path: Path, device: DeviceBundle) -> dict[str, str]:
+    return bearer(db_path, device)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle, add_device
 
+from .conftest import bearer
+
 GENESIS = "0" * 64
 
 
@@ -255,7 +257,7 @@ async def test_devices_are_separate(
     client: TestClient, auth: dict[str, str], db_path: Path
 ) -> None:
     other = add_device(db_path, "SN-0002", "site-a")
-    other_auth = {"Authorization": f"Bearer {other.device_id}.{other.secret}"}
+    other_auth = bearer(db_path, other)
     events = chain(1, 3)
     assert (await post(client, auth, events))["stored"] == 3
     assert (await post(client, other_auth, events))["stored"] == 3

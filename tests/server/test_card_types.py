@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ async def post_verify(
     client: TestClient, auth: dict[str, str], credential: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
     resp = await client.post(
-        "/v1/verify", json={"tap_id": "t-1", "credential": credential}, headers=auth
+        "/v1/verify",
+        json={"tap_id": f"t-{uuid.uuid4().hex}", "credential": credential},
+        headers=auth,
     )
     body: dict[str, Any] = await resp.json()
     return resp.status, body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,7 +72,10 @@ async def test_loaded_demo_people_get_their_outcome(
         for number in numbers[:5]:
             resp = await client.post(
                 "/v1/verify",
-                json={"tap_id": "demo", "credential": {"kind": "id_card", "id_number": number}},
+                json={
+                    "tap_id": f"demo-{uuid.uuid4().hex}",
+                    "credential": {"kind": "id_card", "id_number": number},
+                },
                 headers=auth,
             )
             assert (await resp.json())["outcome"] == outcome, number

@@ -15,6 +15,8 @@ from provisioning.registry import DeviceBundle
 from server.app import create_app
 from server.config import ServerConfig
 
+from .conftest import bearer
+
 PATHS = ["/v1/verify", "/v1/audit", "/v1/heartbeat"]
 
 json_values = st.recursive(
@@ -53,7 +55,7 @@ bodies = (
 
 
 def test_random_bodies_never_5xx(config: ServerConfig, device: DeviceBundle, db_path: Path) -> None:
-    auth = {"Authorization": f"Bearer {device.device_id}.{device.secret}"}
+    auth = bearer(db_path, device)
     loop = asyncio.new_event_loop()
 
     async def start() -> TestClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -201,7 +202,10 @@ def replacing(*fakes: Any) -> Any:
 async def _verify(client: TestClient, auth: dict[str, str], number: str) -> dict[str, Any]:
     resp = await client.post(
         "/v1/verify",
-        json={"tap_id": "t-1", "credential": {"kind": "id_card", "id_number": number}},
+        json={
+            "tap_id": f"t-{uuid.uuid4().hex}",
+            "credential": {"kind": "id_card", "id_number": number},
+        },
         headers=auth,
     )
     assert resp.status == 200, await resp.text()

@@ -30,7 +30,7 @@ from server.importer import import_csv
 from server.resilience import ResilientSource
 from server.snapshot import canonical_json, canonical_snapshot, overlay
 
-from .conftest import People, write_csv
+from .conftest import People, bearer, write_csv
 
 
 def canonical(value: Any) -> bytes:
@@ -155,13 +155,13 @@ async def test_other_site_and_empty_site(
 ) -> None:
     client: TestClient = await aiohttp_client(create_app(config))
     b = add_device(db_path, "SN-B", "site-b")
-    body = await get_snapshot(client, {"Authorization": f"Bearer {b.device_id}.{b.secret}"})
+    body = await get_snapshot(client, bearer(db_path, b))
     verify_signature(body, b.server_key)
     key = bytes.fromhex(b.fleet_key)
     assert list(body["snapshot"]["people"]) == [device_pseudonym(key, people.travel)]
     assert body["snapshot"]["people"][device_pseudonym(key, people.travel)]["travel_flagged"]
     c = add_device(db_path, "SN-C", "site-c")
-    body = await get_snapshot(client, {"Authorization": f"Bearer {c.device_id}.{c.secret}"})
+    body = await get_snapshot(client, bearer(db_path, c))
     assert body["snapshot"]["people"] == {} and body["snapshot"]["count"] == 0
     verify_signature(body, c.server_key)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -291,7 +292,10 @@ def http_config(config: ServerConfig, up: Upstream, environ: Mapping[str, str]) 
 async def _verify(client: TestClient, auth: dict[str, str], number: str) -> dict[str, Any]:
     resp = await client.post(
         "/v1/verify",
-        json={"tap_id": "t-1", "credential": {"kind": "id_card", "id_number": number}},
+        json={
+            "tap_id": f"t-{uuid.uuid4().hex}",
+            "credential": {"kind": "id_card", "id_number": number},
+        },
         headers=auth,
     )
     assert resp.status == 200, await resp.text()

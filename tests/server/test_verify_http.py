@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +20,20 @@ from server.config import ServerConfig, SitePolicy
 from server.db import Database
 from server.sources import SourceAdapter, local_sources
 
-from .conftest import People
+from .conftest import People, bearer
 
 
 async def verify(
-    client: TestClient, auth: dict[str, str], id_number: str, kind: str = "id_card"
+    client: TestClient,
+    auth: dict[str, str],
+    id_number: str,
+    kind: str = "id_card",
+    tap_id: str | None = None,
 ) -> dict[str, Any]:
+    tap_id = tap_id or f"k1-{uuid.uuid4().hex[:12]}"  # a tap id is never reused (replay)
     resp = await client.post(
         "/v1/verify",
-        json={"tap_id": "k1-000001-ab", "credential": {"kind": kind, "id_number": id_number}},
+        json={"tap_id": tap_id, "credential": {"kind": kind, "id_number": id_number}},
         headers=auth,
     )
     assert resp.status == 200, await resp.text()
@@ -36,7 +42,7 @@ async def verify(
 
 
 async def test_pass_document(client: TestClient, auth: dict[str, str], people: People) -> None:
-    body = await verify(client, auth, people.passing)
+    body = await verify(client, auth, people.passing, tap_id="k1-000001-ab")
     assert body["tap_id"] == "k1-000001-ab"
     assert body["outcome"] == "pass"
     assert body["prompt"] == "绿码通行"
@@ -122,9 +128,7 @@ async def test_site_policy_from_device_site(
     app = create_app(replace(config, sites={"east": strict}))
     client: TestClient = await aiohttp_client(app)
     east = add_device(db_path, "SN-EAST", "east")
-    body = await verify(
-        client, {"Authorization": f"Bearer {east.device_id}.{east.secret}"}, people.passing
-    )
+    body = await verify(client, bearer(db_path, east), people.passing)
     assert body["site"] == "east"
     assert body["outcome"] == "check"
     assert body["reasons"] == ["nat_expired", "doses_below_minimum"]

@@ -1,0 +1,646 @@
+"""The fleet registry in SQL: devices, sites, enrolment codes, status, layered configuration.
+
+Every function takes an open connection and runs inside the caller's transaction, so the
+provisioning CLI (which opens the database file directly) and the server's admin API (on its
+database thread) share one implementation. Nothing here ever sees a private key: devices are
+registered with their *public* key, or without one until they enrol.
+
+Every change of a device's status, key or placement bumps ``devices.change_seq`` (a
+fleet-wide counter); server processes refresh their cached device states from it
+(server/sessions.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from provisioning.errors import (
+    DeviceNotFound,
+    DeviceRevoked,
+    EnrolRefused,
+    InvalidField,
+    RowError,
+    UnknownSite,
+)
+
+SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
+CONFIG_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
+STATUSES = ("active", "quarantined", "revoked")
+SCOPES = ("fleet", "site", "device")
+#: Columns a bulk row may carry besides these are kept as free-form ``extra`` (JSON).
+KNOWN_COLUMNS = ("serial", "site", "gate", "location", "public_key")
+MAX_EXTRA_BYTES = 2048
+#: Enrolment codes: 10 characters of an alphabet without 0/O/1/I/L (≈ 50 bits).
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 10
+
+
+def now_iso(now: datetime | None = None) -> str:
+    """UTC, ISO 8601 to the second (text order is time order)."""
+    return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One validated device to register or update (a CSV row or an API item)."""
+
+    serial: str
+    site: str
+    gate: str = ""
+    location: str = ""
+    public_key: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registry row as admins see it: never a key, only whether there is one."""
+
+    device_id: str
+    serial: str
+    site: str
+    gate: str
+    location: str
+    status: str
+    created_at: str
+    last_seen_at: str | None
+    enrolled: bool = False
+    rotate_pending: bool = False
+    version: str | None = None
+    clock_skew_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``kiosk provision list --json``)."""
+        return asdict(self)
+
+
+_RECORD_COLUMNS = (
+    "device_id, serial, site, gate, location, status, created_at, last_seen_at,"
+    " public_key IS NOT NULL, rotate_pending, last_heartbeat, clock_skew_s"
+)
+
+
+def _record(row: Sequence[Any]) -> DeviceRecord:
+    version = None
+    if row[10]:
+        try:
+            heartbeat = json.loads(row[10])
+            version = heartbeat.get("version") if isinstance(heartbeat, dict) else None
+        except ValueError:
+            version = None
+    return DeviceRecord(
+        device_id=row[0],
+        serial=row[1],
+        site=row[2],
+        gate=row[3],
+        location=row[4],
+        status=row[5],
+        created_at=row[6],
+        last_seen_at=row[7],
+        enrolled=bool(row[8]),
+        rotate_pending=bool(row[9]),
+        version=str(version) if version is not None else None,
+        clock_skew_s=row[11],
+    )
+
+
+def clean_field(name: str, value: object, *, required: bool, max_len: int = 100) -> str:
+    """Strip and bound a text field; :class:`InvalidField` names the field."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidField(f"{name} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise InvalidField(f"{name} must not be empty")
+    if len(value) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidField(f"{name} must be at most {max_len} printable characters")
+    return value
+
+
+def clean_serial(serial: object) -> str:
+    """A serial number: 1-64 of ``A-Z a-z 0-9 _ . : -``."""
+    if not isinstance(serial, str) or SERIAL.fullmatch(serial.strip()) is None:
+        raise InvalidField("serial must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    return serial.strip()
+
+
+def device_row(item: Mapping[str, object]) -> DeviceRow:
+    """Validate one bulk item (CSV row or JSON object); extra columns become ``extra``."""
+    serial = clean_serial(item.get("serial"))
+    site = clean_field("site", item.get("site"), required=True)
+    gate = clean_field("gate", item.get("gate"), required=False)
+    location = clean_field("location", item.get("location"), required=False, max_len=200)
+    public_key = item.get("public_key") or None
+    if public_key is not None and (
+        not isinstance(public_key, str) or PUBLIC_KEY.fullmatch(public_key) is None
+    ):
+        raise InvalidField("public_key must be 64 lower-case hex digits (raw Ed25519)")
+    extra: dict[str, str] = {}
+    for key, value in item.items():
+        if key in KNOWN_COLUMNS or key is None:
+            continue
+        extra[clean_field("column name", key, required=True, max_len=64)] = clean_field(
+            str(key), value, required=False, max_len=200
+        )
+    if len(json.dumps(extra, ensure_ascii=False).encode()) > MAX_EXTRA_BYTES:
+        raise InvalidField(f"extra columns exceed {MAX_EXTRA_BYTES} bytes")
+    return DeviceRow(serial, site, gate, location, public_key, extra)
+
+
+def next_change_seq(conn: sqlite3.Connection, count: int = 1) -> int:
+    """Reserve ``count`` consecutive change numbers; return the first (inside a transaction)."""
+    row = conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM devices").fetchone()
+    return int(row[0]) + 1
+
+
+def new_device_ids(conn: sqlite3.Connection, count: int) -> list[str]:
+    """``count`` fresh, unused device ids (``k-`` + 10 hex digits)."""
+    taken = {row[0] for row in conn.execute("SELECT device_id FROM devices")}
+    out: list[str] = []
+    while len(out) < count:
+        candidate = "k-" + secrets.token_hex(5)
+        if candidate not in taken:
+            taken.add(candidate)
+            out.append(candidate)
+    return out
+
+
+@dataclass
+class RowResult:
+    """What happened to one row of a bulk registration."""
+
+    row: int  # 1-based position in the input (CSV: line number, header = 1)
+    serial: str
+    action: str  # created | updated | unchanged | error
+    device_id: str | None = None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+
+
+@dataclass
+class BulkReport:
+    """Per-row outcome of :func:`upsert_devices` (errors are per row, never half a row)."""
+
+    results: list[RowResult] = field(default_factory=list)
+    dry_run: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(1 for r in self.results if r.action == action)
+
+    @property
+    def errors(self) -> list[RowResult]:
+        return [r for r in self.results if r.action == "error"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "created": self.count("created"),
+            "updated": self.count("updated"),
+            "unchanged": self.count("unchanged"),
+            "errors": [r.to_json() for r in self.errors],
+            "devices": [
+                {"row": r.row, "serial": r.serial, "device_id": r.device_id, "action": r.action}
+                for r in self.results
+                if r.action != "error"
+            ],
+        }
+
+
+def upsert_devices(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, DeviceRow | RowError]],
+    *,
+    create_sites: bool = False,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> BulkReport:
+    """Register or update devices keyed by serial; bad rows are reported and skipped.
+
+    ``rows`` pairs each input position with a validated :class:`DeviceRow` or the
+    :class:`RowError` its validation raised. Refused per row: validation errors, a serial
+    appearing more than once in the input (every occurrence), an unknown site (unless
+    ``create_sites``), an update of a revoked device, a public key that differs from the
+    registered one (key changes go through enrolment or rotation). The rest is applied by the
+    caller's transaction, all together; with ``dry_run`` nothing is written.
+    """
+    stamp = now_iso(now)
+    report = BulkReport(dry_run=dry_run)
+    counts: dict[str, int] = {}
+    for _, item in rows:
+        if isinstance(item, DeviceRow):
+            counts[item.serial] = counts.get(item.serial, 0) + 1
+    sites = {row[0] for row in conn.execute("SELECT site FROM sites")}
+    existing = _existing_by_serial(conn, [i.serial for _, i in rows if isinstance(i, DeviceRow)])
+    new_rows: list[tuple[RowResult, DeviceRow]] = []
+    updates: list[tuple[RowResult, DeviceRow, bool]] = []
+    new_sites: set[str] = set()
+    for position, item in rows:
+        if isinstance(item, RowError):
+            report.results.append(RowResult(position, "", "error", error=str(item)))
+            continue
+        result = RowResult(position, item.serial, "error")
+        report.results.append(result)
+        if counts[item.serial] > 1:
+            result.error = f"serial {item.serial} appears {counts[item.serial]} times in the input"
+            continue
+        if item.site not in sites:
+            if not create_sites:
+                result.error = (
+                    f"unknown site {item.site!r} (kiosk provision site add, or --create-sites)"
+                )
+                continue
+            new_sites.add(item.site)
+        current = existing.get(item.serial)
+        if current is None:
+            new_rows.append((result, item))
+            result.action = "created"
+            continue
+        device_id, site, gate, location, extra, public_key, status = current
+        result.device_id = device_id
+        if status == "revoked":
+            result.error = f"device {device_id} (serial {item.serial}) is revoked"
+            continue
+        if item.public_key and public_key and item.public_key != public_key:
+            result.error = "public_key differs from the registered key (use rotate or enrol)"
+            continue
+        extra_json = json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False)
+        placement_changed = (site, gate, location) != (item.site, item.gate, item.location)
+        key_added = bool(item.public_key) and not public_key
+        if not placement_changed and not key_added and extra_json == extra:
+            result.action = "unchanged"
+            continue
+        result.action = "updated"
+        updates.append((result, item, key_added))
+    ids = new_device_ids(conn, len(new_rows))
+    for (created, _), device_id in zip(new_rows, ids, strict=True):
+        created.device_id = device_id
+    if dry_run:
+        return report
+    conn.executemany(
+        "INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING",
+        [(s,) for s in sorted(new_sites)],
+    )
+    seq = next_change_seq(conn)
+    conn.executemany(
+        "INSERT INTO devices (device_id, serial, site, gate, location, extra, public_key,"
+        " status, change_seq, created_at, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'active',"
+        " ?, ?, ?)",
+        [
+            (
+                device_id,
+                item.serial,
+                item.site,
+                item.gate,
+                item.location,
+                json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False),
+                item.public_key,
+                seq + n,
+                stamp,
+                stamp if item.public_key else None,
+            )
+            for n, ((_, item), device_id) in enumerate(zip(new_rows, ids, strict=True))
+        ],
+    )
+    seq += len(new_rows)
+    conn.executemany(
+        "UPDATE devices SET site = ?, gate = ?, location = ?, extra = ?,"
+        " public_key = COALESCE(public_key, ?), enrolled_at = COALESCE(enrolled_at, ?),"
+        " change_seq = ?, updated_at = ? WHERE device_id = ?",
+        [
+            (
+                item.site,
+                item.gate,
+                item.location,
+                json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False),
+                item.public_key,
+                stamp if key_added else None,
+                seq + n,
+                stamp,
+                result.device_id,
+            )
+            for n, (result, item, key_added) in enumerate(updates)
+        ],
+    )
+    return report
+
+
+def _existing_by_serial(
+    conn: sqlite3.Connection, serials: Iterable[str]
+) -> dict[str, tuple[str, str, str, str, str, str | None, str]]:
+    wanted = list(dict.fromkeys(serials))
+    found: dict[str, tuple[str, str, str, str, str, str | None, str]] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            "SELECT serial, device_id, site, gate, location, extra, public_key, status"
+            f" FROM devices WHERE serial IN ({marks})",
+            chunk,
+        ):
+            found[row[0]] = tuple(row[1:])
+    return found
+
+
+def find(conn: sqlite3.Connection, serial_or_id: str) -> DeviceRecord:
+    """One device by device id or serial (the id wins when both match)."""
+    row = conn.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM devices WHERE device_id = ? OR serial = ?"
+        " ORDER BY CASE WHEN device_id = ? THEN 0 ELSE 1 END LIMIT 1",
+        (serial_or_id, serial_or_id, serial_or_id),
+    ).fetchone()
+    if row is None:
+        raise DeviceNotFound(f"no device with serial or id {serial_or_id!r}")
+    return _record(row)
+
+
+def list_records(
+    conn: sqlite3.Connection,
+    *,
+    site: str | None = None,
+    gate: str | None = None,
+    status: str | None = None,
+    serial_prefix: str | None = None,
+) -> list[DeviceRecord]:
+    """Devices ordered by site, gate and serial, filtered by any of the given fields."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("site", site), ("gate", gate), ("status", status)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if serial_prefix:
+        where.append("substr(serial, 1, ?) = ?")
+        args += [len(serial_prefix), serial_prefix]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(
+        f"SELECT {_RECORD_COLUMNS} FROM devices{clause} ORDER BY site, gate, serial", args
+    )
+    return [_record(row) for row in rows]
+
+
+def set_status(
+    conn: sqlite3.Connection, serial_or_id: str, status: str, now: datetime | None = None
+) -> DeviceRecord:
+    """Set ``active`` (release), ``quarantined`` or ``revoked``; revocation is final."""
+    if status not in STATUSES:
+        raise InvalidField(f"status must be one of {', '.join(STATUSES)}")
+    record = find(conn, serial_or_id)
+    if record.status == "revoked" and status != "revoked":
+        raise DeviceRevoked(f"device {record.device_id} (serial {record.serial}) is revoked")
+    if record.status != status:
+        conn.execute(
+            "UPDATE devices SET status = ?, change_seq = ?, updated_at = ? WHERE device_id = ?",
+            (status, next_change_seq(conn), now_iso(now), record.device_id),
+        )
+    return find(conn, record.device_id)
+
+
+def request_rotation(
+    conn: sqlite3.Connection, serial_or_id: str, now: datetime | None = None
+) -> DeviceRecord:
+    """Admin-initiated rotation: current sessions end; the next one must bring a new key."""
+    record = find(conn, serial_or_id)
+    if record.status == "revoked":
+        raise DeviceRevoked(f"device {record.device_id} (serial {record.serial}) is revoked")
+    conn.execute(
+        "UPDATE devices SET rotate_pending = 1, key_epoch = key_epoch + 1, change_seq = ?,"
+        " updated_at = ? WHERE device_id = ?",
+        (next_change_seq(conn), now_iso(now), record.device_id),
+    )
+    return find(conn, record.device_id)
+
+
+def replace_key(
+    conn: sqlite3.Connection, device_id: str, public_key: str, now: datetime | None = None
+) -> int:
+    """Install a new public key (rotation or enrolment); return the new key epoch."""
+    stamp = now_iso(now)
+    conn.execute(
+        "UPDATE devices SET public_key = ?, rotate_pending = 0, key_epoch = key_epoch + 1,"
+        " enrolled_at = ?, change_seq = ?, updated_at = ? WHERE device_id = ?",
+        (public_key, stamp, next_change_seq(conn), stamp, device_id),
+    )
+    row = conn.execute("SELECT key_epoch FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+    return int(row[0])
+
+
+# --- sites -----------------------------------------------------------------------------
+
+
+def add_sites(conn: sqlite3.Connection, names: Iterable[str]) -> list[str]:
+    """Register sites (idempotent); return the ones that were new."""
+    added = []
+    for name in names:
+        site = clean_field("site", name, required=True)
+        cur = conn.execute(
+            "INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING", (site,)
+        )
+        if cur.rowcount:
+            added.append(site)
+    return added
+
+
+def list_sites(conn: sqlite3.Connection) -> list[str]:
+    """Every registered site, sorted."""
+    return [row[0] for row in conn.execute("SELECT site FROM sites ORDER BY site")]
+
+
+def require_site(conn: sqlite3.Connection, site: str) -> None:
+    """Raise :class:`UnknownSite` unless ``site`` is registered."""
+    if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
+        raise UnknownSite(f"unknown site {site!r} (kiosk provision site add {site})")
+
+
+# --- enrolment codes -------------------------------------------------------------------
+
+
+def code_hash(code: str) -> str:
+    """The stored form of an enrolment code (normalised: upper case, no dashes or blanks)."""
+    return hashlib.sha256(normalise_code(code).encode()).hexdigest()
+
+
+def normalise_code(code: str) -> str:
+    """Upper-case and drop separators, so ``abcd-efgh-jk`` and ``ABCDEFGHJK`` are one code."""
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def issue_enrol_code(
+    conn: sqlite3.Connection, serial: str, ttl_s: float = 900.0, now: datetime | None = None
+) -> tuple[str, str]:
+    """A single-use enrolment code for a registered, non-revoked serial; (code, expires_at).
+
+    Earlier unused codes of the serial stop working: only the newest code is valid.
+    """
+    record = find(conn, clean_serial(serial))
+    if record.serial != serial.strip():
+        raise DeviceNotFound(f"no device with serial {serial!r}")
+    if record.status == "revoked":
+        raise DeviceRevoked(f"device {record.device_id} (serial {record.serial}) is revoked")
+    if not 60 <= ttl_s <= 7 * 86400:
+        raise InvalidField("code lifetime must be between 60 s and 7 days")
+    moment = now or datetime.now(UTC)
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    expires = now_iso(moment + timedelta(seconds=ttl_s))
+    conn.execute(
+        "UPDATE enrol_codes SET used_at = ? WHERE serial = ? AND used_at IS NULL",
+        ("superseded:" + now_iso(moment), record.serial),
+    )
+    conn.execute(
+        "INSERT INTO enrol_codes (code_hash, serial, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        (code_hash(code), record.serial, now_iso(moment), expires),
+    )
+    return f"{code[:5]}-{code[5:]}", expires
+
+
+def redeem_enrol_code(
+    conn: sqlite3.Connection,
+    serial: str,
+    code: str,
+    public_key: str,
+    now: datetime | None = None,
+) -> tuple[DeviceRecord, int]:
+    """Bind ``public_key`` to the serial's device if ``code`` is valid for it; burn the code.
+
+    Refusals (:class:`EnrolRefused` with the API error code): ``bad_code`` (unknown),
+    ``replay`` (already used or superseded), ``code_expired``, ``wrong_serial`` (the code was
+    issued for another serial; the code stays valid), ``revoked``. A quarantined device may
+    enrol (its key is replaced) but stays quarantined. Returns the device and its key epoch.
+    """
+    moment = now or datetime.now(UTC)
+    row = conn.execute(
+        "SELECT serial, expires_at, used_at FROM enrol_codes WHERE code_hash = ?",
+        (code_hash(code),),
+    ).fetchone()
+    if row is None:
+        raise EnrolRefused("bad_code", "unknown enrolment code", 401)
+    bound_serial, expires_at, used_at = row
+    if bound_serial != serial:
+        raise EnrolRefused("wrong_serial", "this code was issued for another serial number")
+    if used_at is not None:
+        raise EnrolRefused("replay", "this enrolment code has already been used", 409)
+    if expires_at <= now_iso(moment):
+        raise EnrolRefused("code_expired", "this enrolment code has expired", 401)
+    record = find(conn, serial)
+    if record.status == "revoked":
+        raise EnrolRefused("revoked", "this device has been revoked")
+    claimed = conn.execute(
+        "UPDATE enrol_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL",
+        (now_iso(moment), code_hash(code)),
+    )
+    if claimed.rowcount != 1:  # pragma: no cover - another process won the race
+        raise EnrolRefused("replay", "this enrolment code has already been used", 409)
+    epoch = replace_key(conn, record.device_id, public_key, moment)
+    return find(conn, record.device_id), epoch
+
+
+# --- fleet settings and layered configuration ------------------------------------------
+
+
+def get_setting(conn: sqlite3.Connection, key: str, default: str = "") -> str:
+    """A fleet setting (``server_url``, ``tls_ca``, ``config_version``)."""
+    row = conn.execute("SELECT value FROM fleet_settings WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else default
+
+
+def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Store a fleet setting."""
+    conn.execute(
+        "INSERT INTO fleet_settings (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def set_config(
+    conn: sqlite3.Connection,
+    scope: str,
+    target: str,
+    key: str,
+    value: Any,
+    now: datetime | None = None,
+) -> int:
+    """Set one configuration key at a layer; return the fleet's new config version.
+
+    ``scope`` is ``fleet`` (target ''), ``site`` (a registered site) or ``device`` (a serial
+    or device id; stored under the device id). ``value`` is any JSON value; ``None`` removes
+    the key from that layer.
+    """
+    if scope not in SCOPES:
+        raise InvalidField(f"scope must be one of {', '.join(SCOPES)}")
+    if CONFIG_KEY.fullmatch(key) is None:
+        raise InvalidField(
+            f"config key {key!r}: lower-case words of [a-z0-9_] joined by dots"
+            " (e.g. verify.deadline_s)"
+        )
+    if scope == "fleet":
+        target = ""
+    elif scope == "site":
+        require_site(conn, target)
+    else:
+        target = find(conn, target).device_id
+    version = int(get_setting(conn, "config_version", "0")) + 1
+    set_setting(conn, "config_version", str(version))
+    if value is None:
+        conn.execute(
+            "DELETE FROM fleet_config WHERE scope = ? AND target = ? AND key = ?",
+            (scope, target, key),
+        )
+        return version
+    conn.execute(
+        "INSERT INTO fleet_config (scope, target, key, value, version, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope, target, key) DO UPDATE SET"
+        " value = excluded.value, version = excluded.version, updated_at = excluded.updated_at",
+        (scope, target, key, json.dumps(value, ensure_ascii=False), version, now_iso(now)),
+    )
+    return version
+
+
+def merged_config(conn: sqlite3.Connection, device_id: str) -> tuple[int, dict[str, Any]]:
+    """The device's configuration: fleet < site < device; (fleet config version, values)."""
+    version = int(get_setting(conn, "config_version", "0"))
+    row = conn.execute("SELECT site FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+    site = row[0] if row else None
+    rank = {"fleet": 0, "site": 1, "device": 2}
+    rows = conn.execute(
+        "SELECT scope, key, value FROM fleet_config WHERE (scope = 'fleet')"
+        " OR (scope = 'site' AND target = ?) OR (scope = 'device' AND target = ?)",
+        (site, device_id),
+    ).fetchall()
+    merged: dict[str, Any] = {}
+    for _scope, key, value in sorted(rows, key=lambda r: rank[r[0]]):
+        merged[key] = json.loads(value)
+    return version, merged
+
+
+def config_layers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every configured key of every layer (``kiosk provision config list``)."""
+    rows = conn.execute(
+        "SELECT scope, target, key, value, version, updated_at FROM fleet_config"
+        " ORDER BY CASE scope WHEN 'fleet' THEN 0 WHEN 'site' THEN 1 ELSE 2 END, target, key"
+    )
+    return [
+        {
+            "scope": r[0],
+            "target": r[1],
+            "key": r[2],
+            "value": json.loads(r[3]),
+            "version": r[4],
+            "updated_at": r[5],
+        }
+        for r in rows
+    ]

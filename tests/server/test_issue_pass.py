@@ -1,0 +1,145 @@
+"""`kiosk server issue-pass`, end to end: issued by the CLI, verified by the kiosk code with
+the device bundle's server_key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+from pyzbar import pyzbar
+
+from device.passes import ReplayGuard, verify_pass
+from device.privacy import pseudonym
+from provisioning.registry import DeviceBundle
+from server.identity import make_id_number
+from siheyi.cli import build_parser
+
+from .conftest import People
+
+
+def kiosk(*argv: str) -> int:
+    args = build_parser().parse_args(list(argv))
+    return int(args.func(args))
+
+
+def issue(
+    capsys: pytest.CaptureFixture[str], db_path: Path, number: str, *extra: str
+) -> tuple[int, str, str]:
+    status = kiosk("server", "issue-pass", number, "--database", str(db_path), *extra)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def payload_of(text: str) -> dict[str, Any]:
+    part = text.split(".")[1]
+    doc: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return doc
+
+
+def test_issue_and_verify_with_the_bundle_key(
+    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, device: DeviceBundle
+) -> None:
+    before = time.time()
+    status, out, err = issue(capsys, db_path, people.passing, "--minutes", "5")
+    assert status == 0, err
+    text = out.strip()
+    assert out.count("\n") == 1 and text.startswith("SHY1.") and len(text) < 400
+    assert people.passing not in out + err
+    assert people.passing[:4] + "*" * 10 + people.passing[-4:] in err
+    doc = payload_of(text)
+    assert list(doc) == sorted(doc)  # compact, sorted keys
+    assert doc["exp"] - doc["iat"] == 300 and before - 1 <= doc["iat"] <= time.time()
+    assert doc["o"] == "pass" and doc["s"] == "" and doc["v"] == 1 and len(doc["n"]) == 16
+
+    guard = ReplayGuard()
+    result = verify_pass(
+        text, device.server_key, now=time.time(), clock_trusted=True, site="any", seen=guard
+    )
+    assert result.ok, result.reason
+    assert result.pseudonym == pseudonym(bytes.fromhex(device.fleet_key), people.passing)
+    assert result.masked_id == people.passing[:4] + "*" * 10 + people.passing[-4:]
+    assert result.outcome == "pass" and result.expires_at == doc["exp"]
+    again = verify_pass(
+        text, device.server_key, now=time.time(), clock_trusted=True, site="any", seen=guard
+    )
+    assert again.reason == "replayed"
+    # Later than its expiry it is refused.
+    late = verify_pass(
+        text, device.server_key, now=doc["exp"] + 1, clock_trusted=True, site="x", seen=guard
+    )
+    assert late.reason == "expired"
+
+
+def test_site_bound_pass(
+    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, device: DeviceBundle
+) -> None:
+    status, out, _ = issue(capsys, db_path, people.passing, "--site", "site-a", "--minutes", "15")
+    assert status == 0
+    text = out.strip()
+    assert payload_of(text)["s"] == "site-a"
+    now = time.time()
+    for site, reason in (("site-b", "site_mismatch"), ("site-a", "ok")):
+        result = verify_pass(
+            text, device.server_key, now=now, clock_trusted=True, site=site, seen=ReplayGuard()
+        )
+        assert result.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("who", "message"),
+    [
+        ("yellow", "current outcome is check (code_not_green)"),
+        ("expired", "current outcome is nat_expired (nat_expired)"),
+        ("unknown", "current outcome is check (unknown_person)"),
+        ("bad", "current outcome is invalid_credential (bad_checksum)"),
+    ],
+)
+def test_no_pass_unless_the_decision_is_pass(
+    capsys: pytest.CaptureFixture[str],
+    db_path: Path,
+    people: People,
+    who: str,
+    message: str,
+) -> None:
+    number = (
+        people.passing[:17] + ("0" if people.passing[17] != "0" else "1")
+        if who == "bad"
+        else getattr(people, who)
+    )
+    status, out, err = issue(capsys, db_path, number)
+    assert status == 1
+    assert out == ""
+    assert message in err and "not issued" in err
+    assert number not in err
+
+
+@pytest.mark.parametrize("minutes", ["0", "16", "-5"])
+def test_validity_is_bounded(
+    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, minutes: str
+) -> None:
+    status, out, err = issue(capsys, db_path, people.passing, "--minutes", minutes)
+    assert (status, out) == (1, "")
+    assert "--minutes must be 1..15" in err
+
+
+def test_png_is_a_scannable_qr(
+    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, tmp_path: Path
+) -> None:
+    png = tmp_path / "pass.png"
+    status, out, _ = issue(capsys, db_path, people.passing, "--png", str(png))
+    assert status == 0
+    image = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    decoded = [c.data.decode("ascii") for c in pyzbar.decode(image)]
+    assert decoded == [out.strip()]
+
+
+def test_database_problem_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    number = make_id_number("110101", "19900307", "451")
+    status, _, err = issue(capsys, tmp_path / "missing-dir" / "x.db", number)
+    assert status == 2 and err.startswith("error: ")
