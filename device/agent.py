@@ -16,10 +16,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from device.cardreader import ReaderEvent
-from device.client import ServerClient, ServerError
+from device.client import ServerClient, ServerError, jittered
 from device.credentials import Credential
 from device.errors import KioskError, VoiceError
 from device.journal import Journal
@@ -120,6 +120,7 @@ class Agent:
         self._faulty: set[str] = set()  # parts (reader, camera, ...) currently failed
         self._fault_prompt = fault_prompt
         self._snapshots = snapshots
+        self.config_version: int | None = None
 
     def add_listener(self, listener: TapListener) -> None:
         self._listeners.append(listener)
@@ -254,6 +255,43 @@ class Agent:
                 await maybe
         return result
 
+    # -- fleet configuration ---------------------------------------------------------------
+    # Keys an admin may change remotely (`kiosk provision config set`), with their bounds.
+    _REMOTE_KEYS: ClassVar[dict[str, tuple[float, float]]] = {
+        "verify.deadline_s": (0.05, 2.5),
+        "heartbeat.interval_s": (5.0, 3600.0),
+        "upload.interval_s": (0.5, 600.0),
+    }
+
+    def apply_config(self, version: int, config: dict[str, Any]) -> None:
+        """Take the merged fleet < site < device configuration from a heartbeat answer."""
+        applied: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        for key, raw in config.items():
+            bounds = self._REMOTE_KEYS.get(key)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                refused[key] = "not a number"
+                continue
+            if bounds is None:
+                refused[key] = "not settable remotely"
+            elif not bounds[0] <= value <= bounds[1]:
+                refused[key] = f"outside [{bounds[0]}, {bounds[1]}]"
+            else:
+                applied[key] = value
+        if "verify.deadline_s" in applied:
+            self._verifier.deadline_s = applied["verify.deadline_s"]
+        if "heartbeat.interval_s" in applied:
+            self._heartbeat_interval = applied["heartbeat.interval_s"]
+        if "upload.interval_s" in applied:
+            self._uploader.interval_s = applied["upload.interval_s"]
+        if refused:
+            log.warning("fleet configuration v%d: ignored %s", version, refused)
+        self.config_version = version
+        detail = {"version": version, "applied": applied, "ignored": refused}
+        self._spawn(self._journal_system("config_applied", detail), "config")
+
     # -- faults ----------------------------------------------------------------------------
     def _reader_event_threadsafe(self, what: str, detail: dict[str, Any]) -> None:
         loop = self._loop
@@ -353,6 +391,7 @@ class Agent:
             "wall_time": dt.datetime.now(dt.UTC).isoformat(),
             "journal_pending": await self._journal.count(),
             "taps": self._taps,
+            "config_version": self.config_version,
             "dropped_credentials": self.dropped_credentials,
             "upload": {"uploaded": self._uploader.uploaded, "failures": self._uploader.failures},
             "reader": reader,
@@ -392,4 +431,4 @@ class Agent:
                 if not failing:
                     log.exception("heartbeat failed unexpectedly")
                 failing = True
-            await asyncio.sleep(self._heartbeat_interval)
+            await asyncio.sleep(jittered(self._heartbeat_interval))

@@ -214,6 +214,7 @@ async def built_agent(
             fault_prompt=config.voice.prompt("fault"),
             snapshots=snapshots,
         )
+        client.on_config = agent.apply_config
         stack.push_async_callback(agent.stop)
         await agent.start()
         yield agent

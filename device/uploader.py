@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 
-from device.client import ServerClient, ServerError
+from device.client import ServerClient, ServerError, jittered
 from device.errors import JournalError
 from device.journal import Journal
 
@@ -31,7 +31,7 @@ class Uploader:
     ) -> None:
         self._journal = journal
         self._client = client
-        self._interval = interval_s
+        self.interval_s = interval_s
         self._batch = batch_size
         self._max_backoff = max_backoff_s
         self._wake = asyncio.Event()
@@ -70,7 +70,7 @@ class Uploader:
                 return acked_total
 
     async def run(self) -> None:
-        backoff = self._interval
+        backoff = self.interval_s
         while True:
             try:
                 await self.drain_once()
@@ -82,15 +82,18 @@ class Uploader:
                     log.warning("audit upload failed, will retry: %s", exc)
                 self.last_error = str(exc)
                 backoff = min(backoff * 2, self._max_backoff)
+                retry_after = getattr(exc, "retry_after", None)
+                if isinstance(retry_after, int | float) and retry_after > backoff:
+                    backoff = float(retry_after)  # the server asked us to wait (429/503)
             else:
                 if self.last_error:
                     log.info("audit upload recovered")
                 self.last_error = ""
-                backoff = self._interval
+                backoff = self.interval_s
             self._wake.clear()
             if self.last_error:
                 # While the server is away new events must not cut the backoff short.
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(jittered(backoff))
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.wait_for(self._wake.wait(), timeout=jittered(backoff))

@@ -15,27 +15,7 @@ class Device:
     site: str
     gate: str
     location: str
-    status: str  # active | revoked
-
-
-@dataclass(frozen=True)
-class DeviceCredential:
-    """A device record and the SHA-256 (hex) of its secret."""
-
-    device: Device
-    secret_sha256: str
-
-
-def find_device(conn: sqlite3.Connection, device_id: str) -> DeviceCredential | None:
-    """Look a device up by id; None when unknown."""
-    row = conn.execute(
-        "SELECT device_id, serial, site, gate, location, status, secret_sha256"
-        " FROM devices WHERE device_id = ?",
-        (device_id,),
-    ).fetchone()
-    if row is None:
-        return None
-    return DeviceCredential(Device(*row[:6]), row[6])
+    status: str  # active | quarantined | revoked
 
 
 def record_heartbeat(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
@@ -249,3 +250,24 @@ async def test_agent_without_voice_still_decides_and_records_the_fault(
             return any(r["kind"] == "fault" and "voice_unavailable" in r["detail"] for r in rows)
 
         await wait_for(recorded, timeout=10)
+
+
+async def test_fleet_config_is_picked_up_at_the_next_heartbeat(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    import sqlite3
+
+    from provisioning.fleet import set_config
+
+    config = device_config(tmp_path, sim, prompt_cache)
+    config = config.with_overrides(heartbeat=replace(config.heartbeat, interval_s=0.3))
+    async with built_agent(
+        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
+    ) as agent:
+        assert agent._verifier.deadline_s == 1.2
+        with sqlite3.connect(fleet.db) as conn:
+            set_config(conn, "site", "site-a", "verify.deadline_s", 0.8)
+            set_config(conn, "site", "site-a", "voice.rate", 999)  # not remotely settable
+        await wait_for(lambda: _true(agent._verifier.deadline_s == 0.8), timeout=10)
+        assert agent.config_version is not None
+        assert (await agent.status())["config_version"] == agent.config_version

@@ -132,3 +132,12 @@ async def test_overload_answers_429_with_retry_after(
     resp = await client.post("/v1/session/challenge", json=body)
     assert resp.status == 429 and "Retry-After" in resp.headers
     assert (await client.get("/healthz")).status == 200  # never limited
+
+
+def test_identity_and_limit_settings_are_documented() -> None:
+    from server.config import IDENTITY_BOUNDS, LIMIT_BOUNDS
+
+    doc = (Path(__file__).parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
+    for section, keys in (("identity", IDENTITY_BOUNDS), ("limits", LIMIT_BOUNDS)):
+        for key in keys:
+            assert f"| `{section}.{key}` |" in doc, key
