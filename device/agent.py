@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from device.cardreader import ReaderEvent
 from device.client import ServerClient, ServerError, jittered
 from device.credentials import Credential
 from device.errors import KioskError, VoiceError
 from device.journal import Journal
 from device.snapshot import SnapshotLoader
+from device.source import ReaderEvent
 from device.uploader import Uploader
 from device.verifier import Decision, Verifier
 from device.voice import Voice

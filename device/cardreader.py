@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +23,7 @@ import serial
 
 from device.credentials import Credential
 from device.errors import KioskError
+from device.source import ThreadedSource
 from firmware_bridge import idcard, sam
 from firmware_bridge.errors import ProtocolError
 
@@ -52,13 +51,12 @@ class ReaderStatus(ReaderError):
 
 
 SerialFactory = Callable[..., Any]
-ReaderEvent = Callable[[str, dict[str, Any]], None]
-"""Called from the reader thread on state changes: reader_ready, reader_lost,
-reader_init_failed (once per outage) and card_unreadable."""
 
 
-class CardReader:
+class CardReader(ThreadedSource):
     """Host side of the SAM protocol, one thread, reconnecting."""
+
+    thread_name = "card-reader"
 
     def __init__(
         self,
@@ -80,33 +78,12 @@ class CardReader:
         self._reconnect = reconnect_interval_s
         self._read_retries = read_retries
         self._serial_factory = serial_factory
+        super().__init__(join_timeout_s=read_timeout_s + 2)
         self._parser = sam.ResponseParser()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._on_credential: Callable[[Credential], None] | None = None
-        self._on_event: ReaderEvent | None = None
-        self._lock = threading.Lock()
         self.connected = False
         self.last_read_at: str | None = None
         self.reads = 0
         self.last_cycle_s: float | None = None  # find -> read complete, for the last card
-        self.errors: Counter[str] = Counter()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(
-        self, on_credential: Callable[[Credential], None], on_event: ReaderEvent | None = None
-    ) -> None:
-        self._on_credential = on_credential
-        self._on_event = on_event
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="card-reader", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._read_timeout + 2)
-            self._thread = None
 
     def health(self) -> dict[str, Any]:
         """What the heartbeat reports about the reader."""
@@ -121,17 +98,6 @@ class CardReader:
                 ),
                 "errors": dict(self.errors),
             }
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self.errors[kind] += 1
-
-    def _event(self, what: str, **detail: Any) -> None:
-        if self._on_event is not None:
-            try:
-                self._on_event(what, detail)
-            except Exception:
-                log.exception("reader event handler failed")
 
     # -- the loop ----------------------------------------------------------------------------
     def _run(self) -> None:

@@ -19,15 +19,15 @@ import os
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import serial
 
-from device.cardreader import ReaderEvent
 from device.credentials import Credential
 from device.errors import GateError
+from device.source import ThreadedSource
 from firmware_bridge import bridge
 from firmware_bridge.errors import ProtocolError
 
@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 _LOG_LEVELS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR}
 
 
-class McuLink:
+class McuLink(ThreadedSource):
     """Host side of the bridge: PING cadence, ACKs, SEQ tracking, reconnects."""
+
+    thread_name = "mcu-link"
 
     def __init__(
         self,
@@ -55,16 +57,12 @@ class McuLink:
         self._link_timeout = link_timeout_s
         self._reconnect = reconnect_interval_s
         self._serial_factory = serial_factory
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(join_timeout_s=3.0)
         # (expiry, frame): a command that could not be sent in time is dropped, never
         # executed late (a relay command from before an outage must not open the gate).
         self._outbox: queue.Queue[tuple[float, bytes]] = queue.Queue(maxsize=64)
         self._peer = bridge.Peer()
         self._recent_cards: deque[tuple[int, bytes]] = deque(maxlen=8)
-        self._lock = threading.Lock()
-        self._on_credential: Callable[[Credential], None] | None = None
-        self._on_event: ReaderEvent | None = None
         self._acks: dict[int, tuple[int, bytes]] = {}
         self._ack_cond = threading.Condition(self._lock)
         self.link_up = False
@@ -73,23 +71,6 @@ class McuLink:
         self.mcu_health: dict[str, Any] = {}
         self.last_read_at: str | None = None
         self.reads = 0
-        self.errors: Counter[str] = Counter()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(
-        self, on_credential: Callable[[Credential], None], on_event: ReaderEvent | None = None
-    ) -> None:
-        self._on_credential = on_credential
-        self._on_event = on_event
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="mcu-link", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-            self._thread = None
 
     @property
     def connected(self) -> bool:
@@ -141,17 +122,6 @@ class McuLink:
             return self._acks.pop(seq)
 
     # -- the thread --------------------------------------------------------------------------
-    def _count(self, what: str) -> None:
-        with self._lock:
-            self.errors[what] += 1
-
-    def _event(self, what: str, **detail: Any) -> None:
-        if self._on_event is not None:
-            try:
-                self._on_event(what, detail)
-            except Exception:
-                log.exception("link event handler failed")
-
     def _set_link(self, up: bool, **detail: Any) -> None:
         with self._lock:
             was = self.link_up

@@ -35,13 +35,13 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from device.credentials import Credential
 from device.errors import KioskError
+from device.source import ThreadedSource
 from firmware_bridge.idcard import id_checksum_ok
 
 log = logging.getLogger(__name__)
@@ -237,12 +237,8 @@ def read_ss_card(conn: CardConnection, *, with_card_number: bool = False) -> SsC
 
 # -- the reader thread ---------------------------------------------------------------------
 
-ReaderEvent = Callable[[str, dict[str, Any]], None]
-"""Called from the reader thread: reader_ready, reader_lost (once per outage),
-card_unreadable."""
 
-
-class SsCardReader:
+class SsCardReader(ThreadedSource):
     """Credential source for social-security cards, on its own thread (the CardReader shape).
 
     Polls ``card_factory`` every ``poll_interval_s``; a card is read once per insertion (it
@@ -250,6 +246,8 @@ class SsCardReader:
     application, removed mid-read, garbage, mute) still produces a credential with
     ``readable=False`` — the citizen always gets a prompt — and a ``card_unreadable`` event.
     """
+
+    thread_name = "sscard-reader"
 
     def __init__(
         self,
@@ -261,37 +259,12 @@ class SsCardReader:
         self.factory = card_factory
         self._poll = poll_interval_s
         self._reconnect = reconnect_interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._on_credential: Callable[[Credential], None] | None = None
-        self._on_event: ReaderEvent | None = None
-        self._lock = threading.Lock()
+        super().__init__(join_timeout_s=poll_interval_s + reconnect_interval_s + 5)
         self.connected = False
         self.reads = 0
         self.unreadable = 0
         self.last_read_at: str | None = None
         self.last_cycle_s: float | None = None
-        self.errors: Counter[str] = Counter()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(
-        self, on_credential: Callable[[Credential], None], on_event: ReaderEvent | None = None
-    ) -> None:
-        """Start polling on a daemon thread."""
-        if self._thread is not None:
-            raise RuntimeError("SsCardReader already started")
-        self._on_credential = on_credential
-        self._on_event = on_event
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="sscard-reader", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (waits for a read in progress)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._poll + self._reconnect + 5)
-            self._thread = None
 
     def health(self) -> dict[str, Any]:
         """What the heartbeat reports about the social-security card reader."""
@@ -309,17 +282,6 @@ class SsCardReader:
             }
 
     # -- the loop ----------------------------------------------------------------------------
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self.errors[kind] += 1
-
-    def _event(self, what: str, **detail: Any) -> None:
-        if self._on_event is not None:
-            try:
-                self._on_event(what, detail)
-            except Exception:
-                log.exception("sscard event handler failed")
-
     def _set_connected(self) -> None:
         """The reader answers: announce it once per outage."""
         with self._lock:
