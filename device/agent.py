@@ -16,9 +16,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from device.client import ServerClient, ServerError, jittered
+from device.config import ConfigError, check_remote_setting
 from device.credentials import Credential
 from device.errors import KioskError, VoiceError
 from device.journal import Journal
@@ -256,30 +257,15 @@ class Agent:
         return result
 
     # -- fleet configuration ---------------------------------------------------------------
-    # Keys an admin may change remotely (`kiosk provision config set`), with their bounds.
-    _REMOTE_KEYS: ClassVar[dict[str, tuple[float, float]]] = {
-        "verify.deadline_s": (0.05, 2.5),
-        "heartbeat.interval_s": (5.0, 3600.0),
-        "upload.interval_s": (0.5, 600.0),
-    }
-
     def apply_config(self, version: int, config: dict[str, Any]) -> None:
         """Take the merged fleet < site < device configuration from a heartbeat answer."""
         applied: dict[str, float] = {}
         refused: dict[str, str] = {}
         for key, raw in config.items():
-            bounds = self._REMOTE_KEYS.get(key)
             try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                refused[key] = "not a number"
-                continue
-            if bounds is None:
-                refused[key] = "not settable remotely"
-            elif not bounds[0] <= value <= bounds[1]:
-                refused[key] = f"outside [{bounds[0]}, {bounds[1]}]"
-            else:
-                applied[key] = value
+                applied[key] = check_remote_setting(key, raw)
+            except ConfigError as exc:
+                refused[key] = str(exc)
         if "verify.deadline_s" in applied:
             self._verifier.deadline_s = applied["verify.deadline_s"]
         if "heartbeat.interval_s" in applied:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, TextIO
 
 from device.camera import CameraEnded, CaptureThread, OpenCvCamera
@@ -23,6 +24,7 @@ def scan(
     *,
     dedupe_s: float = 3.0,
     max_frames: int | None = None,
+    no_frame_timeout_s: float = 10.0,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -32,6 +34,7 @@ def scan(
     capture: CaptureThread = scanner.capture  # read on its thread, decode on this one
     capture.start()
     frames = 0
+    last_frame = time.monotonic()
     try:
         while max_frames is None or frames < max_frames:
             try:
@@ -39,8 +42,13 @@ def scan(
             except CameraEnded:
                 break
             if frame is None:
+                if time.monotonic() - last_frame > no_frame_timeout_s:
+                    # a technician's tool must not wait forever on a camera that is not there
+                    print(f"error: no frame from {source!r} for {no_frame_timeout_s:g} s", file=err)
+                    break
                 continue
             frames += 1
+            last_frame = time.monotonic()
             for acc in scanner.process(frame):
                 line = {"frame": acc.frame, "data": acc.text, "decode_ms": round(acc.decode_ms, 2)}
                 print(json.dumps(line, ensure_ascii=False), file=out, flush=True)
@@ -54,14 +62,19 @@ def scan(
         for k in ("frames", "drops", "restarts", "codes", "duplicates", "rejected", "avg_decode_ms")
     }
     print(f"camera scan: {json.dumps(summary)}", file=err)
-    if health["frames"] == 0 and health["open_failures"]:
+    if health["frames"] == 0:
         print(f"error: cannot open camera source {source!r}", file=err)
         return 2
     return 0
 
 
 def _scan(args: argparse.Namespace) -> int:
-    return scan(args.source, dedupe_s=args.dedupe, max_frames=args.max_frames)
+    return scan(
+        args.source,
+        dedupe_s=args.dedupe,
+        max_frames=args.max_frames,
+        no_frame_timeout_s=args.timeout,
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,5 +96,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     scan_p.add_argument(
         "--max-frames", type=int, default=None, metavar="N", help="stop after N frames"
+    )
+    scan_p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="give up (exit 2) when no frame arrives for S seconds (default 10)",
     )
     scan_p.set_defaults(func=_scan)

@@ -31,6 +31,33 @@ class ConfigError(KioskError, ValueError):
     """The configuration file or the device bundle is invalid."""
 
 
+# Settings an admin may change on running kiosks (`kiosk provision config set`), with their
+# bounds; kiosks apply them at their next heartbeat. Everything else needs the local file.
+REMOTE_SETTINGS: dict[str, tuple[float, float]] = {
+    "verify.deadline_s": (0.05, 2.5),
+    "heartbeat.interval_s": (5.0, 3600.0),
+    "upload.interval_s": (0.5, 600.0),
+}
+
+
+def check_remote_setting(key: str, value: object) -> float:
+    """The value as a number within its bounds, or ConfigError saying what is wrong."""
+    bounds = REMOTE_SETTINGS.get(key)
+    if bounds is None:
+        raise ConfigError(
+            f"{key!r} cannot be set remotely (settable: {', '.join(sorted(REMOTE_SETTINGS))})"
+        )
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
+    if not bounds[0] <= number <= bounds[1]:
+        raise ConfigError(f"{key}: must be in [{bounds[0]}, {bounds[1]}], got {number}")
+    return number
+
+
 @dataclass(frozen=True)
 class ReaderConfig:
     """The ID-card reader: where it is and how patient to be with it."""

@@ -59,6 +59,24 @@ def make_pin_factory(name: str) -> Any:
     return NativeFactory()
 
 
+def warn_about_transport(server_url: str, tls_ca: str) -> None:
+    """Say loudly when the kiosk talks to its server without a pinned, encrypted channel."""
+    if server_url.startswith("http://") and not server_url.startswith(
+        ("http://127.", "http://localhost")
+    ):
+        log.warning(
+            "server %s is plain HTTP: lookups and audit cross the network unencrypted; "
+            "serve HTTPS and provision the fleet CA (kiosk provision init --tls-ca)",
+            server_url,
+        )
+    elif server_url.startswith("https://") and not tls_ca.strip():
+        log.warning(
+            "server %s is HTTPS but the bundle pins no fleet CA: any certificate the system "
+            "trusts is accepted",
+            server_url,
+        )
+
+
 def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
     """The sources besides the ID-card reader that the configuration turns on."""
     sources: list[CredentialSource] = []
@@ -108,6 +126,7 @@ async def built_agent(
     boot_id = uuid.uuid4().hex
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
+            warn_about_transport(config.server_url or bundle.server_url, bundle.tls_ca)
             client = ServerClient(
                 config.server_url or bundle.server_url,
                 DeviceIdentity.from_bundle(

@@ -92,14 +92,18 @@ class Verifier:
         self._site = site
         self._replay = ReplayGuard()
         self._was_offline = False
+        self._last_refusal = ""
         self._background: set[asyncio.Task[None]] = set()
+
+    def _pseudonym_for(self, id_number: str) -> str:
+        return pseudonym(self._fleet_key, id_number)
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self._wall(), dt.UTC).astimezone().date()
 
     async def decide(self, cred: Credential, tap_id: str) -> Decision:
         """Never raises and never outlives the deadline (plus scheduling noise)."""
-        alias = pseudonym(self._fleet_key, cred.id_number) if cred.id_number else ""
+        alias = self._pseudonym_for(cred.id_number) if cred.id_number else ""
         ident = _Identity(tap_id, cred.masked_id, alias)
         local = self._local_refusal(cred)
         if local is not None:
@@ -127,15 +131,30 @@ class Verifier:
             outcome = answer.get("outcome")
             if outcome not in OUTCOMES:
                 raise ValueError(f"server gave unknown outcome {outcome!r}")
+        except ServerRejected as exc:
+            # The server is there and refuses this kiosk or this request (revoked,
+            # quarantined, not enrolled, malformed): the cache must not open the gate for a
+            # kiosk that has been cut off, and a refusal is not an outage for the breaker.
+            if exc.error != self._last_refusal:
+                log.error("server refused the lookup: %s", exc)
+            self._last_refusal = exc.error
+            return self._decision(
+                ident,
+                "check",
+                False,
+                (f"server_refused:{exc.error or exc.status}",),
+                error=str(exc),
+            )
         except (ServerError, TimeoutError, ValueError) as exc:
             self.breaker.failure()
-            reason = "server_refused" if isinstance(exc, ServerRejected) else "server_unavailable"
+            reason = "server_unavailable"
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not self._was_offline:
                 log.warning("deciding offline: %s", error)
                 self._was_offline = True
             return await self._fallback(ident, cred, [reason], error)
         self.breaker.success()
+        self._last_refusal = ""
         if self._was_offline:
             log.info("server answering again")
             self._was_offline = False

@@ -74,6 +74,13 @@ def _password(args: argparse.Namespace) -> str:
     env = os.environ.get("SIHEYI_ADMIN_PASSWORD")
     if env:
         return env
+    if not sys.stdin.isatty():
+        # getpass would fall back to reading stdin with a warning, or die at EOF: a
+        # scripted set-up must say where the password comes from.
+        raise ProvisioningError(
+            "no terminal to ask for the admin password: use --password-file FILE or set "
+            "SIHEYI_ADMIN_PASSWORD"
+        )
     first = getpass.getpass(f"password for admin {args.admin}: ")
     if getpass.getpass("again: ") != first:
         raise ProvisioningError("passwords differ")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from device.config import ConfigError, check_remote_setting
 from provisioning.errors import (
     DeviceNotFound,
     DeviceRevoked,
@@ -587,6 +588,11 @@ def set_config(
             f"config key {key!r}: lower-case words of [a-z0-9_] joined by dots"
             " (e.g. verify.deadline_s)"
         )
+    if value is not None:
+        try:
+            check_remote_setting(key, value)
+        except ConfigError as exc:  # the kiosks would ignore it: refuse it here
+            raise InvalidField(str(exc)) from exc
     if scope == "fleet":
         target = ""
     elif scope == "site":

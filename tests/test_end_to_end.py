@@ -267,7 +267,6 @@ async def test_fleet_config_is_picked_up_at_the_next_heartbeat(
         assert agent._verifier.deadline_s == 1.2
         with sqlite3.connect(fleet.db) as conn:
             set_config(conn, "site", "site-a", "verify.deadline_s", 0.8)
-            set_config(conn, "site", "site-a", "voice.rate", 999)  # not remotely settable
         await wait_for(lambda: _true(agent._verifier.deadline_s == 0.8), timeout=10)
         assert agent.config_version is not None
         assert (await agent.status())["config_version"] == agent.config_version

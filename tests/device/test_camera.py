@@ -211,3 +211,16 @@ def test_opencv_camera_kinds_and_missing_file(tmp_path: Path) -> None:
         cap.stop()
     assert events.names() == ["camera_lost", "camera_ended"]
     assert cap.health()["open_failures"] == 1
+
+
+def test_scan_gives_up_on_a_camera_that_is_not_there() -> None:
+    import io
+    import time
+
+    from device.camera_cli import scan
+
+    err = io.StringIO()
+    started = time.monotonic()
+    assert scan("9", no_frame_timeout_s=1.0, out=io.StringIO(), err=err) == 2
+    assert time.monotonic() - started < 10
+    assert "no frame from '9'" in err.getvalue()

@@ -227,15 +227,15 @@ async def test_config_is_picked_up_at_heartbeat(rig: Rig) -> None:
     client.on_config = lambda version, config: seen.append((version, config))
     with connect(rig.db) as conn, transaction(conn):
         fleet.set_config(conn, "fleet", "", "verify.deadline_s", 1.0)
-        fleet.set_config(conn, "fleet", "", "voice.rate", 160)
-        fleet.set_config(conn, "site", "site-a", "voice.rate", 180)
+        fleet.set_config(conn, "fleet", "", "upload.interval_s", 5)
+        fleet.set_config(conn, "site", "site-a", "upload.interval_s", 3)
         fleet.set_config(conn, "device", "SN-1", "verify.deadline_s", 0.8)
     async with client:
         answer = await client.heartbeat({"boot_id": "b", "version": "1.2.3"})
         assert answer["config_version"] == 4
-        assert client.config == {"verify.deadline_s": 0.8, "voice.rate": 180}
+        assert client.config == {"verify.deadline_s": 0.8, "upload.interval_s": 3}
         await client.heartbeat({"boot_id": "b"})
-    assert seen == [(4, {"verify.deadline_s": 0.8, "voice.rate": 180})]  # announced once
+    assert seen == [(4, {"verify.deadline_s": 0.8, "upload.interval_s": 3})]  # announced once
     [status] = registry.status_rows(registry.list_devices(rig.db), 120)
     assert status["online"] and status["version"] is None  # the last heartbeat had none
 

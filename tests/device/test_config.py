@@ -97,3 +97,15 @@ def test_every_config_key_is_documented_in_the_readme() -> None:
         keys |= set(vars(getattr(c, section)))
     keys |= set(c.voice.prompts)
     assert keys - documented == set()
+
+
+def test_unencrypted_or_unpinned_server_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from device.runtime import warn_about_transport
+
+    warn_about_transport("http://10.0.0.5:8080", "")
+    warn_about_transport("https://kiosk.example", "")
+    warn_about_transport("https://kiosk.example", "-----BEGIN CERTIFICATE-----\n...")
+    warn_about_transport("http://127.0.0.1:8080", "")  # the demo on one machine
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "plain HTTP" in messages[0] and "pins no fleet CA" in messages[1]

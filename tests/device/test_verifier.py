@@ -7,6 +7,7 @@ import datetime as dt
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,7 +76,6 @@ async def test_online_answer_is_used(calls: list[dict[str, Any]]) -> None:
         (500, "{}"),
         (200, "not json"),
         (200, '{"outcome": "maybe"}'),
-        (401, '{"error": "unauthenticated"}'),
     ],
 )
 async def test_bad_answers_decide_offline(status: int, body: str) -> None:
@@ -157,3 +157,46 @@ async def test_bad_checksum_and_expired_card_decided_locally() -> None:
     assert (old.outcome, old.reasons) == ("invalid_credential", ("card_expired",))
     assert old.prompt == "证件无效，请重新刷卡"
     assert forever.outcome == "check" and forever.offline  # not expired; server unreachable
+
+
+async def test_a_revoked_kiosk_never_passes_from_its_cache(tmp_path: Path) -> None:
+    """Cut off by the server, the kiosk must not keep opening the gate from cached passes."""
+    from device.cache import KioskCache
+
+    state = {"revoked": False}
+    sampled = dt.datetime.now(dt.UTC).isoformat()
+
+    async def answer(request: web.Request) -> web.Response:
+        if state["revoked"]:
+            return web.json_response({"error": "revoked", "detail": "device revoked"}, status=403)
+        return web.json_response(
+            {
+                "outcome": "pass",
+                "server_time": sampled,
+                "checks": {
+                    "health_code": {"status": "ok", "colour": "green", "updated_at": sampled},
+                    "nat": {"status": "ok", "result": "negative", "sampled_at": sampled},
+                    "vaccination": {"status": "ok", "doses": 3},
+                    "travel": {"status": "ok", "flagged": False, "area": ""},
+                },
+            }
+        )
+
+    server = await serve(answer)
+    cache = KioskCache(tmp_path / "cache.db", max_age_s=3600)
+    v = verifier(str(server.make_url("")))
+    v.cache = cache
+    try:
+        assert (await v.decide(cred(), "t1")).outcome == "pass"
+        await v.flush()
+        assert await cache.get(v._pseudonym_for(ID)) is not None  # the pass is cached
+        state["revoked"] = True
+        for i in range(5):
+            d = await v.decide(cred(), f"t{i + 2}")
+            assert d.outcome == "check" and not d.offline
+            assert d.reasons == ("server_refused:revoked",)
+        assert v.breaker.state == "closed"  # a refusal is not an outage
+    finally:
+        await v._client.close()
+        await cache.close()
+        await server.close()

@@ -169,17 +169,23 @@ def test_status_list_filters_and_config(
     [row] = json.loads(out[out.index("[") :])
     assert (row["serial"], row["online"], row["enrolled"]) == ("SN-1", False, False)
     base = ["provision", "config", "set", "--database", str(db)]
-    assert run([*base, "voice.rate", "160", "--fleet"]) == 0
-    assert run([*base, "voice.rate", "170", "--site", "north"]) == 0
-    assert run([*base, "voice.voice", "zh", "--device", "SN-1"]) == 0
+    assert run([*base, "verify.deadline_s", "1.0", "--fleet"]) == 0
+    assert run([*base, "verify.deadline_s", "0.8", "--site", "north"]) == 0
+    assert run([*base, "heartbeat.interval_s", "60", "--device", "SN-1"]) == 0
     assert "version 3" in capsys.readouterr().out
-    assert run([*base, "voice.rate", "1", "--site", "atlantis"]) == 1
+    assert run([*base, "verify.deadline_s", "1", "--site", "atlantis"]) == 1
     assert "unknown site" in capsys.readouterr().err
     assert run([*base, "Bad Key", "1", "--fleet"]) == 1
+    # kiosks would ignore these, so the admin hears it now, not never
+    assert run([*base, "voice.rate", "160", "--fleet"]) == 1
+    assert "cannot be set remotely" in capsys.readouterr().err
+    assert run([*base, "verify.deadline_s", "abc", "--fleet"]) == 1
+    assert run([*base, "verify.deadline_s", "99", "--fleet"]) == 1
+    assert "must be in" in capsys.readouterr().err
     assert run(["provision", "config", "list", "--database", str(db)]) == 0
     layers = json.loads(capsys.readouterr().out)
     assert [(x["scope"], x["key"], x["value"]) for x in layers] == [
-        ("fleet", "voice.rate", 160),
-        ("site", "voice.rate", 170),
-        ("device", "voice.voice", "zh"),
+        ("fleet", "verify.deadline_s", 1.0),
+        ("site", "verify.deadline_s", 0.8),
+        ("device", "heartbeat.interval_s", 60),
     ]

@@ -196,3 +196,19 @@ def test_config_selects_the_database(
     assert run(["provision", "list", "--json", "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out)[0]["status"] == "revoked"
     assert run(["provision", "list", "--config", str(etc / "missing.toml")]) == 2
+
+
+def test_init_without_a_terminal_asks_for_a_password_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siheyi.cli import main
+
+    monkeypatch.delenv("SIHEYI_ADMIN_PASSWORD", raising=False)
+    db = tmp_path / "fleet.db"
+    assert main(["provision", "init", "--database", str(db), "--admin", "root"]) == 1
+    assert "--password-file" in capsys.readouterr().err
+    assert not db.exists()  # nothing half-applied
+    secret = tmp_path / "pw"
+    secret.write_text("correct horse battery staple\n")
+    args = ["provision", "init", "--database", str(db), "--admin", "root"]
+    assert main([*args, "--password-file", str(secret)]) == 0

@@ -109,10 +109,16 @@ async def test_device_actions(admin: TestClient) -> None:
     assert resp.status == 200 and len((await resp.json())["code"]) == 11
     resp = await admin.post(
         "/v1/admin/config",
-        json={"scope": "site", "target": "north", "key": "voice.rate", "value": 150},
+        json={"scope": "site", "target": "north", "key": "verify.deadline_s", "value": 0.9},
         headers=headers,
     )
     assert (await resp.json())["config_version"] == 1
+    resp = await admin.post(
+        "/v1/admin/config",
+        json={"scope": "site", "target": "north", "key": "voice.rate", "value": 150},
+        headers=headers,
+    )
+    assert resp.status == 400  # kiosks cannot apply it: refused, not silently ignored
 
 
 async def test_overload_answers_429_with_retry_after(
