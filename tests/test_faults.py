@@ -53,9 +53,10 @@ STRANGER = make_id_number("510107", "19880808", "123")
 
 
 class Switch:
-    """Makes one upstream source hang while `slow` is set (the server's own adapters)."""
+    """Makes one upstream source hang (`slow`) or fail (`down`) (the server's own adapters)."""
 
     slow = False
+    down = False
 
 
 @pytest.fixture
@@ -80,6 +81,8 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Any]]:
             async def lookup(self, id_number: str) -> Any:
                 if Switch.slow:
                     await asyncio.sleep(30)
+                if Switch.down:
+                    raise ConnectionRefusedError("nat upstream down")
                 return await nat.lookup(id_number)
 
         adapters[1] = MaybeSlowNat()
@@ -98,7 +101,7 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Any]]:
     try:
         yield Fleet(db, proxy.url, Bundle.load(tmp_path / "bundle.json"), people), proxy
     finally:
-        Switch.slow = False
+        Switch.slow = Switch.down = False
         await proxy.close()
         await server.close()
 
@@ -184,8 +187,13 @@ async def test_circuit_open_taps_decide_at_cache_speed(
             assert r.latency_ms is not None and r.latency_ms < 100
 
 
-async def test_one_upstream_source_slow(
-    tmp_path: Path, faulty: tuple[Fleet, Any], sim: SimulatedReaderPort, prompt_cache: Path
+@pytest.mark.parametrize("fault", ["slow", "down"])
+async def test_one_upstream_source_slow_or_down(
+    tmp_path: Path,
+    faulty: tuple[Fleet, Any],
+    sim: SimulatedReaderPort,
+    prompt_cache: Path,
+    fault: str,
 ) -> None:
     fleet, _proxy = faulty
     config = device_config(tmp_path, sim, prompt_cache, deadline_s=DEADLINE)
@@ -193,7 +201,14 @@ async def test_one_upstream_source_slow(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
     ) as agent:
         await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
-        Switch.slow = True
+        # a person the server already looked up: the NAT source's last-known value stands in
+        known = fleet.people["pass"][0]
+        assert (await tap(agent, sim, known)).decision.outcome == "pass"
+        setattr(Switch, fault, True)
+        again = await tap(agent, sim, known)
+        assert not again.decision.offline and again.decision.outcome == "pass"
+        assert again.decision.checks["nat"].get("stale") is True
+        assert again.latency_ms is not None and again.latency_ms <= BUDGET_MS
         stranger_to_nat = fleet.people["pass"][1]  # never looked up before: no last-known NAT
         result = await tap(agent, sim, stranger_to_nat)
         d = result.decision
