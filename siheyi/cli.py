@@ -73,9 +73,10 @@ def _register_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     run = verbs.add_parser("run", help="run the kiosk agent")
     run.add_argument("--config", required=True, help="device TOML configuration")
     run.set_defaults(func=_device_run)
-    from device import enrol
+    from device import enrol, wipe
 
     enrol.register(verbs)
+    wipe.register(verbs)
 
 
 def _demo(args: argparse.Namespace) -> int:
