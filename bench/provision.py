@@ -36,7 +36,7 @@ import aiohttp
 
 from provisioning import keygen
 from server.db import connect, transaction
-from server.keys import fleet_key, server_public_key
+from server.keys import server_public_key, site_key
 
 PASSWORD = "bench-password-0123"
 SITES = 40
@@ -52,7 +52,7 @@ def write_bundles(common: dict[str, str], items: list[tuple[str, ...]], out_dir:
             "site": site,
             "gate": gate,
             "server_url": common["server_url"],
-            "fleet_key": common["fleet_key"],
+            "fleet_key": common[f"site_key:{site}"],  # the pseudonym key of its own site
             "server_key": common["server_key"],
             "private_key": private,
             "public_key": public,
@@ -74,10 +74,11 @@ def prepare(db: Path) -> dict[str, str]:
     from server.admin import create_admin, hash_password
 
     with connect(db) as conn, transaction(conn):
-        fleet.add_sites(conn, [f"site-{i:02d}" for i in range(SITES)])
+        sites = [f"site-{i:02d}" for i in range(SITES)]
+        fleet.add_sites(conn, sites)
         create_admin(conn, "bench", hash_password(PASSWORD), fleet.now_iso())
         return {
-            "fleet_key": fleet_key(conn),
+            **{f"site_key:{site}": site_key(conn, site) for site in sites},
             "server_key": server_public_key(conn),
             "tls_ca": "",
         }

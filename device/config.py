@@ -250,8 +250,10 @@ class Bundle:
     """The per-kiosk bundle (docs/identity.md): identity, private key and fleet settings.
 
     Written by `kiosk provision add` / `kiosk device enrol`, mode 0600. ``private_key`` is the
-    kiosk's own Ed25519 key (hex, 32 bytes) and never leaves the kiosk; ``fleet_key`` keys the
-    offline cache's pseudonyms and authenticates nothing.
+    kiosk's own Ed25519 key (hex, 32 bytes) and never leaves the kiosk; ``fleet_key`` (name kept
+    for compatibility) is the pseudonym key of the kiosk's own *site* — each site has its own —
+    and keys the pseudonyms of the offline cache, journal and site snapshot; it authenticates
+    nothing.
     """
 
     device_id: str

@@ -48,6 +48,10 @@ def mask_id(id_number: str) -> str:
 def pseudonym(fleet_key: bytes, id_number: str) -> str:
     """Return HMAC-SHA256(fleet_key, ID number) as 64 hex characters.
 
+    ``fleet_key`` is the bundle's key of that name: the pseudonym key of the kiosk's own site
+    (each site has its own, docs/identity.md), so the same person has a different pseudonym
+    at every site.
+
     The number is stripped and upper-cased first so a lower-case ``x`` check character read
     from a QR code and an upper-case one read from a card give the same person one key.
     """

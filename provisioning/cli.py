@@ -90,7 +90,7 @@ def _password(args: argparse.Namespace) -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     """Fleet settings (server URL, fleet CA), the fleet keys, and an administrator."""
     from server.admin import create_admin, hash_password
-    from server.keys import fleet_key, signing_key
+    from server.keys import signing_key
 
     def work(database: str) -> int:
         tls_ca = ""
@@ -105,8 +105,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise ProvisioningError(str(exc)) from exc
         with connect(database) as conn, transaction(conn):
-            fleet_key(conn)
-            signing_key(conn)
+            signing_key(conn)  # site pseudonym keys are created with each site's first bundle
             if args.server_url:
                 fleet.set_setting(conn, "server_url", registry._check_url(args.server_url))
             if args.tls_ca:

@@ -3,10 +3,11 @@ their bundles, revoke, quarantine, rotate, list.
 
 A kiosk's identity is its own Ed25519 key pair (docs/identity.md). Provisioning generates the
 pair for bulk bundles; the server only ever stores the public half. A bundle is one JSON file
-per kiosk, mode 0600: device id, serial, placement, server URL, the fleet's pseudonym key, the
-server's snapshot public key, the fleet CA (PEM, optional) and the kiosk's private key. There
-is no fleet-wide secret in a bundle: the pseudonym key only keys the offline cache's HMAC
-pseudonyms and authenticates nothing.
+per kiosk, mode 0600: device id, serial, placement, server URL, the pseudonym key of the
+kiosk's own site (field ``fleet_key``, name kept for compatibility), the server's snapshot
+public key, the fleet CA (PEM, optional) and the kiosk's private key. There is no fleet-wide
+secret in a bundle: the pseudonym key is per site, only keys the HMAC pseudonyms of that
+site's cache, journal and snapshots, and authenticates nothing.
 
 The SQL lives in :mod:`provisioning.fleet`, shared with the server's admin API.
 """
@@ -37,7 +38,7 @@ from provisioning.errors import (
 )
 from provisioning.fleet import BulkReport, DeviceRecord, DeviceRow
 from server.db import connect, transaction
-from server.keys import fleet_key, server_public_key
+from server.keys import server_public_key, site_key
 
 __all__ = [
     "BulkReport",
@@ -45,7 +46,6 @@ __all__ = [
     "DeviceRecord",
     "add_device",
     "add_from_csv",
-    "fleet_key",
     "get_device",
     "list_devices",
     "revoke_device",
@@ -65,7 +65,7 @@ class DeviceBundle:
     site: str
     gate: str
     server_url: str
-    fleet_key: str
+    fleet_key: str  # the pseudonym key of this kiosk's site (name kept for compatibility)
     server_key: str
     private_key: str = field(repr=False)
     public_key: str = ""
@@ -87,12 +87,12 @@ def _check_url(server_url: str) -> str:
     return server_url.rstrip("/")
 
 
-def _fleet_defaults(conn: sqlite3.Connection, server_url: str | None) -> tuple[str, str, str, str]:
-    """(server_url, fleet_key, server_key, tls_ca) for new bundles."""
+def _fleet_defaults(conn: sqlite3.Connection, server_url: str | None) -> tuple[str, str, str]:
+    """(server_url, server_key, tls_ca) for new bundles; the pseudonym key is per site
+    (:func:`server.keys.site_key`)."""
     url = server_url or fleet.get_setting(conn, "server_url") or DEFAULT_SERVER_URL
     return (
         _check_url(url),
-        fleet_key(conn),
         server_public_key(conn),
         fleet.get_setting(conn, "tls_ca"),
     )
@@ -131,8 +131,9 @@ def add_device(
     staged = _StagedBundle(Path(bundle_path)) if bundle_path is not None else None
     try:
         with connect(database) as conn, transaction(conn):
-            url, pseudonym_key, server_key, tls_ca = _fleet_defaults(conn, server_url)
+            url, server_key, tls_ca = _fleet_defaults(conn, server_url)
             fleet.add_sites(conn, [row.site])
+            pseudonym_key = site_key(conn, row.site)
             existing = conn.execute(
                 "SELECT device_id, status FROM devices WHERE serial = ?", (row.serial,)
             ).fetchone()
@@ -356,7 +357,8 @@ def add_from_csv(
         note("registered", len(report.results), len(report.results))
         if out_dir is None or not keys:
             return CsvResult(report)
-        url, pseudonym_key, server_key, tls_ca = _fleet_defaults(conn, server_url)
+        url, server_key, tls_ca = _fleet_defaults(conn, server_url)
+        site_keys: dict[str, str] = {}
         staging = _staging_dir(out_dir)
         try:
             items: list[tuple[str, str]] = []
@@ -367,13 +369,15 @@ def add_from_csv(
                 item = rows_by_serial[result.serial]
                 private, public = keys[result.serial]
                 assert result.device_id is not None
+                if item.site not in site_keys:
+                    site_keys[item.site] = site_key(conn, item.site)
                 bundle = DeviceBundle(
                     result.device_id,
                     item.serial,
                     item.site,
                     item.gate,
                     url,
-                    pseudonym_key,
+                    site_keys[item.site],
                     server_key,
                     private.hex(),
                     public.hex(),

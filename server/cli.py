@@ -177,8 +177,7 @@ def cmd_issue_pass(args: argparse.Namespace) -> int:
         return database_error(config.database, exc)
     print(issued.text, flush=True)
     expires = datetime.fromtimestamp(issued.payload["exp"], UTC).isoformat()
-    where = f"site {args.site}" if args.site else "any site"
-    print(f"pass for {masked} at {where}, valid until {expires}", file=sys.stderr)
+    print(f"pass for {masked} at site {args.site}, valid until {expires}", file=sys.stderr)
     if segno is not None:
         try:
             segno.make_qr(issued.text, error="m").save(args.png, scale=4, border=4)
@@ -247,7 +246,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"validity in minutes, 1..{MAX_VALIDITY_S // 60} (default 5)",
     )
     issue.add_argument(
-        "--site", default="", metavar="S", help="only kiosks of this site accept it (default: any)"
+        "--site",
+        required=True,
+        metavar="S",
+        help="the site whose kiosks accept it (required: pseudonyms are per site)",
     )
     issue.add_argument("--png", metavar="FILE", help="also write the pass as a QR image (segno)")
     add_database_options(issue)

@@ -32,7 +32,7 @@ from server.identity_keys import (
     session_message,
     signature_ok,
 )
-from server.keys import fleet_key, server_public_key
+from server.keys import server_public_key, site_key
 from server.middleware import json_error
 from server.sessions import (
     claim_nonce,
@@ -165,7 +165,7 @@ def _enrol(
             "serial": record.serial,
             "site": record.site,
             "gate": record.gate,
-            "fleet_key": fleet_key(conn),
+            "fleet_key": site_key(conn, record.site),  # the pseudonym key of its own site
             "server_key": server_public_key(conn),
             "server_url": fleet.get_setting(conn, "server_url"),
             "tls_ca": fleet.get_setting(conn, "tls_ca"),

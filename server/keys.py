@@ -1,7 +1,10 @@
-"""The fleet's pseudonym key and the server's Ed25519 signing key, both created on first use.
+"""Per-site pseudonym keys and the server's Ed25519 signing key, all created on first use.
 
-The fleet key (32 random bytes, hex, table ``fleet``) keys ``HMAC-SHA256(fleet_key, ID
-number)`` pseudonyms on every kiosk. The snapshot signing key (table ``server_keys``, name
+Each site has its own pseudonym key (32 random bytes, hex, table ``site_keys``): it keys
+``HMAC-SHA256(site key, ID number)`` pseudonyms on that site's kiosks (the bundle field
+``fleet_key``, name kept for compatibility), in that site's snapshots and in passes bound to
+that site. A kiosk therefore only ever holds its own site's key: a stolen kiosk reveals only
+its own site's pseudonyms (docs/identity.md). The snapshot signing key (table ``server_keys``, name
 ``snapshot``) signs site snapshots; only its public half ever leaves the server (in device
 bundles). Neither key is logged; :class:`SigningKey` hides its private half from ``repr``.
 """
@@ -27,14 +30,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def fleet_key(conn: sqlite3.Connection) -> str:
-    """Return the fleet's pseudonym key (32 random bytes, hex), creating it on first use."""
+def site_key(conn: sqlite3.Connection, site: str) -> str:
+    """Return ``site``'s pseudonym key (32 random bytes, hex), creating it on first use.
+
+    Safe against a concurrent first use by another process: the first stored key wins. An
+    empty site has no key (``ValueError``): every pseudonym belongs to exactly one site.
+    """
+    if not site:
+        raise ValueError("a pseudonym key belongs to a site; the site is empty")
     conn.execute(
-        "INSERT INTO fleet (id, fleet_key, created_at) VALUES (1, ?, ?)"
-        " ON CONFLICT (id) DO NOTHING",
-        (secrets.token_hex(32), _now()),
+        "INSERT INTO site_keys (site, key_hex, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (site) DO NOTHING",
+        (site, secrets.token_hex(32), _now()),
     )
-    row = conn.execute("SELECT fleet_key FROM fleet WHERE id = 1").fetchone()
+    row = conn.execute("SELECT key_hex FROM site_keys WHERE site = ?", (site,)).fetchone()
     return str(row[0])
 
 

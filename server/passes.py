@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ import aiohttp
 from server import identity
 from server.config import ServerConfig
 from server.db import Database
-from server.keys import SigningKey, fleet_key, signing_key
+from server.keys import SigningKey, signing_key, site_key
 from server.resilience import ResilientSource
 from server.upstream import configured_sources
 from server.verify import Verification, Verifier
@@ -52,11 +53,11 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     )
 
 
-def pseudonym(fleet_key_hex: str, id_number: str) -> str:
-    """``HMAC-SHA256(fleet_key, number stripped and upper-cased)``, hex — exactly
-    ``device.privacy.pseudonym`` (and the snapshot's keys)."""
+def pseudonym(site_key_hex: str, id_number: str) -> str:
+    """``HMAC-SHA256(site key, number stripped and upper-cased)``, hex — exactly
+    ``device.privacy.pseudonym`` at a kiosk of that site (and that site's snapshot keys)."""
     normalised = id_number.strip().upper().encode("utf-8")
-    return hmac.new(bytes.fromhex(fleet_key_hex), normalised, hashlib.sha256).hexdigest()
+    return hmac.new(bytes.fromhex(site_key_hex), normalised, hashlib.sha256).hexdigest()
 
 
 def sign_pass(payload: dict[str, Any], key: SigningKey) -> str:
@@ -75,25 +76,29 @@ class IssuedPass:
 
 def make_pass(
     key: SigningKey,
-    fleet_key_hex: str,
+    site_key_hex: str,
     id_number: str,
     *,
     outcome: str,
     now: float,
     validity_s: int,
-    site: str = "",
+    site: str,
     nonce: str | None = None,
 ) -> IssuedPass:
-    """Build and sign a pass for ``id_number`` (no policy check: see :func:`issue_pass`)."""
+    """Build and sign a pass for ``id_number`` bound to ``site`` (no policy check: see
+    :func:`issue_pass`). ``site_key_hex`` is ``site``'s pseudonym key: the pass's ``pid`` is
+    the pseudonym the kiosks of that site compute, and no other."""
     if not 0 < validity_s <= MAX_VALIDITY_S:
         raise ValueError(f"validity must be 1..{MAX_VALIDITY_S} s, got {validity_s}")
+    if not site:
+        raise ValueError("a pass is bound to a site (its pseudonym is under that site's key)")
     if len(site) > MAX_SITE_LEN or any(ord(c) < 32 for c in site):
         raise ValueError(f"site must be at most {MAX_SITE_LEN} printable characters")
     number = identity.normalise(id_number)
     iat = int(now)
     payload: dict[str, Any] = {
         "v": VERSION,
-        "pid": pseudonym(fleet_key_hex, number),
+        "pid": pseudonym(site_key_hex, number),
         "m": identity.mask(number),
         "o": outcome,
         "iat": iat,
@@ -102,6 +107,14 @@ def make_pass(
         "s": site,
     }
     return IssuedPass(sign_pass(payload, key), payload)
+
+
+def known_site_key(conn: sqlite3.Connection, site: str) -> str:
+    """``site``'s pseudonym key; ``ValueError`` for a site the fleet does not have (a typo
+    would otherwise mint a key no kiosk holds, and a pass no kiosk could use)."""
+    if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
+        raise ValueError(f"unknown site {site!r} (no kiosk is registered there)")
+    return site_key(conn, site)
 
 
 class PassRefused(ValueError):
@@ -135,17 +148,24 @@ async def issue_pass(
     config: ServerConfig,
     id_number: str,
     *,
+    site: str,
     minutes: int = 5,
-    site: str = "",
     now: datetime | None = None,
 ) -> IssuedPass:
-    """Issue a pass for ``id_number`` if their current decision is ``pass``.
+    """Issue a pass for ``id_number``, valid at the kiosks of ``site`` only, if their current
+    decision is ``pass``.
 
-    Raises :class:`PassRefused` otherwise, ``ValueError`` for a validity outside 1..15
-    minutes or a bad site, and database errors as they come.
+    A site is required: the pass's pseudonym is under that site's key (each site has its own,
+    docs/identity.md), so a pass valid at every site would need a key every kiosk holds.
+    Raises :class:`PassRefused` when the decision is not ``pass``, ``ValueError`` for a
+    validity outside 1..15 minutes or a missing or bad site, and database errors as they come.
     """
     if not 1 <= minutes <= MAX_VALIDITY_S // 60:
         raise ValueError(f"--minutes must be 1..{MAX_VALIDITY_S // 60}, got {minutes}")
+    if not site:
+        raise ValueError("--site is required: a pass is valid at the kiosks of one site")
+    if len(site) > MAX_SITE_LEN or any(ord(c) < 32 for c in site):
+        raise ValueError(f"site must be at most {MAX_SITE_LEN} printable characters")
     when = now or datetime.now(UTC)
     db = Database(config.database)
     await db.open()
@@ -154,12 +174,12 @@ async def issue_pass(
         if verification.decision.outcome != "pass":
             raise PassRefused(verification)
         key = await db.run(signing_key)
-        fleet = await db.run(fleet_key)
+        pseudonym_key = await db.run(known_site_key, site)
     finally:
         await db.close()
     return make_pass(
         key,
-        fleet,
+        pseudonym_key,
         id_number,
         outcome=verification.decision.outcome,
         now=when.timestamp(),

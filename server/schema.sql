@@ -258,3 +258,18 @@ CREATE TABLE fleet_config (
     updated_at  TEXT NOT NULL,
     PRIMARY KEY (scope, target, key)
 );
+
+-- migration: 6
+-- Per-site pseudonym keys (issue 6: no secret shared across the fleet). Each site's kiosks,
+-- snapshots and passes pseudonymise ID numbers with that site's key (32 random bytes, hex,
+-- created on first use by server.keys.site_key), so a stolen kiosk reveals only its own
+-- site's pseudonyms. The fleet-wide key is dropped, not carried over: every kiosk provisioned
+-- before this migration holds it and must get a new bundle (re-key or re-enrol, see
+-- docs/identity.md); no site inherits it.
+CREATE TABLE site_keys (
+    site        TEXT PRIMARY KEY,
+    key_hex     TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+DROP TABLE fleet;

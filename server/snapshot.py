@@ -2,10 +2,11 @@
 
 ``GET /v1/snapshot`` answers ``{"snapshot": {...}, "signature": hex, "key_id": hex}``. The
 snapshot lists the site's people (table ``site_people``) under their pseudonym
-``HMAC-SHA256(fleet_key, ID number)`` (exactly ``device.privacy.pseudonym``) with the facts the
-policy needs, and is signed with the server's Ed25519 key over its canonical JSON
-(``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, UTF-8). No
-clear ID number is in it.
+``HMAC-SHA256(site key, ID number)`` (exactly ``device.privacy.pseudonym`` under the key in
+the bundles of that site's kiosks, ``server.keys.site_key``; no other site's kiosk can derive
+them) with the facts the policy needs, and is signed with the server's Ed25519 key over its
+canonical JSON (``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``, UTF-8). No clear ID number is in it.
 
 Facts come from the local source tables; for a check kind served by an HTTP upstream they come
 from the last value that upstream gave for the person (``null`` when there is none). At most
@@ -34,7 +35,7 @@ from server import identity
 from server.checks import HealthCode, NatResult, Travel, Vaccination
 from server.config import ServerConfig, SitePolicy
 from server.db import Database
-from server.keys import SigningKey, fleet_key
+from server.keys import SigningKey, site_key
 from server.resilience import ResilientSource
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,10 @@ def _blank(local: frozenset[str]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SiteData:
-    """A site's people in clear (server memory only) with their facts, and the fleet key."""
+    """A site's people in clear (server memory only) with their facts, and the site's
+    pseudonym key."""
 
-    fleet_key: bytes
+    site_key: bytes
     people: dict[str, dict[str, Any]]
     truncated: bool
 
@@ -78,7 +80,7 @@ def read_site(
     conn: sqlite3.Connection, key: bytes, site: str, limit: int, local: frozenset[str]
 ) -> SiteData:
     """Read the site's first ``limit`` people (by ID number) and their facts from the local
-    tables of the kinds in ``local``; ``key`` is the fleet key."""
+    tables of the kinds in ``local``; ``key`` is the site's pseudonym key."""
     ids = [
         row[0]
         for row in conn.execute(
@@ -190,7 +192,7 @@ def encode(
     data: SiteData, site: str, generated_at: datetime, policy: SitePolicy, key: SigningKey
 ) -> Snapshot:
     """Pseudonymise, serialise canonically, sign. CPU-bound: run it off the event loop."""
-    people = {pseudonym(data.fleet_key, n): facts for n, facts in data.people.items()}
+    people = {pseudonym(data.site_key, n): facts for n, facts in data.people.items()}
     header = {
         "site": site,
         "generated_at": _iso(generated_at),
@@ -250,7 +252,7 @@ class SnapshotService:
         started = time.monotonic()
         config = self._config
         local = frozenset(n for n in self._sources if config.source(n).type == "local")
-        key = bytes.fromhex(await self._db.run(fleet_key))
+        key = bytes.fromhex(await self._db.run(site_key, site))
         data = await asyncio.to_thread(
             read_site_file, self._db.path, key, site, config.snapshot_max_people, local
         )

@@ -105,7 +105,10 @@ async def test_signed_pass_decides_offline_once(
     tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
     issued = await issue_pass(
-        ServerConfig.default(database=fleet.db), fleet.people["pass"][0], minutes=5
+        ServerConfig.default(database=fleet.db),
+        fleet.people["pass"][0],
+        site=fleet.bundle.site,
+        minutes=5,
     )
     token = issued.text
     config = device_config(tmp_path, sim, prompt_cache).with_overrides(
@@ -138,7 +141,10 @@ async def test_a_pass_shown_to_the_camera_opens_the_gate(
     from tests.device.qrframes import make_sequence, shot
 
     issued = await issue_pass(
-        ServerConfig.default(database=fleet.db), fleet.people["pass"][0], minutes=5
+        ServerConfig.default(database=fleet.db),
+        fleet.people["pass"][0],
+        site=fleet.bundle.site,
+        minutes=5,
     )
     frames = make_sequence([shot("large", issued.text), shot("plain", b"\xff\xfe garbage")])
     scanner = QrScanner(MockCamera(frames.frames, fps=30.0, live=False), dedupe_s=3.0)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
 from provisioning.registry import (
     add_device,
+    add_from_csv,
     get_device,
     list_devices,
     revoke_device,
@@ -50,11 +51,28 @@ def test_add_stores_only_the_public_key(db: Path) -> None:
     )
 
 
-def test_fleet_key_shared(db: Path) -> None:
+def test_pseudonym_key_is_per_site(db: Path) -> None:
     a = add_device(db, "SN-1", "site-a")
+    a2 = add_device(db, "SN-3", "site-a")
     b = add_device(db, "SN-2", "site-b")
-    assert a.fleet_key == b.fleet_key
+    # a bundle carries its own site's key only: kiosks of a site agree, sites differ
+    assert a.fleet_key == a2.fleet_key
+    assert a.fleet_key != b.fleet_key
+    assert len(bytes.fromhex(b.fleet_key)) == 32
     assert a.device_id != b.device_id
+    with sqlite3.connect(db) as conn:
+        stored = dict(conn.execute("SELECT site, key_hex FROM site_keys").fetchall())
+    assert stored == {"site-a": a.fleet_key, "site-b": b.fleet_key}
+
+
+def test_csv_bundles_carry_their_own_site_key(db: Path, tmp_path: Path) -> None:
+    first = add_device(db, "SN-0", "site-a")
+    csv_path = tmp_path / "devices.csv"
+    csv_path.write_text("serial,site,gate\nSN-1,site-a,g1\nSN-2,site-b,g1\nSN-3,site-b,g2\n")
+    result = add_from_csv(db, csv_path, bundle_dir=tmp_path / "out", create_sites=True)
+    keys = {p.stem: json.loads(p.read_text())["fleet_key"] for p in sorted(result.bundles)}
+    assert keys["SN-1"] == first.fleet_key
+    assert keys["SN-2"] == keys["SN-3"] != first.fleet_key
 
 
 def test_serial_exists_and_rotate(db: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from pyzbar import pyzbar
 
 from device.passes import ReplayGuard, verify_pass
 from device.privacy import pseudonym
-from provisioning.registry import DeviceBundle
+from provisioning.registry import DeviceBundle, add_device
 from server.identity import make_id_number
 from siheyi.cli import build_parser
 
@@ -30,7 +31,8 @@ def kiosk(*argv: str) -> int:
 def issue(
     capsys: pytest.CaptureFixture[str], db_path: Path, number: str, *extra: str
 ) -> tuple[int, str, str]:
-    status = kiosk("server", "issue-pass", number, "--database", str(db_path), *extra)
+    site = () if "--site" in extra else ("--site", "site-a")  # the `device` fixture's site
+    status = kiosk("server", "issue-pass", number, "--database", str(db_path), *site, *extra)
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -54,23 +56,25 @@ def test_issue_and_verify_with_the_bundle_key(
     doc = payload_of(text)
     assert list(doc) == sorted(doc)  # compact, sorted keys
     assert doc["exp"] - doc["iat"] == 300 and before - 1 <= doc["iat"] <= time.time()
-    assert doc["o"] == "pass" and doc["s"] == "" and doc["v"] == 1 and len(doc["n"]) == 16
+    assert doc["o"] == "pass" and doc["s"] == "site-a" and doc["v"] == 1 and len(doc["n"]) == 16
+    assert device.site == "site-a"
 
     guard = ReplayGuard()
     result = verify_pass(
-        text, device.server_key, now=time.time(), clock_trusted=True, site="any", seen=guard
+        text, device.server_key, now=time.time(), clock_trusted=True, site="site-a", seen=guard
     )
     assert result.ok, result.reason
+    # the pass names the person as this site's kiosks do (their bundle's key)
     assert result.pseudonym == pseudonym(bytes.fromhex(device.fleet_key), people.passing)
     assert result.masked_id == people.passing[:4] + "*" * 10 + people.passing[-4:]
     assert result.outcome == "pass" and result.expires_at == doc["exp"]
     again = verify_pass(
-        text, device.server_key, now=time.time(), clock_trusted=True, site="any", seen=guard
+        text, device.server_key, now=time.time(), clock_trusted=True, site="site-a", seen=guard
     )
     assert again.reason == "replayed"
     # Later than its expiry it is refused.
     late = verify_pass(
-        text, device.server_key, now=doc["exp"] + 1, clock_trusted=True, site="x", seen=guard
+        text, device.server_key, now=doc["exp"] + 1, clock_trusted=True, site="site-a", seen=guard
     )
     assert late.reason == "expired"
 
@@ -78,6 +82,7 @@ def test_issue_and_verify_with_the_bundle_key(
 def test_site_bound_pass(
     capsys: pytest.CaptureFixture[str], db_path: Path, people: People, device: DeviceBundle
 ) -> None:
+    other = add_device(db_path, "SN-0002", "site-b", server_url="http://test")
     status, out, _ = issue(capsys, db_path, people.passing, "--site", "site-a", "--minutes", "15")
     assert status == 0
     text = out.strip()
@@ -88,6 +93,40 @@ def test_site_bound_pass(
             text, device.server_key, now=now, clock_trusted=True, site=site, seen=ReplayGuard()
         )
         assert result.reason == reason
+    # A site-b kiosk refuses it, and its pseudonym is not one a site-b kiosk computes.
+    at_b = verify_pass(
+        text, other.server_key, now=now, clock_trusted=True, site=other.site, seen=ReplayGuard()
+    )
+    assert at_b.reason == "site_mismatch"
+    assert at_b.pseudonym == pseudonym(bytes.fromhex(device.fleet_key), people.passing)
+    assert at_b.pseudonym != pseudonym(bytes.fromhex(other.fleet_key), people.passing)
+    # Issued for site-b, the pass names the person as site-b's kiosks do.
+    status, out, _ = issue(capsys, db_path, people.passing, "--site", "site-b")
+    assert status == 0
+    for_b = verify_pass(
+        out.strip(), other.server_key, now=now, clock_trusted=True, site="site-b",
+        seen=ReplayGuard(),
+    )  # fmt: skip
+    assert for_b.ok, for_b.reason
+    assert for_b.pseudonym == pseudonym(bytes.fromhex(other.fleet_key), people.passing)
+
+
+def test_a_pass_needs_a_known_site(
+    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, device: DeviceBundle
+) -> None:
+    # No site: argparse refuses (exit 2); a pass valid everywhere would need a fleet-wide key.
+    with pytest.raises(SystemExit) as exited:
+        kiosk("server", "issue-pass", people.passing, "--database", str(db_path))
+    assert exited.value.code == 2
+    assert "--site" in capsys.readouterr().err
+    status, out, err = issue(capsys, db_path, people.passing, "--site", "")
+    assert (status, out) == (1, "") and "--site is required" in err
+    # A typo mints no key and no pass.
+    status, out, err = issue(capsys, db_path, people.passing, "--site", "site-z")
+    assert (status, out) == (1, "") and "unknown site 'site-z'" in err
+    with sqlite3.connect(db_path) as conn:
+        sites = [r[0] for r in conn.execute("SELECT site FROM site_keys ORDER BY site")]
+    assert sites == ["site-a"]
 
 
 @pytest.mark.parametrize(
@@ -128,7 +167,11 @@ def test_validity_is_bounded(
 
 
 def test_png_is_a_scannable_qr(
-    capsys: pytest.CaptureFixture[str], db_path: Path, people: People, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    db_path: Path,
+    people: People,
+    tmp_path: Path,
+    device: DeviceBundle,
 ) -> None:
     png = tmp_path / "pass.png"
     status, out, _ = issue(capsys, db_path, people.passing, "--png", str(png))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from device.privacy import pseudonym as device_pseudonym
+from device.snapshot import SnapshotError, verify_snapshot
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.appkeys import SIGNING_KEY, SNAPSHOTS
@@ -164,6 +166,39 @@ async def test_other_site_and_empty_site(
     body = await get_snapshot(client, bearer(db_path, c))
     assert body["snapshot"]["people"] == {} and body["snapshot"]["count"] == 0
     verify_signature(body, c.server_key)
+
+
+async def test_each_site_pseudonymised_with_its_own_key(
+    aiohttp_client: Any,
+    config: ServerConfig,
+    db_path: Path,
+    people: People,
+    tmp_path: Path,
+) -> None:
+    """The same person expected at two sites has unrelated pseudonyms in their snapshots; a
+    site-a bundle derives site-a's exactly and none of site-b's."""
+    rows = [("site-a", people.passing), ("site-b", people.passing), ("site-b", people.travel)]
+    csv_path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
+    assert import_csv(db_path, "site_people", csv_path).ok
+    client: TestClient = await aiohttp_client(create_app(config))
+    a = add_device(db_path, "SN-A", "site-a")
+    b = add_device(db_path, "SN-B", "site-b")
+    key_a, key_b = bytes.fromhex(a.fleet_key), bytes.fromhex(b.fleet_key)
+    assert key_a != key_b
+    body_b = await get_snapshot(client, bearer(db_path, b))
+    snap_a = (await get_snapshot(client, bearer(db_path, a)))["snapshot"]["people"]
+    snap_b = body_b["snapshot"]["people"]
+    # a site-a kiosk refuses site-b's snapshot outright (signed, but not for its site)
+    with pytest.raises(SnapshotError, match="not 'site-a'"):
+        verify_snapshot(body_b, a.server_key, a.site, now=time.time(), max_age_s=3600)
+    # server and kiosk agree on each site's pseudonyms
+    assert set(snap_a) == {device_pseudonym(key_a, people.passing)}
+    assert set(snap_b) == {device_pseudonym(key_b, n) for n in (people.passing, people.travel)}
+    # one person, two sites, two unlinkable pseudonyms
+    assert not set(snap_a) & set(snap_b)
+    # site-a's key derives none of site-b's pseudonyms (nor the other way round)
+    assert not {device_pseudonym(key_a, n) for n in (people.passing, people.travel)} & set(snap_b)
+    assert device_pseudonym(key_b, people.passing) not in snap_a
 
 
 async def test_bounded_and_cached(
