@@ -248,30 +248,51 @@ class HttpSource:
         """Ask the upstream; ``404`` → missing; raises on anything else but a usable 2xx."""
         url = self._spec.url.replace(ID_PLACEHOLDER, quote(id_number, safe=""))
         body = None if self._spec.body is None else fill(self._spec.body, id_number)
-        try:
-            async with self._session.request(
-                self._spec.method,
-                url,
-                json=body,
-                headers=dict(self._spec.headers),
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as resp:
-                if resp.status == 404:
-                    return SourceResult.missing()
-                if not 200 <= resp.status < 300:
-                    raise UpstreamError(f"{self.host} answered HTTP {resp.status}")
-                raw = await _read_bounded(resp, self.host)
-        except TimeoutError:
-            raise TimeoutError(f"{self.host} did not answer in time") from None
-        except aiohttp.ClientError as exc:  # the message may hold the URL: keep the type only
-            raise UpstreamError(f"{self.host}: {type(exc).__name__}") from None
-        try:
-            document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise UpstreamError(f"{self.host}: answer is not JSON") from None
+        found, document = await _fetch_json(
+            self._session, self._spec, self._spec.method, url, body, self._timeout, self.host
+        )
+        if not found:
+            return SourceResult.missing()
         answer = _Answer(self._spec, document, self.host, self._clock())
         return SourceResult.ok(self._record(answer))
+
+
+async def _fetch_json(
+    session: aiohttp.ClientSession,
+    spec: HttpUpstream,
+    method: str,
+    url: str,
+    body: Any,
+    timeout: aiohttp.ClientTimeout | None,
+    host: str,
+    what: str = "",
+) -> tuple[bool, Any]:
+    """(False, None) on 404, else (True, the decoded JSON); every failure is UpstreamError or
+    TimeoutError naming the host only (the URL may hold an ID number or a token)."""
+    suffix = f" ({what})" if what else ""
+    try:
+        async with session.request(
+            method,
+            url,
+            json=body,
+            headers=dict(spec.headers),
+            allow_redirects=False,
+            timeout=timeout,
+        ) as resp:
+            if resp.status == 404:
+                return False, None
+            if not 200 <= resp.status < 300:
+                raise UpstreamError(f"{host} answered HTTP {resp.status}{suffix}")
+            raw = await _read_bounded(resp, host)
+    except TimeoutError:
+        raise TimeoutError(f"{host} did not answer in time{suffix}") from None
+    except aiohttp.ClientError as exc:  # the message may hold the URL: keep the type only
+        raise UpstreamError(f"{host}: {type(exc).__name__}{suffix}") from None
+    try:
+        return True, json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        what_answer = f"{what} answer" if what else "answer"
+        raise UpstreamError(f"{host}: {what_answer} is not JSON") from None
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, host: str) -> bytes:
@@ -318,26 +339,11 @@ class HttpTokenResolver:
     async def resolve(self, token: str, now: datetime) -> Resolution:
         """Ask the upstream who ``token`` belongs to."""
         url = self._url.replace(TOKEN_PLACEHOLDER, quote(token, safe=""))
-        try:
-            async with self._session.get(
-                url,
-                headers=dict(self._spec.headers),
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as resp:
-                if resp.status == 404:
-                    return Resolution.unknown()
-                if not 200 <= resp.status < 300:
-                    raise UpstreamError(f"{self.host} answered HTTP {resp.status} (resolve)")
-                raw = await _read_bounded(resp, self.host)
-        except TimeoutError:
-            raise TimeoutError(f"{self.host} did not answer in time (resolve)") from None
-        except aiohttp.ClientError as exc:  # the message may hold the URL: keep the type only
-            raise UpstreamError(f"{self.host}: {type(exc).__name__} (resolve)") from None
-        try:
-            document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise UpstreamError(f"{self.host}: resolve answer is not JSON") from None
+        found, document = await _fetch_json(
+            self._session, self._spec, "GET", url, None, self._timeout, self.host, "resolve"
+        )
+        if not found:
+            return Resolution.unknown()
         answer = _Answer(
             self._spec, document, self.host, self._clock(), lambda n: n == RESOLVED_ID_FIELD
         )
