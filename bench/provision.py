@@ -35,8 +35,8 @@ from typing import Any
 import aiohttp
 
 from provisioning import keygen
-from server.db import connect, transaction
-from server.keys import server_public_key, site_key
+from server.offline.keys import server_public_key, site_key
+from server.storage.db import connect, transaction
 
 PASSWORD = "bench-password-0123"
 SITES = 40
@@ -70,8 +70,8 @@ def free_port() -> int:
 
 def prepare(db: Path) -> dict[str, str]:
     """Fleet database: keys, sites, an administrator (not timed)."""
-    from provisioning import fleet
-    from server.admin import create_admin, hash_password
+    from server.fleet import registry as fleet
+    from server.fleet.admin import create_admin, hash_password
 
     with connect(db) as conn, transaction(conn):
         sites = [f"site-{i:02d}" for i in range(SITES)]

@@ -36,8 +36,8 @@ from pyzbar.pyzbar import ZBarSymbol  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.device.qrframes
 
-from device.camera import Frame, MockCamera  # noqa: E402
-from device.qrscan import QrScanner  # noqa: E402
+from device.sources.camera import Frame, MockCamera  # noqa: E402
+from device.sources.qrscan import QrScanner  # noqa: E402
 from tests.device import qrframes  # noqa: E402
 
 

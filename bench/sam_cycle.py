@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device.cardreader import CardReader
-from device.credentials import Credential
+from device.sources.cardreader import CardReader
+from device.sources.credentials import Credential
 from firmware_bridge import sam
 from firmware_bridge.idcard import encode_text
 from firmware_bridge.samsim import PHOTO_FILLER, SAMPLE_CARDS, SimulatedSam

@@ -36,16 +36,16 @@ from typing import Any
 from aiohttp import web
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import make_player
 from device.agent import Agent, TapResult
 from device.config import Bundle, DeviceConfig
 from device.runtime import built_agent
-from device.voice import make_player
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
 from server.app import create_app
 from server.config import ServerConfig
-from server.demodata import generate_people, load_demo_data, pick_demo_people
+from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
 from siheyi.demo import demo_card
 
 

@@ -18,16 +18,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from device.client import ServerClient, ServerError, jittered
+from device.acting.voice import Voice
 from device.config import ConfigError, check_remote_setting
-from device.credentials import Credential
+from device.deciding.snapshot import SnapshotLoader
+from device.deciding.verifier import Decision, Verifier
 from device.errors import KioskError, VoiceError
-from device.journal import Journal
-from device.snapshot import SnapshotLoader
-from device.source import ReaderEvent
-from device.uploader import Uploader
-from device.verifier import Decision, Verifier
-from device.voice import Voice
+from device.link.client import ServerClient, ServerError, jittered
+from device.recording.journal import Journal
+from device.recording.uploader import Uploader
+from device.sources.credentials import Credential
+from device.sources.threaded import ReaderEvent
 
 log = logging.getLogger(__name__)
 

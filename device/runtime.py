@@ -15,21 +15,21 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from device.acting.gate import Gate
+from device.acting.voice import Player, PromptRenderer, Voice, make_player
 from device.agent import Agent, CredentialSource, GateActions
-from device.breaker import CircuitBreaker
-from device.cache import KioskCache
-from device.cardreader import CardReader
-from device.client import ServerClient
-from device.clock import ClockTrust
 from device.config import DEFAULT_PROMPTS, Bundle, DeviceConfig
-from device.gate import Gate
-from device.identity import DeviceIdentity
-from device.journal import Journal
-from device.mculink import McuGate, McuLink
-from device.snapshot import SnapshotLoader
-from device.uploader import Uploader
-from device.verifier import Verifier
-from device.voice import Player, PromptRenderer, Voice, make_player
+from device.deciding.cache import KioskCache
+from device.deciding.clock import ClockTrust
+from device.deciding.snapshot import SnapshotLoader
+from device.deciding.verifier import Verifier
+from device.link.breaker import CircuitBreaker
+from device.link.client import ServerClient
+from device.link.identity import DeviceIdentity
+from device.recording.journal import Journal
+from device.recording.uploader import Uploader
+from device.sources.cardreader import CardReader
+from device.sources.mculink import McuGate, McuLink
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
     """The sources besides the ID-card reader that the configuration turns on."""
     sources: list[CredentialSource] = []
     if config.camera.enabled:
-        from device.camera import OpenCvCamera
-        from device.qrscan import QrScanner
+        from device.sources.camera import OpenCvCamera
+        from device.sources.qrscan import QrScanner
 
         cam = config.camera
         camera = OpenCvCamera(cam.source, width=cam.width, height=cam.height, fps=cam.fps)
@@ -92,7 +92,7 @@ def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
             )
         )
     if config.sscard.enabled:
-        from device.sscard import PcscCardFactory, SsCardReader
+        from device.sources.sscard import PcscCardFactory, SsCardReader
 
         sources.append(
             SsCardReader(

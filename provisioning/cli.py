@@ -18,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from provisioning import fleet, registry
+from provisioning import registry
 from provisioning.errors import ProvisioningError
 from server.cli import DATABASE_ERRORS, add_database_options, config_error, database_error
 from server.config import resolve_database
-from server.db import connect, transaction
 from server.errors import ConfigError
+from server.fleet import registry as fleet
+from server.storage.db import connect, transaction
 
 Verb = Callable[[argparse.Namespace], int]
 
@@ -89,8 +90,8 @@ def _password(args: argparse.Namespace) -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Fleet settings (server URL, fleet CA), the fleet keys, and an administrator."""
-    from server.admin import create_admin, hash_password
-    from server.keys import signing_key
+    from server.fleet.admin import create_admin, hash_password
+    from server.offline.keys import signing_key
 
     def work(database: str) -> int:
         tls_ca = ""

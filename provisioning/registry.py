@@ -9,7 +9,7 @@ public key, the fleet CA (PEM, optional) and the kiosk's private key. There is n
 secret in a bundle: the pseudonym key is per site, only keys the HMAC pseudonyms of that
 site's cache, journal and snapshots, and authenticates nothing.
 
-The SQL lives in :mod:`provisioning.fleet`, shared with the server's admin API.
+The SQL lives in :mod:`server.fleet.registry`, shared with the server's admin API.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from provisioning import fleet, keygen
+from provisioning import keygen
 from provisioning.errors import (
     BundleError,
     DeviceRevoked,
@@ -36,9 +36,10 @@ from provisioning.errors import (
     RowError,
     SerialExists,
 )
-from provisioning.fleet import BulkReport, DeviceRecord, DeviceRow
-from server.db import connect, transaction
-from server.keys import server_public_key, site_key
+from server.fleet import registry as fleet
+from server.fleet.registry import BulkReport, DeviceRecord, DeviceRow
+from server.offline.keys import server_public_key, site_key
+from server.storage.db import connect, transaction
 
 __all__ = [
     "BulkReport",
@@ -89,7 +90,7 @@ def _check_url(server_url: str) -> str:
 
 def _fleet_defaults(conn: sqlite3.Connection, server_url: str | None) -> tuple[str, str, str]:
     """(server_url, server_key, tls_ca) for new bundles; the pseudonym key is per site
-    (:func:`server.keys.site_key`)."""
+    (:func:`server.offline.keys.site_key`)."""
     url = server_url or fleet.get_setting(conn, "server_url") or DEFAULT_SERVER_URL
     return (
         _check_url(url),
@@ -225,7 +226,7 @@ class _StagedBundle:
 
 def write_bundle(bundle: DeviceBundle, path: str | Path) -> Path:
     """Write ``bundle`` as JSON, readable by its owner only (0600), atomically."""
-    from device.identity import write_private_file
+    from device.link.identity import write_private_file
 
     return write_private_file(Path(path), bundle.text())
 

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from server import admin, identity_views, views
 from server.appkeys import (
     CLIENT_SESSION,
     CLOCK,
@@ -23,17 +22,20 @@ from server.appkeys import (
     Clock,
     SourceFactory,
 )
-from server.auth import auth_middleware
 from server.config import ServerConfig
-from server.db import Database
-from server.keys import signing_key
-from server.middleware import error_middleware
-from server.ratelimit import ratelimit_middleware
-from server.resilience import ResilientSource
-from server.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
-from server.snapshot import SnapshotService
-from server.upstream import configured_resolver, configured_sources
-from server.verify import Verifier
+from server.fleet import admin
+from server.fleet import device_views as identity_views
+from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
+from server.http import views
+from server.http.auth import auth_middleware
+from server.http.middleware import error_middleware
+from server.http.ratelimit import ratelimit_middleware
+from server.offline.keys import signing_key
+from server.offline.snapshot import SnapshotService
+from server.storage.db import Database
+from server.verify.resilience import ResilientSource
+from server.verify.service import Verifier
+from server.verify.upstream import configured_resolver, configured_sources
 
 MAX_BODY_BYTES = 1024 * 1024
 #: Connections the shared upstream client keeps open at most, over all upstreams.
@@ -121,7 +123,7 @@ def create_app(
 
     ``source_factory`` builds the source adapters once the database is open (default: what
     ``[sources]`` configures — the local tables or HTTP upstreams); every adapter is wrapped
-    in a :class:`~server.resilience.ResilientSource`. ``clock`` returns an aware
+    in a :class:`~server.verify.resilience.ResilientSource`. ``clock`` returns an aware
     ``datetime`` (default: UTC now).
     """
     app = web.Application(

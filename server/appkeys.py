@@ -9,13 +9,13 @@ import aiohttp
 from aiohttp import web
 
 from server.config import ServerConfig
-from server.db import Database
-from server.devices import Device
-from server.keys import SigningKey
-from server.sessions import DeviceDirectory, ReplayGuard, TokenCodec
-from server.snapshot import SnapshotService
-from server.sources import SourceAdapter
-from server.verify import Verifier
+from server.fleet.devices import Device
+from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec
+from server.offline.keys import SigningKey
+from server.offline.snapshot import SnapshotService
+from server.storage.db import Database
+from server.verify.service import Verifier
+from server.verify.sources import SourceAdapter
 
 SourceFactory = Callable[[Database], Sequence[SourceAdapter]]
 Clock = Callable[[], datetime]

@@ -20,14 +20,14 @@ from typing import Any
 
 from aiohttp import web
 
+from core.idnumbers import mask, normalise
 from server.app import create_app
 from server.config import ServerConfig, load_config, resolve_database
-from server.db import connect
-from server.demodata import load_demo_data
 from server.errors import ConfigError, ImportFormatError, SchemaError
-from server.identity import mask, normalise
-from server.importer import KINDS, import_csv
-from server.passes import MAX_VALIDITY_S, PassRefused, issue_pass
+from server.offline.passes import MAX_VALIDITY_S, PassRefused, issue_pass
+from server.storage.db import connect
+from server.verify.demodata import load_demo_data
+from server.verify.importer import KINDS, import_csv
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
     if args.tls_cert:
-        from server.tls import server_context
+        from server.http.tls import server_context
 
         try:
             ssl_context = server_context(args.tls_cert, args.tls_key)

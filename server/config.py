@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.checks import MAPPED_FIELDS, SOURCE_NAMES
+from core.checks import MAPPED_FIELDS, SOURCE_NAMES
 from server.errors import ConfigError
 
 OUTCOMES = ("pass", "check", "nat_expired", "invalid_credential")

@@ -73,7 +73,8 @@ def _register_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     run = verbs.add_parser("run", help="run the kiosk agent")
     run.add_argument("--config", required=True, help="device TOML configuration")
     run.set_defaults(func=_device_run)
-    from device import enrol, wipe
+    from device import wipe
+    from device.link import enrol
 
     enrol.register(verbs)
     wipe.register(verbs)
@@ -94,7 +95,7 @@ def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from device import camera_cli
+    from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from server import cli as server_cli
 

@@ -115,7 +115,7 @@ async def embedded_server(
     """Run the real server app on SQLite with demo data; yields (url, db path, demo IDs)."""
     from server.app import create_app
     from server.config import ServerConfig
-    from server.demodata import load_demo_data
+    from server.verify.demodata import load_demo_data
 
     db_path = workdir / "siheyi.db"
     now = dt.datetime.now(dt.UTC)
@@ -139,7 +139,7 @@ async def embedded_server(
 
 def demo_ids(people: int, seed: int, now: dt.datetime) -> list[str]:
     """A mix of people the server will pass, check and find NAT-expired."""
-    from server.demodata import generate_people, pick_demo_people
+    from server.verify.demodata import generate_people, pick_demo_people
 
     rows = generate_people(people, seed, now)
     counts = {"pass": 6, "check": 3, "nat_expired": 3}

@@ -22,7 +22,7 @@ from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
 from server.app import create_app
 from server.config import ServerConfig
-from server.demodata import generate_people, load_demo_data, pick_demo_people
+from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
 
 NOW = dt.datetime.now(dt.UTC)
 PEOPLE = 200

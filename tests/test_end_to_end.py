@@ -12,10 +12,10 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import MockPlayer
 from device.agent import TapResult
 from device.config import DeviceConfig
 from device.runtime import built_agent
-from device.voice import MockPlayer
 from firmware_bridge.simserve import SimulatedReaderPort
 from tests.e2e_support import (
     RELAY,
@@ -257,7 +257,7 @@ async def test_fleet_config_is_picked_up_at_the_next_heartbeat(
 ) -> None:
     import sqlite3
 
-    from provisioning.fleet import set_config
+    from server.fleet.registry import set_config
 
     config = device_config(tmp_path, sim, prompt_cache)
     config = config.with_overrides(heartbeat=replace(config.heartbeat, interval_s=0.3))

@@ -21,18 +21,18 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import MockPlayer
 from device.agent import Agent
-from device.client import ServerClient
-from device.identity import DeviceIdentity
+from device.link.client import ServerClient
+from device.link.identity import DeviceIdentity
 from device.runtime import built_agent
-from device.voice import MockPlayer
 from firmware_bridge.idcard import make_id_number
 from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
 from server.app import create_app
 from server.config import ServerConfig
-from server.demodata import generate_people, load_demo_data, pick_demo_people
-from server.sources import local_sources
+from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
+from server.verify.sources import local_sources
 from tests.e2e_support import (
     NOW,
     Fleet,
@@ -316,7 +316,7 @@ async def test_journal_disk_full_keeps_deciding_and_loses_nothing(
 async def test_signed_snapshot_lets_a_first_time_tap_decide_offline(
     tmp_path: Path, faulty: tuple[Fleet, Any], sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
-    from server.importer import import_csv
+    from server.verify.importer import import_csv
 
     fleet, proxy = faulty
     expected = fleet.people["pass"][1]  # never tapped at this kiosk
@@ -347,7 +347,7 @@ def test_snapshot_signature_site_and_age_are_checked() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from device.snapshot import SnapshotError, canonical_json, verify_snapshot
+    from device.deciding.snapshot import SnapshotError, canonical_json, verify_snapshot
 
     key = Ed25519PrivateKey.generate()
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import MockPlayer
 from device.config import DeviceConfig
-from device.mculink import McuGate, McuLink
 from device.runtime import built_agent
-from device.voice import MockPlayer
+from device.sources.mculink import McuGate, McuLink
 from firmware_bridge import bridge
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort
@@ -160,7 +160,7 @@ async def test_tap_through_the_mcu_and_relay_back(
     prompt_cache: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="device.mculink")
+    caplog.set_level(logging.INFO, logger="device.sources.mculink")
     sim, _modem, pi = rig
     player = MockPlayer()
     config = mcu_config(tmp_path, pi, prompt_cache)

@@ -7,8 +7,8 @@ from pathlib import Path
 from blockbuster import blockbuster_ctx
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import MockPlayer
 from device.runtime import built_agent
-from device.voice import MockPlayer
 from firmware_bridge.simserve import SimulatedReaderPort
 from tests.e2e_support import Fleet, _true, device_config, fleet, prompt_cache, sim, tap, wait_for
 

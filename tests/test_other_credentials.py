@@ -14,15 +14,15 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
+from device.acting.voice import MockPlayer
 from device.agent import TapResult
-from device.credentials import Credential
 from device.runtime import built_agent
-from device.sscard import SimulatedCardSlot, SimulatedSsCard, SsCardReader
-from device.voice import MockPlayer
+from device.sources.credentials import Credential
+from device.sources.sscard import SimulatedCardSlot, SimulatedSsCard, SsCardReader
 from firmware_bridge.simserve import SimulatedReaderPort
 from server.config import ServerConfig
-from server.importer import import_csv
-from server.passes import issue_pass
+from server.offline.passes import issue_pass
+from server.verify.importer import import_csv
 from tests.e2e_support import (
     NOW,
     Fleet,
@@ -136,8 +136,8 @@ async def test_signed_pass_decides_offline_once(
 async def test_a_pass_shown_to_the_camera_opens_the_gate(
     tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
-    from device.camera import MockCamera
-    from device.qrscan import QrScanner
+    from device.sources.camera import MockCamera
+    from device.sources.qrscan import QrScanner
     from tests.device.qrframes import make_sequence, shot
 
     issued = await issue_pass(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from device.voice import PromptRenderer
+from device.acting.voice import PromptRenderer
 
 
 @pytest.fixture

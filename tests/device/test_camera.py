@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.camera import (
+from device.sources.camera import (
     CameraEnded,
     CameraError,
     CaptureThread,
@@ -217,7 +217,7 @@ def test_scan_gives_up_on_a_camera_that_is_not_there() -> None:
     import io
     import time
 
-    from device.camera_cli import scan
+    from device.sources.camera_cli import scan
 
     err = io.StringIO()
     started = time.monotonic()

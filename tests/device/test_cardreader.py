@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from device.cardreader import CardReader
-from device.credentials import Credential
+from device.sources.cardreader import CardReader
+from device.sources.credentials import Credential
 from firmware_bridge.idcard import make_id_number
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort

@@ -22,16 +22,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-import server.sessions
-from device.client import ServerClient, ServerRejected, ServerUnavailable, jittered
+import server.fleet.sessions
 from device.config import Bundle
-from device.identity import PENDING_SUFFIX, DeviceIdentity
+from device.link.client import ServerClient, ServerRejected, ServerUnavailable, jittered
+from device.link.identity import PENDING_SUFFIX, DeviceIdentity
 from provisioning import registry
 from provisioning.registry import add_device
 from server.app import create_app
 from server.config import ServerConfig
-from server.db import connect, transaction
-from server.sessions import utc_now
+from server.fleet.sessions import utc_now
+from server.storage.db import connect, transaction
 
 ID = "11010519491231002X"
 
@@ -85,7 +85,7 @@ async def verify(client: ServerClient) -> dict[str, Any]:
 
 def travel(monkeypatch: pytest.MonkeyPatch, days: float) -> None:
     """Move the server's identity clock ``days`` ahead."""
-    monkeypatch.setattr(server.sessions, "utc_now", lambda: utc_now() + timedelta(days=days))
+    monkeypatch.setattr(server.fleet.sessions, "utc_now", lambda: utc_now() + timedelta(days=days))
 
 
 async def test_session_is_obtained_once_and_reused(rig: Rig) -> None:
@@ -220,7 +220,7 @@ async def test_rotation_survives_a_crash_before_the_bundle_was_updated(
 
 
 async def test_config_is_picked_up_at_heartbeat(rig: Rig) -> None:
-    from provisioning import fleet
+    from server.fleet import registry as fleet
 
     _, client = rig.kiosk("SN-1")
     seen: list[tuple[int, dict[str, Any]]] = []
@@ -277,8 +277,8 @@ def test_jittered_spreads_timers() -> None:
 async def test_no_private_key_is_sent_or_logged(
     rig: Rig, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    from device.enrol import enrol
-    from provisioning.fleet import DeviceRow, upsert_devices
+    from device.link.enrol import enrol
+    from server.fleet.registry import DeviceRow, upsert_devices
 
     caplog.set_level(logging.DEBUG)
     path, client = rig.kiosk("SN-1")

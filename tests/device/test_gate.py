@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from device.acting.gate import Gate
 from device.errors import GateError
-from device.gate import Gate
 
 RELAY, GREEN, RED, BUZZER = 17, 27, 22, 23
 

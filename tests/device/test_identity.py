@@ -15,15 +15,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from device import identity as kiosk
-from device.client import ServerClient, ServerUnavailable
 from device.config import Bundle
-from device.identity import DeviceIdentity
+from device.link import identity as kiosk
+from device.link.client import ServerClient, ServerUnavailable
+from device.link.identity import DeviceIdentity
 from provisioning.registry import add_device
-from server import identity_keys as server_side
 from server.app import create_app
 from server.config import ServerConfig
-from server.tls import server_context
+from server.fleet import device_keys as server_side
+from server.http.tls import server_context
 
 
 def test_signed_messages_are_the_same_bytes_on_both_sides() -> None:
@@ -137,7 +137,7 @@ async def test_https_with_the_pinned_fleet_ca(tmp_path: Path) -> None:
 
 
 def test_tls_context_checks_hostnames(tmp_path: Path) -> None:
-    from device.client import tls_context
+    from device.link.client import tls_context
 
     ca_pem = _certificates(tmp_path, "h")[0]
     context = tls_context(ca_pem)

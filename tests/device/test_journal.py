@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from device.errors import JournalError
-from device.journal import GENESIS_HASH, Journal, hash_event, verify_chain
+from device.recording.journal import GENESIS_HASH, Journal, hash_event, verify_chain
 
 REPO = Path(__file__).resolve().parents[2]
 API_FIELDS = {
@@ -249,7 +249,7 @@ async def test_disk_full_holds_events_in_memory_then_ack_writes_them_in_order(
     small_journal: Journal, caplog: pytest.LogCaptureFixture
 ) -> None:
     j = small_journal
-    caplog.set_level(logging.WARNING, logger="device.journal")
+    caplog.set_level(logging.WARNING, logger="device.recording.journal")
     events = await fill_until_overflow(j)
     stored_before = len(events) - 1
     events += [await j.append(decision(1000 + k, detail={"k": k})) for k in range(2)]
@@ -319,7 +319,7 @@ async def test_held_events_survive_until_close_is_logged(
 CHILD = """
 import asyncio, sys
 from pathlib import Path
-from device.journal import Journal
+from device.recording.journal import Journal
 
 async def main() -> None:
     journal = Journal(Path(sys.argv[1]), "kiosk-1", sys.argv[2])

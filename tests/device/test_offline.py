@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from device.breaker import CircuitBreaker
-from device.cache import KioskCache, facts_from_checks
-from device.clock import ClockTrust
-from device.fallback import FactsError, decide_offline
+from device.deciding.cache import KioskCache, facts_from_checks
+from device.deciding.clock import ClockTrust
+from device.deciding.fallback import FactsError, decide_offline
+from device.link.breaker import CircuitBreaker
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.camera import Frame, MockCamera
-from device.camera_cli import register, scan
-from device.credentials import Credential
-from device.qrscan import CodeFilter, QrDecoder, QrScanner, token_digest
+from device.sources.camera import Frame, MockCamera
+from device.sources.camera_cli import register, scan
+from device.sources.credentials import Credential
+from device.sources.qrscan import CodeFilter, QrDecoder, QrScanner, token_digest
 from tests.device import qrframes as qf
 
 

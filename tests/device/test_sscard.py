@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from device.credentials import Credential
-from device.sscard import (
+from device.sources.credentials import Credential
+from device.sources.sscard import (
     READ_SSN,
     CardDataError,
     CardRemoved,

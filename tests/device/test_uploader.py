@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from device.client import ServerClient
-from device.journal import Journal
-from device.uploader import Uploader
+from device.link.client import ServerClient
+from device.recording.journal import Journal
+from device.recording.uploader import Uploader
 
 
 def decision(i: int) -> dict[str, Any]:

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from device.client import ServerClient
-from device.clock import ClockTrust
 from device.config import VoiceConfig
-from device.credentials import Credential
-from device.verifier import Verifier
+from device.deciding.clock import ClockTrust
+from device.deciding.verifier import Verifier
+from device.link.client import ServerClient
+from device.sources.credentials import Credential
 from firmware_bridge.idcard import make_id_number
 
 KEY = bytes(32)
@@ -161,7 +161,7 @@ async def test_bad_checksum_and_expired_card_decided_locally() -> None:
 
 async def test_a_revoked_kiosk_never_passes_from_its_cache(tmp_path: Path) -> None:
     """Cut off by the server, the kiosk must not keep opening the gate from cached passes."""
-    from device.cache import KioskCache
+    from device.deciding.cache import KioskCache
 
     state = {"revoked": False}
     sampled = dt.datetime.now(dt.UTC).isoformat()

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from device.errors import PlayerError, VoiceError
-from device.voice import (
+from device.acting.voice import (
     AplayPlayer,
     FileSinkPlayer,
     MockPlayer,
@@ -30,6 +29,7 @@ from device.voice import (
     check_wav,
     make_player,
 )
+from device.errors import PlayerError, VoiceError
 
 PASS_TEXT = "绿码通行"
 PROMPTS = {
@@ -407,7 +407,7 @@ async def test_hanging_player_cannot_stall_the_tap(
 async def test_missing_player_raises_player_error(
     shared_renderer: PromptRenderer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="device.voice")
+    caplog.set_level(logging.ERROR, logger="device.acting.voice")
     for player in (MockPlayer(missing=True), AplayPlayer(command=str(tmp_path / "no-aplay"))):
         v = Voice(shared_renderer, player, PROMPTS)
         await v.start()

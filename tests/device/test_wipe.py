@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from device.config import DeviceConfig
-from device.journal import Journal
+from device.recording.journal import Journal
 from siheyi.cli import main
 
 

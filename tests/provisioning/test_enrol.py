@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-import server.sessions
-from device.client import ServerClient
+import server.fleet.sessions
 from device.config import Bundle
-from device.enrol import EnrolError, enrol
-from device.identity import DeviceIdentity
+from device.link.client import ServerClient
+from device.link.enrol import EnrolError, enrol
+from device.link.identity import DeviceIdentity
 from provisioning import registry
 from provisioning.errors import DeviceRevoked
-from provisioning.fleet import DeviceRow, upsert_devices
 from server.app import create_app
 from server.config import ServerConfig
-from server.db import connect, transaction
-from server.sessions import utc_now
+from server.fleet.registry import DeviceRow, upsert_devices
+from server.fleet.sessions import utc_now
+from server.storage.db import connect, transaction
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def test_expired_code_is_refused(
     db: Path, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code, _ = registry.issue_enrol_code(db, "SN-A")  # default lifetime 15 min
-    monkeypatch.setattr(server.sessions, "utc_now", lambda: utc_now() + timedelta(minutes=16))
+    monkeypatch.setattr(server.fleet.sessions, "utc_now", lambda: utc_now() + timedelta(minutes=16))
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", code, tmp_path / "kiosk")
     assert err.value.error == "code_expired"

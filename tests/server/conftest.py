@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.idnumbers import make_id_number
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.config import ServerConfig
-from server.db import connect
-from server.identity import make_id_number
-from server.importer import import_csv
-from server.sessions import mint_token
+from server.fleet.sessions import mint_token
+from server.storage.db import connect
+from server.verify.importer import import_csv
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:

@@ -10,10 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from server.admin import create_admin, hash_password
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
-from server.db import connect, transaction
+from server.fleet.admin import create_admin, hash_password
+from server.storage.db import connect, transaction
 
 from .conftest import bearer
 

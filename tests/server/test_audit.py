@@ -229,7 +229,7 @@ async def test_reset_journal_loses_nothing(
     for event in new:
         event["prev_hash"] = prev
         event["hash"] = prev = event_hash(event)
-    caplog.set_level("WARNING", logger="server.audit")
+    caplog.set_level("WARNING", logger="server.audit.ingestion")
     answer = await post(client, auth, new)
     assert answer["conflicts"] == [1, 2, 3, 4, 5]
     assert answer["acked_seq"] == 7

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from provisioning.registry import DeviceBundle, add_device, revoke_device, set_status
 from server.app import create_app
 from server.config import IdentitySettings, ServerConfig
-from server.db import connect
-from server.sessions import TokenCodec, mint_token, session_secret
+from server.fleet.sessions import TokenCodec, mint_token, session_secret
+from server.storage.db import connect
 
 from .conftest import bearer
 
@@ -148,8 +148,8 @@ async def test_token_check_verifies_no_signature(
     client: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hot path: a session token is an HMAC check, never an Ed25519 verification."""
-    import server.identity_keys as keys
-    import server.identity_views as views
+    import server.fleet.device_keys as keys
+    import server.fleet.device_views as views
 
     calls = 0
     real = keys.signature_ok

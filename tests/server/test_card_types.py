@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import identity
-from server.importer import import_csv
+from core import idnumbers as identity
+from server.verify.importer import import_csv
 
 from .conftest import People, ts, write_csv
 

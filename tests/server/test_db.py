@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.db import Database, load_migrations, open_connection, schema_version
 from server.errors import SchemaError
+from server.storage.db import Database, load_migrations, open_connection, schema_version
 
 
 def test_migrations_apply_once(db_path: Path) -> None:

@@ -13,11 +13,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.idnumbers import checksum_ok
 from server import cli
 from server.app import create_app
 from server.config import ServerConfig
-from server.demodata import generate_people, load_demo_data, people_by_outcome, pick_demo_people
-from server.identity import checksum_ok
+from server.verify.demodata import (
+    generate_people,
+    load_demo_data,
+    people_by_outcome,
+    pick_demo_people,
+)
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 

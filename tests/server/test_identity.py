@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import identity
+from core import idnumbers as identity
 
 
 def test_known_numbers() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.idnumbers import make_id_number
 from server import cli
 from server.errors import ImportFormatError
-from server.identity import make_id_number
-from server.importer import RowError, import_csv
+from server.verify.importer import RowError, import_csv
 
 from .conftest import write_csv
 

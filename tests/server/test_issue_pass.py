@@ -14,10 +14,10 @@ import cv2
 import pytest
 from pyzbar import pyzbar
 
-from device.passes import ReplayGuard, verify_pass
+from core.idnumbers import make_id_number
+from device.deciding.passes import ReplayGuard, verify_pass
 from device.privacy import pseudonym
 from provisioning.registry import DeviceBundle, add_device
-from server.identity import make_id_number
 from siheyi.cli import build_parser
 
 from .conftest import People

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from server.middleware import error_middleware
+from server.http.middleware import error_middleware
 
 
 async def test_unexpected_exception_is_json_500(

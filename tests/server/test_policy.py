@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from server.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
+from core.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
+from core.policy import decide
 from server.config import DEFAULT_PROMPTS, SitePolicy
-from server.policy import decide
 
 NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 OK: Any = "ok"

@@ -22,8 +22,8 @@ from provisioning.registry import DeviceBundle
 from server.app import create_app
 from server.config import ServerConfig, parse_config
 from server.errors import ConfigError
-from server.importer import import_csv
-from server.qr import ChainResolver, Resolution, token_digest, token_ref
+from server.verify.importer import import_csv
+from server.verify.qr import ChainResolver, Resolution, token_digest, token_ref
 
 from .conftest import People, ts, write_csv
 

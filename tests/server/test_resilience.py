@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
+from core.policy import decide, usable
 from server.app import create_app
 from server.appkeys import VERIFIER
-from server.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
 from server.config import ServerConfig, SitePolicy, SourceSettings
-from server.db import Database
-from server.policy import decide, usable
-from server.resilience import ResilientSource
-from server.sources import SourceAdapter, local_sources
+from server.storage.db import Database
+from server.verify.resilience import ResilientSource
+from server.verify.sources import SourceAdapter, local_sources
 
 from .conftest import People
 
@@ -135,7 +135,7 @@ async def test_lru_is_bounded() -> None:
 async def test_logs_once_on_failure_and_once_on_recovery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="server.resilience")
+    caplog.set_level(logging.DEBUG, logger="server.verify.resilience")
     flaky = Flaky()
     source = ResilientSource(flaky, timeout_s=0.2)
     flaky.mode = "raise"

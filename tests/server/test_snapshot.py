@@ -21,16 +21,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from core.checks import HealthCode, Travel
+from device.deciding.snapshot import SnapshotError, verify_snapshot
 from device.privacy import pseudonym as device_pseudonym
-from device.snapshot import SnapshotError, verify_snapshot
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.appkeys import SIGNING_KEY, SNAPSHOTS
-from server.checks import HealthCode, Travel
 from server.config import ServerConfig
-from server.importer import import_csv
-from server.resilience import ResilientSource
-from server.snapshot import canonical_json, canonical_snapshot, overlay
+from server.offline.snapshot import canonical_json, canonical_snapshot, overlay
+from server.verify.importer import import_csv
+from server.verify.resilience import ResilientSource
 
 from .conftest import People, bearer, write_csv
 

@@ -19,12 +19,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.checks import HealthCode, NatResult, Vaccination
 from server.app import create_app
-from server.checks import HealthCode, NatResult, Vaccination
 from server.config import HttpUpstream, ServerConfig, load_config, parse_config
 from server.errors import UpstreamError
-from server.resilience import ResilientSource
-from server.upstream import HttpSource, dig
+from server.verify.resilience import ResilientSource
+from server.verify.upstream import HttpSource, dig
 
 from .conftest import People
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.checks import SourceResult
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
-from server.checks import SourceResult
 from server.config import ServerConfig, SitePolicy
-from server.db import Database
-from server.sources import SourceAdapter, local_sources
+from server.storage.db import Database
+from server.verify.sources import SourceAdapter, local_sources
 
 from .conftest import People, bearer
 

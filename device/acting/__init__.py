@@ -1,0 +1,1 @@
+"""What a citizen sees and hears: spoken prompts and the gate relay with its lights."""

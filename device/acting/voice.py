@@ -1,0 +1,727 @@
+"""Spoken prompts: synthesised once, cached as WAV, played without ever stalling a tap.
+
+DESIGN.md "The three-second promise" gives the prompt's first audio sample 100 ms, which
+rules out synthesising during a tap. So:
+
+* :class:`PromptRenderer` renders each prompt text with pyttsx3 (espeak) once, into a cache
+  keyed by text + voice + rate. pyttsx3 is not thread-safe and espeak can hang, so every
+  synthesis runs in a short-lived child process (``python -m device.acting.voice render ...``)
+  with a timeout: a wedged engine costs one killed child, never the agent.
+* players share one small interface (:class:`Player`): ``play`` returns as soon as playback
+  has *started* and interrupts the previous prompt. Like gpiozero's pin factories there is a
+  real backend (:class:`AplayPlayer`) and in-package ones for tests and demos
+  (:class:`MockPlayer` records, :class:`FileSinkPlayer` keeps what was played,
+  :class:`NullPlayer` drops it); :func:`make_player` maps a config string to one.
+* :class:`Voice` is the asyncio facade the agent uses: ``say`` only looks up a pre-rendered
+  clip and starts the player on a thread with a short timeout, so a missing or hanging audio
+  device ends in a :class:`~device.errors.PlayerError` (journalled as a fault), not silence
+  and a hung gate.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Final, Self, TypeVar
+
+from device.errors import PlayerError, VoiceError
+
+__all__ = [
+    "AplayPlayer",
+    "FileSinkPlayer",
+    "MockPlayer",
+    "NullPlayer",
+    "Player",
+    "PromptRenderer",
+    "Voice",
+    "check_wav",
+    "make_player",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_VOICE: Final = "sit/cmn"
+DEFAULT_RATE: Final = 170
+#: Outcome keys tried, in order, when a prompt text has no rendered clip yet.
+FALLBACK_KEYS: Final = ("generic", "fault")
+
+# Exit codes of the render child, so the parent can tell "not installed" from a crash.
+_RENDER_ATTEMPTS: Final = 3
+_EXIT_UNAVAILABLE: Final = 3
+_EXIT_FAILED: Final = 4
+
+# The package's parent directory, put on the render child's PYTHONPATH so that
+# ``python -m device.acting.voice`` works whatever the agent's working directory is.
+_PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
+
+
+def check_wav(path: Path) -> float:
+    """Return the duration in seconds of a non-empty PCM WAV file; VoiceError otherwise.
+
+    Guards against caching what a crashed or misconfigured engine left behind: a truncated
+    file or a header with no samples would otherwise be "played" as silence forever.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            frames, rate = wav.getnframes(), wav.getframerate()
+            channels, width = wav.getnchannels(), wav.getsampwidth()
+    except (OSError, EOFError, wave.Error) as exc:
+        raise VoiceError(f"{path} is not a readable WAV file: {exc}") from exc
+    if frames <= 0 or rate <= 0 or channels <= 0 or width <= 0:
+        raise VoiceError(f"{path} holds no audio ({frames} frames at {rate} Hz)")
+    size = path.stat().st_size
+    if size < 44 + frames * channels * width:
+        raise VoiceError(f"{path} is truncated ({size} bytes for {frames} frames)")
+    return frames / rate
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class PromptRenderer:
+    """Renders prompt texts to cached WAV files, one child process per synthesis.
+
+    ``cache_dir/<sha256(text|voice|rate)>.wav``; a file is only ever created complete (the
+    child writes a temporary file that is checked, then renamed over the final name), so a
+    crash mid-render never leaves a clip that plays half a prompt. Safe to call from several
+    threads. ``renders`` counts syntheses actually run (cache misses).
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        voice: str = DEFAULT_VOICE,
+        rate: int = DEFAULT_RATE,
+        timeout_s: float = 20.0,
+        python: str | None = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.voice = voice
+        self.rate = int(rate)
+        self.timeout_s = timeout_s
+        self.python = python or sys.executable
+        self._lock = threading.Lock()
+        self.renders = 0  # clips synthesised (cache misses that succeeded)
+        self.attempts = 0  # synthesis runs, retries included
+
+    def path_for(self, text: str) -> Path:
+        """The cache file for ``text`` with this renderer's voice and rate."""
+        key = f"{text}|{self.voice}|{self.rate}".encode()
+        return self.cache_dir / f"{hashlib.sha256(key).hexdigest()}.wav"
+
+    def cached(self, text: str) -> Path | None:
+        """The cached clip for ``text`` if one exists and is a valid WAV, else None."""
+        path = self.path_for(text)
+        if not path.exists():
+            return None
+        try:
+            check_wav(path)
+        except VoiceError:
+            log.warning("discarding broken cached prompt %s", path.name)
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
+    def render(self, text: str) -> Path:
+        """Return the clip for ``text``, synthesising it first on a cache miss.
+
+        Blocks for the synthesis (up to ``timeout_s``): call it at start-up or from a
+        thread, never on the event loop. VoiceError if pyttsx3/espeak or the voice is not
+        available, the engine fails or hangs, or it produced no audio.
+        """
+        if not text.strip():
+            raise VoiceError("cannot render an empty prompt")
+        cached = self.cached(text)
+        if cached is not None:
+            return cached
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        final = self.path_for(text)
+        tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp.wav")
+        # pyttsx3's espeak driver now and then writes an empty or truncated file and still
+        # reports success (seen about once in a dozen renders here): check and try again.
+        for attempt in range(1, _RENDER_ATTEMPTS + 1):
+            with self._lock:
+                self.attempts += 1
+            try:
+                self._synthesise(text, tmp)
+                check_wav(tmp)
+                os.replace(tmp, final)
+                with self._lock:
+                    self.renders += 1
+                return final
+            except VoiceError as exc:
+                if attempt == _RENDER_ATTEMPTS or "unavailable" in str(exc):
+                    raise
+                log.warning("prompt render attempt %d failed, retrying: %s", attempt, exc)
+            finally:
+                tmp.unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def prerender(self, texts: Iterable[str]) -> dict[str, Path]:
+        """Render every distinct text; return ``{text: clip}``.
+
+        Tries all texts even when some fail, so one bad prompt does not leave the others
+        unrendered; then raises VoiceError naming the failures.
+        """
+        clips: dict[str, Path] = {}
+        failures: list[str] = []
+        for text in dict.fromkeys(texts):
+            try:
+                clips[text] = self.render(text)
+            except VoiceError as exc:
+                failures.append(f"{text!r}: {exc}")
+        if failures:
+            raise VoiceError("prompts not rendered: " + "; ".join(failures))
+        return clips
+
+    def _synthesise(self, text: str, out: Path) -> None:
+        argv = [
+            self.python,
+            "-m",
+            "device.acting.voice",
+            "render",
+            "--voice",
+            self.voice,
+            "--rate",
+            str(self.rate),
+            "--out",
+            str(out),
+            "--",
+            text,
+        ]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
+        try:
+            # Own session: on timeout the whole group (engine and anything it spawned) dies.
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise VoiceError(f"cannot start the prompt renderer {self.python!r}: {exc}") from exc
+        try:
+            _, err = proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise VoiceError(
+                f"speech synthesis hung for {self.timeout_s:g} s and was killed ({text!r})"
+            ) from None
+        message = err.decode("utf-8", "replace").strip().splitlines()
+        reason = message[-1] if message else f"exit status {proc.returncode}"
+        if proc.returncode == _EXIT_UNAVAILABLE:
+            raise VoiceError(f"speech synthesis unavailable: {reason}")
+        if proc.returncode != 0:
+            raise VoiceError(f"speech synthesis failed for {text!r}: {reason}")
+
+
+def _render_in_this_process(text: str, voice: str, rate: int, out: Path) -> None:
+    """Synthesise ``text`` into ``out`` with pyttsx3's espeak driver (the child's job)."""
+    try:
+        import pyttsx3
+    except ImportError as exc:
+        raise _Unavailable(f"pyttsx3 is not installed ({exc}); install the 'device' extra") from exc
+    try:
+        engine = pyttsx3.init("espeak")
+    except Exception as exc:  # pyttsx3 surfaces a missing libespeak as many types
+        raise _Unavailable(f"espeak driver cannot start (is espeak-ng installed?): {exc}") from exc
+    available = [v.id for v in engine.getProperty("voices")]
+    if voice not in available:
+        matches = [v for v in available if "cmn" in v or "zh" in v][:5]
+        raise _Unavailable(f"voice {voice!r} is not installed (Chinese voices: {matches})")
+    engine.setProperty("voice", voice)
+    engine.setProperty("rate", rate)
+    engine.save_to_file(text, str(out))
+    engine.runAndWait()
+
+
+class _Unavailable(Exception):
+    """Synthesis cannot work on this machine at all (exit code for the parent)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m device.acting.voice render --voice V --rate R --out PATH TEXT``."""
+    parser = argparse.ArgumentParser(prog="python -m device.acting.voice")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    render = verbs.add_parser("render", help="synthesise one prompt into a WAV file")
+    render.add_argument("--voice", default=DEFAULT_VOICE)
+    render.add_argument("--rate", type=int, default=DEFAULT_RATE)
+    render.add_argument("--out", type=Path, required=True)
+    render.add_argument("text")
+    args = parser.parse_args(argv)
+    try:
+        _render_in_this_process(args.text, args.voice, args.rate, args.out)
+    except _Unavailable as exc:
+        print(exc, file=sys.stderr)
+        return _EXIT_UNAVAILABLE
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return _EXIT_FAILED
+    return 0
+
+
+# --------------------------------------------------------------------------- players
+
+
+class Player(abc.ABC):
+    """Plays WAV clips; one prompt at a time.
+
+    ``play`` returns as soon as playback has started (never when it ends) and first
+    interrupts whatever is still playing; ``stop`` silences; ``close`` releases the device.
+    Errors are PlayerError.
+    """
+
+    @abc.abstractmethod
+    def play(self, path: Path, text: str | None = None) -> None:
+        """Start playing ``path`` (``text`` is what it says, for recording backends)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop the prompt playing now, if any."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop and release; the player must not be used afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _require_clip(path: Path) -> None:
+    if not path.is_file():
+        raise PlayerError(f"prompt clip {path} does not exist")
+
+
+class AplayPlayer(Player):
+    """ALSA playback through ``aplay`` child processes (the real backend).
+
+    One process per prompt, terminated when the next prompt starts: killing a process is
+    the one interruption that works whatever state the sound driver is in.
+    ``device`` is an ALSA PCM name (``plughw:0,0``, ``null``), None for the default.
+    """
+
+    def __init__(self, device: str | None = None, command: str = "aplay") -> None:
+        self.device = device
+        self.command = command
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def argv(self, path: Path) -> list[str]:
+        """The command line that plays ``path``."""
+        argv = [self.command, "-q"]
+        if self.device:
+            argv += ["-D", self.device]
+        return [*argv, str(path)]
+
+    def play(self, path: Path, text: str | None = None) -> None:
+        """Interrupt the previous prompt and start ``path``; returns once aplay runs."""
+        with self._lock:
+            if self._closed:
+                raise PlayerError("player is closed")
+            _require_clip(path)
+            self._stop_locked()
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv(path),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            except FileNotFoundError as exc:
+                raise PlayerError(f"audio player command {self.command!r} not found") from exc
+            except OSError as exc:
+                raise PlayerError(f"cannot start {self.command!r}: {exc}") from exc
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the prompt still playing, if any."""
+        with self._lock:
+            proc = self._proc
+            return proc.pid if proc is not None and proc.poll() is None else None
+
+    def stop(self) -> None:
+        """Terminate the playing process (killed if it ignores SIGTERM) and reap it."""
+        with self._lock:
+            self._stop_locked()
+
+    def close(self) -> None:
+        """Stop playback; later ``play`` calls raise PlayerError."""
+        with self._lock:
+            self._stop_locked()
+            self._closed = True
+
+    def _stop_locked(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        elif proc.returncode != 0:
+            # Finished on its own with an error: the device is likely gone. Log it so the
+            # cause of earlier silence is visible; the next play will fail loudly if so.
+            log.warning("%s exited with status %d", self.command, proc.returncode)
+
+
+class MockPlayer(Player):
+    """Records what would have been played, in memory (tests and the demo).
+
+    ``played`` holds ``(path, text, monotonic start time)`` per prompt. Fault behaviours:
+    ``missing=True`` makes ``play`` raise PlayerError like a missing audio device;
+    ``hang=True`` makes ``play`` block until ``stop``/``close`` (then raise PlayerError),
+    like a wedged sound driver.
+    """
+
+    def __init__(
+        self,
+        *,
+        hang: bool = False,
+        missing: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hang = hang
+        self.missing = missing
+        self.played: list[tuple[Path, str | None, float]] = []
+        self.stops = 0
+        self.closed = False
+        self._clock = clock
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+
+    def play(self, path: Path, text: str | None = None) -> None:
+        """Record ``(path, text, now)`` or act out the configured fault."""
+        if self.closed:
+            raise PlayerError("player is closed")
+        if self.missing:
+            raise PlayerError("mock audio device is missing")
+        if self.hang:
+            self._release.clear()
+            self._release.wait()
+            raise PlayerError("mock audio device hung; playback aborted")
+        with self._lock:
+            self.played.append((Path(path), text, self._clock()))
+
+    @property
+    def texts(self) -> list[str | None]:
+        """The texts played so far, in order."""
+        with self._lock:
+            return [text for _, text, _ in self.played]
+
+    def stop(self) -> None:
+        """Count the stop and release a hung ``play``."""
+        self.stops += 1
+        self._release.set()
+
+    def close(self) -> None:
+        """Release a hung ``play``; later calls raise PlayerError."""
+        self.closed = True
+        self._release.set()
+
+
+class NullPlayer(Player):
+    """Drops audio without a trace (``player = "null"``: kiosks without a speaker)."""
+
+    def play(self, path: Path, text: str | None = None) -> None:
+        """Do nothing."""
+
+    def stop(self) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+
+class FileSinkPlayer(Player):
+    """Copies each played clip into a directory as ``NNNNNN-<clip name>`` (recording sink).
+
+    Lets a demo or an end-to-end test check afterwards what the kiosk said and in which
+    order, with real files. Numbering continues after files already in the directory. Each
+    copy is written under a temporary name and renamed, so a reader never sees half a file.
+    """
+
+    _NUMBERED: Final = re.compile(r"^(\d{6})-")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        numbers = [
+            int(m.group(1))
+            for name in os.listdir(self.directory)
+            if (m := self._NUMBERED.match(name)) is not None
+        ]
+        self._seq = max(numbers, default=0)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def play(self, path: Path, text: str | None = None) -> None:
+        """Copy ``path`` into the sink with the next sequence number."""
+        with self._lock:
+            if self._closed:
+                raise PlayerError("player is closed")
+            _require_clip(path)
+            self._seq += 1
+            target = self.directory / f"{self._seq:06d}-{Path(path).name}"
+            tmp = self.directory / f".{target.name}.tmp"
+            try:
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, target)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise PlayerError(f"cannot write to sink {self.directory}: {exc}") from exc
+
+    def recorded(self) -> list[Path]:
+        """Files in the sink, in play order."""
+        return sorted(p for p in self.directory.iterdir() if self._NUMBERED.match(p.name))
+
+    def stop(self) -> None:
+        """Nothing keeps playing in a sink."""
+
+    def close(self) -> None:
+        """Later ``play`` calls raise PlayerError."""
+        with self._lock:
+            self._closed = True
+
+
+def make_player(spec: str) -> Player:
+    """Build a player from its configuration string.
+
+    ``aplay`` (default ALSA device), ``aplay:<pcm>`` (e.g. ``aplay:plughw:0,0``,
+    ``aplay:null``), ``null``, ``mock``, ``mock:hang``, ``mock:missing``,
+    ``file:<directory>``. ValueError names an unknown spec.
+    """
+    scheme, _, arg = spec.strip().partition(":")
+    if scheme == "aplay":
+        return AplayPlayer(device=arg or None)
+    if scheme == "null" and not arg:
+        return NullPlayer()
+    if scheme == "mock" and arg in ("", "hang", "missing"):
+        return MockPlayer(hang=arg == "hang", missing=arg == "missing")
+    if scheme == "file" and arg:
+        return FileSinkPlayer(Path(arg))
+    raise ValueError(
+        f"unknown audio player {spec!r}: expected aplay, aplay:<device>, null, mock, "
+        "mock:hang, mock:missing or file:<directory>"
+    )
+
+
+# --------------------------------------------------------------------------- facade
+
+
+class Voice:
+    """What the agent calls to speak: pre-rendered prompts, bounded playback.
+
+    ``prompts`` are the configured texts, either ``{outcome: text}`` (then a text that has
+    no clip yet falls back to the clip of its outcome, else ``generic``, else ``fault``) or
+    just texts. ``play_timeout_s`` bounds how long ``say`` waits for the player to start.
+    """
+
+    def __init__(
+        self,
+        renderer: PromptRenderer,
+        player: Player,
+        prompts: Mapping[str, str] | Iterable[str],
+        *,
+        play_timeout_s: float = 0.3,
+    ) -> None:
+        self.renderer = renderer
+        self.player = player
+        if isinstance(prompts, Mapping):
+            self._by_key: dict[str, str] = dict(prompts)
+            self._texts = list(dict.fromkeys(self._by_key.values()))
+        else:
+            self._by_key = {}
+            self._texts = list(dict.fromkeys(prompts))
+        self.play_timeout_s = play_timeout_s
+        self._clips: dict[str, Path] = {}
+        self._renders: dict[str, asyncio.Task[None]] = {}
+        self._player_done: threading.Event | None = None  # last exclusive call finished
+        self.last_started: float | None = None
+
+    @property
+    def clips(self) -> Mapping[str, Path]:
+        """Rendered clips by text (read-only view)."""
+        return dict(self._clips)
+
+    def ready(self, text: str) -> bool:
+        """Whether ``text`` can be spoken without synthesis."""
+        return text in self._clips
+
+    async def start(self) -> None:
+        """Render all configured prompts off the event loop (cache hits are instant).
+
+        VoiceError if some could not be rendered; the others are ready, and ``say`` falls
+        back for the missing ones, so the agent may log this and carry on.
+        """
+        missing = [t for t in self._texts if t not in self._clips]
+
+        def render_all() -> tuple[dict[str, Path], list[str]]:
+            clips: dict[str, Path] = {}
+            failures: list[str] = []
+            for text in missing:
+                try:
+                    clips[text] = self.renderer.render(text)
+                except VoiceError as exc:
+                    failures.append(f"{text!r}: {exc}")
+            return clips, failures
+
+        clips, failures = await asyncio.to_thread(render_all)
+        self._clips.update(clips)  # on the loop: say() never sees a half-updated map
+        if failures:
+            raise VoiceError("prompts not rendered: " + "; ".join(failures))
+
+    async def say(self, text: str, *, outcome: str | None = None) -> float:
+        """Start speaking ``text``; return the monotonic time playback started.
+
+        Never synthesises on the caller's time: a text without a clip is rendered in the
+        background for next time and a fallback clip is played now (VoiceError if there is
+        none). PlayerError if the player fails or does not start within
+        ``play_timeout_s``. Interrupts the previous prompt.
+        """
+        clip = self._clips.get(text)
+        if clip is None:
+            self._render_later(text)
+            clip = self._fallback(outcome)
+            if clip is None:
+                log.error("prompt %r not rendered yet and no fallback clip: not spoken", text)
+                raise VoiceError(f"prompt not rendered yet and no fallback: {text!r}")
+            log.warning("prompt %r not rendered yet: playing fallback %s", text, clip.name)
+        started = await self._call_player(
+            lambda: self._play_and_time(clip, text), self.play_timeout_s, "play", exclusive=True
+        )
+        self.last_started = started
+        return started
+
+    async def stop(self) -> None:
+        """Silence the current prompt (bounded like ``say``)."""
+        await self._call_player(self.player.stop, self.play_timeout_s, "stop")
+
+    async def close(self) -> None:
+        """Cancel background renders and close the player; never hangs on a wedged device."""
+        tasks = list(self._renders.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self._call_player(self.player.close, 2.0, "close")
+        except PlayerError as exc:
+            log.error("audio player did not close cleanly: %s", exc)
+
+    def _fallback(self, outcome: str | None) -> Path | None:
+        keys = ([outcome] if outcome else []) + list(FALLBACK_KEYS)
+        for key in keys:
+            text = self._by_key.get(key)
+            if text is not None and text in self._clips:
+                return self._clips[text]
+        return None
+
+    def _render_later(self, text: str) -> None:
+        if text in self._renders or not text.strip():
+            return
+
+        async def render() -> None:
+            try:
+                self._clips[text] = await asyncio.to_thread(self.renderer.render, text)
+            except VoiceError as exc:
+                log.error("background render of %r failed: %s", text, exc)
+            finally:
+                self._renders.pop(text, None)
+
+        self._renders[text] = asyncio.create_task(render(), name="voice-render")
+
+    def _play_and_time(self, clip: Path, text: str) -> float:
+        self.player.play(clip, text)
+        return time.monotonic()
+
+    async def _call_player(
+        self, fn: Callable[[], _T], timeout: float, what: str, *, exclusive: bool = False
+    ) -> _T:
+        """Run a player call on a daemon thread; give up waiting after ``timeout``.
+
+        A daemon thread rather than the loop's executor: a call that never returns must not
+        hold an executor worker or block interpreter exit. ``exclusive`` calls (play) are
+        refused while an earlier one is still stuck, so a wedged device costs one thread,
+        not one per tap.
+        """
+        previous = self._player_done
+        if exclusive and previous is not None and not previous.is_set():
+            log.error("audio player still stuck in an earlier call; not calling %s", what)
+            raise PlayerError(f"audio player still stuck in an earlier call; {what} refused")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+
+        def settle(result: _T | None, error: BaseException | None) -> None:
+            if future.done():  # the caller gave up (timeout or cancellation)
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        done = threading.Event()
+
+        def run() -> None:
+            result: _T | None = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except Exception as exc:
+                error = exc
+            finally:
+                # Before settling: once the caller resumes, the player counts as free.
+                done.set()
+            with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        thread = threading.Thread(target=run, name=f"voice-{what}", daemon=True)
+        if exclusive:
+            self._player_done = done
+        thread.start()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            log.error("audio player %s did not return within %g s", what, timeout)
+            raise PlayerError(f"audio player {what} did not return within {timeout:g} s") from None
+        except PlayerError as exc:
+            log.error("audio player %s failed: %s", what, exc)
+            raise
+        except Exception as exc:
+            log.error("audio player %s failed: %s", what, exc)
+            raise PlayerError(f"audio player {what} failed: {exc}") from exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Turns a credential into a decision within the tap's deadline, online or not.
+
+The server is asked first; whatever it does (slow, black-holed, refusing, erroring), the tap
+gets a decision by `deadline_s` after the credential completed. Without the server the kiosk
+decides from its pseudonymised cache with the same pure policy the server uses, recomputing
+NAT age at tap time, and marks the decision offline with the cache age; a person it knows
+nothing about is `check`. After repeated failures a circuit breaker stops waiting for a dead
+server altogether, so taps during an outage decide at cache speed; a background probe closes
+it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from device.deciding.cache import CacheError, KioskCache, facts_from_checks
+from device.deciding.clock import ClockTrust
+from device.deciding.fallback import FactsError, decide_offline
+from device.deciding.passes import ReplayGuard, is_pass, verify_pass
+from device.link.breaker import CircuitBreaker
+from device.link.client import ServerClient, ServerError, ServerRejected
+from device.privacy import pseudonym
+from device.sources.credentials import Credential
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential"})
+
+# How long a cache lookup may take when the deadline is already spent (DESIGN: ≤ 50 ms).
+_CACHE_BUDGET_S = 0.05
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the kiosk does about one tap."""
+
+    tap_id: str
+    outcome: str
+    prompt: str
+    offline: bool
+    masked_id: str
+    pseudonym: str
+    reasons: tuple[str, ...] = ()
+    cache_age_s: float | None = None
+    error: str = ""
+    checks: Mapping[str, Any] = field(default_factory=dict)
+    clock_trusted: bool = True
+
+
+@dataclass(frozen=True)
+class _Identity:
+    tap_id: str
+    masked_id: str
+    pseudonym: str
+
+
+class Verifier:
+    """Asks the server under a deadline and falls back to the cache."""
+
+    def __init__(
+        self,
+        client: ServerClient,
+        prompts: Callable[[str], str],
+        fleet_key: bytes,
+        deadline_s: float,
+        *,
+        cache: KioskCache | None = None,
+        breaker: CircuitBreaker | None = None,
+        clock: ClockTrust | None = None,
+        server_key_hex: str = "",
+        site: str = "",
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._prompt = prompts
+        self._fleet_key = fleet_key
+        self.deadline_s = deadline_s
+        self.cache = cache
+        self.breaker = breaker or CircuitBreaker()
+        self.clock = clock or ClockTrust()
+        self._monotonic = monotonic
+        self._wall = wall
+        self._server_key = server_key_hex
+        self._site = site
+        self._replay = ReplayGuard()
+        self._was_offline = False
+        self._last_refusal = ""
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _pseudonym_for(self, id_number: str) -> str:
+        return pseudonym(self._fleet_key, id_number)
+
+    def _today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self._wall(), dt.UTC).astimezone().date()
+
+    async def decide(self, cred: Credential, tap_id: str) -> Decision:
+        """Never raises and never outlives the deadline (plus scheduling noise)."""
+        alias = self._pseudonym_for(cred.id_number) if cred.id_number else ""
+        ident = _Identity(tap_id, cred.masked_id, alias)
+        local = self._local_refusal(cred)
+        if local is not None:
+            return self._decision(ident, "invalid_credential", False, (local,))
+        if cred.kind == "qr" and is_pass(cred.token):
+            return self._signed_pass(ident, cred.token)
+        if not self.breaker.allow():
+            return await self._fallback(ident, cred, ["circuit_open"], "circuit open")
+        remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
+        asked = self._monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError("deadline already spent before the lookup")
+            answer = await asyncio.wait_for(
+                self._client.verify(
+                    tap_id,
+                    cred.kind,
+                    cred.id_number,
+                    remaining,
+                    card_type=cred.card_type,
+                    token=cred.token,
+                ),
+                remaining,
+            )
+            outcome = answer.get("outcome")
+            if outcome not in OUTCOMES:
+                raise ValueError(f"server gave unknown outcome {outcome!r}")
+        except ServerRejected as exc:
+            # The server is there and refuses this kiosk or this request (revoked,
+            # quarantined, not enrolled, malformed): the cache must not open the gate for a
+            # kiosk that has been cut off, and a refusal is not an outage for the breaker.
+            if exc.error != self._last_refusal:
+                log.error("server refused the lookup: %s", exc)
+            self._last_refusal = exc.error
+            return self._decision(
+                ident,
+                "check",
+                False,
+                (f"server_refused:{exc.error or exc.status}",),
+                error=str(exc),
+            )
+        except (ServerError, TimeoutError, ValueError) as exc:
+            self.breaker.failure()
+            reason = "server_unavailable"
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if not self._was_offline:
+                log.warning("deciding offline: %s", error)
+                self._was_offline = True
+            return await self._fallback(ident, cred, [reason], error)
+        self.breaker.success()
+        self._last_refusal = ""
+        if self._was_offline:
+            log.info("server answering again")
+            self._was_offline = False
+        server_time = answer.get("server_time")
+        if isinstance(server_time, str):
+            self.clock.observe_server_time(server_time, self._monotonic() - asked)
+        checks = answer.get("checks")
+        checks = checks if isinstance(checks, dict) else {}
+        if alias and self.cache is not None and str(outcome) != "invalid_credential":
+            self._remember(alias, checks, server_time)
+        reasons = answer.get("reasons")
+        # The site's prompt text comes from the server; the kiosk speaks it once rendered and
+        # its own clip for the outcome until then (the voice never waits for synthesis).
+        prompt = answer.get("prompt")
+        if not isinstance(prompt, str) or not 0 < len(prompt) <= 100:
+            prompt = self._prompt(str(outcome))
+        masked = ident.masked_id
+        if cred.kind == "qr" and isinstance(answer.get("masked_id"), str):
+            masked = str(answer["masked_id"])  # the server resolved the code to a person
+        return Decision(
+            tap_id=ident.tap_id,
+            outcome=str(outcome),
+            prompt=prompt,
+            offline=False,
+            masked_id=masked,
+            pseudonym=ident.pseudonym,
+            reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
+            checks=checks,
+            clock_trusted=self.clock.trusted(),
+        )
+
+    def _decision(
+        self,
+        ident: _Identity,
+        outcome: str,
+        offline: bool,
+        reasons: tuple[str, ...],
+        *,
+        error: str = "",
+        cache_age_s: float | None = None,
+    ) -> Decision:
+        return Decision(
+            tap_id=ident.tap_id,
+            outcome=outcome,
+            prompt=self._prompt(outcome),
+            offline=offline,
+            masked_id=ident.masked_id,
+            pseudonym=ident.pseudonym,
+            reasons=reasons,
+            error=error,
+            cache_age_s=cache_age_s,
+            clock_trusted=self.clock.trusted(),
+        )
+
+    def _local_refusal(self, cred: Credential) -> str | None:
+        if not cred.readable:
+            return "unreadable_qr" if cred.kind == "qr" else "unreadable_card"
+        if cred.kind == "qr":
+            return None if cred.token else "empty_qr"
+        if not cred.checksum_ok:
+            return "bad_checksum"
+        if self.clock.trusted() and cred.expired(self._today()):
+            return "card_expired"
+        return None
+
+    # -- signed offline passes ---------------------------------------------------------------
+    def _signed_pass(self, ident: _Identity, token: str) -> Decision:
+        """A pass the server signed for a person: checked here, with or without the server."""
+        if not self._server_key:
+            return self._decision(ident, "invalid_credential", False, ("pass_key_missing",))
+        trusted = self.clock.trusted()
+        check = verify_pass(
+            token,
+            self._server_key,
+            now=self._wall(),
+            clock_trusted=trusted,
+            site=self._site,
+            seen=self._replay,
+        )
+        ident = _Identity(ident.tap_id, check.masked_id or "", check.pseudonym or "")
+        if not check.ok:
+            # Without a trusted clock a pass cannot be judged: a guard checks the person.
+            outcome = "check" if check.reason == "clock_untrusted" else "invalid_credential"
+            return self._decision(ident, outcome, True, (f"pass_{check.reason}",))
+        outcome = check.outcome if check.outcome in OUTCOMES else "check"
+        return self._decision(ident, outcome, True, ("signed_pass",))
+
+    # -- the cache -------------------------------------------------------------------------
+    def _remember(self, alias: str, checks: Mapping[str, Any], server_time: Any) -> None:
+        """Store the answer's facts after the tap, off its critical path."""
+        facts = facts_from_checks(checks)
+        if facts is None or self.cache is None:
+            return
+        fetched_at = self._wall()
+        if isinstance(server_time, str):
+            with contextlib.suppress(ValueError):
+                fetched_at = dt.datetime.fromisoformat(server_time).timestamp()
+        # A last-known value the server fell back on is as old as it says, not "now".
+        stale_ages = [
+            float(c["age_s"])
+            for c in checks.values()
+            if isinstance(c, Mapping) and c.get("stale") and isinstance(c.get("age_s"), int | float)
+        ]
+        fetched_at -= max(stale_ages, default=0.0)
+        task = asyncio.create_task(self._put(alias, facts, fetched_at))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _put(self, alias: str, facts: dict[str, Any], fetched_at: float) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.put(alias, facts, fetched_at)
+        except CacheError as exc:
+            log.error("could not cache a verify answer: %s", exc)
+
+    async def flush(self) -> None:
+        """Wait for pending cache writes (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _fallback(
+        self, ident: _Identity, cred: Credential, reasons: list[str], error: str
+    ) -> Decision:
+        trusted = self.clock.trusted()
+        if self.cache is None or not ident.pseudonym:
+            return self._decision(ident, "check", True, (*reasons, "unknown_person"), error=error)
+        remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
+        try:
+            cached = await asyncio.wait_for(
+                self.cache.get(ident.pseudonym, self._wall()), max(remaining, _CACHE_BUDGET_S)
+            )
+        except (CacheError, TimeoutError) as exc:
+            log.error("kiosk cache unavailable: %s", exc)
+            return self._decision(
+                ident, "check", True, (*reasons, "cache_unavailable"), error=error
+            )
+        if cached is None:
+            return self._decision(ident, "check", True, (*reasons, "unknown_person"), error=error)
+        now = dt.datetime.fromtimestamp(self._wall(), dt.UTC)
+        try:
+            outcome, why = decide_offline(cached.facts, now, clock_trusted=trusted)
+        except FactsError as exc:
+            log.error("cached facts unusable: %s", exc)
+            return self._decision(ident, "check", True, (*reasons, "cache_corrupt"), error=error)
+        age = cached.age_s(self._wall()) if trusted else None
+        return self._decision(
+            ident,
+            outcome,
+            True,
+            (*reasons, f"cache:{cached.origin}", *why),
+            error=error,
+            cache_age_s=round(age, 1) if age is not None else None,
+        )
+
+    # -- recovery --------------------------------------------------------------------------
+    async def probe_loop(self, interval_s: float = 0.5) -> None:
+        """While the circuit is open, ask the server for its health when a probe is due."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.breaker.probe_due():
+                continue
+            try:
+                answer = await self._client.health(timeout_s=min(self.deadline_s, 2.0))
+            except ServerError:
+                self.breaker.failure()
+                continue
+            self.breaker.success()
+            server_time = answer.get("server_time")
+            if isinstance(server_time, str):
+                self.clock.observe_server_time(server_time)

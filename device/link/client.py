@@ -1,0 +1,410 @@
+"""HTTP client for the central server: the only module of the agent that knows URLs.
+
+The kiosk authenticates with its own Ed25519 key (docs/identity.md): it asks for a challenge,
+signs it and gets a short-lived session token, which every request then carries. All of this
+is transparent to callers:
+
+* a token nearing expiry is renewed in the background; an expired or refused one
+  (``401 session_expired``) is renewed and the request retried once — so a kiosk that was
+  offline for weeks simply signs a new challenge (its key never expires);
+* a server that says the kiosk's clock is off (``401 clock_skew``) is believed: the client
+  signs with the server's time and reports the offset (:attr:`ServerClient.clock_skew_s`);
+* a pending key rotation (``403 rotation_required``, or :meth:`ServerClient.rotate_key`) is
+  carried out with the session: new key saved first, proven by both keys, then committed;
+* ``429``/``503`` with ``Retry-After`` are honoured: until then (plus jitter) every call fails
+  fast with :class:`ServerUnavailable` carrying ``retry_after``;
+* the heartbeat answer's ``config_version`` / ``config`` are kept
+  (:attr:`ServerClient.config`) and announced through ``on_config``.
+
+Errors are mapped to two kinds the agent cares about: the server could not be reached in time
+(:class:`ServerUnavailable`: decide offline, retry later) and the server answered but refused
+(:class:`ServerRejected`). The private key is never sent or logged: only signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+import aiohttp.abc
+
+from device.errors import KioskError
+from device.link.identity import DeviceIdentity, session_message
+
+log = logging.getLogger(__name__)
+
+ConfigListener = Callable[[int, dict[str, Any]], None]
+#: Retry-After values are stretched by up to this fraction so kiosks do not return in step.
+RETRY_JITTER = 0.5
+
+
+class ServerError(KioskError):
+    """The server could not give an answer."""
+
+
+class ServerUnavailable(ServerError, ConnectionError):
+    """The server was unreachable, too slow, failing (5xx) or overloaded (429).
+
+    ``retry_after``: seconds the server asked the kiosk to wait (None when it did not say).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerRejected(ServerError, ValueError):
+    """The server answered with a 4xx refusal."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(f"server refused ({status} {error}): {detail}")
+        self.status = status
+        self.error = error
+
+
+def jittered(
+    interval_s: float, fraction: float = 0.1, rng: Callable[[], float] = random.random
+) -> float:
+    """``interval_s`` spread uniformly by ±``fraction``: use it for every periodic timer."""
+    return interval_s * (1.0 + fraction * (2.0 * rng() - 1.0))
+
+
+def tls_context(tls_ca: str) -> ssl.SSLContext | None:
+    """An SSL context trusting only the PEM CA(s) of the bundle, hostname check on."""
+    if not tls_ca.strip():
+        return None
+    context = ssl.create_default_context(cadata=tls_ca)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    try:
+        return max(0.0, float(headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
+class ServerClient:
+    """A long-lived aiohttp session bound to one device identity.
+
+    ``identity`` signs sessions (the normal case). ``token`` instead sends a fixed bearer
+    token and never re-authenticates (tools and tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        identity: DeviceIdentity | None = None,
+        *,
+        token: str | None = None,
+        tls_ca: str = "",
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        on_config: ConfigListener | None = None,
+    ) -> None:
+        if identity is None and token is None:
+            raise ValueError("ServerClient needs an identity or a token")
+        self._base = base_url.rstrip("/")
+        self._identity = identity
+        self._static_token = token
+        self._ssl = tls_context(tls_ca)
+        self._resolver = resolver
+        self._wall_clock = wall_clock
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0  # time.monotonic()
+        self._token_ttl = 0.0
+        self._auth_lock = asyncio.Lock()
+        self._renewal: asyncio.Task[None] | None = None
+        self._busy_until = 0.0  # time.monotonic()
+        self._clock_offset = 0.0  # server minus kiosk, learnt from a clock_skew refusal
+        self.clock_skew_s: float | None = None  # last skew the server reported
+        self.config_version: int | None = None
+        self.config: dict[str, Any] = {}
+        self.on_config = on_config
+
+    async def __aenter__(self) -> ServerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def device_id(self) -> str:
+        return self._identity.device_id if self._identity is not None else ""
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds left of the server's last Retry-After (0 when none is running)."""
+        return max(0.0, self._busy_until - time.monotonic())
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=8,
+                ttl_dns_cache=300,
+                resolver=self._resolver,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: json.dumps(o, ensure_ascii=False),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._renewal is not None and not self._renewal.done():
+            self._renewal.cancel()
+            await asyncio.gather(self._renewal, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- transport -----------------------------------------------------------------------
+
+    def _check_busy(self, path: str) -> None:
+        left = self.retry_after
+        if left > 0:
+            raise ServerUnavailable(f"{path}: server asked to retry in {left:.1f} s", left)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: Mapping[str, str],
+    ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        """One HTTP exchange → (status, JSON object, headers); transport trouble is Unavailable."""
+        session = self._get_session()
+        try:
+            async with session.request(
+                method, self._base + path, json=body, headers=dict(headers)
+            ) as resp:
+                text = await resp.text()
+                status, resp_headers = resp.status, resp.headers
+        except aiohttp.ClientError as exc:
+            raise ServerUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise ServerUnavailable(f"{path}: {exc}") from exc
+        if status in (429, 503):
+            wait = _retry_after(resp_headers) * (1.0 + RETRY_JITTER * random.random())
+            self._busy_until = max(self._busy_until, time.monotonic() + wait)
+            log.warning("%s: server overloaded (%d), backing off %.1f s", path, status, wait)
+            raise ServerUnavailable(f"{path}: server overloaded ({status})", wait)
+        if status >= 500:
+            raise ServerUnavailable(f"{path}: server error {status}")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ServerUnavailable(f"{path}: response is not JSON") from exc
+        if not isinstance(data, dict):
+            raise ServerUnavailable(f"{path}: response is not a JSON object")
+        return status, data, resp_headers
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float
+    ) -> dict[str, Any]:
+        """An authenticated request within ``timeout_s`` (authentication included)."""
+        self._check_busy(path)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for attempt in (0, 1):
+                    token = await self._bearer()
+                    status, data, _ = await self._send(
+                        method, path, body, {"Authorization": f"Bearer {token}"}
+                    )
+                    error = str(data.get("error", ""))
+                    if (
+                        status == 401
+                        and attempt == 0
+                        and self._identity is not None
+                        and error in ("session_expired", "unauthenticated")
+                    ):
+                        log.info("%s: session refused (%s), signing in again", path, error)
+                        self._token = None
+                        continue
+                    if status >= 400:
+                        raise ServerRejected(status, error, str(data.get("detail", "")))
+                    return data
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"{path}: no answer within {timeout_s:.2f} s") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- sessions --------------------------------------------------------------------------
+
+    async def _bearer(self) -> str:
+        if self._static_token is not None:
+            return self._static_token
+        now = time.monotonic()
+        if self._token is not None and now < self._token_expires:
+            margin = max(30.0, 0.1 * self._token_ttl)
+            if now >= self._token_expires - margin and self._renewal is None:
+                self._renewal = asyncio.ensure_future(self._renew_in_background())
+            return self._token
+        await self.authenticate()
+        assert self._token is not None
+        return self._token
+
+    async def _renew_in_background(self) -> None:
+        try:
+            async with asyncio.timeout(30.0):
+                await self.authenticate(force=True)
+        except (ServerError, TimeoutError) as exc:
+            log.info("session renewal failed, will retry: %s", exc)
+        finally:
+            self._renewal = None
+
+    async def authenticate(self, *, force: bool = False) -> None:
+        """Sign a fresh challenge and store the session token (coalesced across callers)."""
+        if self._identity is None:
+            return
+        token_before = self._token
+        async with self._auth_lock:
+            if self._token is not None and self._token != token_before:
+                return  # someone else just did it
+            if not force and self._token is not None and time.monotonic() < self._token_expires:
+                return
+            await self._sign_in(self._identity)
+
+    async def _sign_in(self, identity: DeviceIdentity) -> None:
+        for _ in range(4):
+            _, challenge, _ = await self._send(
+                "POST", "/v1/session/challenge", {"device_id": identity.device_id}, {}
+            )
+            status, data, headers = await self._send(
+                "POST", "/v1/session", self._session_body(identity, challenge), {}
+            )
+            error = str(data.get("error", ""))
+            if status == 200 and isinstance(data.get("token"), str):
+                if data.get("rotated"):
+                    identity.commit_rotation()
+                self._token = data["token"]
+                ttl = float(data.get("expires_in", 60))
+                self._token_ttl = ttl
+                self._token_expires = time.monotonic() + ttl * 0.95
+                skew = data.get("clock_skew_s")  # of the corrected time we signed with
+                if isinstance(skew, int | float):
+                    self.clock_skew_s = round(float(skew) + self._clock_offset, 3)
+                return
+            if status == 401 and error == "clock_skew" and "X-Server-Time" in headers:
+                self._clock_offset = float(headers["X-Server-Time"]) - self._wall_clock()
+                self.clock_skew_s = self._clock_offset
+                log.warning(
+                    "kiosk clock is off by %.0f s; signing with server time", self._clock_offset
+                )
+                continue
+            if status == 403 and error == "rotation_required":
+                log.info("server asks for a new key: rotating")
+                identity.begin_rotation()
+                continue
+            if status == 401 and error == "bad_signature" and identity.promote_pending():
+                log.info("current key refused; switched to the pending rotation key")
+                continue
+            if status == 200:
+                raise ServerUnavailable("/v1/session: answer without a token")
+            raise ServerRejected(status, error, str(data.get("detail", "")))
+        raise ServerRejected(401, "unauthenticated", "could not establish a session")
+
+    def _session_body(self, identity: DeviceIdentity, challenge: dict[str, Any]) -> dict[str, Any]:
+        nonce = str(challenge.get("nonce", ""))
+        sent = int(self._wall_clock() + self._clock_offset)
+        new_key = identity.pending_public_key_hex
+        message = session_message(identity.device_id, nonce, sent, new_key)
+        body: dict[str, Any] = {
+            "device_id": identity.device_id,
+            "nonce": nonce,
+            "time": sent,
+            "signature": identity.sign(message),
+        }
+        if new_key:
+            body["new_public_key"] = new_key
+            body["new_signature"] = identity.sign_pending(message)
+        return body
+
+    async def rotate_key(self, timeout_s: float = 30.0) -> str:
+        """Kiosk-initiated rotation: a new key, registered with a session; its public hex."""
+        if self._identity is None:
+            raise ValueError("no identity to rotate")
+        self._identity.begin_rotation()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.authenticate(force=True)
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"key rotation: no answer within {timeout_s:.0f} s") from exc
+        if self._identity.has_pending:  # pragma: no cover - the server ignored the new key
+            raise ServerRejected(409, "rotation_failed", "the server did not take the new key")
+        return self._identity.public_key_hex
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def post(self, path: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """POST JSON and return the decoded object; every failure becomes a ServerError."""
+        return await self._call("POST", path, body, timeout_s)
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """GET /healthz: is the server there at all (the circuit breaker's probe)."""
+        self._check_busy("/healthz")
+        try:
+            async with asyncio.timeout(timeout_s):
+                status, data, _ = await self._send("GET", "/healthz", None, {})
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"/healthz: no answer within {timeout_s:.2f} s") from exc
+        if status != 200:
+            raise ServerUnavailable(f"/healthz: status {status}")
+        return data
+
+    async def get_json(self, path: str, timeout_s: float) -> dict[str, Any]:
+        """GET a JSON object from a device endpoint (the snapshot)."""
+        return await self._call("GET", path, None, timeout_s)
+
+    async def verify(
+        self,
+        tap_id: str,
+        kind: str,
+        id_number: str,
+        timeout_s: float,
+        *,
+        card_type: str = "resident",
+        token: str = "",
+    ) -> dict[str, Any]:
+        credential = (
+            {"kind": kind, "token": token}
+            if kind == "qr"
+            else {
+                "kind": kind,
+                "id_number": id_number,
+            }
+        )
+        if card_type != "resident" and kind != "qr":
+            credential["card_type"] = card_type
+        body = {"tap_id": tap_id, "credential": credential}
+        return await self.post("/v1/verify", body, timeout_s)
+
+    async def upload(self, events: list[dict[str, Any]], timeout_s: float = 10.0) -> dict[str, Any]:
+        return await self.post("/v1/audit", {"events": events}, timeout_s)
+
+    async def heartbeat(self, status: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
+        """Report health; the answer's fleet configuration is kept and announced on change."""
+        answer = await self.post(
+            "/v1/heartbeat", {**status, "sent_at": int(self._wall_clock())}, timeout_s
+        )
+        version = answer.get("config_version")
+        config = answer.get("config")
+        if isinstance(version, int) and isinstance(config, dict) and version != self.config_version:
+            self.config_version, self.config = version, config
+            log.info("fleet configuration version %d received", version)
+            if self.on_config is not None:
+                self.on_config(version, config)
+        skew = answer.get("clock_skew_s")
+        if isinstance(skew, int | float):
+            self.clock_skew_s = float(skew)
+        return answer

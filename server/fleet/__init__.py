@@ -1,0 +1,1 @@
+"""Fleet and identity: the device registry, kiosk keys and sessions, and administrators."""

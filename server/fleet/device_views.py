@@ -1,0 +1,225 @@
+"""Device identity endpoints: enrolment, session challenge and session; config at heartbeat.
+
+``POST /v1/enrol`` binds a kiosk-generated public key to a pre-registered serial with a
+single-use code. ``POST /v1/session/challenge`` hands out a nonce; ``POST /v1/session`` checks
+the kiosk's signature over it (the only signature check of a session's life) and answers a
+token. A pending rotation makes the session demand a new key, proven by signatures of both
+keys. The heartbeat answer is extended with the kiosk's merged configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from provisioning.errors import EnrolRefused
+from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
+from server.fleet import registry as fleet
+from server.fleet import sessions
+from server.fleet.device_keys import (
+    PUBLIC_KEY_HEX,
+    SIGNATURE_HEX,
+    enrol_message,
+    session_message,
+    signature_ok,
+)
+from server.fleet.sessions import (
+    claim_nonce,
+    issue_nonce,
+    load_state,
+    nonce_status,
+    now_iso,
+    record_skew,
+)
+from server.http import validation as v
+from server.http import views
+from server.http.auth import refuse_status, unauthenticated
+from server.http.middleware import json_error
+from server.offline.keys import server_public_key, site_key
+from server.storage.db import transaction
+
+log = logging.getLogger(__name__)
+
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+CODE = re.compile(r"[A-Za-z0-9 -]{4,32}")
+
+
+async def challenge(request: web.Request) -> web.Response:
+    """``POST /v1/session/challenge {device_id}`` → ``{nonce, expires_at, server_time}``."""
+    body = v.parse_object(await request.read())
+    device_id = v.req_string(body, "device_id", pattern=DEVICE_ID, max_len=64)
+    db = request.app[DATABASE]
+    state = await db.run(load_state, device_id)
+    if state is None:
+        raise unauthenticated("unknown device")
+    refuse_status(state.status, device_id)
+    now = sessions.utc_now()
+    ttl = request.app[CONFIG].identity.challenge_ttl_s
+    nonce = await db.run(issue_nonce, device_id, ttl, now)
+    return views.json_response({"nonce": nonce, "expires_in": ttl, "server_time": now_iso(now)})
+
+
+def _finish_session(
+    conn: sqlite3.Connection,
+    device_id: str,
+    nonce: str,
+    new_public_key: str,
+    skew_s: float,
+    now: datetime,
+) -> int | None:
+    """Burn the nonce, install a new key if any, record the skew; the key epoch (None: replay)."""
+    with transaction(conn):
+        if not claim_nonce(conn, nonce, now):
+            return None
+        record_skew(conn, device_id, skew_s)
+        if new_public_key:
+            return fleet.replace_key(conn, device_id, new_public_key, now)
+        row = conn.execute(
+            "SELECT key_epoch FROM devices WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return int(row[0])
+
+
+async def session(request: web.Request) -> web.Response:
+    """``POST /v1/session``: a signed challenge → a short-lived session token."""
+    body = v.parse_object(await request.read())
+    device_id = v.req_string(body, "device_id", pattern=DEVICE_ID, max_len=64)
+    nonce = v.req_string(body, "nonce", pattern=NONCE, max_len=64)
+    signature = v.req_string(body, "signature", pattern=SIGNATURE_HEX, max_len=128)
+    sent_time = v.req_integer(body, "time", lo=0, hi=2**40)
+    new_key = v.string(body, "new_public_key", pattern=PUBLIC_KEY_HEX, required=False) or ""
+    new_signature = v.string(
+        body, "new_signature", pattern=SIGNATURE_HEX, max_len=128, required=False
+    )
+    db = request.app[DATABASE]
+    identity = request.app[CONFIG].identity
+    now = sessions.utc_now()
+    state = await db.run(load_state, device_id)
+    if state is None:
+        raise unauthenticated("unknown device")
+    refuse_status(state.status, device_id)
+    if state.public_key is None:
+        raise json_error(web.HTTPForbidden, "not_enrolled", "this device has no key: enrol it")
+    status = await db.run(nonce_status, nonce, device_id, now)
+    if status == "used":
+        log.warning("replayed session nonce from device %s refused", device_id)
+        raise json_error(web.HTTPConflict, "replay", "this challenge was already used")
+    if status != "ok":
+        raise unauthenticated(f"challenge {status}: ask for a new one", "bad_nonce")
+    message = session_message(device_id, nonce, sent_time, new_key)
+    if not signature_ok(state.public_key, signature, message):
+        log.info("bad session signature from device %s", device_id)
+        raise unauthenticated("signature does not verify with the registered key", "bad_signature")
+    if new_key and not (new_signature and signature_ok(new_key, new_signature, message)):
+        raise json_error(
+            web.HTTPBadRequest, "bad_request", "new_signature does not verify with new_public_key"
+        )
+    skew = round(now.timestamp() - sent_time, 3)
+    if abs(skew) > identity.clock_skew_s:
+        await db.run(claim_nonce, nonce, now)
+        log.warning("device %s clock is off by %.0f s: session refused", device_id, skew)
+        raise json_error(
+            web.HTTPUnauthorized,
+            "clock_skew",
+            f"kiosk clock differs from the server's by {skew:.0f} s (server_time {now_iso(now)})",
+            {"WWW-Authenticate": "Bearer", "X-Server-Time": str(int(now.timestamp()))},
+        )
+    if state.rotate_pending and not new_key:
+        await db.run(claim_nonce, nonce, now)
+        raise json_error(
+            web.HTTPForbidden, "rotation_required", "register a new key with this session"
+        )
+    epoch = await db.run(_finish_session, device_id, nonce, new_key, skew, now)
+    if epoch is None:
+        raise json_error(web.HTTPConflict, "replay", "this challenge was already used")
+    if new_key:
+        request.app[DIRECTORY].invalidate(device_id)
+        log.info("device %s rotated to key %s…", device_id, new_key[:16])
+    ttl = identity.session_ttl_s
+    expires = int(now.timestamp() + ttl)
+    token = request.app[TOKENS].issue(device_id, epoch, expires)
+    return views.json_response(
+        {
+            "token": token,
+            "expires_in": ttl,
+            "server_time": now_iso(now),
+            "clock_skew_s": skew,
+            "rotated": bool(new_key),
+        }
+    )
+
+
+def _enrol(
+    conn: sqlite3.Connection, serial: str, code: str, public_key: str, now: datetime
+) -> dict[str, Any]:
+    with transaction(conn):
+        record, _ = fleet.redeem_enrol_code(conn, serial, code, public_key, now)
+        return {
+            "device_id": record.device_id,
+            "serial": record.serial,
+            "site": record.site,
+            "gate": record.gate,
+            "fleet_key": site_key(conn, record.site),  # the pseudonym key of its own site
+            "server_key": server_public_key(conn),
+            "server_url": fleet.get_setting(conn, "server_url"),
+            "tls_ca": fleet.get_setting(conn, "tls_ca"),
+        }
+
+
+async def enrol(request: web.Request) -> web.Response:
+    """``POST /v1/enrol {serial, code, public_key, signature}``: register a kiosk's own key."""
+    body = v.parse_object(await request.read())
+    serial = v.req_string(body, "serial", pattern=fleet.SERIAL, max_len=64)
+    code = fleet.normalise_code(v.req_string(body, "code", pattern=CODE, max_len=32))
+    public_key = v.req_string(body, "public_key", pattern=PUBLIC_KEY_HEX, max_len=64)
+    signature = v.req_string(body, "signature", pattern=SIGNATURE_HEX, max_len=128)
+    if not signature_ok(public_key, signature, enrol_message(serial, code, public_key)):
+        raise unauthenticated("signature does not verify with public_key", "bad_signature")
+    now = sessions.utc_now()
+    try:
+        answer = await request.app[DATABASE].run(_enrol, serial, code, public_key, now)
+    except EnrolRefused as exc:
+        log.warning("enrolment of serial %s refused: %s", serial, exc.error)
+        status = {401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 409: web.HTTPConflict}
+        raise json_error(status[exc.status], exc.error, str(exc)) from exc
+    request.app[DIRECTORY].invalidate(answer["device_id"])
+    log.info("serial %s enrolled as %s with key %s…", serial, answer["device_id"], public_key[:16])
+    return views.json_response(answer)
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    """``POST /v1/heartbeat``, answered with ``config_version`` and the merged ``config``.
+
+    A heartbeat carrying ``sent_at`` (kiosk wall clock, unix seconds) also gets
+    ``clock_skew_s`` (server minus kiosk).
+    """
+    response = await views.heartbeat(request)
+    if response.status != 200 or not isinstance(response.body, bytes):
+        return response
+    answer = json.loads(response.body)
+    skew = None
+    sent = v.parse_object(await request.read()).get("sent_at")
+    if isinstance(sent, int | float) and not isinstance(sent, bool):
+        skew = round(sessions.utc_now().timestamp() - sent, 3)
+        answer["clock_skew_s"] = skew
+    version, config = await request.app[DATABASE].run(
+        _heartbeat_extras, request[DEVICE].device_id, skew
+    )
+    answer["config_version"] = version
+    answer["config"] = config
+    return views.json_response(answer)
+
+
+def _heartbeat_extras(
+    conn: sqlite3.Connection, device_id: str, skew_s: float | None
+) -> tuple[int, dict[str, Any]]:
+    if skew_s is not None:
+        record_skew(conn, device_id, skew_s)
+    return fleet.merged_config(conn, device_id)

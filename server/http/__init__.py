@@ -1,0 +1,1 @@
+"""The HTTP surface: handlers, authentication, JSON errors, overload protection and TLS."""

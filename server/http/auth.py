@@ -1,0 +1,103 @@
+"""Request authentication: device session tokens on ``/v1/*``, admin tokens on ``/v1/admin/*``.
+
+Devices send ``Authorization: Bearer <session token>`` (``POST /v1/session``, docs/identity.md).
+Checking a token costs one HMAC and a dictionary lookup: no signature, no database read
+(server/sessions.py). The device's status comes from the per-process cache, so revocation
+and quarantine refuse the device's next request (at once when made through this process's
+admin API, within ``[identity] status_sync_s`` otherwise); a key change (rotation, re-enrolment)
+ends its sessions. ``POST /v1/verify`` also refuses a tap id the device already sent
+(``409 replay``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.appkeys import ADMIN, DEVICE, DIRECTORY, REPLAY, TOKENS
+from server.fleet import sessions
+from server.fleet.admin import authenticate_admin
+from server.fleet.devices import Device
+from server.http.middleware import json_error
+
+log = logging.getLogger(__name__)
+
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9_.~+/=-]{1,256})")
+PROTECTED_PREFIX = "/v1/"
+ADMIN_PREFIX = "/v1/admin/"
+#: Device endpoints that authenticate themselves (with a signature or an enrolment code).
+OPEN_PATHS = frozenset({"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login"})
+REPLAY_CHECKED = "/v1/verify"
+
+
+def unauthenticated(detail: str, code: str = "unauthenticated") -> web.HTTPException:
+    """A ``401`` JSON error with ``WWW-Authenticate: Bearer``."""
+    return json_error(web.HTTPUnauthorized, code, detail, {"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer …``, or a 401."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise unauthenticated("missing Authorization header")
+    match = _BEARER.fullmatch(header.strip())
+    if match is None:
+        raise unauthenticated("expected 'Bearer <token>'")
+    return match.group(1)
+
+
+def refuse_status(status: str, device_id: str) -> None:
+    """403 for a revoked or quarantined device."""
+    if status == "revoked":
+        log.info("revoked device %s refused", device_id)
+        raise json_error(web.HTTPForbidden, "revoked", "this device has been revoked")
+    if status == "quarantined":
+        log.info("quarantined device %s refused", device_id)
+        raise json_error(web.HTTPForbidden, "quarantined", "this device is quarantined")
+
+
+async def authenticate(request: web.Request) -> Device:
+    """Return the device the request's session token belongs to, or raise a 401/403."""
+    claims = request.app[TOKENS].check(bearer_token(request))
+    if claims is None:
+        raise unauthenticated("invalid session token")
+    if claims.expires <= sessions.utc_now().timestamp():
+        raise unauthenticated("session expired: start a new one", "session_expired")
+    state = await request.app[DIRECTORY].get(claims.device_id)
+    if state is None:
+        raise unauthenticated("unknown device")
+    refuse_status(state.status, claims.device_id)
+    if claims.epoch != state.key_epoch:
+        raise unauthenticated("the device key changed: start a new session", "session_expired")
+    return state.device
+
+
+async def check_replay(request: web.Request, device: Device) -> None:
+    """``409 replay`` when the device already sent this verify's ``tap_id``."""
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, RecursionError):
+        return  # the handler answers 400
+    tap_id = body.get("tap_id") if isinstance(body, dict) else None
+    if isinstance(tap_id, str) and not request.app[REPLAY].first_time(device.device_id, tap_id):
+        log.warning("replayed tap id from device %s refused", device.device_id)
+        raise json_error(web.HTTPConflict, "replay", "this tap_id was already used")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate ``/v1/*``: admins under ``/v1/admin/``, devices elsewhere."""
+    path = request.path
+    if path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS:
+        if path.startswith(ADMIN_PREFIX):
+            request[ADMIN] = await authenticate_admin(request, bearer_token(request))
+        else:
+            device = await authenticate(request)
+            request[DEVICE] = device
+            if path == REPLAY_CHECKED and request.method == "POST":
+                await check_replay(request, device)
+    return await handler(request)

@@ -1,0 +1,1 @@
+"""Server storage: the connection, the versioned schema and its migrations."""

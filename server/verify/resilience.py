@@ -1,0 +1,141 @@
+"""Per-source timeout and last-known value, in the style of Home Assistant's update coordinator.
+
+:class:`ResilientSource` wraps any :class:`~server.verify.sources.SourceAdapter`. Every lookup is
+bounded by the source's own timeout. A successful ``ok`` answer is remembered per ID number
+(a bounded LRU, in memory) with the time it was fetched; when the source later fails or is too
+slow for that person, the remembered value comes back as ``status: "stale"`` with its age and
+the error, so one upstream's outage degrades the answer instead of failing it. Whether a
+stale value is still good enough is the policy's call (``[sources] max_stale_s``,
+:func:`core.policy.usable`).
+
+The wrapper logs once when its source starts failing and once when it recovers, never per
+request, and counts failed lookups and stale answers. Log lines carry masked ID numbers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from core import idnumbers as identity
+from core.checks import SourceResult
+from server.verify.sources import SourceAdapter
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LastKnown:
+    """A source's last ``ok`` value for one person and when it was fetched."""
+
+    value: Any
+    fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of one wrapped source (for health pages and tests)."""
+
+    name: str
+    failing: bool
+    failures: int
+    stale_served: int
+    remembered: int
+
+
+class ResilientSource:
+    """A source adapter with a timeout, a last-known value per person and once-only logging.
+
+    ``max_entries`` bounds the remembered people (least recently used dropped first; 0 keeps
+    none). ``clock`` returns an aware ``datetime`` (the app's clock) used for ``fetched_at``
+    and ages. :meth:`lookup` never raises except on cancellation.
+    """
+
+    def __init__(
+        self,
+        adapter: SourceAdapter,
+        *,
+        timeout_s: float,
+        max_entries: int = 100_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = adapter.name
+        self.adapter = adapter
+        self.timeout_s = timeout_s
+        self.max_entries = max_entries
+        self._clock = clock or _utc_now
+        self._last: OrderedDict[str, LastKnown] = OrderedDict()
+        self.failing = False
+        self.failures = 0
+        self.stale_served = 0
+
+    async def lookup(self, id_number: str) -> SourceResult[Any]:
+        """Ask the source within the timeout; on failure answer the last-known value (stale)."""
+        try:
+            result: SourceResult[Any] = await asyncio.wait_for(
+                self.adapter.lookup(id_number), self.timeout_s
+            )
+        except TimeoutError:
+            return self._failed(id_number, "timeout", f"timed out after {self.timeout_s} s")
+        except Exception as exc:
+            return self._failed(id_number, "failed", f"{type(exc).__name__}: {exc}")
+        if result.status == "error":
+            return self._failed(id_number, result.error or "failed", result.error or "error")
+        self._recovered()
+        if result.status == "ok":
+            self._remember(id_number, result.value)
+        elif result.status == "missing":
+            self._last.pop(id_number, None)  # the record is gone: never resurrect it
+        return result
+
+    def peek(self, id_number: str) -> LastKnown | None:
+        """The remembered value for ``id_number`` without asking the source (or None)."""
+        return self._last.get(id_number)
+
+    def stats(self) -> SourceStats:
+        """Current counters."""
+        return SourceStats(
+            self.name, self.failing, self.failures, self.stale_served, len(self._last)
+        )
+
+    def _remember(self, id_number: str, value: Any) -> None:
+        if self.max_entries <= 0:
+            return
+        self._last[id_number] = LastKnown(value, self._clock())
+        self._last.move_to_end(id_number)
+        while len(self._last) > self.max_entries:
+            self._last.popitem(last=False)
+
+    def _failed(self, id_number: str, error: str, why: str) -> SourceResult[Any]:
+        self.failures += 1
+        masked = identity.mask(id_number)
+        why = why.replace(quote(id_number, safe=""), masked).replace(id_number, masked)
+        if not self.failing:
+            self.failing = True
+            log.warning("source %s failing (lookup of %s): %s", self.name, masked, why)
+        else:
+            log.debug("source %s still failing (lookup of %s): %s", self.name, masked, why)
+        known = self._last.get(id_number)
+        if known is None:
+            return SourceResult.failed(error)
+        self._last.move_to_end(id_number)
+        self.stale_served += 1
+        age = max(0.0, (self._clock() - known.fetched_at).total_seconds())
+        return SourceResult.stale(known.value, age, error)
+
+    def _recovered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("source %s recovered (%d failed lookups so far)", self.name, self.failures)
