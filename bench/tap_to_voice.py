@@ -36,9 +36,10 @@ from typing import Any
 from aiohttp import web
 from gpiozero.pins.mock import MockFactory
 
+from core.bundle import Bundle
 from device.acting.voice import make_player
 from device.agent import Agent, TapResult
-from device.config import Bundle, DeviceConfig
+from device.config import DeviceConfig, load_bundle
 from device.runtime import built_agent
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort
@@ -169,7 +170,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for case in ("online", "blackholed", "circuit_open"):  # one kiosk per case
             path = work / f"bundle-{case}.json"
             write_bundle(add_device(db, f"SN-BENCH-{case}", "bench", server_url=url), path)
-            bundles[case] = Bundle.load(path)
+            bundles[case] = load_bundle(path)
         hole, held = await blackhole()
         hole_url = f"http://127.0.0.1:{hole.sockets[0].getsockname()[1]}"
         common = {"people": people, "deadline": args.deadline}

@@ -1,31 +1,59 @@
-"""GB 11643-1999 citizen identity numbers: check character, validation and masking.
+"""ID-number rules both ends apply: shapes per card type, the GB 11643 check character,
+masking, clear-ID detection and pseudonyms.
 
-Also the 15-character permit numbers of the 2017 foreigner permanent-residence card
-("I" card): 3 letters (nationality) + 12 digits, without a GB 11643 check character.
-Private to the server so it does not depend on ``firmware_bridge``; the rules are tiny and
-fixed by the standard.
+Card types: ``resident`` (second-generation resident ID card), ``J`` (Hong Kong/Macao/Taiwan
+residence permit) and ``Y`` (2023 foreigner permanent-residence card) carry an 18-character
+GB 11643 number (17 digits + digit or X); ``I`` (2017 foreigner permanent-residence card)
+carries a 15-character permit number (3 letters of nationality + 12 digits) without a check
+character. The check character itself is ``firmware_bridge.idcard``'s, the copy that must
+also run on the microcontroller.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+from collections.abc import Mapping
+from typing import Any
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK_CHARS = "10X98765432"
+from firmware_bridge.idcard import gb11643_check_char, mask_id
+
+__all__ = [
+    "CLEAR_ID",
+    "check_char",
+    "checksum_ok",
+    "contains_clear_id",
+    "credential_ok",
+    "find_clear_ids",
+    "is_permit_number",
+    "is_well_formed",
+    "make_id_number",
+    "mask",
+    "normalise",
+    "pseudonym",
+    "redact",
+]
+
 _SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 _PERMIT = re.compile(r"[A-Z]{3}[0-9]{12}")
 
+#: A clear ID number standing alone (not part of a longer word or hex string), in any case:
+#: an 18-character GB 11643 number or a 15-character permit number. Detection works on text
+#: as found, so a lower-case ``x`` or permit prefix counts as much as its normalised form.
+CLEAR_ID = re.compile(r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx]|[A-Za-z]{3}[0-9]{12})(?![0-9A-Za-z])")
+
 
 def check_char(first17: str) -> str:
-    """Return the GB 11643 check character for the first 17 digits."""
+    """Return the GB 11643 check character for the first 17 digits (ValueError otherwise)."""
     if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
         raise ValueError("need exactly 17 ASCII digits")
-    total = sum(int(c) * w for c, w in zip(first17, _WEIGHTS, strict=True))
-    return _CHECK_CHARS[total % 11]
+    result: str = gb11643_check_char(first17)
+    return result
 
 
 def normalise(id_number: str) -> str:
-    """Strip surrounding blanks and upper-case a trailing ``x``."""
+    """Strip surrounding blanks and upper-case (a trailing ``x``, a permit's letters)."""
     return id_number.strip().upper()
 
 
@@ -45,12 +73,7 @@ def is_permit_number(number: str) -> bool:
 
 
 def credential_ok(number: str, card_type: str = "resident") -> bool:
-    """Validate a normalised number for its card type.
-
-    ``I`` (2017 foreigner permanent-residence card): the permit shape; ``resident``, ``J``
-    (Hong Kong/Macao/Taiwan residence permit) and ``Y`` (2023 permanent-residence card):
-    GB 11643.
-    """
+    """Validate a normalised number for its card type (``I``: permit shape; else GB 11643)."""
     if card_type == "I":
         return is_permit_number(number)
     return checksum_ok(number)
@@ -63,7 +86,60 @@ def make_id_number(area6: str, birth8: str, seq3: str) -> str:
 
 
 def mask(id_number: str) -> str:
-    """Mask all but the first and last four characters: ``1101**********1234``."""
-    if len(id_number) <= 8:
-        return "*" * len(id_number)
-    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+    """Mask all but the first and last four characters: ``1101**********1234``.
+
+    Eight characters or fewer would keep almost everything in clear, so they are masked
+    completely.
+    """
+    result: str = mask_id(id_number)
+    return result
+
+
+def pseudonym(key: bytes, id_number: str) -> str:
+    """``HMAC-SHA256(key, normalised number)`` as 64 hex characters.
+
+    ``key`` is the pseudonym key of one site (the bundle's ``site_key``), so the same person
+    has a different pseudonym at every site and a stolen kiosk reveals only its own site's.
+    The number is normalised first: a lower-case ``x`` read from a QR code and an upper-case
+    one read from a card are the same person.
+    """
+    if not key:
+        raise ValueError("pseudonym key must not be empty: an unkeyed hash of an ID is reversible")
+    return hmac.new(key, normalise(id_number).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def contains_clear_id(text: str) -> bool:
+    """Whether ``text`` holds something shaped like a full ID or permit number."""
+    return CLEAR_ID.search(text) is not None
+
+
+def redact(text: str) -> str:
+    """Replace every clear ID number in ``text`` by its masked form."""
+    return CLEAR_ID.sub(lambda m: mask(m.group(0)), text)
+
+
+def find_clear_ids(value: Any) -> list[tuple[str, str]]:
+    """``(path, masked number)`` for every clear ID anywhere in a JSON-like value.
+
+    Keys count as much as values. Walks iteratively, so depth is no problem; the result is
+    masked so that an error built from it does not itself leak the number. The path is
+    ``a.b[2]`` (a key that holds one is reported as its parent's path).
+    """
+    hits: list[tuple[str, str]] = []
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(item))
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(str(item)))
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                key_text = str(key)
+                hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(key_text))
+                stack.append((f"{path}.{key_text}" if path else key_text, child))
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
+    return hits

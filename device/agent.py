@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.settings import SettingError, check_remote_setting
 from device.acting.voice import Voice
-from device.config import ConfigError, check_remote_setting
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Decision, Verifier
 from device.errors import KioskError, VoiceError
@@ -264,7 +264,7 @@ class Agent:
         for key, raw in config.items():
             try:
                 applied[key] = check_remote_setting(key, raw)
-            except ConfigError as exc:
+            except SettingError as exc:
                 refused[key] = str(exc)
         if "verify.deadline_s" in applied:
             self._verifier.deadline_s = applied["verify.deadline_s"]

@@ -8,7 +8,6 @@ agent starts, unknown keys are refused, and every error names the file and the d
 from __future__ import annotations
 
 import dataclasses
-import json
 import tomllib
 import types
 import typing
@@ -16,46 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.bundle import Bundle, BundleError, decode_bundle
+from core.outcomes import DEFAULT_PROMPTS
 from device.errors import KioskError
-
-DEFAULT_PROMPTS: dict[str, str] = {
-    "pass": "绿码通行",
-    "check": "非绿码请核查",
-    "nat_expired": "你的核酸结果已超时",
-    "invalid_credential": "证件无效，请重新刷卡",
-    "fault": "设备故障，请联系工作人员",
-}
 
 
 class ConfigError(KioskError, ValueError):
     """The configuration file or the device bundle is invalid."""
-
-
-# Settings an admin may change on running kiosks (`kiosk provision config set`), with their
-# bounds; kiosks apply them at their next heartbeat. Everything else needs the local file.
-REMOTE_SETTINGS: dict[str, tuple[float, float]] = {
-    "verify.deadline_s": (0.05, 2.5),
-    "heartbeat.interval_s": (5.0, 3600.0),
-    "upload.interval_s": (0.5, 600.0),
-}
-
-
-def check_remote_setting(key: str, value: object) -> float:
-    """The value as a number within its bounds, or ConfigError saying what is wrong."""
-    bounds = REMOTE_SETTINGS.get(key)
-    if bounds is None:
-        raise ConfigError(
-            f"{key!r} cannot be set remotely (settable: {', '.join(sorted(REMOTE_SETTINGS))})"
-        )
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: expected a number, got {value!r}") from exc
-    if not bounds[0] <= number <= bounds[1]:
-        raise ConfigError(f"{key}: must be in [{bounds[0]}, {bounds[1]}], got {number}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -245,65 +211,14 @@ class HeartbeatConfig:
         _positive(where, "interval_s", self.interval_s)
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """The per-kiosk bundle (docs/identity.md): identity, private key and fleet settings.
-
-    Written by `kiosk provision add` / `kiosk device enrol`, mode 0600. ``private_key`` is the
-    kiosk's own Ed25519 key (hex, 32 bytes) and never leaves the kiosk; ``fleet_key`` (name kept
-    for compatibility) is the pseudonym key of the kiosk's own *site* — each site has its own —
-    and keys the pseudonyms of the offline cache, journal and site snapshot; it authenticates
-    nothing.
-    """
-
-    device_id: str
-    serial: str
-    site: str
-    server_url: str
-    fleet_key: str
-    private_key: str = field(repr=False)
-    gate: str = ""
-    server_key: str = ""  # the server's Ed25519 public key (hex): verifies site snapshots
-    public_key: str = ""  # this kiosk's public key (hex), for reference
-    tls_ca: str = ""  # PEM: the only CA(s) trusted for https server_url ("" = system CAs)
-
-    @classmethod
-    def load(cls, path: Path) -> Bundle:
-        """Read and check a bundle file; errors name the file and the key."""
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: cannot read device bundle: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: device bundle must be a JSON object")
-        if "private_key" not in raw and "secret" in raw:
-            raise ConfigError(
-                f"{path}: this bundle holds a shared secret from before per-kiosk keys;"
-                " enrol the kiosk again (kiosk device enrol)"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in raw.items() if k in known}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                if f.default is dataclasses.MISSING:
-                    raise ConfigError(f"{path}: device bundle lacks {f.name!r}")
-                continue
-            if not isinstance(values[f.name], str):
-                raise ConfigError(f"{path}: {f.name!r} must be a string")
-        try:
-            bytes.fromhex(values["fleet_key"])
-        except ValueError as exc:
-            raise ConfigError(f"{path}: 'fleet_key' must be hex") from exc
-        try:
-            if len(bytes.fromhex(values["private_key"])) != 32:
-                raise ValueError
-        except ValueError as exc:
-            raise ConfigError(f"{path}: 'private_key' must be 64 hex digits") from exc
-        return cls(**values)
-
-    @property
-    def fleet_key_bytes(self) -> bytes:
-        return bytes.fromhex(self.fleet_key)
+def load_bundle(path: Path) -> Bundle:
+    """Read and check a bundle file (:mod:`core.bundle`); errors name the file and the key."""
+    try:
+        return decode_bundle(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read device bundle: {exc}") from exc
+    except BundleError as exc:
+        raise ConfigError(f"{path}: device bundle: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.bundle import Bundle
+from core.outcomes import DEFAULT_PROMPTS
 from device.acting.gate import Gate
 from device.acting.voice import Player, PromptRenderer, Voice, make_player
 from device.agent import Agent, CredentialSource, GateActions
-from device.config import DEFAULT_PROMPTS, Bundle, DeviceConfig
+from device.config import DeviceConfig, load_bundle
 from device.deciding.cache import KioskCache
 from device.deciding.clock import ClockTrust
 from device.deciding.snapshot import SnapshotLoader
@@ -120,7 +122,7 @@ async def built_agent(
     Every resource is registered on one exit stack as soon as it exists, so a failure while
     building (a missing audio player, GPIO that is not there) closes what was already open.
     """
-    bundle = bundle or Bundle.load(Path(config.bundle))
+    bundle = bundle or load_bundle(Path(config.bundle))
     state = Path(config.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     boot_id = uuid.uuid4().hex
@@ -188,7 +190,7 @@ async def built_agent(
         verifier = Verifier(
             client,
             config.voice.prompt,
-            bundle.fleet_key_bytes,
+            bundle.site_key_bytes,
             config.verify.deadline_s,
             cache=cache,
             breaker=CircuitBreaker(

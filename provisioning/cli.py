@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from provisioning import registry
-from provisioning.errors import ProvisioningError
 from server.cli import DATABASE_ERRORS, add_database_options, config_error, database_error
 from server.config import resolve_database
-from server.errors import ConfigError
+from server.errors import ConfigError, FleetError
 from server.fleet import registry as fleet
 from server.storage.db import connect, transaction
 
@@ -41,7 +40,7 @@ def _run(args: argparse.Namespace, work: Callable[[str], int]) -> int:
         return config_error(exc)
     try:
         return work(database)
-    except ProvisioningError as exc:
+    except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except DATABASE_ERRORS as exc:
@@ -78,13 +77,13 @@ def _password(args: argparse.Namespace) -> str:
     if not sys.stdin.isatty():
         # getpass would fall back to reading stdin with a warning, or die at EOF: a
         # scripted set-up must say where the password comes from.
-        raise ProvisioningError(
+        raise FleetError(
             "no terminal to ask for the admin password: use --password-file FILE or set "
             "SIHEYI_ADMIN_PASSWORD"
         )
     first = getpass.getpass(f"password for admin {args.admin}: ")
     if getpass.getpass("again: ") != first:
-        raise ProvisioningError("passwords differ")
+        raise FleetError("passwords differ")
     return first
 
 
@@ -98,13 +97,13 @@ def cmd_init(args: argparse.Namespace) -> int:
         if args.tls_ca:
             tls_ca = Path(args.tls_ca).read_text(encoding="utf-8")
             if "BEGIN CERTIFICATE" not in tls_ca:
-                raise ProvisioningError(f"--tls-ca {args.tls_ca}: not a PEM certificate")
+                raise FleetError(f"--tls-ca {args.tls_ca}: not a PEM certificate")
         password_hash = None
         if args.admin:
             try:
                 password_hash = hash_password(_password(args))
             except ValueError as exc:
-                raise ProvisioningError(str(exc)) from exc
+                raise FleetError(str(exc)) from exc
         with connect(database) as conn, transaction(conn):
             signing_key(conn)  # site pseudonym keys are created with each site's first bundle
             if args.server_url:

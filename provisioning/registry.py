@@ -4,10 +4,10 @@ their bundles, revoke, quarantine, rotate, list.
 A kiosk's identity is its own Ed25519 key pair (docs/identity.md). Provisioning generates the
 pair for bulk bundles; the server only ever stores the public half. A bundle is one JSON file
 per kiosk, mode 0600: device id, serial, placement, server URL, the pseudonym key of the
-kiosk's own site (field ``fleet_key``, name kept for compatibility), the server's snapshot
-public key, the fleet CA (PEM, optional) and the kiosk's private key. There is no fleet-wide
-secret in a bundle: the pseudonym key is per site, only keys the HMAC pseudonyms of that
-site's cache, journal and snapshots, and authenticates nothing.
+kiosk's own site (field ``site_key``; ``fleet_key`` before, still written for old kiosks),
+the server's snapshot public key, the fleet CA (PEM, optional) and the kiosk's private key.
+There is no fleet-wide secret in a bundle: the pseudonym key is per site, only keys the HMAC
+pseudonyms of that site's cache, journal and snapshots, and authenticates nothing.
 
 The SQL lives in :mod:`server.fleet.registry`, shared with the server's admin API.
 """
@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import secrets
 import shutil
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.bundle import Bundle, bundle_text
 from provisioning import keygen
-from provisioning.errors import (
+from server.errors import (
     BundleError,
     DeviceRevoked,
     InvalidField,
@@ -57,28 +57,8 @@ DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass(frozen=True)
-class DeviceBundle:
-    """Everything a kiosk needs to talk to the server; written by :func:`write_bundle`."""
-
-    device_id: str
-    serial: str
-    site: str
-    gate: str
-    server_url: str
-    fleet_key: str  # the pseudonym key of this kiosk's site (name kept for compatibility)
-    server_key: str
-    private_key: str = field(repr=False)
-    public_key: str = ""
-    tls_ca: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        """The bundle file's content."""
-        return asdict(self)
-
-    def text(self) -> str:
-        """The bundle file's text."""
-        return json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+#: A kiosk's bundle, as :mod:`core.bundle` defines it for both ends.
+DeviceBundle = Bundle
 
 
 def _check_url(server_url: str) -> str:
@@ -156,16 +136,16 @@ def add_device(
                 )
                 fleet.replace_key(conn, device_id, key_public.hex())
             bundle = DeviceBundle(
-                device_id,
-                row.serial,
-                row.site,
-                row.gate,
-                url,
-                pseudonym_key,
-                server_key,
-                key_private.hex(),
-                key_public.hex(),
-                tls_ca,
+                device_id=device_id,
+                serial=row.serial,
+                site=row.site,
+                gate=row.gate,
+                server_url=url,
+                site_key=pseudonym_key,
+                server_key=server_key,
+                private_key=key_private.hex(),
+                public_key=key_public.hex(),
+                tls_ca=tls_ca,
             )
             if staged is not None:
                 if staged.target.exists() and not rekey:
@@ -202,7 +182,7 @@ class _StagedBundle:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 os.fchmod(fh.fileno(), 0o600)
-                fh.write(bundle.text())
+                fh.write(bundle_text(bundle))
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
@@ -228,7 +208,7 @@ def write_bundle(bundle: DeviceBundle, path: str | Path) -> Path:
     """Write ``bundle`` as JSON, readable by its owner only (0600), atomically."""
     from device.link.identity import write_private_file
 
-    return write_private_file(Path(path), bundle.text())
+    return write_private_file(Path(path), bundle_text(bundle))
 
 
 # --- bulk: CSV ---------------------------------------------------------------------------
@@ -373,18 +353,18 @@ def add_from_csv(
                 if item.site not in site_keys:
                     site_keys[item.site] = site_key(conn, item.site)
                 bundle = DeviceBundle(
-                    result.device_id,
-                    item.serial,
-                    item.site,
-                    item.gate,
-                    url,
-                    site_keys[item.site],
-                    server_key,
-                    private.hex(),
-                    public.hex(),
-                    tls_ca,
+                    device_id=result.device_id,
+                    serial=item.serial,
+                    site=item.site,
+                    gate=item.gate,
+                    server_url=url,
+                    site_key=site_keys[item.site],
+                    server_key=server_key,
+                    private_key=private.hex(),
+                    public_key=public.hex(),
+                    tls_ca=tls_ca,
                 )
-                items.append((str(staging / f"{item.serial}.json"), bundle.text()))
+                items.append((str(staging / f"{item.serial}.json"), bundle_text(bundle)))
             keygen.write_many(items)
             note("bundles", len(items), len(items))
         except BaseException:

@@ -18,34 +18,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.checks import MAPPED_FIELDS, SOURCE_NAMES
+from core.outcomes import DECISIONS
+from core.policy import DEFAULT_MAX_STALE_S, ColourRule, SitePolicy
 from server.errors import ConfigError
 
-OUTCOMES = ("pass", "check", "nat_expired", "invalid_credential")
+OUTCOMES = tuple(sorted(o.value for o in DECISIONS))
 
-DEFAULT_PROMPTS: Mapping[str, str] = MappingProxyType(
-    {
-        "pass": "绿码通行",
-        "check": "非绿码请核查",
-        "nat_expired": "你的核酸结果已超时",
-        "invalid_credential": "证件无效，请重新刷卡",
-    }
-)
-
-
-@dataclass(frozen=True)
-class SitePolicy:
-    """The decision policy applied to one site (the fleet default or a site override)."""
-
-    nat_window_hours: float = 48.0
-    min_doses: int = 0
-    prompts: Mapping[str, str] = field(default_factory=lambda: DEFAULT_PROMPTS)
-
-    def prompt(self, outcome: str) -> str:
-        """Return the prompt text spoken for ``outcome``."""
-        return self.prompts[outcome]
-
-
-DEFAULT_MAX_STALE_S = 6 * 3600.0
 SOURCE_TYPES = ("local", "http")
 HTTP_METHODS = ("GET", "POST")
 ID_PLACEHOLDER = "{id_number}"
@@ -174,7 +152,8 @@ class ServerConfig:
 
 _TOP_KEYS = frozenset({"server", "policy", "sites", "sources", "snapshot", "identity", "limits"})
 _SERVER_KEYS = frozenset({"host", "port", "database"})
-_POLICY_KEYS = frozenset({"nat_window_hours", "min_doses", "prompts"})
+_POLICY_KEYS = frozenset({"nat_window_hours", "min_doses", "prompts", "colours"})
+_COLOUR_KEYS = frozenset({"passes", "reason", "prompt"})
 _SOURCES_KEYS = frozenset({"timeout_s", "max_stale_s", "cache_size"})
 _SOURCE_KEYS = frozenset(
     {"type", "timeout_s", "url", "method", "body", "headers", "mapping", "values", "resolve_url"}
@@ -394,7 +373,28 @@ class _Checker:
                 if outcome not in OUTCOMES:
                     raise self.fail(f"{where} prompts.{outcome}", "unknown key")
                 prompts[outcome] = self.string(text, f"{where} prompts.{outcome}")
-        return SitePolicy(window, min_doses, MappingProxyType(prompts))
+        colours = dict(base.colours)
+        if "colours" in table:
+            raw = table["colours"]
+            if not isinstance(raw, dict):
+                raise self.fail(f"{where} colours", "must be a table")
+            for name, rule in raw.items():
+                colours[name] = self.colour(rule, f"{where} colours.{name}")
+        return SitePolicy(window, min_doses, MappingProxyType(prompts), MappingProxyType(colours))
+
+    def colour(self, rule: Any, where: str) -> ColourRule:
+        if not isinstance(rule, dict):
+            raise self.fail(where, "must be a table with passes, reason and prompt")
+        self.no_unknown(rule, _COLOUR_KEYS, where)
+        if not isinstance(rule.get("passes"), bool):
+            raise self.fail(f"{where}.passes", "must be true or false")
+        reason = rule.get("reason", "" if rule["passes"] else "code_not_green")
+        if not isinstance(reason, str) or not re.fullmatch(r"[a-z0-9_:]{0,64}", reason):
+            raise self.fail(f"{where}.reason", "must be a reason code (a-z, 0-9, _ and :)")
+        if not rule["passes"] and not reason:
+            raise self.fail(f"{where}.reason", "a colour that checks needs a reason code")
+        prompt = self.string(rule["prompt"], f"{where}.prompt") if "prompt" in rule else None
+        return ColourRule(passes=rule["passes"], reason=reason, prompt=prompt)
 
 
 def _strings(value: Any) -> str:

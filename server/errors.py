@@ -25,3 +25,44 @@ class ImportFormatError(ServerError, ValueError):
 
 class UpstreamError(ServerError, RuntimeError):
     """An HTTP upstream answered badly (status, JSON, a mapped field); names the host only."""
+
+
+class FleetError(ServerError):
+    """Base class of the fleet registry's errors (devices, sites, enrolment)."""
+
+
+class SerialExists(FleetError, ValueError):
+    """A device with this serial is already registered (use ``rotate_secret``)."""
+
+
+class DeviceNotFound(FleetError, LookupError):
+    """No device has this serial or device id."""
+
+
+class DeviceRevoked(FleetError, PermissionError):
+    """The device is revoked; its secret cannot be rotated."""
+
+
+class InvalidField(FleetError, ValueError):
+    """A serial, site, gate, location or URL is empty, too long or malformed."""
+
+
+class BundleError(FleetError, OSError):
+    """The bundle file cannot be written (or already exists for a new registration)."""
+
+
+class UnknownSite(FleetError, LookupError):
+    """The site is not registered (``kiosk provision site add``, or ``--create-sites``)."""
+
+
+class RowError(FleetError, ValueError):
+    """One row of a bulk registration is refused; the message names the row and column."""
+
+
+class EnrolRefused(FleetError, PermissionError):
+    """An enrolment (or a request for an enrolment code) is refused; ``error`` is the API code."""
+
+    def __init__(self, error: str, detail: str, status: int = 403) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.status = status

@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from device.agent import Agent, TapResult
-from device.config import Bundle, DeviceConfig
+from device.config import DeviceConfig, load_bundle
 from device.runtime import built_agent
 from firmware_bridge import idcard
 from firmware_bridge.samsim import SimulatedSam
@@ -202,7 +202,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         if not args.bundle:
             print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
             return 2
-        bundle = Bundle.load(Path(args.bundle))
+        bundle = load_bundle(Path(args.bundle))
         server_url = args.server_url
         ids = demo_ids(args.people, args.seed, dt.datetime.now(dt.UTC))
     else:
@@ -223,7 +223,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
             )
         )
         write_bundle(issued, bundle_path)
-        bundle = Bundle.load(bundle_path)
+        bundle = load_bundle(bundle_path)
         print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
     cards = demo_cards(ids, args.seed)
     sim = SimulatedReaderPort(SimulatedSam(), link=workdir / "reader")

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from core.bundle import Bundle
 from device.agent import Agent, TapResult
-from device.config import Bundle, DeviceConfig
+from device.config import DeviceConfig, load_bundle
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
@@ -60,7 +61,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     issued = add_device(db, "SN-E2E-1", "site-a", server_url=url)
     write_bundle(issued, tmp_path / "bundle.json")
     try:
-        yield Fleet(db, url, Bundle.load(tmp_path / "bundle.json"), people)
+        yield Fleet(db, url, load_bundle(tmp_path / "bundle.json"), people)
     finally:
         await server.close()
 

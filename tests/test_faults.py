@@ -96,10 +96,10 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Any]]:
     await proxy.start()
     issued = add_device(db, "SN-FAULT", "site-a", server_url=proxy.url)
     write_bundle(issued, tmp_path / "bundle.json")
-    from device.config import Bundle
+    from device.config import load_bundle
 
     try:
-        yield Fleet(db, proxy.url, Bundle.load(tmp_path / "bundle.json"), people), proxy
+        yield Fleet(db, proxy.url, load_bundle(tmp_path / "bundle.json"), people), proxy
     finally:
         Switch.slow = Switch.down = False
         await proxy.close()

@@ -1,4 +1,4 @@
-"""Offline decisions: cached facts through the server's own pure policy, at tap time.
+"""Offline decisions: cached facts through the shared pure policy, at tap time.
 
 The kiosk does not keep a second copy of the rules: `core.policy.decide` is a pure function
 of the four checks, the clock and the site policy, so the kiosk feeds it the cached facts and
@@ -19,9 +19,9 @@ from core.checks import (
     Travel,
     Vaccination,
 )
-from core.policy import decide
+from core.outcomes import Outcome
+from core.policy import PolicyDocumentError, SitePolicy, decide, policy_from_document
 from device.deciding.cache import parse_time
-from server.config import SitePolicy
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -78,24 +78,20 @@ def checks_from_facts(facts: Mapping[str, Any]) -> Checks:
     return Checks(health, nat_result, vaccination, travel)
 
 
-def policy_from_facts(facts: Mapping[str, Any], prompts: Mapping[str, str]) -> SitePolicy:
-    policy = facts.get("policy") if isinstance(facts.get("policy"), Mapping) else {}
-    assert isinstance(policy, Mapping)
-    window = policy.get("nat_window_hours", 48.0)
-    doses = policy.get("min_doses", 0)
-    if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
-        raise FactsError(f"policy.nat_window_hours: {window!r}")
-    if isinstance(doses, bool) or not isinstance(doses, int) or doses < 0:
-        raise FactsError(f"policy.min_doses: {doses!r}")
-    return SitePolicy(nat_window_hours=float(window), min_doses=doses, prompts=prompts)
+def policy_from_facts(facts: Mapping[str, Any]) -> SitePolicy:
+    """The site policy the cached facts were decided under (the defaults where absent)."""
+    policy = facts.get("policy")
+    try:
+        return policy_from_document(policy if isinstance(policy, Mapping) else {})
+    except PolicyDocumentError as exc:
+        raise FactsError(str(exc)) from None
 
 
 def decide_offline(
     facts: Mapping[str, Any], now: dt.datetime, *, clock_trusted: bool
 ) -> tuple[str, tuple[str, ...]]:
     """(outcome, reasons) from cached facts; time-dependent outcomes need a trusted clock."""
-    prompts = {k: k for k in ("pass", "check", "nat_expired", "invalid_credential")}
-    decision = decide(checks_from_facts(facts), now, policy_from_facts(facts, prompts))
-    if not clock_trusted and decision.outcome in ("pass", "nat_expired"):
-        return "check", (*decision.reasons, "clock_untrusted")
-    return decision.outcome, decision.reasons
+    decision = decide(checks_from_facts(facts), now, policy_from_facts(facts))
+    if not clock_trusted and decision.outcome in (Outcome.PASS, Outcome.NAT_EXPIRED):
+        return Outcome.CHECK.value, (*decision.reasons, "clock_untrusted")
+    return decision.outcome.value, decision.reasons

@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.idnumbers import pseudonym
+from core.passes import ReplayGuard, is_pass, verify_pass
 from device.deciding.cache import CacheError, KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust
 from device.deciding.fallback import FactsError, decide_offline
-from device.deciding.passes import ReplayGuard, is_pass, verify_pass
 from device.link.breaker import CircuitBreaker
 from device.link.client import ServerClient, ServerError, ServerRejected
-from device.privacy import pseudonym
 from device.sources.credentials import Credential
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Verifier:
         self,
         client: ServerClient,
         prompts: Callable[[str], str],
-        fleet_key: bytes,
+        site_key: bytes,
         deadline_s: float,
         *,
         cache: KioskCache | None = None,
@@ -81,7 +81,7 @@ class Verifier:
     ) -> None:
         self._client = client
         self._prompt = prompts
-        self._fleet_key = fleet_key
+        self._site_key = site_key
         self.deadline_s = deadline_s
         self.cache = cache
         self.breaker = breaker or CircuitBreaker()
@@ -96,7 +96,7 @@ class Verifier:
         self._background: set[asyncio.Task[None]] = set()
 
     def _pseudonym_for(self, id_number: str) -> str:
-        return pseudonym(self._fleet_key, id_number)
+        return pseudonym(self._site_key, id_number)
 
     def _today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self._wall(), dt.UTC).astimezone().date()

@@ -35,8 +35,9 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 
+from core.signing import session_message
 from device.errors import KioskError
-from device.link.identity import DeviceIdentity, session_message
+from device.link.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import aiohttp
 
-from device.config import Bundle, ConfigError, DeviceConfig
+from core.bundle import Bundle, bundle_text
+from core.signing import enrol_message
+from device.config import ConfigError, DeviceConfig, load_bundle
 from device.errors import KioskError
 from device.link.client import ServerClient, ServerError, tls_context
 from device.link.identity import (
     DeviceIdentity,
-    bundle_text,
-    enrol_message,
     new_key,
     private_hex,
     public_hex,
@@ -89,28 +89,28 @@ async def enrol(
         answer = {}
     if status != 200:
         raise EnrolError(str(answer.get("error", status)), str(answer.get("detail", "")))
-    bundle = {
-        "device_id": answer["device_id"],
-        "serial": answer["serial"],
-        "site": answer["site"],
-        "gate": answer.get("gate", ""),
-        "server_url": server_url.rstrip("/"),
-        "fleet_key": answer["fleet_key"],
-        "server_key": answer.get("server_key", ""),
-        "private_key": private_hex(key),
-        "public_key": public,
-        "tls_ca": tls_ca or answer.get("tls_ca", ""),
-    }
+    bundle = Bundle(
+        device_id=answer["device_id"],
+        serial=answer["serial"],
+        site=answer["site"],
+        gate=answer.get("gate", ""),
+        server_url=server_url.rstrip("/"),
+        site_key=answer.get("site_key") or answer["fleet_key"],
+        server_key=answer.get("server_key", ""),
+        private_key=private_hex(key),
+        public_key=public,
+        tls_ca=tls_ca or answer.get("tls_ca", ""),
+    )
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_file(target, bundle_text(bundle))
-    Bundle.load(target)  # what the agent will read must load
+    load_bundle(target)  # what the agent will read must load
     log.info("enrolled serial %s as device %s", serial, answer["device_id"])
     return target
 
 
 async def rotate(bundle_path: Path, server_url: str = "") -> str:
     """Kiosk-initiated key rotation for the bundle at ``bundle_path``; the new public key."""
-    bundle = Bundle.load(bundle_path)
+    bundle = load_bundle(bundle_path)
     identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, bundle_path)
     async with ServerClient(
         server_url or bundle.server_url, identity, tls_ca=bundle.tls_ca

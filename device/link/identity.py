@@ -7,7 +7,7 @@ written into the bundle; a kiosk that died in between still holds both keys and
 :meth:`DeviceIdentity.promote_pending` recovers (docs/identity.md). Keys are kept out of every
 ``repr`` and log line.
 
-The signed messages are those of ``server/identity_keys.py`` (same bytes, tested).
+The messages it signs are :mod:`core.signing`'s, the same bytes the server checks.
 """
 
 from __future__ import annotations
@@ -17,25 +17,14 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core.bundle import bundle_text
+
 log = logging.getLogger(__name__)
 
-ENROL_TAG = "siheyi-enrol-v1"
-SESSION_TAG = "siheyi-session-v1"
 PENDING_SUFFIX = ".next-key"
-
-
-def enrol_message(serial: str, code: str, public_key_hex: str) -> bytes:
-    """What a kiosk signs with its new key when it enrols."""
-    return f"{ENROL_TAG}\n{serial}\n{code}\n{public_key_hex}".encode()
-
-
-def session_message(device_id: str, nonce: str, time_s: int, new_public_key_hex: str = "") -> bytes:
-    """What a kiosk signs to turn a challenge into a session (optionally rotating its key)."""
-    return f"{SESSION_TAG}\n{device_id}\n{nonce}\n{time_s}\n{new_public_key_hex}".encode()
 
 
 def new_key() -> Ed25519PrivateKey:
@@ -77,11 +66,6 @@ def write_private_file(path: Path, text: str, *, durable: bool = True) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def bundle_text(data: dict[str, Any]) -> str:
-    """The bundle file's text (stable key order, UTF-8, trailing newline)."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 class DeviceIdentity:

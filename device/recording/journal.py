@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from core.idnumbers import find_clear_ids
 from device.errors import JournalError, JournalFull
-from device.privacy import find_id_numbers
 
 __all__ = [
     "EVENT_KINDS",
@@ -169,11 +169,11 @@ def _build_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         out["detail"] = json.loads(json.dumps(out["detail"], allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"detail is not JSON-serialisable: {exc}") from None
-    leaked = find_id_numbers(out)
+    leaked = find_clear_ids(out)
     if leaked:
+        where = ", ".join(f"{path or 'event'}: {masked}" for path, masked in leaked)
         raise ValueError(
-            f"refusing to journal a full ID number ({', '.join(leaked)}): "
-            "store masked_id and pseudonym only"
+            f"refusing to journal a full ID number ({where}): store masked_id and pseudonym only"
         )
     return out
 

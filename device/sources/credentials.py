@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from device.privacy import mask_id
+from core.idnumbers import mask as mask_id
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from provisioning.errors import ProvisioningError, RowError
 from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY
-from server.errors import BadRequest
+from server.errors import BadRequest, FleetError, RowError
 from server.fleet import registry as fleet
 from server.fleet.sessions import now_iso, utc_now
 from server.http import validation as v
@@ -159,7 +158,7 @@ def _bulk(
             continue
         try:
             rows.append((n, fleet.device_row(item)))
-        except ProvisioningError as exc:
+        except FleetError as exc:
             rows.append((n, RowError(f"devices[{n - 1}]: {exc}")))
     with transaction(conn):
         return fleet.upsert_devices(conn, rows, create_sites=create_sites, dry_run=dry_run, now=now)
@@ -227,7 +226,7 @@ async def device_action(request: web.Request) -> web.Response:
         result = await request.app[DATABASE].run(_action, serial, action, ttl)
     except LookupError as exc:
         raise json_error(web.HTTPNotFound, "not_found", str(exc)) from exc
-    except ProvisioningError as exc:
+    except FleetError as exc:
         raise json_error(web.HTTPConflict, "refused", str(exc)) from exc
     if "device_id" in result:
         request.app[DIRECTORY].invalidate(result["device_id"])
@@ -254,6 +253,6 @@ async def config_set(request: web.Request) -> web.Response:
         version = await request.app[DATABASE].run(_config, scope, target, key, body["value"])
     except LookupError as exc:
         raise json_error(web.HTTPNotFound, "not_found", str(exc)) from exc
-    except ProvisioningError as exc:
+    except FleetError as exc:
         raise BadRequest(str(exc)) from exc
     return _json({"config_version": version})

@@ -18,17 +18,17 @@ from typing import Any
 
 from aiohttp import web
 
-from provisioning.errors import EnrolRefused
-from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
-from server.fleet import registry as fleet
-from server.fleet import sessions
-from server.fleet.device_keys import (
+from core.signing import (
     PUBLIC_KEY_HEX,
     SIGNATURE_HEX,
     enrol_message,
     session_message,
     signature_ok,
 )
+from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
+from server.errors import EnrolRefused
+from server.fleet import registry as fleet
+from server.fleet import sessions
 from server.fleet.sessions import (
     claim_nonce,
     issue_nonce,
@@ -166,7 +166,9 @@ def _enrol(
             "serial": record.serial,
             "site": record.site,
             "gate": record.gate,
-            "fleet_key": site_key(conn, record.site),  # the pseudonym key of its own site
+            # the pseudonym key of its own site; "fleet_key" for kiosks of older releases
+            "site_key": (key := site_key(conn, record.site)),
+            "fleet_key": key,
             "server_key": server_public_key(conn),
             "server_url": fleet.get_setting(conn, "server_url"),
             "tls_ca": fleet.get_setting(conn, "tls_ca"),

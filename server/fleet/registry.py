@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from device.config import ConfigError, check_remote_setting
-from provisioning.errors import (
+from core.settings import SettingError, check_remote_setting
+from server.errors import (
     DeviceNotFound,
     DeviceRevoked,
     EnrolRefused,
@@ -591,7 +591,7 @@ def set_config(
     if value is not None:
         try:
             check_remote_setting(key, value)
-        except ConfigError as exc:  # the kiosks would ignore it: refuse it here
+        except SettingError as exc:  # the kiosks would ignore it: refuse it here
             raise InvalidField(str(exc)) from exc
     if scope == "fleet":
         target = ""

@@ -10,15 +10,11 @@ The payload is compact JSON with sorted keys
 ASCII bytes ``"SHY1." + payload_b64``. A pass is only issued when the person's current
 four-in-one decision is ``pass``, and for at most :data:`MAX_VALIDITY_S`.
 
-The kiosk side is :mod:`device.deciding.passes` (pure, no I/O).
+The format, signing and the kiosk's check are :mod:`core.passes`.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -28,42 +24,13 @@ from typing import Any
 import aiohttp
 
 from core import idnumbers as identity
+from core.passes import MAX_SITE_LEN, MAX_VALIDITY_S, VERSION, sign_pass
 from server.config import ServerConfig
 from server.offline.keys import SigningKey, signing_key, site_key
 from server.storage.db import Database
 from server.verify.resilience import ResilientSource
 from server.verify.service import Verification, Verifier
 from server.verify.upstream import configured_sources
-
-PREFIX = "SHY1."
-VERSION = 1
-MAX_VALIDITY_S = 15 * 60
-MAX_SITE_LEN = 100
-
-
-def b64url(data: bytes) -> str:
-    """base64url without ``=`` padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def encode_payload(payload: dict[str, Any]) -> bytes:
-    """Compact JSON with sorted keys, UTF-8."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
-
-
-def pseudonym(site_key_hex: str, id_number: str) -> str:
-    """``HMAC-SHA256(site key, number stripped and upper-cased)``, hex — exactly
-    ``device.privacy.pseudonym`` at a kiosk of that site (and that site's snapshot keys)."""
-    normalised = id_number.strip().upper().encode("utf-8")
-    return hmac.new(bytes.fromhex(site_key_hex), normalised, hashlib.sha256).hexdigest()
-
-
-def sign_pass(payload: dict[str, Any], key: SigningKey) -> str:
-    """The pass text for ``payload``: ``SHY1.<payload_b64>.<signature_b64>``."""
-    signed = PREFIX + b64url(encode_payload(payload))
-    return f"{signed}.{b64url(key.sign(signed.encode('ascii')))}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +65,7 @@ def make_pass(
     iat = int(now)
     payload: dict[str, Any] = {
         "v": VERSION,
-        "pid": pseudonym(site_key_hex, number),
+        "pid": identity.pseudonym(bytes.fromhex(site_key_hex), number),
         "m": identity.mask(number),
         "o": outcome,
         "iat": iat,
@@ -106,7 +73,7 @@ def make_pass(
         "n": nonce if nonce is not None else secrets.token_hex(8),
         "s": site,
     }
-    return IssuedPass(sign_pass(payload, key), payload)
+    return IssuedPass(sign_pass(payload, key.sign), payload)
 
 
 def known_site_key(conn: sqlite3.Connection, site: str) -> str:

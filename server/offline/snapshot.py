@@ -33,7 +33,8 @@ from typing import Any
 
 from core import idnumbers as identity
 from core.checks import HealthCode, NatResult, Travel, Vaccination
-from server.config import ServerConfig, SitePolicy
+from core.policy import SitePolicy, policy_document
+from server.config import ServerConfig
 from server.offline.keys import SigningKey, site_key
 from server.storage.db import Database
 from server.verify.resilience import ResilientSource
@@ -149,15 +150,6 @@ def overlay(people: dict[str, dict[str, Any]], source: ResilientSource) -> None:
             facts.update(doses=value.doses, last_dose_at=last.isoformat() if last else None)
         elif isinstance(value, Travel):
             facts.update(travel_flagged=value.flagged, area=value.area)
-
-
-def policy_document(policy: SitePolicy) -> dict[str, Any]:
-    """The policy numbers a kiosk decides with."""
-    window = float(policy.nat_window_hours)
-    return {
-        "nat_window_hours": int(window) if window.is_integer() else window,
-        "min_doses": policy.min_doses,
-    }
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,7 @@ from core.checks import (
     Travel,
     Vaccination,
 )
-from core.policy import INVALID_CREDENTIAL, decide
-from server.config import SitePolicy
+from core.policy import INVALID_CREDENTIAL, SitePolicy, decide
 from server.storage.db import connect
 from server.verify.importer import ImportReport, import_rows
 

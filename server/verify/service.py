@@ -10,8 +10,16 @@ from typing import Any
 
 from core import idnumbers as identity
 from core.checks import SOURCE_NAMES, Checks, SourceResult
-from core.policy import CHECK, Decision, decide, nat_age_hours, usable_checks
-from server.config import DEFAULT_MAX_STALE_S, SitePolicy
+from core.policy import (
+    CHECK,
+    DEFAULT_MAX_STALE_S,
+    Decision,
+    SitePolicy,
+    decide,
+    nat_age_hours,
+    prompt_for,
+    usable_checks,
+)
 from server.verify.qr import TokenResolver
 from server.verify.resilience import ResilientSource
 
@@ -91,7 +99,7 @@ class Verifier:
             return await self.verify(number, now, site_policy, card_type=card_type)
         if resolution.status == "error":
             reasons = ("source_error:health_code",)
-            return Verification(Decision(CHECK, site_policy.prompt(CHECK), reasons), None, "")
+            return Verification(Decision(CHECK, reasons), None, "")
         return Verification(decide(None, now, site_policy, invalid_reason="unknown_qr"), None, "")
 
     async def _one(self, name: str, id_number: str) -> SourceResult[Any]:
@@ -153,7 +161,7 @@ def verify_response(
     return {
         "tap_id": tap_id,
         "outcome": decision.outcome,
-        "prompt": decision.prompt,
+        "prompt": prompt_for(decision, site_policy),
         "masked_id": verification.masked_id,
         "site": site,
         "reasons": list(decision.reasons),

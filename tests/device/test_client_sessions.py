@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
 import server.fleet.sessions
-from device.config import Bundle
+from device.config import load_bundle
 from device.link.client import ServerClient, ServerRejected, ServerUnavailable, jittered
 from device.link.identity import PENDING_SUFFIX, DeviceIdentity
 from provisioning import registry
@@ -49,7 +49,7 @@ class Rig:
         return path, self.client(path, **kwargs)
 
     def client(self, path: Path, **kwargs: Any) -> ServerClient:
-        bundle = Bundle.load(path)
+        bundle = load_bundle(path)
         identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, path)
         return ServerClient(self.url, identity, **kwargs)
 
@@ -169,13 +169,13 @@ async def test_revoke_and_quarantine_refuse_the_next_request(rig: Rig) -> None:
 
 async def test_admin_rotation_is_carried_out_by_the_client(rig: Rig) -> None:
     path, client = rig.kiosk("SN-1")
-    old = Bundle.load(path)
+    old = load_bundle(path)
     async with client:
         await verify(client)
         registry.request_rotation(rig.db, "SN-1")
         await asyncio.sleep(1.05)
         await verify(client)  # 401 → new session → 403 rotation_required → new key → OK
-    new = Bundle.load(path)
+    new = load_bundle(path)
     assert new.private_key != old.private_key and new.public_key != old.public_key
     assert not path.with_name(path.name + PENDING_SUFFIX).exists()
     with connect(rig.db) as conn:
@@ -190,19 +190,19 @@ async def test_admin_rotation_is_carried_out_by_the_client(rig: Rig) -> None:
 
 async def test_kiosk_initiated_rotation(rig: Rig) -> None:
     path, client = rig.kiosk("SN-1")
-    before = Bundle.load(path).public_key
+    before = load_bundle(path).public_key
     async with client:
         await verify(client)
         public = await client.rotate_key()
         await verify(client)
-    assert public == Bundle.load(path).public_key != before
+    assert public == load_bundle(path).public_key != before
 
 
 async def test_rotation_survives_a_crash_before_the_bundle_was_updated(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, client = rig.kiosk("SN-1")
-    old = Bundle.load(path)
+    old = load_bundle(path)
 
     def crash(self: DeviceIdentity) -> None:
         raise KeyboardInterrupt  # power cut between the server's answer and the bundle write
@@ -212,11 +212,11 @@ async def test_rotation_survives_a_crash_before_the_bundle_was_updated(
         with pytest.raises(KeyboardInterrupt):
             await client.rotate_key()
         monkeypatch.undo()
-    assert Bundle.load(path).private_key == old.private_key  # bundle untouched
+    assert load_bundle(path).private_key == old.private_key  # bundle untouched
     assert path.with_name(path.name + PENDING_SUFFIX).exists()
     async with rig.client(path) as rebooted:  # old key refused → pending key promoted
         await verify(rebooted)
-    assert Bundle.load(path).private_key != old.private_key
+    assert load_bundle(path).private_key != old.private_key
 
 
 async def test_config_is_picked_up_at_heartbeat(rig: Rig) -> None:
@@ -282,21 +282,21 @@ async def test_no_private_key_is_sent_or_logged(
 
     caplog.set_level(logging.DEBUG)
     path, client = rig.kiosk("SN-1")
-    keys = {Bundle.load(path).private_key}
+    keys = {load_bundle(path).private_key}
     async with client:
         await verify(client)
         await client.heartbeat({"boot_id": "b"})
         await client.rotate_key()
-        keys.add(Bundle.load(path).private_key)
+        keys.add(load_bundle(path).private_key)
         registry.request_rotation(rig.db, "SN-1")
         await asyncio.sleep(1.05)
         await verify(client)
-        keys.add(Bundle.load(path).private_key)
+        keys.add(load_bundle(path).private_key)
     with connect(rig.db) as conn, transaction(conn):
         upsert_devices(conn, [(1, DeviceRow("SN-2", "site-a"))])
     code, _ = registry.issue_enrol_code(rig.db, "SN-2")
     enrolled = await enrol(rig.url, "SN-2", code, tmp_path / "kiosk2")
-    keys.add(Bundle.load(enrolled).private_key)
+    keys.add(load_bundle(enrolled).private_key)
     assert len(keys) == 4
     traffic = "\n".join(rig.seen)
     assert "/v1/enrol" in traffic and "/v1/session" in traffic
@@ -306,5 +306,5 @@ async def test_no_private_key_is_sent_or_logged(
         assert key not in traffic
         assert key not in caplog.text
         assert key not in dump
-        assert key not in repr(Bundle.load(enrolled))
+        assert key not in repr(load_bundle(enrolled))
     assert json.loads(enrolled.read_text())["private_key"] in keys

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from device.config import Bundle, ConfigError, DeviceConfig
+from device.config import ConfigError, DeviceConfig, load_bundle
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -74,14 +74,14 @@ def test_bundle_checks(tmp_path: Path) -> None:
     }
     p = tmp_path / "b.json"
     p.write_text(json.dumps(good))
-    assert Bundle.load(p).fleet_key_bytes == bytes(32)
+    assert load_bundle(p).site_key_bytes == bytes(32)
     for broken in (
         {**good, "fleet_key": "zz"},
         {k: v for k, v in good.items() if k != "private_key"},
     ):
         p.write_text(json.dumps(broken))
         with pytest.raises(ConfigError, match=str(p)):
-            Bundle.load(p)
+            load_bundle(p)
 
 
 def test_every_config_key_is_documented_in_the_readme() -> None:

@@ -1,4 +1,4 @@
-"""Signed offline passes on the kiosk: device.deciding.passes.verify_pass against docs/passes.md.
+"""Signed offline passes on the kiosk: core.passes.verify_pass against docs/passes.md.
 
 Passes are built here from the documented byte format (independently of the server code), so
 these tests pin the format itself; tests/server/test_issue_pass.py covers the real issuer.
@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from device.deciding.passes import PassCheck, ReplayGuard, is_pass, verify_pass
-from device.privacy import pseudonym
+from core.idnumbers import pseudonym
+from core.passes import PassCheck, ReplayGuard, is_pass, verify_pass
 
 NOW = 1_800_000_000
 FLEET_KEY = bytes(range(32))

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning import registry
-from provisioning.errors import InvalidField
+from server.errors import InvalidField
 from tests.provisioning.test_cli import run
 
 

@@ -12,14 +12,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 import server.fleet.sessions
-from device.config import Bundle
+from device.config import load_bundle
 from device.link.client import ServerClient
 from device.link.enrol import EnrolError, enrol
 from device.link.identity import DeviceIdentity
 from provisioning import registry
-from provisioning.errors import DeviceRevoked
 from server.app import create_app
 from server.config import ServerConfig
+from server.errors import DeviceRevoked
 from server.fleet.registry import DeviceRow, upsert_devices
 from server.fleet.sessions import utc_now
 from server.storage.db import connect, transaction
@@ -52,7 +52,7 @@ async def test_enrol_happy_path(db: Path, url: str, tmp_path: Path) -> None:
     code, _ = registry.issue_enrol_code(db, "SN-A")
     path = await enrol(url, "SN-A", code.lower(), tmp_path / "kiosk")  # typed sloppily: fine
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    bundle = Bundle.load(path)
+    bundle = load_bundle(path)
     record = registry.get_device(db, "SN-A")
     assert (bundle.device_id, bundle.site, bundle.gate) == (record.device_id, "site-a", "g1")
     assert record.enrolled
@@ -117,9 +117,9 @@ async def test_revoked_device_cannot_enrol(db: Path, url: str, tmp_path: Path) -
 
 async def test_re_enrolment_replaces_a_lost_key(db: Path, url: str, tmp_path: Path) -> None:
     code, _ = registry.issue_enrol_code(db, "SN-A")
-    first = Bundle.load(await enrol(url, "SN-A", code, tmp_path / "old"))
+    first = load_bundle(await enrol(url, "SN-A", code, tmp_path / "old"))
     code, _ = registry.issue_enrol_code(db, "SN-A")  # the SD card died
-    second = Bundle.load(await enrol(url, "SN-A", code, tmp_path / "new"))
+    second = load_bundle(await enrol(url, "SN-A", code, tmp_path / "new"))
     assert first.device_id == second.device_id and first.public_key != second.public_key
     old = DeviceIdentity.from_bundle(first.device_id, first.private_key, None)
     async with ServerClient(url, old) as client:

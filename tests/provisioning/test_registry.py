@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
+from core.bundle import bundle_text
 from provisioning.registry import (
     add_device,
     add_from_csv,
@@ -22,6 +22,7 @@ from provisioning.registry import (
     revoke_device,
     write_bundle,
 )
+from server.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_add_stores_only_the_public_key(db: Path) -> None:
     assert private.public_key().public_bytes_raw().hex() == bundle.public_key
     assert bundle.private_key not in repr(bundle)
     assert bundle.server_url == "https://s.example"
-    assert len(bytes.fromhex(bundle.fleet_key)) == 32
+    assert len(bytes.fromhex(bundle.site_key)) == 32
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT * FROM devices").fetchone()
         dump = "\n".join(conn.iterdump())
@@ -56,13 +57,13 @@ def test_pseudonym_key_is_per_site(db: Path) -> None:
     a2 = add_device(db, "SN-3", "site-a")
     b = add_device(db, "SN-2", "site-b")
     # a bundle carries its own site's key only: kiosks of a site agree, sites differ
-    assert a.fleet_key == a2.fleet_key
-    assert a.fleet_key != b.fleet_key
-    assert len(bytes.fromhex(b.fleet_key)) == 32
+    assert a.site_key == a2.site_key
+    assert a.site_key != b.site_key
+    assert len(bytes.fromhex(b.site_key)) == 32
     assert a.device_id != b.device_id
     with sqlite3.connect(db) as conn:
         stored = dict(conn.execute("SELECT site, key_hex FROM site_keys").fetchall())
-    assert stored == {"site-a": a.fleet_key, "site-b": b.fleet_key}
+    assert stored == {"site-a": a.site_key, "site-b": b.site_key}
 
 
 def test_csv_bundles_carry_their_own_site_key(db: Path, tmp_path: Path) -> None:
@@ -71,8 +72,8 @@ def test_csv_bundles_carry_their_own_site_key(db: Path, tmp_path: Path) -> None:
     csv_path.write_text("serial,site,gate\nSN-1,site-a,g1\nSN-2,site-b,g1\nSN-3,site-b,g2\n")
     result = add_from_csv(db, csv_path, bundle_dir=tmp_path / "out", create_sites=True)
     keys = {p.stem: json.loads(p.read_text())["fleet_key"] for p in sorted(result.bundles)}
-    assert keys["SN-1"] == first.fleet_key
-    assert keys["SN-2"] == keys["SN-3"] != first.fleet_key
+    assert keys["SN-1"] == first.site_key
+    assert keys["SN-2"] == keys["SN-3"] != first.site_key
 
 
 def test_serial_exists_and_rotate(db: Path) -> None:
@@ -126,7 +127,8 @@ def test_bundle_file(db: Path, tmp_path: Path) -> None:
         "site",
         "gate",
         "server_url",
-        "fleet_key",
+        "site_key",
+        "fleet_key",  # the same key, for kiosks of releases before the rename
         "server_key",
         "private_key",
         "public_key",
@@ -134,6 +136,7 @@ def test_bundle_file(db: Path, tmp_path: Path) -> None:
     }
     assert data["server_key"] == bundle.server_key
     assert data["private_key"] == bundle.private_key
+    assert data["site_key"] == data["fleet_key"] == bundle.site_key
     assert data["server_url"] == "http://10.0.0.1:8080"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -148,6 +151,6 @@ def test_bundle_carries_the_servers_snapshot_public_key(db: Path) -> None:
     assert len(stored) == 1
     private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(stored[0][0]))
     public.verify(private.sign(b"snapshot"), b"snapshot")  # the pair matches
-    assert stored[0][0] not in json.dumps(a.to_json())  # the private half never leaves
+    assert stored[0][0] not in bundle_text(a)  # the private half never leaves
     rotated = add_device(db, "SN-1", "site-a", rotate_secret=True)
     assert rotated.server_key == a.server_key

@@ -148,7 +148,7 @@ async def test_token_check_verifies_no_signature(
     client: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hot path: a session token is an HMAC check, never an Ed25519 verification."""
-    import server.fleet.device_keys as keys
+    import core.signing as keys
     import server.fleet.device_views as views
 
     calls = 0

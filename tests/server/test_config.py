@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from core.outcomes import DEFAULT_PROMPTS
 from server import config as config_module
-from server.config import DEFAULT_PROMPTS, ServerConfig, load_config
+from server.config import ServerConfig, load_config
 from server.errors import ConfigError
 
 GOOD = """

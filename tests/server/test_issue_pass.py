@@ -14,9 +14,8 @@ import cv2
 import pytest
 from pyzbar import pyzbar
 
-from core.idnumbers import make_id_number
-from device.deciding.passes import ReplayGuard, verify_pass
-from device.privacy import pseudonym
+from core.idnumbers import make_id_number, pseudonym
+from core.passes import ReplayGuard, verify_pass
 from provisioning.registry import DeviceBundle, add_device
 from siheyi.cli import build_parser
 
@@ -65,7 +64,7 @@ def test_issue_and_verify_with_the_bundle_key(
     )
     assert result.ok, result.reason
     # the pass names the person as this site's kiosks do (their bundle's key)
-    assert result.pseudonym == pseudonym(bytes.fromhex(device.fleet_key), people.passing)
+    assert result.pseudonym == pseudonym(bytes.fromhex(device.site_key), people.passing)
     assert result.masked_id == people.passing[:4] + "*" * 10 + people.passing[-4:]
     assert result.outcome == "pass" and result.expires_at == doc["exp"]
     again = verify_pass(
@@ -98,8 +97,8 @@ def test_site_bound_pass(
         text, other.server_key, now=now, clock_trusted=True, site=other.site, seen=ReplayGuard()
     )
     assert at_b.reason == "site_mismatch"
-    assert at_b.pseudonym == pseudonym(bytes.fromhex(device.fleet_key), people.passing)
-    assert at_b.pseudonym != pseudonym(bytes.fromhex(other.fleet_key), people.passing)
+    assert at_b.pseudonym == pseudonym(bytes.fromhex(device.site_key), people.passing)
+    assert at_b.pseudonym != pseudonym(bytes.fromhex(other.site_key), people.passing)
     # Issued for site-b, the pass names the person as site-b's kiosks do.
     status, out, _ = issue(capsys, db_path, people.passing, "--site", "site-b")
     assert status == 0
@@ -108,7 +107,7 @@ def test_site_bound_pass(
         seen=ReplayGuard(),
     )  # fmt: skip
     assert for_b.ok, for_b.reason
-    assert for_b.pseudonym == pseudonym(bytes.fromhex(other.fleet_key), people.passing)
+    assert for_b.pseudonym == pseudonym(bytes.fromhex(other.site_key), people.passing)
 
 
 def test_a_pass_needs_a_known_site(

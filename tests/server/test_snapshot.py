@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from core.checks import HealthCode, Travel
+from core.idnumbers import pseudonym as device_pseudonym
 from device.deciding.snapshot import SnapshotError, verify_snapshot
-from device.privacy import pseudonym as device_pseudonym
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.appkeys import SIGNING_KEY, SNAPSHOTS
@@ -90,7 +90,7 @@ async def test_signed_snapshot_of_the_devices_site(
     assert snap["policy"] == {"nat_window_hours": 48, "min_doses": 0}
     assert (snap["count"], snap["truncated"]) == (4, False)
 
-    key = bytes.fromhex(device.fleet_key)
+    key = bytes.fromhex(device.site_key)
     expected = {device_pseudonym(key, n): n for n in site_people}
     assert set(snap["people"]) == set(expected)  # only site-a's people
     assert device_pseudonym(key, people.travel) not in snap["people"]
@@ -159,7 +159,7 @@ async def test_other_site_and_empty_site(
     b = add_device(db_path, "SN-B", "site-b")
     body = await get_snapshot(client, bearer(db_path, b))
     verify_signature(body, b.server_key)
-    key = bytes.fromhex(b.fleet_key)
+    key = bytes.fromhex(b.site_key)
     assert list(body["snapshot"]["people"]) == [device_pseudonym(key, people.travel)]
     assert body["snapshot"]["people"][device_pseudonym(key, people.travel)]["travel_flagged"]
     c = add_device(db_path, "SN-C", "site-c")
@@ -183,7 +183,7 @@ async def test_each_site_pseudonymised_with_its_own_key(
     client: TestClient = await aiohttp_client(create_app(config))
     a = add_device(db_path, "SN-A", "site-a")
     b = add_device(db_path, "SN-B", "site-b")
-    key_a, key_b = bytes.fromhex(a.fleet_key), bytes.fromhex(b.fleet_key)
+    key_a, key_b = bytes.fromhex(a.site_key), bytes.fromhex(b.site_key)
     assert key_a != key_b
     body_b = await get_snapshot(client, bearer(db_path, b))
     snap_a = (await get_snapshot(client, bearer(db_path, a)))["snapshot"]["people"]
@@ -267,7 +267,7 @@ async def test_snapshot_matches_verify_and_privacy_pseudonym_normalisation(
     write_csv(tmp_path / "sp2.csv", ["site", "id_number"], [("site-a", number.lower())])
     assert import_csv(db_path, "site_people", tmp_path / "sp2.csv").ok
     body = await get_snapshot(client, auth)
-    key = bytes.fromhex(device.fleet_key)
+    key = bytes.fromhex(device.site_key)
     # the kiosk may read "…x" from a QR code and "…X" from a card: one pseudonym either way
     assert device_pseudonym(key, number.lower()) in body["snapshot"]["people"]
     assert device_pseudonym(key, f" {number} ") in body["snapshot"]["people"]

@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 
 from core.checks import Checks, HealthCode, NatResult, SourceResult, Travel, Vaccination
-from core.policy import decide
-from server.config import DEFAULT_PROMPTS, SitePolicy
+from core.outcomes import DEFAULT_PROMPTS, Outcome
+from core.policy import (
+    DEFAULT_COLOURS,
+    ColourRule,
+    SitePolicy,
+    decide,
+    policy_document,
+    policy_from_document,
+    prompt_for,
+)
 
 NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 OK: Any = "ok"
@@ -107,13 +115,13 @@ def test_decide(name: str, person: Person, outcome: str, reasons: list[str]) -> 
     decision = decide(person.checks(), NOW, person.policy)
     assert decision.outcome == outcome
     assert list(decision.reasons) == reasons
-    assert decision.prompt == DEFAULT_PROMPTS[outcome]
+    assert prompt_for(decision, person.policy) == DEFAULT_PROMPTS[outcome]
 
 
 def test_invalid_credential() -> None:
     decision = decide(None, NOW, SitePolicy())
     assert (decision.outcome, decision.reasons) == ("invalid_credential", ("bad_checksum",))
-    assert decision.prompt == "证件无效，请重新刷卡"
+    assert prompt_for(decision, SitePolicy()) == "证件无效，请重新刷卡"
     assert decide(Person().checks(), NOW, SitePolicy(), credential_valid=False).outcome == (
         "invalid_credential"
     )
@@ -121,4 +129,59 @@ def test_invalid_credential() -> None:
 
 def test_site_prompts() -> None:
     policy = SitePolicy(prompts={**DEFAULT_PROMPTS, "pass": "Please pass"})
-    assert decide(Person().checks(), NOW, policy).prompt == "Please pass"
+    assert prompt_for(decide(Person().checks(), NOW, policy), policy) == "Please pass"
+
+
+FOUR_COLOURS = SitePolicy(
+    colours={
+        **DEFAULT_COLOURS,
+        "blue": ColourRule(passes=True, prompt="蓝码通行"),
+        "yellow": ColourRule(passes=False, reason="code_yellow", prompt="黄码请核查"),
+    }
+)
+
+
+def test_decide_never_reads_prompts() -> None:
+    """Presentation comes after the decision: a policy without a single prompt decides."""
+    bare = SitePolicy(prompts={})
+    for person in (Person(), Person(colour="red"), Person(colour="purple")):
+        assert decide(person.checks(), NOW, bare) == decide(person.checks(), NOW, SitePolicy())
+
+
+@pytest.mark.parametrize(
+    ("colour", "outcome", "reasons", "prompt"),
+    [
+        ("green", Outcome.PASS, [], "绿码通行"),
+        ("blue", Outcome.PASS, [], "蓝码通行"),
+        ("yellow", Outcome.CHECK, ["code_yellow"], "黄码请核查"),
+        ("red", Outcome.CHECK, ["code_not_green"], "非绿码请核查"),
+        ("purple", Outcome.CHECK, ["code_colour_unknown"], "非绿码请核查"),
+    ],
+)
+def test_colour_table(colour: str, outcome: Outcome, reasons: list[str], prompt: str) -> None:
+    decision = decide(Person(colour=colour).checks(), NOW, FOUR_COLOURS)
+    assert (decision.outcome, list(decision.reasons)) == (outcome, reasons)
+    assert prompt_for(decision, FOUR_COLOURS) == prompt
+
+
+def test_colour_prompt_only_when_the_colour_decided() -> None:
+    """A blue code with a travel flag checks: the colour's pass words would be wrong."""
+    decision = decide(Person(colour="blue", flagged=True).checks(), NOW, FOUR_COLOURS)
+    assert decision.outcome == Outcome.CHECK
+    assert prompt_for(decision, FOUR_COLOURS) == DEFAULT_PROMPTS["check"]
+
+
+def test_default_table_is_todays_behaviour_and_unknown_colours_check() -> None:
+    assert decide(Person(colour="yellow").checks(), NOW, SitePolicy()).reasons == (
+        "code_not_green",
+    )
+    assert decide(Person(colour="blue").checks(), NOW, SitePolicy()).outcome == Outcome.CHECK
+
+
+def test_policy_document_round_trip_keeps_the_colour_table() -> None:
+    """The kiosk decides offline from this document: it must decide as the server does."""
+    again = policy_from_document(policy_document(FOUR_COLOURS))
+    for colour in ("green", "blue", "yellow", "red", "purple"):
+        checks = Person(colour=colour).checks()
+        assert decide(checks, NOW, again) == decide(checks, NOW, FOUR_COLOURS)
+    assert "colours" not in policy_document(SitePolicy())

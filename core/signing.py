@@ -1,4 +1,4 @@
-"""Kiosk public keys and the exact bytes a kiosk signs (docs/identity.md).
+"""The exact bytes a kiosk signs, and checking a kiosk's signature (docs/identity.md).
 
 Every signed message is UTF-8 text, one field per line, starting with a purpose tag so a
 signature made for one purpose can never be replayed as another:
@@ -11,9 +11,9 @@ signature made for one purpose can never be replayed as another:
 
     siheyi-session-v1\\n<device_id>\\n<nonce>\\n<time>\\n<new_public_key_hex or empty>
 
-``device/identity.py`` builds the same bytes; ``tests/device/test_identity.py`` checks both
-sides agree. Verifying one signature costs ~60 µs, so it happens once per session, never per
-request.
+The kiosk (``device/link/identity.py``) signs and the server checks these very bytes, so
+there is one copy of them, here. Verifying one signature costs ~60 µs, so it happens once
+per session, never per request.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Signed offline passes, kiosk side: pure checks, no I/O (format: docs/passes.md).
+"""Signed offline passes: the format, signing and the offline check (docs/passes.md).
 
 A pass is ``SHY1.<payload_b64>.<signature_b64>`` (base64url, no padding). The signature is
 Ed25519 by the server's key — the ``server_key`` of the device bundle, never a key from the
@@ -15,6 +15,9 @@ clock (``clock_untrusted``), ``exp < now`` (``expired``), ``iat > now + 60``
 site (``site_mismatch``) and a nonce already used at this kiosk (``replayed``, see
 :class:`ReplayGuard`). Once the signature verifies, the :class:`PassCheck` carries the
 pseudonym, masked number, outcome and expiry even when the pass is refused, for the audit.
+
+The server issues passes with :func:`sign_pass` and the kiosk checks them with
+:func:`verify_pass`: one copy of the format for both.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ import heapq
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from core.canonical import canonical_json
+from core.outcomes import is_decision
 
 __all__ = [
     "MAX_CLOCK_SKEW_S",
@@ -37,7 +44,9 @@ __all__ = [
     "PREFIX",
     "PassCheck",
     "ReplayGuard",
+    "b64url",
     "is_pass",
+    "sign_pass",
     "verify_pass",
 ]
 
@@ -48,7 +57,8 @@ MAX_VALIDITY_S = 15 * 60
 MAX_CLOCK_SKEW_S = 60
 #: Longest pass text looked at; a real one is about 330 characters.
 MAX_PASS_LEN = 2048
-OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential"})
+MAX_SITE_LEN = 100
+
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -116,6 +126,18 @@ class ReplayGuard:
             self._expiry.pop(nonce, None)
 
 
+def b64url(data: bytes) -> str:
+    """base64url without ``=`` padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign_pass(payload: dict[str, Any], sign: Callable[[bytes], bytes]) -> str:
+    """The pass text for ``payload``: ``SHY1.<payload_b64>.<signature_b64>``, where ``sign``
+    makes the Ed25519 signature with the server's key."""
+    signed = PREFIX + b64url(canonical_json(payload))
+    return f"{signed}.{b64url(sign(signed.encode('ascii')))}"
+
+
 def is_pass(text: str) -> bool:
     """Cheap test: does this QR text claim to be a signed pass?"""
     return text.startswith(PREFIX)
@@ -153,13 +175,13 @@ def _payload(raw: bytes) -> dict[str, Any] | None:
         and _HEX64.fullmatch(doc["pid"]) is not None
         and isinstance(doc.get("m"), str)
         and len(doc["m"]) <= 32
-        and doc.get("o") in OUTCOMES
+        and is_decision(doc.get("o"))
         and _integer(doc.get("iat"))
         and _integer(doc.get("exp"))
         and isinstance(doc.get("n"), str)
         and _HEX16.fullmatch(doc["n"]) is not None
         and isinstance(doc.get("s"), str)
-        and len(doc["s"]) <= 100
+        and len(doc["s"]) <= MAX_SITE_LEN
     )
     return doc if ok else None
 

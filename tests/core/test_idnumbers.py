@@ -1,0 +1,96 @@
+"""The shared ID-number rules: masking, pseudonyms and clear-ID detection (core.idnumbers)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.idnumbers import (
+    CLEAR_ID,
+    contains_clear_id,
+    find_clear_ids,
+    mask,
+    pseudonym,
+    redact,
+)
+
+ID = "110101199003074514"
+ID_X = "11010519491231002X"
+PERMIT = "USA110101990030"
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+
+
+def test_mask_keeps_region_and_last_four() -> None:
+    assert mask(ID) == "1101**********4514"
+    assert mask(ID_X) == "1101**********002X"
+    assert mask("123456789") == "1234*6789"
+
+
+@pytest.mark.parametrize("short", ["", "1", "12345678"])
+def test_mask_hides_short_strings_completely(short: str) -> None:
+    assert mask(short) == "*" * len(short)
+
+
+@given(st.text(alphabet="0123456789X", min_size=0, max_size=40))
+def test_mask_never_leaves_an_id_in_clear(value: str) -> None:
+    masked = mask(value)
+    assert len(masked) == len(value)
+    assert not contains_clear_id(masked)
+    if len(value) >= 9:
+        assert masked[:4] == value[:4] and masked[-4:] == value[-4:]
+        assert set(masked[4:-4]) == {"*"}
+
+
+def test_pseudonym_is_keyed_hmac_sha256() -> None:
+    expected = hmac.new(KEY, ID.encode(), hashlib.sha256).hexdigest()
+    assert pseudonym(KEY, ID) == expected
+    assert pseudonym(KEY, ID) == pseudonym(KEY, ID)  # stable across calls
+    assert len(expected) == 64 and int(expected, 16) >= 0
+
+
+def test_pseudonym_depends_on_key_and_number_not_case() -> None:
+    assert pseudonym(KEY, ID) != pseudonym(b"other key", ID)
+    assert pseudonym(KEY, ID) != pseudonym(KEY, ID_X)
+    assert pseudonym(KEY, ID_X.lower()) == pseudonym(KEY, ID_X)
+    assert pseudonym(KEY, f" {ID}\n") == pseudonym(KEY, ID)
+
+
+def test_pseudonym_refuses_empty_key() -> None:
+    with pytest.raises(ValueError, match="pseudonym key"):
+        pseudonym(b"", ID)
+
+
+def test_regex_and_redact() -> None:
+    assert CLEAR_ID.fullmatch(ID) and CLEAR_ID.fullmatch(ID_X.lower())
+    assert not contains_clear_id("1101**********4514")
+    assert not contains_clear_id("1" * 19)  # not a standalone 18-character word
+    assert not contains_clear_id(pseudonym(KEY, ID))
+    assert redact(f"a {ID} b {ID_X}.") == "a 1101**********4514 b 1101**********002X."
+
+
+def test_find_clear_ids_searches_nested_values_keys_and_ints() -> None:
+    value = {"a": [1, {"b": f"x {ID} y"}], ID_X: True, "n": int(ID), "ok": "1101**1234"}
+    assert sorted(find_clear_ids(value)) == sorted(
+        [("a[1].b", "1101**********4514"), ("", "1101**********002X"), ("n", "1101**********4514")]
+    )
+    assert find_clear_ids({"masked": mask(ID), "flag": True}) == []
+
+
+@pytest.mark.parametrize("permit", [PERMIT, PERMIT.lower(), f"permit {PERMIT}."])
+def test_permit_numbers_are_clear_ids_too(permit: str) -> None:
+    """The 15-character permit numbers of the 2017 foreigner card: the kiosk once missed
+    them while the server refused them (issue 9)."""
+    assert contains_clear_id(permit)
+    assert PERMIT not in redact(permit).upper()
+    assert "USA1*******0030" in redact(permit).upper()
+
+
+@pytest.mark.parametrize(
+    "text", ["a" * 64, "USA12345678901234", "XUSA123456789012", "1101**********4514"]
+)
+def test_longer_words_and_masked_numbers_are_not_clear_ids(text: str) -> None:
+    assert not contains_clear_id(text)
