@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from core.canonical import canonical_json
 from device.deciding.cache import KioskCache, parse_time
 from device.errors import KioskError
 from device.link.client import ServerClient, ServerError
@@ -28,10 +28,6 @@ log = logging.getLogger(__name__)
 
 class SnapshotError(KioskError, ValueError):
     """A snapshot that must not be used (bad signature, wrong site, too old, malformed)."""
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def verify_snapshot(

@@ -21,7 +21,6 @@ the canonical hash the server recomputes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
@@ -34,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from core import audit
+from core.canonical import canonical_json
 from core.idnumbers import find_clear_ids
 from device.errors import JournalError, JournalFull
 
@@ -51,10 +52,10 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: ``prev_hash`` of the first event of a device.
-GENESIS_HASH: Final = "0" * 64
+GENESIS_HASH: Final = audit.GENESIS_HASH
 
 #: Allowed values of an event's ``kind``.
-EVENT_KINDS: Final = frozenset({"decision", "fault", "guard", "system"})
+EVENT_KINDS: Final = audit.KINDS
 
 # Fields the caller supplies: the required ones, and the others with their defaults
 # (``detail`` defaults to a fresh empty object).
@@ -86,21 +87,13 @@ CREATE TABLE IF NOT EXISTS events (
 _SCHEMA_VERSION: Final = "1"
 
 
-def canonical_json(event_without_hash: Mapping[str, Any]) -> bytes:
-    """The canonical encoding of docs/api.md, over which an event's hash is computed."""
-    return json.dumps(
-        event_without_hash, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
-
-
 def hash_event(event_without_hash: Mapping[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON of an event without its ``hash`` field.
 
     A ``hash`` key, if present, is left out, so ``hash_event(e) == e["hash"]`` checks a
     stored event.
     """
-    body = {k: v for k, v in event_without_hash.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return audit.hash_event(event_without_hash)
 
 
 def verify_chain(

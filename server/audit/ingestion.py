@@ -8,7 +8,6 @@ mark: every event 1..acked_seq is stored.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core import audit
+from core.outcomes import ALL_OUTCOMES
 from server.errors import BadRequest
 from server.http import validation as v
 from server.storage.db import durable
@@ -27,9 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = 500
 MAX_DETAIL_BYTES = 4096
-GENESIS_HASH = "0" * 64
-KINDS = frozenset({"decision", "fault", "guard", "system"})
-OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential", "fault"})
+GENESIS_HASH = audit.GENESIS_HASH
+KINDS = audit.KINDS
+OUTCOMES = ALL_OUTCOMES
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]{1,128}")
@@ -80,13 +81,6 @@ class IngestResult:
         }
 
 
-def canonical_hash(event: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the canonical JSON of ``event`` without its ``hash`` field."""
-    body = {k: val for k, val in event.items() if k != "hash"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def parse_event(raw: Any, index: int) -> AuditEvent:
     """Validate one event of a batch; ``index`` names it in errors."""
     if not isinstance(raw, dict):
@@ -115,7 +109,7 @@ def parse_event(raw: Any, index: int) -> AuditEvent:
         raise BadRequest(f"{at}wall_time: must be an ISO 8601 timestamp with a UTC offset")
     hash_ = v.req_string(raw, "hash", where=at, pattern=_HEX64)
     try:
-        recomputed = canonical_hash(raw)
+        recomputed = audit.hash_event(raw)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"{at}: not serialisable") from exc
     return AuditEvent(

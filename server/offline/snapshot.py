@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
-import hmac
 import json
 import logging
 import sqlite3
@@ -31,8 +29,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from core import idnumbers as identity
+from core.canonical import canonical_json
 from core.checks import HealthCode, NatResult, Travel, Vaccination
+from core.idnumbers import pseudonym
 from core.policy import SitePolicy, policy_document
 from server.config import ServerConfig
 from server.offline.keys import SigningKey, site_key
@@ -43,16 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_CACHED_SITES = 32
 Clock = Callable[[], datetime]
-
-
-def canonical_json(value: Any) -> bytes:
-    """The bytes a snapshot signature covers."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def pseudonym(key: bytes, id_number: str) -> str:
-    """``HMAC-SHA256(key, normalised ID number)`` hex, as ``device.privacy.pseudonym``."""
-    return hmac.new(key, identity.normalise(id_number).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _blank(local: frozenset[str]) -> dict[str, Any]:
