@@ -17,9 +17,7 @@ from typing import Any
 
 import msgspec
 
-
-class BundleError(ValueError):
-    """A bundle that cannot be used; the message names the key."""
+from core.errors import BundleError
 
 
 class Bundle(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from core.checks import Checks, SourceResult
+from core.errors import PolicyDocumentError
 from core.outcomes import DEFAULT_PROMPTS, Outcome
 
 T = TypeVar("T")
@@ -215,10 +216,6 @@ def policy_document(policy: SitePolicy) -> dict[str, Any]:
             for name, rule in sorted(policy.colours.items())
         }
     return doc
-
-
-class PolicyDocumentError(ValueError):
-    """A policy document (from a snapshot or cached facts) is malformed."""
 
 
 def policy_from_document(doc: Mapping[str, Any]) -> SitePolicy:

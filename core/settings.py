@@ -10,10 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-
-class SettingError(ValueError):
-    """A remote setting is unknown, not a number or out of its bounds."""
-
+from core.errors import SettingError
 
 #: key → (lowest, highest) accepted value.
 REMOTE_SETTINGS: Mapping[str, tuple[float, float]] = MappingProxyType(

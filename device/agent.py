@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.settings import SettingError, check_remote_setting
+from core.errors import SettingError
+from core.settings import check_remote_setting
 from device.acting.voice import Voice
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Decision, Verifier
-from device.errors import KioskError, VoiceError
-from device.link.client import ServerClient, ServerError, jittered
+from device.errors import KioskError, ServerError, VoiceError
+from device.link.client import ServerClient, jittered
 from device.recording.journal import Journal
 from device.recording.uploader import Uploader
 from device.sources.credentials import Credential

@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.bundle import Bundle, BundleError, decode_bundle
+from core.bundle import Bundle, decode_bundle
+from core.errors import BundleError
 from core.outcomes import DEFAULT_PROMPTS
-from device.errors import KioskError
-
-
-class ConfigError(KioskError, ValueError):
-    """The configuration file or the device bundle is invalid."""
+from device.errors import ConfigError
 
 
 @dataclass(frozen=True)

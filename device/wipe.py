@@ -15,7 +15,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from device.config import ConfigError, DeviceConfig
+from device.config import DeviceConfig
+from device.errors import ConfigError
 
 _STATE_FILES = ("journal.db", "cache.db")
 

@@ -24,8 +24,8 @@ from core.idnumbers import mask, normalise
 from core.passes import MAX_VALIDITY_S
 from server.app import create_app
 from server.config import ServerConfig, load_config, resolve_database
-from server.errors import ConfigError, ImportFormatError, SchemaError
-from server.offline.passes import PassRefused, issue_pass
+from server.errors import ConfigError, ImportFormatError, PassRefused, SchemaError
+from server.offline.passes import issue_pass
 from server.storage.db import connect
 from server.verify.demodata import load_demo_data
 from server.verify.importer import KINDS, import_csv

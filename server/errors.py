@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.verify.service import Verification
+
 
 class ServerError(Exception):
     """Base class of every error raised deliberately by ``server``."""
@@ -66,3 +71,13 @@ class EnrolRefused(FleetError, PermissionError):
         super().__init__(detail)
         self.error = error
         self.status = status
+
+
+class PassRefused(ServerError, ValueError):
+    """The person's current decision is not ``pass``: no pass is issued."""
+
+    def __init__(self, verification: Verification) -> None:
+        decision = verification.decision
+        reasons = ",".join(decision.reasons) or "-"
+        super().__init__(f"current outcome is {decision.outcome} ({reasons})")
+        self.verification = verification

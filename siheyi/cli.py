@@ -48,8 +48,8 @@ def _register_reader(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _device_run(args: argparse.Namespace) -> int:
-    from device.config import ConfigError, DeviceConfig
-    from device.errors import KioskError
+    from device.config import DeviceConfig
+    from device.errors import ConfigError, KioskError
     from device.runtime import run_device
 
     try:

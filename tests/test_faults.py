@@ -347,7 +347,8 @@ def test_snapshot_signature_site_and_age_are_checked() -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from device.deciding.snapshot import SnapshotError, canonical_json, verify_snapshot
+    from device.deciding.snapshot import canonical_json, verify_snapshot
+    from device.errors import SnapshotError
 
     key = Ed25519PrivateKey.generate()
     pub = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

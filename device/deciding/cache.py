@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from device.errors import KioskError
+from device.errors import CacheError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,6 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class CacheError(KioskError, OSError):
-    """The kiosk cache could not be read or written."""
 
 
 @dataclass(frozen=True)

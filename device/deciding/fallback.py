@@ -19,15 +19,13 @@ from core.checks import (
     Travel,
     Vaccination,
 )
+from core.errors import PolicyDocumentError
 from core.outcomes import Outcome
-from core.policy import PolicyDocumentError, SitePolicy, decide, policy_from_document
+from core.policy import SitePolicy, decide, policy_from_document
 from device.deciding.cache import parse_time
+from device.errors import FactsError
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class FactsError(ValueError):
-    """Cached facts that cannot be turned into checks (corrupt or from an old format)."""
 
 
 def _status(check: Mapping[str, Any]) -> str:

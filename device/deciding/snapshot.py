@@ -20,14 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core.canonical import canonical_json
 from device.deciding.cache import KioskCache, parse_time
-from device.errors import KioskError
-from device.link.client import ServerClient, ServerError
+from device.errors import KioskError, ServerError, SnapshotError
+from device.link.client import ServerClient
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotError(KioskError, ValueError):
-    """A snapshot that must not be used (bad signature, wrong site, too old, malformed)."""
 
 
 def verify_snapshot(

@@ -22,11 +22,12 @@ from typing import Any
 
 from core.idnumbers import pseudonym
 from core.passes import ReplayGuard, is_pass, verify_pass
-from device.deciding.cache import CacheError, KioskCache, facts_from_checks
+from device.deciding.cache import KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust
-from device.deciding.fallback import FactsError, decide_offline
+from device.deciding.fallback import decide_offline
+from device.errors import CacheError, FactsError, ServerError, ServerRejected
 from device.link.breaker import CircuitBreaker
-from device.link.client import ServerClient, ServerError, ServerRejected
+from device.link.client import ServerClient
 from device.sources.credentials import Credential
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ import aiohttp
 import aiohttp.abc
 
 from core.signing import session_message
-from device.errors import KioskError
+from device.errors import ServerError, ServerRejected, ServerUnavailable
 from device.link.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
@@ -44,30 +44,6 @@ log = logging.getLogger(__name__)
 ConfigListener = Callable[[int, dict[str, Any]], None]
 #: Retry-After values are stretched by up to this fraction so kiosks do not return in step.
 RETRY_JITTER = 0.5
-
-
-class ServerError(KioskError):
-    """The server could not give an answer."""
-
-
-class ServerUnavailable(ServerError, ConnectionError):
-    """The server was unreachable, too slow, failing (5xx) or overloaded (429).
-
-    ``retry_after``: seconds the server asked the kiosk to wait (None when it did not say).
-    """
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ServerRejected(ServerError, ValueError):
-    """The server answered with a 4xx refusal."""
-
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
-        super().__init__(f"server refused ({status} {error}): {detail}")
-        self.status = status
-        self.error = error
 
 
 def jittered(

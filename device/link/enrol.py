@@ -20,9 +20,9 @@ import aiohttp
 
 from core.bundle import Bundle, bundle_text
 from core.signing import enrol_message
-from device.config import ConfigError, DeviceConfig, load_bundle
-from device.errors import KioskError
-from device.link.client import ServerClient, ServerError, tls_context
+from device.config import DeviceConfig, load_bundle
+from device.errors import ConfigError, EnrolError, KioskError, ServerError
+from device.link.client import ServerClient, tls_context
 from device.link.identity import (
     DeviceIdentity,
     new_key,
@@ -34,14 +34,6 @@ from device.link.identity import (
 log = logging.getLogger(__name__)
 
 BUNDLE_NAME = "bundle.json"
-
-
-class EnrolError(KioskError, PermissionError):
-    """The server refused the enrolment; ``error`` is its code (``replay``, ``code_expired``…)."""
-
-    def __init__(self, error: str, detail: str) -> None:
-        super().__init__(f"enrolment refused ({error}): {detail}")
-        self.error = error
 
 
 def normalise_code(code: str) -> str:

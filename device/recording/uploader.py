@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import logging
 
-from device.errors import JournalError
-from device.link.client import ServerClient, ServerError, jittered
+from device.errors import JournalError, ServerError
+from device.link.client import ServerClient, jittered
 from device.recording.journal import Journal
 
 log = logging.getLogger(__name__)

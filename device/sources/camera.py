@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from device.errors import KioskError
+from device.errors import CameraEnded, CameraError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,6 @@ Image = npt.NDArray[np.uint8]
 SourceEvent = Callable[[str, dict[str, Any]], None]
 """Called from a camera thread: camera_lost (stall, or cannot open; once per outage),
 camera_ready (first frame after start or after an outage), camera_ended (end of a file)."""
-
-
-class CameraError(KioskError, OSError):
-    """The camera could not be opened."""
-
-
-class CameraEnded(KioskError, EOFError):
-    """A file source has delivered its last frame."""
 
 
 class Camera(Protocol):

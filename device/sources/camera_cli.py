@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from device.sources.camera import CameraEnded, CaptureThread, OpenCvCamera
+from device.errors import CameraEnded
+from device.sources.camera import CaptureThread, OpenCvCamera
 from device.sources.qrscan import QrScanner
 
 

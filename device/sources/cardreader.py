@@ -21,7 +21,7 @@ from typing import Any
 
 import serial
 
-from device.errors import KioskError
+from device.errors import ReaderError, ReaderStatus, ReaderTimeout
 from device.sources.credentials import Credential
 from device.sources.threaded import ThreadedSource
 from firmware_bridge import idcard, sam
@@ -32,22 +32,6 @@ log = logging.getLogger(__name__)
 
 class _Stopped(Exception):
     """The reader thread was asked to stop."""
-
-
-class ReaderError(KioskError, IOError):
-    """The reader did not answer as the SAM protocol requires."""
-
-
-class ReaderTimeout(ReaderError, TimeoutError):
-    """No complete reply within the command's timeout."""
-
-
-class ReaderStatus(ReaderError):
-    """The SAM answered with a failure status word."""
-
-    def __init__(self, what: str, sw3: int) -> None:
-        super().__init__(f"{what}: SW3 {sw3:02X} ({sam.status_text(sw3)})")
-        self.sw3 = sw3
 
 
 SerialFactory = Callable[..., Any]

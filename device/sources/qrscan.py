@@ -47,7 +47,8 @@ import numpy.typing as npt
 from pyzbar import pyzbar
 from pyzbar.pyzbar import ZBarSymbol
 
-from device.sources.camera import Camera, CameraEnded, CaptureThread, Frame, SourceEvent
+from device.errors import CameraEnded
+from device.sources.camera import Camera, CaptureThread, Frame, SourceEvent
 from device.sources.credentials import Credential
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from device.errors import KioskError
+from device.errors import (
+    CardDataError,
+    CardRemoved,
+    CardStatusError,
+    CardUnresponsive,
+    SsCardError,
+    SsReaderLost,
+)
 from device.sources.credentials import Credential
 from device.sources.threaded import ThreadedSource
 from firmware_bridge.idcard import id_checksum_ok
@@ -84,38 +91,6 @@ def sw_text(sw1: int, sw2: int) -> str:
 def hexify(apdu: Sequence[int]) -> str:
     """``00 A4 04 00 …`` (for error messages about commands, never about card data)."""
     return " ".join(f"{b:02X}" for b in apdu)
-
-
-# -- errors --------------------------------------------------------------------------------
-
-
-class SsCardError(KioskError, IOError):
-    """The social-security card or its reader did not behave as the card spec requires."""
-
-
-class SsReaderLost(SsCardError, ConnectionError):
-    """No usable PC/SC reader (unplugged, pcscd not running, pyscard not installed)."""
-
-
-class CardRemoved(SsCardError):
-    """The card left the reader (or stopped answering) in the middle of a read."""
-
-
-class CardUnresponsive(SsCardError):
-    """A card is in the slot but cannot be powered up or talked to (mute, upside down)."""
-
-
-class CardStatusError(SsCardError):
-    """The card answered a step with a status word other than 90 00."""
-
-    def __init__(self, step: str, sw1: int, sw2: int) -> None:
-        super().__init__(f"{step}: SW {sw1:02X} {sw2:02X} ({sw_text(sw1, sw2)})")
-        self.step = step
-        self.sw = (sw1, sw2)
-
-
-class CardDataError(SsCardError, ValueError):
-    """A response or record is malformed (wrong tag, short record, bytes that are not text)."""
 
 
 # -- the backend protocol ------------------------------------------------------------------
@@ -189,7 +164,7 @@ def command(conn: CardConnection, apdu: list[int], step: str) -> list[int]:
         data, sw1, sw2 = _exchange(conn, [0x00, 0xC0, 0x00, 0x00, sw2])
         collected += data
     if (sw1, sw2) != SW_OK:
-        raise CardStatusError(step, sw1, sw2)
+        raise CardStatusError(step, sw1, sw2, sw_text(sw1, sw2))
     return collected
 
 

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.settings import SettingError, check_remote_setting
+from core.errors import SettingError
+from core.settings import check_remote_setting
 from server.errors import (
     DeviceNotFound,
     DeviceRevoked,

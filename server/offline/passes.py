@@ -26,6 +26,7 @@ import aiohttp
 from core import idnumbers as identity
 from core.passes import MAX_SITE_LEN, MAX_VALIDITY_S, VERSION, sign_pass
 from server.config import ServerConfig
+from server.errors import PassRefused
 from server.offline.keys import SigningKey, signing_key, site_key
 from server.storage.db import Database
 from server.verify.resilience import ResilientSource
@@ -82,16 +83,6 @@ def known_site_key(conn: sqlite3.Connection, site: str) -> str:
     if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
         raise ValueError(f"unknown site {site!r} (no kiosk is registered there)")
     return site_key(conn, site)
-
-
-class PassRefused(ValueError):
-    """The person's current decision is not ``pass``: no pass is issued."""
-
-    def __init__(self, verification: Verification) -> None:
-        decision = verification.decision
-        reasons = ",".join(decision.reasons) or "-"
-        super().__init__(f"current outcome is {decision.outcome} ({reasons})")
-        self.verification = verification
 
 
 async def current_decision(

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from device.errors import CameraEnded, CameraError
 from device.sources.camera import (
-    CameraEnded,
-    CameraError,
     CaptureThread,
     Frame,
     MockCamera,

@@ -24,7 +24,8 @@ from aiohttp.typedefs import Handler
 
 import server.fleet.sessions
 from device.config import load_bundle
-from device.link.client import ServerClient, ServerRejected, ServerUnavailable, jittered
+from device.errors import ServerRejected, ServerUnavailable
+from device.link.client import ServerClient, jittered
 from device.link.identity import PENDING_SUFFIX, DeviceIdentity
 from provisioning import registry
 from provisioning.registry import add_device

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from device.config import ConfigError, DeviceConfig, load_bundle
+from device.config import DeviceConfig, load_bundle
+from device.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

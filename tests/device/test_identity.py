@@ -17,8 +17,9 @@ from cryptography.x509.oid import NameOID
 
 from core import signing
 from device.config import load_bundle
+from device.errors import ServerUnavailable
 from device.link import identity as kiosk
-from device.link.client import ServerClient, ServerUnavailable
+from device.link.client import ServerClient
 from device.link.identity import DeviceIdentity
 from provisioning.registry import add_device
 from server.app import create_app
@@ -56,7 +57,7 @@ def test_keys_stay_out_of_repr(tmp_path: Path) -> None:
 
 
 def test_pre_issue_6_bundle_is_refused_clearly(tmp_path: Path) -> None:
-    from device.config import ConfigError
+    from device.errors import ConfigError
 
     path = tmp_path / "old.json"
     path.write_text('{"device_id": "k-1", "secret": "s", "serial": "S", "site": "a",'

@@ -10,7 +10,8 @@ import pytest
 
 from device.deciding.cache import KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust
-from device.deciding.fallback import FactsError, decide_offline
+from device.deciding.fallback import decide_offline
+from device.errors import FactsError
 from device.link.breaker import CircuitBreaker
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestServer
 
 import server.fleet.sessions
 from device.config import load_bundle
+from device.errors import EnrolError
 from device.link.client import ServerClient
-from device.link.enrol import EnrolError, enrol
+from device.link.enrol import enrol
 from device.link.identity import DeviceIdentity
 from provisioning import registry
 from server.app import create_app

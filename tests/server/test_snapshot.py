@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from core.checks import HealthCode, Travel
 from core.idnumbers import pseudonym as device_pseudonym
-from device.deciding.snapshot import SnapshotError, verify_snapshot
+from device.deciding.snapshot import verify_snapshot
+from device.errors import SnapshotError
 from provisioning.registry import DeviceBundle, add_device
 from server.app import create_app
 from server.appkeys import SIGNING_KEY, SNAPSHOTS
