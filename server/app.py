@@ -23,12 +23,12 @@ from server.appkeys import (
     SourceFactory,
 )
 from server.config import ServerConfig
-from server.fleet import admin
-from server.fleet import device_views as identity_views
+from server.fleet import admin, device_views
 from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
 from server.http import views
 from server.http.auth import auth_middleware
 from server.http.middleware import error_middleware
+from server.http.operations import Operation
 from server.http.ratelimit import ratelimit_middleware
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
@@ -41,23 +41,13 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Connections the shared upstream client keeps open at most, over all upstreams.
 UPSTREAM_CONNECTIONS = 512
 
-ROUTES = [
-    web.get("/healthz", views.healthz),
-    web.post("/v1/verify", views.verify),
-    web.get("/v1/snapshot", views.snapshot),
-    web.post("/v1/audit", views.audit_upload),
-    web.post("/v1/heartbeat", identity_views.heartbeat),
-    # fleet identity (docs/identity.md)
-    web.post("/v1/enrol", identity_views.enrol),
-    web.post("/v1/session/challenge", identity_views.challenge),
-    web.post("/v1/session", identity_views.session),
-    # admin API
-    web.post("/v1/admin/login", admin.login),
-    web.post("/v1/admin/devices", admin.devices_bulk),
-    web.get("/v1/admin/devices", admin.devices_list),
-    web.post("/v1/admin/devices/{serial}/{action}", admin.device_action),
-    web.post("/v1/admin/config", admin.config_set),
-]
+#: Every operation served, in one table (the OpenAPI document is made from it).
+OPERATIONS: tuple[Operation, ...] = (
+    *views.OPERATIONS,
+    *device_views.OPERATIONS,
+    *admin.OPERATIONS,
+)
+ROUTES = [op.route() for op in OPERATIONS]
 
 
 async def _client_session_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from server.fleet import registry as fleet
 from server.fleet.sessions import now_iso, utc_now
 from server.http import validation as v
 from server.http.middleware import json_error
+from server.http.operations import Operation
 from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -256,3 +257,14 @@ async def config_set(request: web.Request) -> web.Response:
     except FleetError as exc:
         raise BadRequest(str(exc)) from exc
     return _json({"config_version": version})
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/v1/admin/login", login, "none", "An admin token for a password"),
+    Operation("POST", "/v1/admin/devices", devices_bulk, "admin", "Bulk upsert of kiosks"),
+    Operation("GET", "/v1/admin/devices", devices_list, "admin", "List kiosks"),
+    Operation(
+        "POST", "/v1/admin/devices/{serial}/{action}", device_action, "admin", "Act on a kiosk"
+    ),
+    Operation("POST", "/v1/admin/config", config_set, "admin", "Set a layered setting"),
+)

@@ -41,6 +41,7 @@ from server.http import validation as v
 from server.http import views
 from server.http.auth import refuse_status, unauthenticated
 from server.http.middleware import json_error
+from server.http.operations import Operation
 from server.offline.keys import server_public_key, site_key
 from server.storage.db import transaction
 
@@ -225,3 +226,11 @@ def _heartbeat_extras(
     if skew_s is not None:
         record_skew(conn, device_id, skew_s)
     return fleet.merged_config(conn, device_id)
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", "/v1/heartbeat", heartbeat, "device", "Kiosk health; remote config"),
+    Operation("POST", "/v1/enrol", enrol, "none", "Register a kiosk key with an enrolment code"),
+    Operation("POST", "/v1/session/challenge", challenge, "none", "A nonce to sign"),
+    Operation("POST", "/v1/session", session, "none", "A signed challenge for a session token"),
+)

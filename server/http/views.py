@@ -16,6 +16,7 @@ from server.audit import ingestion as audit
 from server.errors import BadRequest
 from server.fleet.devices import record_heartbeat
 from server.http import validation as v
+from server.http.operations import Operation
 from server.verify.qr import MAX_TOKEN_LEN, token_ref
 from server.verify.service import Verification, verify_response
 
@@ -153,3 +154,11 @@ async def heartbeat(request: web.Request) -> web.Response:
 def now_utc() -> datetime:
     """The default server clock."""
     return datetime.now(UTC)
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/healthz", healthz, "none", "Liveness and storage health"),
+    Operation("POST", "/v1/verify", verify, "device", "The four-in-one decision for one tap"),
+    Operation("GET", "/v1/snapshot", snapshot, "device", "The site's signed snapshot"),
+    Operation("POST", "/v1/audit", audit_upload, "device", "Upload journal events"),
+)
