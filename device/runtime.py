@@ -105,6 +105,106 @@ def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
     return sources
 
 
+def _server_client(config: DeviceConfig, bundle: Bundle) -> ServerClient:
+    url = config.server_url or bundle.server_url
+    warn_about_transport(url, bundle.tls_ca)
+    identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, Path(config.bundle))
+    return ServerClient(url, identity, tls_ca=bundle.tls_ca)
+
+
+def _voice(config: DeviceConfig, state: Path, player: Player | None) -> Voice:
+    cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
+    renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
+    prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
+    return Voice(renderer, player or make_player(config.voice.player), prompts)
+
+
+def _gate_and_reader(
+    config: DeviceConfig,
+    reader: CredentialSource | bool | None,
+    pin_factory: Any,
+    stack: contextlib.AsyncExitStack,
+) -> tuple[GateActions | None, CredentialSource | None]:
+    """The gate and the ID-card reader: behind an MCU both are the one link (the MCU polls
+    the SAM and drives the relay and lights itself); wired directly they are GPIO and serial.
+    ``reader`` True builds the configured reader; a source replaces it; None/False: none."""
+    if reader is True and config.reader.wiring == "mcu":
+        mcu = McuLink(config.reader.url, baudrate=config.reader.baudrate)
+        return McuGate(mcu, relay_pulse_s=config.gpio.relay_pulse_s), mcu
+    gate: GateActions | None = None
+    if config.gpio.enabled:
+        gpio = config.gpio
+        gate = Gate(
+            gpio.relay_pin,
+            gpio.green_led_pin,
+            gpio.red_led_pin,
+            gpio.buzzer_pin,
+            relay_pulse_s=gpio.relay_pulse_s,
+            active_high=gpio.active_high,
+            pin_factory=pin_factory or make_pin_factory(gpio.pin_factory),
+        )
+        stack.callback(gate.close)
+    if reader is not True:
+        return gate, reader or None
+    r = config.reader
+    return gate, CardReader(
+        r.url,
+        baudrate=r.baudrate,
+        poll_interval_s=r.poll_interval_s,
+        command_timeout_s=r.command_timeout_s,
+        read_timeout_s=r.read_timeout_s,
+        reconnect_interval_s=r.reconnect_interval_s,
+    )
+
+
+def _verifier(
+    config: DeviceConfig, bundle: Bundle, client: ServerClient, cache: KioskCache | None
+) -> Verifier:
+    v = config.verify
+    return Verifier(
+        client,
+        config.voice.prompt,
+        bundle.site_key_bytes,
+        v.deadline_s,
+        cache=cache,
+        breaker=CircuitBreaker(
+            threshold=v.circuit_threshold,
+            cooldown_s=v.circuit_cooldown_s,
+            max_cooldown_s=v.circuit_max_cooldown_s,
+        ),
+        clock=ClockTrust(tolerance_s=v.clock_tolerance_s),
+        server_key_hex=bundle.server_key,
+        site=bundle.site,
+    )
+
+
+def _snapshots(
+    config: DeviceConfig, bundle: Bundle, client: ServerClient, cache: KioskCache | None
+) -> SnapshotLoader | None:
+    if cache is None or not config.cache.snapshot_interval_s or not bundle.server_key:
+        return None
+    return SnapshotLoader(
+        client,
+        cache,
+        server_key_hex=bundle.server_key,
+        site=bundle.site,
+        interval_s=config.cache.snapshot_interval_s,
+    )
+
+
+async def _open_cache(
+    config: DeviceConfig, state: Path, stack: contextlib.AsyncExitStack
+) -> KioskCache | None:
+    if not config.cache.enabled:
+        return None
+    cache = KioskCache(
+        state / "cache.db", max_age_s=config.cache.max_age_s, max_entries=config.cache.max_entries
+    )
+    await cache.open()
+    stack.push_async_callback(cache.close)
+    return cache
+
+
 @contextlib.asynccontextmanager
 async def built_agent(
     config: DeviceConfig,
@@ -127,99 +227,19 @@ async def built_agent(
     state.mkdir(parents=True, exist_ok=True)
     boot_id = uuid.uuid4().hex
     async with contextlib.AsyncExitStack() as stack:
-        if client is None:
-            warn_about_transport(config.server_url or bundle.server_url, bundle.tls_ca)
-            client = ServerClient(
-                config.server_url or bundle.server_url,
-                DeviceIdentity.from_bundle(
-                    bundle.device_id, bundle.private_key, Path(config.bundle)
-                ),
-                tls_ca=bundle.tls_ca,
-            )
+        client = client or _server_client(config, bundle)
         stack.push_async_callback(client.close)
         journal = Journal(
             state / "journal.db", bundle.device_id, boot_id, max_pages=journal_max_pages
         )
         await journal.open()
         stack.push_async_callback(journal.close)
-        cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
-        renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
-        prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
-        voice = Voice(renderer, player or make_player(config.voice.player), prompts)
+        voice = _voice(config, state, player)
         stack.push_async_callback(voice.close)
-        card_reader: CredentialSource | None
-        gate: GateActions | None = None
-        mcu: McuLink | None = None
-        if reader is True and config.reader.wiring == "mcu":
-            # The MCU polls the SAM and drives the relay and lights itself.
-            mcu = McuLink(config.reader.url, baudrate=config.reader.baudrate)
-            gate = McuGate(mcu, relay_pulse_s=config.gpio.relay_pulse_s)
-        elif config.gpio.enabled:
-            gate = Gate(
-                config.gpio.relay_pin,
-                config.gpio.green_led_pin,
-                config.gpio.red_led_pin,
-                config.gpio.buzzer_pin,
-                relay_pulse_s=config.gpio.relay_pulse_s,
-                active_high=config.gpio.active_high,
-                pin_factory=pin_factory or make_pin_factory(config.gpio.pin_factory),
-            )
-            stack.callback(gate.close)
-        if mcu is not None:
-            card_reader = mcu
-        elif reader is True:
-            card_reader = CardReader(
-                config.reader.url,
-                baudrate=config.reader.baudrate,
-                poll_interval_s=config.reader.poll_interval_s,
-                command_timeout_s=config.reader.command_timeout_s,
-                read_timeout_s=config.reader.read_timeout_s,
-                reconnect_interval_s=config.reader.reconnect_interval_s,
-            )
-        else:
-            card_reader = reader or None
-        cache = None
-        if config.cache.enabled:
-            cache = KioskCache(
-                state / "cache.db",
-                max_age_s=config.cache.max_age_s,
-                max_entries=config.cache.max_entries,
-            )
-            await cache.open()
-            stack.push_async_callback(cache.close)
-        verifier = Verifier(
-            client,
-            config.voice.prompt,
-            bundle.site_key_bytes,
-            config.verify.deadline_s,
-            cache=cache,
-            breaker=CircuitBreaker(
-                threshold=config.verify.circuit_threshold,
-                cooldown_s=config.verify.circuit_cooldown_s,
-                max_cooldown_s=config.verify.circuit_max_cooldown_s,
-            ),
-            clock=ClockTrust(tolerance_s=config.verify.clock_tolerance_s),
-            server_key_hex=bundle.server_key,
-            site=bundle.site,
-        )
+        gate, card_reader = _gate_and_reader(config, reader, pin_factory, stack)
+        cache = await _open_cache(config, state, stack)
+        verifier = _verifier(config, bundle, client, cache)
         stack.push_async_callback(verifier.flush)
-        snapshots = None
-        if cache is not None and config.cache.snapshot_interval_s and bundle.server_key:
-            snapshots = SnapshotLoader(
-                client,
-                cache,
-                server_key_hex=bundle.server_key,
-                site=bundle.site,
-                interval_s=config.cache.snapshot_interval_s,
-            )
-        uploader = Uploader(
-            journal,
-            client,
-            interval_s=config.upload.interval_s,
-            batch_size=config.upload.batch_size,
-        )
-        if extra_sources is None:
-            extra_sources = credential_sources(config)
         agent = Agent(
             device_id=bundle.device_id,
             client=client,
@@ -227,13 +247,18 @@ async def built_agent(
             voice=voice,
             gate=gate,
             journal=journal,
-            uploader=uploader,
+            uploader=Uploader(
+                journal,
+                client,
+                interval_s=config.upload.interval_s,
+                batch_size=config.upload.batch_size,
+            ),
             reader=card_reader,
-            extra_sources=extra_sources,
+            extra_sources=credential_sources(config) if extra_sources is None else extra_sources,
             heartbeat_interval_s=config.heartbeat.interval_s,
             boot_id=boot_id,
             fault_prompt=config.voice.prompt("fault"),
-            snapshots=snapshots,
+            snapshots=_snapshots(config, bundle, client, cache),
         )
         client.on_config = agent.apply_config
         stack.push_async_callback(agent.stop)
