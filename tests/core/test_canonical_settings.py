@@ -35,5 +35,5 @@ def test_non_numbers_are_refused(value: object) -> None:
 
 
 def test_unknown_settings_list_the_settable_ones() -> None:
-    with pytest.raises(SettingError, match="verify.deadline_s"):
+    with pytest.raises(SettingError, match=r"verify\.deadline_s"):
         check_remote_setting("gpio.relay_pin", 5)
