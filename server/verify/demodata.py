@@ -71,7 +71,8 @@ def generate_people(n: int, seed: int, now: datetime) -> Rows:
     """Return ``{"health_code": [...], "nat": [...], "vaccination": [...], "travel": [...]}``.
 
     Each list holds importer rows (column → text). Same ``n``, ``seed`` and ``now`` give the
-    same rows. ``now`` must be timezone-aware.
+    same rows (the helpers draw from ``rng`` in a fixed order). ``now`` must be
+    timezone-aware.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -80,74 +81,87 @@ def generate_people(n: int, seed: int, now: datetime) -> Rows:
     rng = random.Random(seed)
     rows: Rows = {kind: [] for kind in SOURCE_NAMES}
     taken: set[str] = set()
-
-    def hours_ago(lo: float, hi: float) -> datetime:
-        return now - timedelta(hours=rng.uniform(lo, hi))
-
     for _ in range(n):
         number = _id_number(rng, taken)
-
-        nat_roll = rng.random()
-        if nat_roll < 0.78:
-            latest: tuple[str, datetime] | None = ("negative", hours_ago(2, 40))
-        elif nat_roll < 0.88:
-            latest = ("negative", hours_ago(50, 200))
-        elif nat_roll < 0.90:
-            latest = ("positive", hours_ago(5, 30))
-        else:
-            latest = None
-        if latest is not None:
-            result, sampled = latest
-            if rng.random() < 0.5:  # an earlier negative test as history
-                earlier = sampled - timedelta(hours=rng.uniform(72, 240))
-                rows["nat"].append(_nat_row(number, earlier, "negative", rng))
-            rows["nat"].append(_nat_row(number, sampled, result, rng))
-
-        code_roll = rng.random()
-        if latest is not None and latest[0] == "positive":
-            colour, reason = "red", "核酸检测阳性"
-        elif code_roll < 0.80:
-            colour, reason = "green", ""
-        elif code_roll < 0.92:
-            colour, reason = "yellow", rng.choice(_YELLOW_REASONS)
-        elif code_roll < 0.97:
-            colour, reason = "red", rng.choice(_RED_REASONS)
-        else:
-            colour, reason = "", ""
-        if colour:
-            rows["health_code"].append(
-                {
-                    "id_number": number,
-                    "colour": colour,
-                    "reason": reason,
-                    "updated_at": _ts(hours_ago(0, 72)),
-                }
-            )
-
-        doses = rng.choices((0, 1, 2, 3), weights=(8, 7, 30, 55))[0]
-        day = date(2021, 3, 1) + timedelta(days=rng.randrange(150))
-        vaccine = rng.choice(_VACCINES)
-        for dose in range(1, doses + 1):
-            rows["vaccination"].append(
-                {
-                    "id_number": number,
-                    "dose": str(dose),
-                    "vaccinated_at": day.isoformat(),
-                    "vaccine": vaccine,
-                }
-            )
-            day += timedelta(days=rng.randrange(21, 57) if dose == 1 else rng.randrange(180, 300))
-
+        latest = _nat_history(rng, number, now, rows["nat"])
+        _health_code(rng, number, now, latest, rows["health_code"])
+        _vaccinations(rng, number, rows["vaccination"])
         flagged = rng.random() < 0.05
         rows["travel"].append(
             {
                 "id_number": number,
                 "flagged": "1" if flagged else "0",
                 "area": rng.choice(_RISK_AREAS) if flagged else "",
-                "updated_at": _ts(hours_ago(0, 24)),
+                "updated_at": _ts(_hours_ago(rng, now, 0, 24)),
             }
         )
     return rows
+
+
+def _hours_ago(rng: random.Random, now: datetime, lo: float, hi: float) -> datetime:
+    return now - timedelta(hours=rng.uniform(lo, hi))
+
+
+def _nat_history(
+    rng: random.Random, number: str, now: datetime, out: list[dict[str, str]]
+) -> tuple[str, datetime] | None:
+    """Most people have a recent negative, some an old one, a few a positive, some none."""
+    roll = rng.random()
+    if roll < 0.78:
+        latest: tuple[str, datetime] | None = ("negative", _hours_ago(rng, now, 2, 40))
+    elif roll < 0.88:
+        latest = ("negative", _hours_ago(rng, now, 50, 200))
+    elif roll < 0.90:
+        latest = ("positive", _hours_ago(rng, now, 5, 30))
+    else:
+        return None
+    assert latest is not None
+    result, sampled = latest
+    if rng.random() < 0.5:  # an earlier negative test as history
+        earlier = sampled - timedelta(hours=rng.uniform(72, 240))
+        out.append(_nat_row(number, earlier, "negative", rng))
+    out.append(_nat_row(number, sampled, result, rng))
+    return latest
+
+
+def _health_code(
+    rng: random.Random,
+    number: str,
+    now: datetime,
+    latest: tuple[str, datetime] | None,
+    out: list[dict[str, str]],
+) -> None:
+    """A positive NAT makes the code red; otherwise mostly green, some yellow or red, a
+    few people with no code at all."""
+    roll = rng.random()
+    if latest is not None and latest[0] == "positive":
+        colour, reason = "red", "核酸检测阳性"
+    elif roll < 0.80:
+        colour, reason = "green", ""
+    elif roll < 0.92:
+        colour, reason = "yellow", rng.choice(_YELLOW_REASONS)
+    elif roll < 0.97:
+        colour, reason = "red", rng.choice(_RED_REASONS)
+    else:
+        return
+    updated = _ts(_hours_ago(rng, now, 0, 72))
+    out.append({"id_number": number, "colour": colour, "reason": reason, "updated_at": updated})
+
+
+def _vaccinations(rng: random.Random, number: str, out: list[dict[str, str]]) -> None:
+    doses = rng.choices((0, 1, 2, 3), weights=(8, 7, 30, 55))[0]
+    day = date(2021, 3, 1) + timedelta(days=rng.randrange(150))
+    vaccine = rng.choice(_VACCINES)
+    for dose in range(1, doses + 1):
+        out.append(
+            {
+                "id_number": number,
+                "dose": str(dose),
+                "vaccinated_at": day.isoformat(),
+                "vaccine": vaccine,
+            }
+        )
+        day += timedelta(days=rng.randrange(21, 57) if dose == 1 else rng.randrange(180, 300))
 
 
 def _nat_row(number: str, sampled: datetime, result: str, rng: random.Random) -> dict[str, str]:
