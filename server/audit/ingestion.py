@@ -11,30 +11,21 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
-from core import audit
-from core.outcomes import ALL_OUTCOMES
+from core import audit, wire
 from server.errors import BadRequest
-from server.http import validation as v
+from server.http.bodies import convert, refuse_clear_ids
 from server.storage.db import durable
 
 log = logging.getLogger(__name__)
 
-MAX_EVENTS = 500
+MAX_EVENTS = wire.MAX_EVENTS
 MAX_DETAIL_BYTES = 4096
 GENESIS_HASH = audit.GENESIS_HASH
-KINDS = audit.KINDS
-OUTCOMES = ALL_OUTCOMES
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX = re.compile(r"[0-9a-f]{1,128}")
-_MASKED = re.compile(r"[0-9A-Za-z*]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -81,70 +72,52 @@ class IngestResult:
         }
 
 
-def parse_event(raw: Any, index: int) -> AuditEvent:
-    """Validate one event of a batch; ``index`` names it in errors."""
-    if not isinstance(raw, dict):
-        raise BadRequest(f"events[{index}]: must be an object")
-    at = f"events[{index}]."
-    # Privacy first: no string anywhere in the event (keys included) may be a clear ID.
-    v.refuse_clear_ids(raw, f"events[{index}]")
-    masked = v.string(raw, "masked_id", where=at, pattern=_MASKED, required=False, nullable=True)
-    if masked is not None and "*" not in masked and len(masked) > 8:
-        raise BadRequest(f"{at}masked_id: must be masked, never a clear ID number")
-    detail = v.obj(raw, "detail", where=at, required=False) or {}
+def parse_event(raw: dict[str, Any], typed: wire.AuditEventIn, index: int) -> AuditEvent:
+    """One event of a batch as it will be stored: ``raw`` is hashed, ``typed`` checked."""
     try:
-        detail_json = json.dumps(detail, sort_keys=True, ensure_ascii=False)
-    except (ValueError, RecursionError) as exc:  # e.g. nested too deep
-        raise BadRequest(f"{at}detail: not serialisable") from exc
-    if len(detail_json.encode("utf-8")) > MAX_DETAIL_BYTES:
-        raise BadRequest(f"{at}detail: larger than {MAX_DETAIL_BYTES} bytes")
-    kind = v.req_string(raw, "kind", where=at, max_len=16)
-    if kind not in KINDS:
-        raise BadRequest(f"{at}kind: must be one of {sorted(KINDS)}")
-    outcome = v.string(raw, "outcome", where=at, max_len=32, required=False, nullable=True)
-    if outcome is not None and outcome not in OUTCOMES:
-        raise BadRequest(f"{at}outcome: must be null or one of {sorted(OUTCOMES)}")
-    wall_time = v.req_string(raw, "wall_time", where=at, max_len=64)
-    if not _is_aware_timestamp(wall_time):
-        raise BadRequest(f"{at}wall_time: must be an ISO 8601 timestamp with a UTC offset")
-    hash_ = v.req_string(raw, "hash", where=at, pattern=_HEX64)
-    try:
+        detail_json = json.dumps(typed.detail or {}, sort_keys=True, ensure_ascii=False)
         recomputed = audit.hash_event(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"{at}: not serialisable") from exc
+    except (ValueError, RecursionError) as exc:  # e.g. nested deeper than json can write
+        raise BadRequest(f"events[{index}]: not serialisable") from exc
+    if len(detail_json.encode("utf-8")) > MAX_DETAIL_BYTES:
+        raise BadRequest(f"events[{index}].detail: larger than {MAX_DETAIL_BYTES} bytes")
     return AuditEvent(
-        seq=v.req_integer(raw, "seq", where=at, lo=1),
-        wall_time=wall_time,
-        mono_ns=v.req_integer(raw, "mono_ns", where=at, lo=0),
-        boot_id=v.req_string(raw, "boot_id", where=at, min_len=1, max_len=64),
-        clock_trusted=v.boolean(raw, "clock_trusted", where=at),
-        kind=kind,
-        outcome=outcome,
-        prompt=v.string(raw, "prompt", where=at, max_len=200, required=False, nullable=True),
-        masked_id=masked,
-        pseudonym=v.string(raw, "pseudonym", where=at, pattern=_HEX, required=False, nullable=True),
-        offline=v.boolean(raw, "offline", where=at),
-        cache_age_s=v.number(raw, "cache_age_s", where=at),
-        latency_ms=v.number(raw, "latency_ms", where=at),
+        seq=typed.seq,
+        wall_time=typed.wall_time,
+        mono_ns=typed.mono_ns,
+        boot_id=typed.boot_id,
+        clock_trusted=typed.clock_trusted,
+        kind=typed.kind,
+        outcome=typed.outcome,
+        prompt=typed.prompt,
+        masked_id=typed.masked_id,
+        pseudonym=typed.pseudonym,
+        offline=typed.offline,
+        cache_age_s=typed.cache_age_s,
+        latency_ms=typed.latency_ms,
         detail_json=detail_json,
-        prev_hash=v.req_string(raw, "prev_hash", where=at, pattern=_HEX64),
-        hash=hash_,
-        hash_ok=recomputed == hash_,
+        prev_hash=typed.prev_hash,
+        hash=typed.hash,
+        hash_ok=recomputed == typed.hash,
     )
 
 
-def _is_aware_timestamp(text: str) -> bool:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return parsed.tzinfo is not None and parsed.utcoffset() is not None
+def parse_batch(body: dict[str, Any]) -> list[AuditEvent]:
+    """Validate a ``POST /v1/audit`` body: 1..500 events in strictly ascending ``seq``.
 
-
-def parse_batch(body: Mapping[str, Any]) -> list[AuditEvent]:
-    """Validate a ``POST /v1/audit`` body: 1..500 events in strictly ascending ``seq``."""
-    raw_events = v.array(body, "events", lo=1, hi=MAX_EVENTS)
-    events = [parse_event(raw, i) for i, raw in enumerate(raw_events)]
+    Privacy first: every event as sent (unknown fields and keys included) is searched for a
+    clear ID number before any field is checked, so no error message can quote one.
+    """
+    raw_events = body.get("events")
+    if isinstance(raw_events, list):
+        for i, raw in enumerate(raw_events):
+            refuse_clear_ids(raw, f"events[{i}]")
+    batch = convert(body, wire.AuditBatch)
+    assert isinstance(raw_events, list)  # the model accepted it as the list of events
+    events = [
+        parse_event(raw, typed, i)
+        for i, (raw, typed) in enumerate(zip(raw_events, batch.events, strict=True))
+    ]
     for before, after in itertools.pairwise(events):
         if after.seq <= before.seq:
             raise BadRequest(f"events: seq must be strictly ascending ({before.seq}, {after.seq})")
@@ -192,6 +165,17 @@ def _stored_hash(conn: sqlite3.Connection, device_id: str, seq: int) -> str:
     return str(row[0])
 
 
+@dataclass
+class _Tally:
+    """What one batch did so far, event by event."""
+
+    stored: int = 0
+    duplicates: int = 0
+    breaks: list[int] = field(default_factory=list)
+    conflicts: list[int] = field(default_factory=list)
+    new_seqs: list[int] = field(default_factory=list)
+
+
 def ingest(
     conn: sqlite3.Connection, device_id: str, events: Sequence[AuditEvent], received_at: str
 ) -> IngestResult:
@@ -203,74 +187,96 @@ def ingest(
     the kiosk may delete it once acknowledged — and reported in ``conflicts`` and
     ``chain_breaks``; the first version stays in ``audit_events``.
     """
-    lo, hi = events[0].seq - 1, events[-1].seq + 1
-    stored = 0
-    duplicates = 0
-    breaks: list[int] = []
-    conflicts: list[int] = []
+    tally = _Tally()
     with durable(conn):
-        known = {
-            row[0]: _Stored(row[1], row[2], row[3])
-            for row in conn.execute(
-                "SELECT seq, hash, prev_hash, chain_ok FROM audit_events"
-                " WHERE device_id = ? AND seq BETWEEN ? AND ?",
-                (device_id, lo, hi),
-            )
-        }
-        new_seqs: list[int] = []
+        known = _known(conn, device_id, events[0].seq - 1, events[-1].seq + 1)
         for ev in events:
-            before = known.get(ev.seq)
-            if before is None:
-                chain_ok = _chain_ok(ev, known)
-                cursor = conn.execute(_INSERT, _row(device_id, ev, received_at, chain_ok))
-                if cursor.rowcount == 1:
-                    stored += 1
-                    new_seqs.append(ev.seq)
-                    known[ev.seq] = _Stored(ev.hash, ev.prev_hash, chain_ok)
-                    if chain_ok == 0:
-                        breaks.append(ev.seq)
-                    continue
-                # stored meanwhile by another server process: compare with that version
-                existing_hash = _stored_hash(conn, device_id, ev.seq)
-            else:
-                existing_hash = before.hash
-            if existing_hash == ev.hash:
-                duplicates += 1
-                continue
-            cursor = conn.execute(
-                _INSERT_CONFLICT, _row(device_id, ev, received_at, int(ev.hash_ok))
-            )
-            if cursor.rowcount == 0:  # this very conflicting version was stored before
-                duplicates += 1
-                continue
-            stored += 1
-            conflicts.append(ev.seq)
-            breaks.append(ev.seq)
-        # A new event may be the missing predecessor of one stored earlier: verify that link.
-        for seq in new_seqs:
-            successor = known.get(seq + 1)
-            if successor is not None and successor.chain_ok is None:
-                ok = int(successor.prev_hash == known[seq].hash)
-                successor.chain_ok = ok
-                conn.execute(
-                    "UPDATE audit_events SET chain_ok = ? WHERE device_id = ? AND seq = ?",
-                    (ok, device_id, seq + 1),
-                )
-                if not ok:
-                    breaks.append(seq + 1)
+            _store(conn, device_id, ev, received_at, known, tally)
+        _check_successors(conn, device_id, known, tally)
         acked = _advance_acked(conn, device_id)
-    if conflicts:
+    _log_trouble(device_id, tally)
+    breaks = tuple(sorted(set(tally.breaks)))
+    return IngestResult(acked, tally.stored, tally.duplicates, breaks, tuple(tally.conflicts))
+
+
+def _known(conn: sqlite3.Connection, device_id: str, lo: int, hi: int) -> dict[int, _Stored]:
+    """The device's stored events around the batch: its seqs and their neighbours."""
+    return {
+        row[0]: _Stored(row[1], row[2], row[3])
+        for row in conn.execute(
+            "SELECT seq, hash, prev_hash, chain_ok FROM audit_events"
+            " WHERE device_id = ? AND seq BETWEEN ? AND ?",
+            (device_id, lo, hi),
+        )
+    }
+
+
+def _store(
+    conn: sqlite3.Connection,
+    device_id: str,
+    ev: AuditEvent,
+    received_at: str,
+    known: dict[int, _Stored],
+    tally: _Tally,
+) -> None:
+    """Store one event as new, count it as a duplicate or keep it apart as a conflict."""
+    before = known.get(ev.seq)
+    if before is None:
+        chain_ok = _chain_ok(ev, known)
+        cursor = conn.execute(_INSERT, _row(device_id, ev, received_at, chain_ok))
+        if cursor.rowcount == 1:
+            tally.stored += 1
+            tally.new_seqs.append(ev.seq)
+            known[ev.seq] = _Stored(ev.hash, ev.prev_hash, chain_ok)
+            if chain_ok == 0:
+                tally.breaks.append(ev.seq)
+            return
+        # stored meanwhile by another server process: compare with that version
+        existing_hash = _stored_hash(conn, device_id, ev.seq)
+    else:
+        existing_hash = before.hash
+    if existing_hash == ev.hash:
+        tally.duplicates += 1
+        return
+    cursor = conn.execute(_INSERT_CONFLICT, _row(device_id, ev, received_at, int(ev.hash_ok)))
+    if cursor.rowcount == 0:  # this very conflicting version was stored before
+        tally.duplicates += 1
+        return
+    tally.stored += 1
+    tally.conflicts.append(ev.seq)
+    tally.breaks.append(ev.seq)
+
+
+def _check_successors(
+    conn: sqlite3.Connection, device_id: str, known: dict[int, _Stored], tally: _Tally
+) -> None:
+    """A new event may be the missing predecessor of one stored earlier: verify that link."""
+    for seq in tally.new_seqs:
+        successor = known.get(seq + 1)
+        if successor is None or successor.chain_ok is not None:
+            continue
+        ok = int(successor.prev_hash == known[seq].hash)
+        successor.chain_ok = ok
+        conn.execute(
+            "UPDATE audit_events SET chain_ok = ? WHERE device_id = ? AND seq = ?",
+            (ok, device_id, seq + 1),
+        )
+        if not ok:
+            tally.breaks.append(seq + 1)
+
+
+def _log_trouble(device_id: str, tally: _Tally) -> None:
+    if tally.conflicts:
         log.warning(
             "device %s sent %d event(s) whose seq is already stored with a different hash"
             " (journal reset?); kept in audit_conflicts: seq %d..%d",
             device_id,
-            len(conflicts),
-            conflicts[0],
-            conflicts[-1],
+            len(tally.conflicts),
+            tally.conflicts[0],
+            tally.conflicts[-1],
         )
-    if breaks:
-        log.warning("device %s audit chain breaks at seq %s", device_id, sorted(set(breaks)))
-    return IngestResult(acked, stored, duplicates, tuple(sorted(set(breaks))), tuple(conflicts))
+    if tally.breaks:
+        log.warning("device %s audit chain breaks at seq %s", device_id, sorted(set(tally.breaks)))
 
 
 def _chain_ok(ev: AuditEvent, known: Mapping[int, _Stored]) -> int | None:

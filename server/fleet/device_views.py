@@ -9,22 +9,17 @@ keys. The heartbeat answer is extended with the kiosk's merged configuration.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import sqlite3
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET
 
-from core.signing import (
-    PUBLIC_KEY_HEX,
-    SIGNATURE_HEX,
-    enrol_message,
-    session_message,
-    signature_ok,
-)
+from core import wire
+from core.signing import enrol_message, session_message, signature_ok
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.errors import EnrolRefused
 from server.fleet import registry as fleet
@@ -37,9 +32,9 @@ from server.fleet.sessions import (
     now_iso,
     record_skew,
 )
-from server.http import validation as v
 from server.http import views
 from server.http.auth import refuse_status, unauthenticated
+from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.offline.keys import server_public_key, site_key
@@ -47,15 +42,10 @@ from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
 
-DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
-CODE = re.compile(r"[A-Za-z0-9 -]{4,32}")
-
 
 async def challenge(request: web.Request) -> web.Response:
     """``POST /v1/session/challenge {device_id}`` → ``{nonce, expires_at, server_time}``."""
-    body = v.parse_object(await request.read())
-    device_id = v.req_string(body, "device_id", pattern=DEVICE_ID, max_len=64)
+    device_id = (await read_body(request, wire.ChallengeRequest)).device_id
     db = request.app[DATABASE]
     state = await db.run(load_state, device_id)
     if state is None:
@@ -90,15 +80,9 @@ def _finish_session(
 
 async def session(request: web.Request) -> web.Response:
     """``POST /v1/session``: a signed challenge → a short-lived session token."""
-    body = v.parse_object(await request.read())
-    device_id = v.req_string(body, "device_id", pattern=DEVICE_ID, max_len=64)
-    nonce = v.req_string(body, "nonce", pattern=NONCE, max_len=64)
-    signature = v.req_string(body, "signature", pattern=SIGNATURE_HEX, max_len=128)
-    sent_time = v.req_integer(body, "time", lo=0, hi=2**40)
-    new_key = v.string(body, "new_public_key", pattern=PUBLIC_KEY_HEX, required=False) or ""
-    new_signature = v.string(
-        body, "new_signature", pattern=SIGNATURE_HEX, max_len=128, required=False
-    )
+    body = await read_body(request, wire.SessionRequest)
+    device_id, nonce, sent_time = body.device_id, body.nonce, body.time
+    new_key, new_signature = body.new_public_key or "", body.new_signature
     db = request.app[DATABASE]
     identity = request.app[CONFIG].identity
     now = sessions.utc_now()
@@ -115,7 +99,7 @@ async def session(request: web.Request) -> web.Response:
     if status != "ok":
         raise unauthenticated(f"challenge {status}: ask for a new one", "bad_nonce")
     message = session_message(device_id, nonce, sent_time, new_key)
-    if not signature_ok(state.public_key, signature, message):
+    if not signature_ok(state.public_key, body.signature, message):
         log.info("bad session signature from device %s", device_id)
         raise unauthenticated("signature does not verify with the registered key", "bad_signature")
     if new_key and not (new_signature and signature_ok(new_key, new_signature, message)):
@@ -178,11 +162,9 @@ def _enrol(
 
 async def enrol(request: web.Request) -> web.Response:
     """``POST /v1/enrol {serial, code, public_key, signature}``: register a kiosk's own key."""
-    body = v.parse_object(await request.read())
-    serial = v.req_string(body, "serial", pattern=fleet.SERIAL, max_len=64)
-    code = fleet.normalise_code(v.req_string(body, "code", pattern=CODE, max_len=32))
-    public_key = v.req_string(body, "public_key", pattern=PUBLIC_KEY_HEX, max_len=64)
-    signature = v.req_string(body, "signature", pattern=SIGNATURE_HEX, max_len=128)
+    body = await read_body(request, wire.EnrolRequest)
+    serial, public_key, signature = body.serial, body.public_key, body.signature
+    code = fleet.normalise_code(body.code)
     if not signature_ok(public_key, signature, enrol_message(serial, code, public_key)):
         raise unauthenticated("signature does not verify with public_key", "bad_signature")
     now = sessions.utc_now()
@@ -203,21 +185,15 @@ async def heartbeat(request: web.Request) -> web.Response:
     A heartbeat carrying ``sent_at`` (kiosk wall clock, unix seconds) also gets
     ``clock_skew_s`` (server minus kiosk).
     """
-    response = await views.heartbeat(request)
-    if response.status != 200 or not isinstance(response.body, bytes):
-        return response
-    answer = json.loads(response.body)
+    beat, now = await views.accept_heartbeat(request)
     skew = None
-    sent = v.parse_object(await request.read()).get("sent_at")
-    if isinstance(sent, int | float) and not isinstance(sent, bool):
-        skew = round(sessions.utc_now().timestamp() - sent, 3)
-        answer["clock_skew_s"] = skew
+    if beat.sent_at is not None:
+        skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
     version, config = await request.app[DATABASE].run(
         _heartbeat_extras, request[DEVICE].device_id, skew
     )
-    answer["config_version"] = version
-    answer["config"] = config
-    return views.json_response(answer)
+    answer = wire.HeartbeatAnswer(now, [], version, config, UNSET if skew is None else skew)
+    return views.json_response(msgspec.to_builtins(answer))
 
 
 def _heartbeat_extras(
@@ -229,8 +205,43 @@ def _heartbeat_extras(
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("POST", "/v1/heartbeat", heartbeat, "device", "Kiosk health; remote config"),
-    Operation("POST", "/v1/enrol", enrol, "none", "Register a kiosk key with an enrolment code"),
-    Operation("POST", "/v1/session/challenge", challenge, "none", "A nonce to sign"),
-    Operation("POST", "/v1/session", session, "none", "A signed challenge for a session token"),
+    Operation(
+        "POST",
+        "/v1/heartbeat",
+        heartbeat,
+        "device",
+        "Kiosk health; remote config",
+        request=wire.Heartbeat,
+        response=wire.HeartbeatAnswer,
+    ),
+    Operation(
+        "POST",
+        "/v1/enrol",
+        enrol,
+        "none",
+        "Register a kiosk key with an enrolment code",
+        request=wire.EnrolRequest,
+        response=wire.EnrolAnswer,
+        errors=(401, 403, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/session/challenge",
+        challenge,
+        "none",
+        "A nonce to sign",
+        request=wire.ChallengeRequest,
+        response=wire.ChallengeAnswer,
+        errors=(401, 403),
+    ),
+    Operation(
+        "POST",
+        "/v1/session",
+        session,
+        "none",
+        "A signed challenge for a session token",
+        request=wire.SessionRequest,
+        response=wire.SessionAnswer,
+        errors=(401, 403, 409),
+    ),
 )

@@ -1,30 +1,29 @@
-"""Request handlers: parse and validate the body, call the domain code, answer JSON."""
+"""Request handlers: decode the body into its :mod:`core.wire` model, call the domain code,
+answer JSON."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from aiohttp import web
 
+from core import wire
 from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, SNAPSHOTS, VERIFIER
 from server.audit import ingestion as audit
 from server.errors import BadRequest
 from server.fleet.devices import record_heartbeat
-from server.http import validation as v
+from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
+from server.http.openapi import openapi_json
 from server.http.operations import Operation
-from server.verify.qr import MAX_TOKEN_LEN, token_ref
+from server.verify.qr import token_ref
 from server.verify.service import Verification, verify_response
 
 log = logging.getLogger(__name__)
 
-TAP_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CREDENTIAL_KINDS = frozenset({"id_card", "ss_card", "qr"})
-CARD_TYPES = frozenset({"resident", "J", "I", "Y"})
 MAX_HEARTBEAT_BYTES = 16 * 1024
 
 _dumps = partial(json.dumps, ensure_ascii=False)
@@ -33,11 +32,6 @@ _dumps = partial(json.dumps, ensure_ascii=False)
 def json_response(body: Any) -> web.Response:
     """A 200 JSON response, UTF-8 without ``\\u`` escapes."""
     return web.json_response(body, dumps=_dumps)
-
-
-async def read_object(request: web.Request) -> dict[str, Any]:
-    """Read the body (bounded by ``client_max_size``) as a JSON object."""
-    return v.parse_object(await request.read())
 
 
 def utc_now_iso(request: web.Request) -> str:
@@ -52,51 +46,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def verify(request: web.Request) -> web.Response:
     """``POST /v1/verify``: the four-in-one decision for one credential."""
-    body = await read_object(request)
-    tap_id = v.req_string(body, "tap_id", pattern=TAP_ID, max_len=64)
-    credential = v.obj(body, "credential")
-    assert credential is not None
-    kind = v.req_string(credential, "kind", where="credential.", max_len=16)
-    if kind not in CREDENTIAL_KINDS:
-        raise BadRequest(f"credential.kind: must be one of {sorted(CREDENTIAL_KINDS)}")
+    body = await read_body(request, wire.VerifyRequest)
     device = request[DEVICE]
     site_policy = request.app[CONFIG].policy_for(device.site)
     now = request.app[CLOCK]()
+    credential = body.credential
     result: Verification
-    if kind == "qr":
+    if isinstance(credential, wire.QrCredential):
         # Opaque: only its length and a short hash are ever logged (server.verify.qr.token_ref).
-        token = v.req_string(credential, "token", where="credential.", max_len=MAX_TOKEN_LEN)
-        if not token:
-            raise BadRequest(f"credential.token: length must be 1..{MAX_TOKEN_LEN}")
-        result = await request.app[VERIFIER].verify_token(token, now, site_policy)
-        log.debug(
-            "verify tap %s device %s qr %s id %s -> %s %s",
-            tap_id,
-            device.device_id,
-            token_ref(token),
-            result.masked_id or "-",
-            result.decision.outcome,
-            ",".join(result.decision.reasons),
+        result = await request.app[VERIFIER].verify_token(credential.token, now, site_policy)
+        seen = f"qr {token_ref(credential.token)} id {result.masked_id or '-'}"
+    else:
+        card_type = credential.card_type or "resident"
+        result = await request.app[VERIFIER].verify(
+            credential.id_number, now, site_policy, card_type=card_type
         )
-        return json_response(verify_response(tap_id, device.site, result, now, site_policy))
-    id_number = v.req_string(credential, "id_number", where="credential.", max_len=32)
-    card_type = v.string(
-        credential, "card_type", where="credential.", max_len=16, required=False, nullable=True
-    )
-    if card_type is None:
-        card_type = "resident"
-    elif card_type not in CARD_TYPES:
-        raise BadRequest(f"credential.card_type: must be one of {sorted(CARD_TYPES)}")
-    result = await request.app[VERIFIER].verify(id_number, now, site_policy, card_type=card_type)
+        seen = f"id {result.masked_id}"
     log.debug(
-        "verify tap %s device %s id %s -> %s %s",
-        tap_id,
+        "verify tap %s device %s %s -> %s %s",
+        body.tap_id,
         device.device_id,
-        result.masked_id,
+        seen,
         result.decision.outcome,
         ",".join(result.decision.reasons),
     )
-    return json_response(verify_response(tap_id, device.site, result, now, site_policy))
+    return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
 
 
 def accepts_gzip(request: web.Request) -> bool:
@@ -132,23 +106,26 @@ async def audit_upload(request: web.Request) -> web.Response:
     return json_response(result.to_json())
 
 
-async def heartbeat(request: web.Request) -> web.Response:
-    """``POST /v1/heartbeat``: remember the device's last status; answer the server time."""
+async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str]:
+    """Check and store a ``POST /v1/heartbeat`` body as the device's last status.
+
+    The body is stored as sent (unknown fields too), so it is searched for clear ID numbers
+    before anything else; the typed copy is returned with the server time it was seen at.
+    """
     body = await read_object(request)
-    v.refuse_clear_ids(body, "")  # the body is stored: never a clear ID number in it
-    v.req_string(body, "boot_id", min_len=1, max_len=64)
-    v.number(body, "uptime_s")
-    v.string(body, "version", max_len=64, required=False)
-    if "clock_trusted" in body:
-        v.boolean(body, "clock_trusted")
-    v.integer(body, "journal_pending", required=False)
-    v.obj(body, "reader", required=False)
+    refuse_clear_ids(body)
+    heartbeat = convert(body, wire.Heartbeat)
     status_json = _dumps(body, sort_keys=True)
     if len(status_json.encode("utf-8")) > MAX_HEARTBEAT_BYTES:
-        raise BadRequest(f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
+        raise BadRequest(f"body: heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
     now = utc_now_iso(request)
     await request.app[DATABASE].run(record_heartbeat, request[DEVICE].device_id, status_json, now)
-    return json_response({"server_time": now, "commands": []})
+    return heartbeat, now
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the spec of every route this server registers."""
+    return web.Response(body=openapi_json(), content_type="application/json", charset="utf-8")
 
 
 def now_utc() -> datetime:
@@ -157,8 +134,33 @@ def now_utc() -> datetime:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "/healthz", healthz, "none", "Liveness and storage health"),
-    Operation("POST", "/v1/verify", verify, "device", "The four-in-one decision for one tap"),
-    Operation("GET", "/v1/snapshot", snapshot, "device", "The site's signed snapshot"),
-    Operation("POST", "/v1/audit", audit_upload, "device", "Upload journal events"),
+    Operation("GET", "/healthz", healthz, "none", "Liveness", response=wire.Health),
+    Operation(
+        "POST",
+        "/v1/verify",
+        verify,
+        "device",
+        "The four-in-one decision for one tap",
+        request=wire.VerifyRequest,
+        response=wire.VerifyResponse,
+        errors=(409,),
+    ),
+    Operation(
+        "GET",
+        "/v1/snapshot",
+        snapshot,
+        "device",
+        "The site's signed snapshot for the offline cache",
+        response=wire.SnapshotDocument,
+    ),
+    Operation(
+        "POST",
+        "/v1/audit",
+        audit_upload,
+        "device",
+        "Upload journal events, idempotently",
+        request=wire.AuditBatch,
+        response=wire.AuditAck,
+    ),
+    Operation("GET", "/v1/openapi.json", openapi, "none", "This API's OpenAPI 3.1 document"),
 )
