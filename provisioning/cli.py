@@ -1,50 +1,72 @@
-"""``kiosk provision …``: fleet administration straight on the server's database file.
+"""``kiosk provision …``: fleet administration, on the server's database or through its API.
 
 Verbs: ``init``, ``site add|list``, ``add`` (one kiosk, or ``--csv`` for thousands),
 ``enrol-code``, ``revoke``, ``quarantine``, ``release``, ``rotate``, ``list``, ``status``,
-``config set|list``. Private keys only ever go into bundle files (0600); stdout shows paths.
-Exit status: 0 done, 1 refused (bad rows, unknown device, bad field, bundle problem),
-2 configuration or database problem.
+``config set|list``. Where the fleet is: ``--database PATH`` or ``--config FILE`` (the
+server's database file, as ``kiosk server`` finds it), else ``--server-url URL`` (the admin
+API, from any machine: ``--admin USER``, the token kept in a 0600 file), else ``siheyi.db``
+here. ``init`` works on the database only: it creates the first administrator. Private keys
+are generated here in both modes and only ever go into bundle files (0600); stdout shows
+paths. Exit status: 0 done, 1 refused (bad rows, unknown device, bad field, bundle problem),
+2 configuration, database, connection or login problem.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from core.wire_admin import ConfigSetRequest
 from provisioning import registry
-from server.cli import DATABASE_ERRORS, add_database_options, config_error, database_error
-from server.config import resolve_database
-from server.errors import ConfigError, FleetError
-from server.fleet import registry as fleet
-from server.storage.db import connect, transaction
+from provisioning.backend import FleetBackend, LocalOpener
+from provisioning.errors import InvalidField, ProvisioningError
+from provisioning.remote import RemoteFleet, password_source
 
 Verb = Callable[[argparse.Namespace], int]
+STATUSES = ("active", "quarantined", "revoked")
 
 
-def _database(args: argparse.Namespace) -> str:
-    return resolve_database(args.config, args.database)
+def _remote(args: argparse.Namespace) -> bool:
+    return bool(args.server_url) and not (args.database or args.config)
 
 
-def _run(args: argparse.Namespace, work: Callable[[str], int]) -> int:
-    """Resolve the database, run ``work``, map errors to messages and exit statuses."""
+def _fleet(args: argparse.Namespace) -> FleetBackend:
+    """The admin API for ``--server-url`` alone, else the local database."""
+    if _remote(args):
+        return RemoteFleet(
+            args.server_url,
+            admin=args.admin,
+            password=password_source(args.password_file),
+            tls_ca=args.tls_ca,
+        )
+    if args.admin or args.password_file:
+        raise InvalidField("--admin and --password-file go with --server-url (remote mode)")
+    fleet: FleetBackend = args.local_fleet(args.config, args.database)
+    return fleet
+
+
+def _bundle_urls(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(override, fallback) of a new bundle's URL: locally ``--server-url`` overrides the
+    fleet's; remotely it names the administrator's route to the server, which is only the
+    fallback when the fleet has no URL of its own."""
+    if _remote(args):
+        return None, args.server_url
+    return args.server_url, registry.DEFAULT_SERVER_URL
+
+
+def _run(args: argparse.Namespace, work: Callable[[FleetBackend], int]) -> int:
+    """Reach the fleet, run ``work``, map errors to messages and exit statuses."""
     try:
-        database = _database(args)
-    except ConfigError as exc:
-        return config_error(exc)
-    try:
-        return work(database)
-    except FleetError as exc:
+        return work(_fleet(args))
+    except ProvisioningError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except DATABASE_ERRORS as exc:
-        return database_error(database, exc)
+        return exc.exit_status
 
 
 class StderrProgress:
@@ -68,70 +90,49 @@ class StderrProgress:
 # --- init, sites -------------------------------------------------------------------------
 
 
-def _password(args: argparse.Namespace) -> str:
-    if args.password_file:
-        return Path(args.password_file).read_text(encoding="utf-8").strip()
-    env = os.environ.get("SIHEYI_ADMIN_PASSWORD")
-    if env:
-        return env
-    if not sys.stdin.isatty():
-        # getpass would fall back to reading stdin with a warning, or die at EOF: a
-        # scripted set-up must say where the password comes from.
-        raise FleetError(
-            "no terminal to ask for the admin password: use --password-file FILE or set "
-            "SIHEYI_ADMIN_PASSWORD"
-        )
-    first = getpass.getpass(f"password for admin {args.admin}: ")
-    if getpass.getpass("again: ") != first:
-        raise FleetError("passwords differ")
-    return first
+def _init(args: argparse.Namespace) -> int:
+    tls_ca = None
+    if args.tls_ca:
+        try:
+            tls_ca = Path(args.tls_ca).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidField(f"--tls-ca {args.tls_ca}: {exc}") from exc
+        if "BEGIN CERTIFICATE" not in tls_ca:
+            raise InvalidField(f"--tls-ca {args.tls_ca}: not a PEM certificate")
+    url = registry.check_url(args.server_url) if args.server_url else None
+    admin = None
+    if args.admin:
+        admin = (args.admin, password_source(args.password_file, confirm=True)(args.admin))
+    fleet = args.local_fleet(args.config, args.database)
+    configured = fleet.init_fleet(server_url=url, tls_ca=tls_ca, admin=admin)
+    print(f"fleet ready in {fleet.database}: server_url {configured or '(not set)'}")
+    if args.admin:
+        print(f"administrator {args.admin} set (argon2id)")
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    """Fleet settings (server URL, fleet CA), the fleet keys, and an administrator."""
-    from server.fleet.admin import create_admin, hash_password
-    from server.offline.keys import signing_key
+    """Fleet settings (server URL, fleet CA), the fleet keys, and an administrator.
 
-    def work(database: str) -> int:
-        tls_ca = ""
-        if args.tls_ca:
-            tls_ca = Path(args.tls_ca).read_text(encoding="utf-8")
-            if "BEGIN CERTIFICATE" not in tls_ca:
-                raise FleetError(f"--tls-ca {args.tls_ca}: not a PEM certificate")
-        password_hash = None
-        if args.admin:
-            try:
-                password_hash = hash_password(_password(args))
-            except ValueError as exc:
-                raise FleetError(str(exc)) from exc
-        with connect(database) as conn, transaction(conn):
-            signing_key(conn)  # site pseudonym keys are created with each site's first bundle
-            if args.server_url:
-                fleet.set_setting(conn, "server_url", registry._check_url(args.server_url))
-            if args.tls_ca:
-                fleet.set_setting(conn, "tls_ca", tls_ca)
-            if args.admin and password_hash:
-                create_admin(conn, args.admin, password_hash, fleet.now_iso())
-            url = fleet.get_setting(conn, "server_url") or "(not set)"
-        print(f"fleet ready in {database}: server_url {url}")
-        if args.admin:
-            print(f"administrator {args.admin} set (argon2id)")
-        return 0
-
-    return _run(args, work)
+    Always on the database: the first administrator cannot log in to create itself.
+    """
+    try:
+        return _init(args)
+    except ProvisioningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
 
 
 def cmd_site(args: argparse.Namespace) -> int:
     """``site add NAME…`` / ``site list``."""
 
-    def work(database: str) -> int:
-        with connect(database) as conn, transaction(conn):
-            if args.site_verb == "add":
-                added = fleet.add_sites(conn, args.names)
-                print(f"{len(added)} site(s) added, {len(args.names) - len(added)} existed")
-            else:
-                for site in fleet.list_sites(conn):
-                    print(site)
+    def work(fleet: FleetBackend) -> int:
+        if args.site_verb == "add":
+            added = fleet.add_sites(args.names).added
+            print(f"{len(added)} site(s) added, {len(args.names) - len(added)} existed")
+        else:
+            for site in fleet.list_sites().sites:
+                print(site)
         return 0
 
     return _run(args, work)
@@ -149,14 +150,16 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"error: add needs --csv FILE, or {', '.join(missing)}", file=sys.stderr)
         return 2
 
-    def work(database: str) -> int:
+    def work(fleet: FleetBackend) -> int:
+        override, fallback = _bundle_urls(args)
         bundle = registry.add_device(
-            database,
+            fleet,
             args.serial,
             args.site,
             args.gate,
             args.location,
-            server_url=args.server_url,
+            server_url=override,
+            fallback_url=fallback,
             rekey=args.rekey,
             bundle_path=args.bundle,
         )
@@ -171,12 +174,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 def _add_csv(args: argparse.Namespace) -> int:
     progress = StderrProgress(args.progress or sys.stderr.isatty())
 
-    def work(database: str) -> int:
+    def work(fleet: FleetBackend) -> int:
+        override, fallback = _bundle_urls(args)
         result = registry.add_from_csv(
-            database,
+            fleet,
             args.csv,
             bundle_dir=args.bundle_dir,
-            server_url=args.server_url,
+            server_url=override,
+            fallback_url=fallback,
             create_sites=args.create_sites,
             dry_run=args.dry_run,
             all_or_nothing=args.all_or_nothing,
@@ -184,14 +189,14 @@ def _add_csv(args: argparse.Namespace) -> int:
         )
         report = result.report
         if args.json:
-            print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+            _print_json(report)
         else:
             for error in report.errors:
                 print(f"{args.csv}: {error.error}")
             verb = "would be" if not result.applied else "were"
             print(
-                f"{len(report.results)} row(s): {report.count('created')} created,"
-                f" {report.count('updated')} updated, {report.count('unchanged')} unchanged,"
+                f"{result.rows} row(s): {report.created} created,"
+                f" {report.updated} updated, {report.unchanged} unchanged,"
                 f" {len(report.errors)} refused; changes {verb} applied"
                 + ("" if result.applied else " (nothing written)")
             )
@@ -202,14 +207,18 @@ def _add_csv(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
+def _print_json(value: Any) -> None:
+    print(json.dumps(msgspec.to_builtins(value), ensure_ascii=False, indent=2))
+
+
 # --- per-device verbs ----------------------------------------------------------------------
 
 
 def cmd_enrol_code(args: argparse.Namespace) -> int:
     """A single-use, short-lived enrolment code for a registered serial."""
 
-    def work(database: str) -> int:
-        code, expires = registry.issue_enrol_code(database, args.serial, args.ttl * 60)
+    def work(fleet: FleetBackend) -> int:
+        code, expires = registry.issue_enrol_code(fleet, args.serial, args.ttl * 60)
         print(f"enrolment code for {args.serial}: {code} (single use, expires {expires})")
         return 0
 
@@ -218,8 +227,8 @@ def cmd_enrol_code(args: argparse.Namespace) -> int:
 
 def _status_verb(status: str, verb: str) -> Verb:
     def cmd(args: argparse.Namespace) -> int:
-        def work(database: str) -> int:
-            record = registry.set_status(database, args.serial_or_id, status)
+        def work(fleet: FleetBackend) -> int:
+            record = registry.set_status(fleet, args.serial_or_id, status)
             print(f"{verb} device {record.device_id} (serial {record.serial})")
             return 0
 
@@ -232,8 +241,8 @@ def _status_verb(status: str, verb: str) -> Verb:
 def cmd_rotate(args: argparse.Namespace) -> int:
     """Admin-initiated key rotation: sessions end; the kiosk must register a new key."""
 
-    def work(database: str) -> int:
-        record = registry.request_rotation(database, args.serial_or_id)
+    def work(fleet: FleetBackend) -> int:
+        record = registry.request_rotation(fleet, args.serial_or_id)
         print(
             f"rotation requested for device {record.device_id} (serial {record.serial}):"
             " its next session must register a new key"
@@ -243,7 +252,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return _run(args, work)
 
 
-def _filters(args: argparse.Namespace) -> dict[str, Any]:
+def _filters(args: argparse.Namespace) -> dict[str, str | None]:
     return {
         "site": args.site,
         "gate": args.gate,
@@ -255,10 +264,10 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     """List devices as a table or JSON."""
 
-    def work(database: str) -> int:
-        devices = registry.list_devices(database, **_filters(args))
+    def work(fleet: FleetBackend) -> int:
+        devices = registry.list_devices(fleet, **_filters(args))
         if args.json:
-            print(json.dumps([d.to_json() for d in devices], ensure_ascii=False, indent=2))
+            _print_json(devices)
             return 0
         print(
             f"{'DEVICE':<14} {'SERIAL':<20} {'SITE':<16} {'GATE':<8} {'STATUS':<12}"
@@ -279,11 +288,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Online/offline (last heartbeat), software versions and clock skew."""
 
-    def work(database: str) -> int:
-        devices = registry.list_devices(database, **_filters(args))
+    def work(fleet: FleetBackend) -> int:
+        devices = registry.list_devices(fleet, **_filters(args))
         rows = registry.status_rows(devices, args.offline_after)
         if args.json:
-            print(json.dumps(rows, ensure_ascii=False, indent=2))
+            _print_json(rows)
             return 0
         online = sum(1 for r in rows if r["online"])
         versions: dict[str, int] = {}
@@ -305,23 +314,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     """``config set KEY VALUE --fleet|--site S|--device SERIAL`` / ``config list``."""
 
-    def work(database: str) -> int:
-        with connect(database) as conn, transaction(conn):
-            if args.config_verb == "list":
-                print(json.dumps(fleet.config_layers(conn), ensure_ascii=False, indent=2))
-                return 0
-            try:
-                value = json.loads(args.value)
-            except ValueError:
-                value = args.value  # a bare word is a string
-            if args.site:
-                scope, target = "site", args.site
-            elif args.device:
-                scope, target = "device", args.device
-            else:
-                scope, target = "fleet", ""
-            version = fleet.set_config(conn, scope, target, args.key, value)
-        where = scope if scope == "fleet" else f"{scope} {target}"
+    def work(fleet: FleetBackend) -> int:
+        if args.config_verb == "list":
+            _print_json(fleet.config().layers)
+            return 0
+        try:
+            value = json.loads(args.value)
+        except ValueError:
+            value = args.value  # a bare word is a string
+        if args.site:
+            request = ConfigSetRequest(scope="site", target=args.site, key=args.key, value=value)
+        elif args.device:
+            request = ConfigSetRequest(
+                scope="device", target=args.device, key=args.key, value=value
+            )
+        else:
+            request = ConfigSetRequest(scope="fleet", key=args.key, value=value)
+        version = fleet.set_config(request).config_version
+        where = "fleet" if request.scope == "fleet" else f"{request.scope} {request.target}"
         print(f"{args.key} set for {where}; fleet config version {version}")
         return 0
 
@@ -343,16 +353,46 @@ VERBS: dict[str, Verb] = {
 }
 
 
+def _add_location_options(parser: argparse.ArgumentParser, *, has_url: bool = False) -> None:
+    """Where the fleet is: the database (``--config``/``--database``) or the admin API."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the server's TOML configuration; its [server] database is used",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="PATH",
+        help="the server's SQLite file (overrides the config; default siheyi.db here)",
+    )
+    if not has_url:
+        parser.add_argument(
+            "--server-url", metavar="URL", help="remote mode: the server's admin API"
+        )
+    parser.add_argument("--admin", metavar="USER", help="remote mode: log in as this admin")
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="remote mode: the admin password (else $SIHEYI_ADMIN_PASSWORD, else a prompt)",
+    )
+    parser.add_argument(
+        "--tls-ca", metavar="FILE", help="remote mode: CA (PEM) for the server's certificate"
+    )
+
+
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site")
     parser.add_argument("--gate")
-    parser.add_argument("--status", choices=fleet.STATUSES)
+    parser.add_argument("--status", choices=STATUSES)
     parser.add_argument("--serial-prefix", metavar="PREFIX")
     parser.add_argument("--json", action="store_true")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``provision`` and its verbs to the top-level ``kiosk`` parser."""
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], local: LocalOpener
+) -> None:
+    """Add ``provision`` and its verbs to the top-level ``kiosk`` parser; ``local`` opens the
+    fleet's database (the command line that owns both packages supplies it)."""
     provision = subparsers.add_parser("provision", help="fleet: register, enrol, revoke kiosks")
     verbs = provision.add_subparsers(dest="provision_verb", metavar="VERB", required=True)
     parsers: dict[str, argparse.ArgumentParser] = {}
@@ -389,7 +429,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--site")
     add.add_argument("--gate", default="")
     add.add_argument("--location", default="")
-    add.add_argument("--server-url", metavar="URL", help="default: the fleet's (init)")
+    add.add_argument(
+        "--server-url",
+        metavar="URL",
+        help="the URL in the bundle (default: the fleet's); alone: remote mode, the admin API",
+    )
     add.add_argument("--bundle", metavar="FILE", help="bundle file to write")
     add.add_argument(
         "--rekey", "--rotate-secret", action="store_true", help="give an existing serial a new key"
@@ -432,8 +476,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     site_list = site_verbs.choices["list"]
     config_list = config_verbs.choices["list"]
     for name, parser in parsers.items():
-        parser.set_defaults(func=VERBS[name])
-        if name not in ("site", "config"):
-            add_database_options(parser)
+        parser.set_defaults(func=VERBS[name], local_fleet=local)
+        if name == "init":
+            parser.add_argument("--config", metavar="FILE", help="the server's configuration")
+            parser.add_argument("--database", metavar="PATH", help="the server's SQLite file")
+        elif name not in ("site", "config"):
+            _add_location_options(parser, has_url=name == "add")
     for leaf in (site_add, site_list, config_set, config_list):
-        add_database_options(leaf)
+        _add_location_options(leaf)

@@ -2,14 +2,16 @@
 their bundles, revoke, quarantine, rotate, list.
 
 A kiosk's identity is its own Ed25519 key pair (docs/identity.md). Provisioning generates the
-pair for bulk bundles; the server only ever stores the public half. A bundle is one JSON file
-per kiosk, mode 0600: device id, serial, placement, server URL, the pseudonym key of the
-kiosk's own site (field ``site_key``; ``fleet_key`` before, still written for old kiosks),
-the server's snapshot public key, the fleet CA (PEM, optional) and the kiosk's private key.
-There is no fleet-wide secret in a bundle: the pseudonym key is per site, only keys the HMAC
-pseudonyms of that site's cache, journal and snapshots, and authenticates nothing.
+pair, here on the administrator's machine in both modes; the fleet only ever receives the
+public half. A bundle is one JSON file per kiosk, mode 0600: device id, serial, placement,
+server URL, the pseudonym key of the kiosk's own site (field ``site_key``; ``fleet_key``
+before, still written for old kiosks), the server's snapshot public key, the fleet CA (PEM,
+optional) and the kiosk's private key. There is no fleet-wide secret in a bundle: the
+pseudonym key is per site, only keys the HMAC pseudonyms of that site's cache, journal and
+snapshots, and authenticates nothing.
 
-The SQL lives in :mod:`server.fleet.registry`, shared with the server's admin API.
+Every function takes a :class:`~provisioning.backend.FleetBackend`: the server's database
+(local) or its admin API (remote).
 """
 
 from __future__ import annotations
@@ -19,30 +21,31 @@ import io
 import os
 import secrets
 import shutil
-import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from core.bundle import Bundle, bundle_text
-from provisioning import keygen
-from server.errors import (
-    BundleError,
-    DeviceRevoked,
-    InvalidField,
-    RowError,
-    SerialExists,
+from core.wire_admin import (
+    BulkAnswer,
+    BulkRequest,
+    DeviceAction,
+    DeviceInfo,
+    Registered,
+    RegisterRequest,
+    RowFailure,
 )
-from server.fleet import registry as fleet
-from server.fleet.registry import BulkReport, DeviceRecord, DeviceRow
-from server.offline.keys import server_public_key, site_key
-from server.storage.db import connect, transaction
+from provisioning import keygen
+from provisioning.backend import FleetBackend
+from provisioning.errors import BundleError, CsvFormatError, DeviceNotFound, InvalidField
 
 __all__ = [
-    "BulkReport",
+    "CsvResult",
     "DeviceBundle",
     "DeviceRecord",
     "add_device",
@@ -55,112 +58,100 @@ __all__ = [
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
 Progress = Callable[[str, int, int], None]
-
+#: A CSV row: its fields by column name, or why it cannot be used (``row N: …``).
+CsvRow = dict[str, str] | str
 
 #: A kiosk's bundle, as :mod:`core.bundle` defines it for both ends.
 DeviceBundle = Bundle
+#: A device as the fleet reports it (never a key).
+DeviceRecord = DeviceInfo
 
 
-def _check_url(server_url: str) -> str:
+def check_url(server_url: str) -> str:
+    """An http(s) URL with a host, without a trailing slash."""
     url = urlsplit(server_url)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise InvalidField(f"server_url must be an http(s) URL, got {server_url!r}")
     return server_url.rstrip("/")
 
 
-def _fleet_defaults(conn: sqlite3.Connection, server_url: str | None) -> tuple[str, str, str]:
-    """(server_url, server_key, tls_ca) for new bundles; the pseudonym key is per site
-    (:func:`server.offline.keys.site_key`)."""
-    url = server_url or fleet.get_setting(conn, "server_url") or DEFAULT_SERVER_URL
-    return (
-        _check_url(url),
-        server_public_key(conn),
-        fleet.get_setting(conn, "tls_ca"),
+def _bundle(
+    registered: Registered, site_key: str, url: str, pair: tuple[bytes, bytes]
+) -> DeviceBundle:
+    private, public = pair
+    return DeviceBundle(
+        device_id=registered.device_id,
+        serial=registered.serial,
+        site=registered.site,
+        gate=registered.gate,
+        server_url=url,
+        site_key=site_key,
+        server_key=registered.server_key,
+        private_key=private.hex(),
+        public_key=public.hex(),
+        tls_ca=registered.tls_ca,
     )
 
 
+# --- one kiosk ---------------------------------------------------------------------------
+
+
 def add_device(
-    database: str | Path,
+    fleet: FleetBackend,
     serial: str,
     site: str,
     gate: str = "",
     location: str = "",
     *,
     server_url: str | None = None,
+    fallback_url: str = DEFAULT_SERVER_URL,
     rekey: bool = False,
     rotate_secret: bool = False,
     bundle_path: str | Path | None = None,
 ) -> DeviceBundle:
     """Register one kiosk by serial with a fresh key pair and return its bundle.
 
-    The site is created if needed. An existing serial raises :class:`SerialExists` unless
-    ``rekey`` (old name: ``rotate_secret``) is set: then the device keeps its id, gets a new
-    key pair (the old key and its sessions stop working) and its placement is updated. A
-    revoked device cannot be re-keyed.
+    The bundle's URL is ``server_url``, else the fleet's configured one, else
+    ``fallback_url``. The site is created if needed. An existing serial is refused
+    (:class:`~provisioning.errors.SerialExists`) unless ``rekey`` (old name:
+    ``rotate_secret``): then the device keeps its id, gets a new key pair (the old key and its
+    sessions stop working) and its placement is updated. A revoked device cannot be re-keyed.
 
     With ``bundle_path`` the bundle is also written there (0600), all or nothing: a temporary
-    file next to the target is filled and synced inside the registration transaction and
-    renamed into place after the commit. An existing ``bundle_path`` is refused
-    (:class:`BundleError`) unless re-keying.
+    file next to the target is created first (an unwritable place fails before anything is
+    registered), filled and synced before the registration commits where the fleet allows it
+    (locally), and renamed into place afterwards. An existing ``bundle_path`` is refused
+    (:class:`~provisioning.errors.BundleError`) unless re-keying.
     """
     rekey = rekey or rotate_secret
-    row = fleet.device_row({"serial": serial, "site": site, "gate": gate, "location": location})
-    serial = row.serial
     if server_url is not None:
-        _check_url(server_url)
-    key_private, key_public = keygen.generate_raw(1)[0]
+        check_url(server_url)
+    pair = keygen.generate_raw(1)[0]
+    request = RegisterRequest(
+        site=site, gate=gate, location=location, public_key=pair[1].hex(), rekey=rekey
+    )
     staged = _StagedBundle(Path(bundle_path)) if bundle_path is not None else None
+    if staged is not None and not fleet.atomic and not rekey:
+        staged.refuse_existing()  # the server commits before the hook: refuse up front
+    made: list[DeviceBundle] = []
+
+    def before_commit(registered: Registered) -> None:
+        url = check_url(server_url or registered.server_url or fallback_url)
+        made.append(_bundle(registered, registered.site_key, url, pair))
+        if staged is not None:
+            if not rekey:
+                staged.refuse_existing()
+            staged.write(made[0], registered=not fleet.atomic)
+
     try:
-        with connect(database) as conn, transaction(conn):
-            url, server_key, tls_ca = _fleet_defaults(conn, server_url)
-            fleet.add_sites(conn, [row.site])
-            pseudonym_key = site_key(conn, row.site)
-            existing = conn.execute(
-                "SELECT device_id, status FROM devices WHERE serial = ?", (row.serial,)
-            ).fetchone()
-            if existing is None:
-                report = fleet.upsert_devices(
-                    conn, [(1, replace(row, public_key=key_public.hex()))], create_sites=True
-                )
-                device_id = report.results[0].device_id
-                assert device_id is not None
-            elif not rekey:
-                raise SerialExists(f"serial exists: {serial} is device {existing[0]} (use --rekey)")
-            elif existing[1] == "revoked":
-                raise DeviceRevoked(f"device {existing[0]} (serial {serial}) is revoked")
-            else:
-                device_id = existing[0]
-                conn.execute(
-                    "UPDATE devices SET site = ?, gate = ?, location = ? WHERE device_id = ?",
-                    (row.site, row.gate, row.location, device_id),
-                )
-                fleet.replace_key(conn, device_id, key_public.hex())
-            bundle = DeviceBundle(
-                device_id=device_id,
-                serial=row.serial,
-                site=row.site,
-                gate=row.gate,
-                server_url=url,
-                site_key=pseudonym_key,
-                server_key=server_key,
-                private_key=key_private.hex(),
-                public_key=key_public.hex(),
-                tls_ca=tls_ca,
-            )
-            if staged is not None:
-                if staged.target.exists() and not rekey:
-                    raise BundleError(
-                        f"bundle exists: {staged.target} (it may hold another kiosk's key;"
-                        " remove it or use --rekey)"
-                    )
-                staged.write(bundle)  # before the commit: a failure here rolls back
+        fleet.register(serial, request, before_commit)
     except BaseException:
         if staged is not None:
             staged.discard()
         raise
     if staged is not None:
         staged.publish()
-    return bundle
+    return made[0]
 
 
 class _StagedBundle:
@@ -176,7 +167,17 @@ class _StagedBundle:
         except OSError as exc:
             raise BundleError(f"cannot write bundle {target}: {exc.strerror or exc}") from exc
 
-    def write(self, bundle: DeviceBundle) -> None:
+    def refuse_existing(self) -> None:
+        """A new kiosk's bundle never replaces a file that may hold another kiosk's key."""
+        if self.target.exists():
+            self.discard()
+            raise BundleError(
+                f"bundle exists: {self.target} (it may hold another kiosk's key;"
+                " remove it or use --rekey)"
+            )
+
+    def write(self, bundle: DeviceBundle | Mapping[str, Any], *, registered: bool = False) -> None:
+        """Fill and sync the temporary file; ``registered``: the fleet already committed."""
         assert self._fd is not None
         fd, self._fd = self._fd, None
         try:
@@ -186,7 +187,10 @@ class _StagedBundle:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as exc:
-            raise BundleError(f"cannot write bundle {self.target}: {exc.strerror or exc}") from exc
+            done = " (the device is registered: add it again with --rekey)" if registered else ""
+            raise BundleError(
+                f"cannot write bundle {self.target}: {exc.strerror or exc}{done}"
+            ) from exc
 
     def publish(self) -> None:
         try:
@@ -204,27 +208,28 @@ class _StagedBundle:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_bundle(bundle: DeviceBundle, path: str | Path) -> Path:
+def write_bundle(bundle: DeviceBundle | Mapping[str, Any], path: str | Path) -> Path:
     """Write ``bundle`` as JSON, readable by its owner only (0600), atomically."""
-    from device.link.identity import write_private_file
-
-    return write_private_file(Path(path), bundle_text(bundle))
+    staged = _StagedBundle(Path(path))
+    try:
+        staged.write(bundle)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.publish()
+    return staged.target
 
 
 # --- bulk: CSV ---------------------------------------------------------------------------
 
 
-class CsvFormatError(InvalidField):
-    """The CSV file cannot be used at all (unreadable, no header, no serial/site column)."""
+def read_device_csv(path: str | Path) -> list[tuple[int, CsvRow]]:
+    """Read a device CSV (``serial,site,gate,location[,…]``) into rows by line number.
 
-
-def read_device_csv(path: str | Path) -> list[tuple[int, DeviceRow | RowError]]:
-    """Parse a device CSV (``serial,site,gate,location[,…]``) into validated rows.
-
-    Row numbers are CSV line numbers (header = 1). Extra columns are kept per device as
-    ``extra``. A row with more or fewer fields than the header, or an invalid field, is a
-    :class:`RowError` for that row; a file without a usable header raises
-    :class:`CsvFormatError`.
+    Row numbers are CSV line numbers (header = 1). A row with more or fewer fields than the
+    header is refused here (``row N: …``); the fields themselves are checked by the fleet,
+    so that both modes refuse the same rows with the same words. A file without a usable
+    header raises :class:`CsvFormatError`.
     """
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -233,150 +238,236 @@ def read_device_csv(path: str | Path) -> list[tuple[int, DeviceRow | RowError]]:
     except OSError as exc:
         raise CsvFormatError(f"{path}: {exc.strerror or exc}") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise CsvFormatError(
-            f"{path}: empty file (expected a header serial,site,gate,location)"
-        ) from None
-    except csv.Error as exc:
-        raise CsvFormatError(f"{path}: line 1: {exc}") from exc
-    header = [h.strip() for h in header]
-    missing = [c for c in ("serial", "site") if c not in header]
-    if missing:
-        raise CsvFormatError(f"{path}: header lacks column(s) {', '.join(missing)}")
-    duplicates = sorted({h for h in header if header.count(h) > 1})
-    if duplicates or "" in header:
-        raise CsvFormatError(f"{path}: header has empty or repeated column names {duplicates}")
-    rows: list[tuple[int, DeviceRow | RowError]] = []
+    header = _csv_header(reader, path)
+    rows: list[tuple[int, CsvRow]] = []
     while True:
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            rows.append((reader.line_num, RowError(f"row {reader.line_num}: {exc}")))
+            rows.append((reader.line_num, f"row {reader.line_num}: {exc}"))
             break
         line = reader.line_num
         if not fields or fields == [""]:
             continue
         if len(fields) != len(header):
-            rows.append(
-                (line, RowError(f"row {line}: {len(fields)} fields, the header has {len(header)}"))
-            )
-            continue
-        try:
-            rows.append((line, fleet.device_row(dict(zip(header, fields, strict=True)))))
-        except InvalidField as exc:
-            rows.append((line, RowError(f"row {line}: {exc}")))
+            rows.append((line, f"row {line}: {len(fields)} fields, the header has {len(header)}"))
+        else:
+            rows.append((line, dict(zip(header, fields, strict=True))))
     return rows
+
+
+def _csv_header(reader: Any, path: str | Path) -> list[str]:
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise CsvFormatError(
+            f"{path}: empty file (expected a header serial,site,gate,location)"
+        ) from None
+    except csv.Error as exc:
+        raise CsvFormatError(f"{path}: line 1: {exc}") from exc
+    missing = [c for c in ("serial", "site") if c not in header]
+    if missing:
+        raise CsvFormatError(f"{path}: header lacks column(s) {', '.join(missing)}")
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates or "" in header:
+        raise CsvFormatError(f"{path}: header has empty or repeated column names {duplicates}")
+    return header
 
 
 @dataclass
 class CsvResult:
     """A bulk add: the per-row report and where the new bundles went."""
 
-    report: BulkReport
+    report: BulkAnswer
     bundles: list[Path] = field(default_factory=list)
     applied: bool = True
 
+    @property
+    def rows(self) -> int:
+        """How many rows the report covers."""
+        return len(self.report.devices) + len(self.report.errors)
+
 
 def add_from_csv(
-    database: str | Path,
+    fleet: FleetBackend,
     csv_path: str | Path,
     *,
     bundle_dir: str | Path | None = None,
     server_url: str | None = None,
+    fallback_url: str = DEFAULT_SERVER_URL,
     create_sites: bool = False,
     dry_run: bool = False,
     all_or_nothing: bool = False,
     progress: Progress | None = None,
 ) -> CsvResult:
-    """Upsert the devices of a CSV file keyed by serial, in one transaction.
+    """Upsert the devices of a CSV file keyed by serial, in one request (one transaction).
 
     Bad rows are reported (row number, serial, reason) and skipped; the others are applied
     together, or — with ``all_or_nothing`` — nothing is applied when any row is bad. With
-    ``bundle_dir`` every *new* device gets a key pair and a bundle ``<serial>.json`` (0600)
-    there; without it new devices are pre-registered and enrol on the kiosk with a code.
-    Bundles are written to a staging directory inside the transaction and moved into place
-    after the commit, so a failure leaves neither registrations nor bundles behind.
+    ``bundle_dir`` every *new* device without a public key in the file gets a key pair and a
+    bundle ``<serial>.json`` (0600) there; without it new devices are pre-registered and enrol
+    on the kiosk with a code. Bundles are written to a staging directory before the commit
+    where the fleet allows it (locally) and moved into place after it, so a failure leaves
+    neither registrations nor bundles behind.
     """
     note = progress or (lambda stage, done, total: None)
     rows = read_device_csv(csv_path)
     note("validated", len(rows), len(rows))
-    out_dir = Path(bundle_dir) if bundle_dir is not None else None
     if server_url is not None:
-        _check_url(server_url)
-    with connect(database) as conn, transaction(conn):
-        preview = fleet.upsert_devices(conn, rows, create_sites=create_sites, dry_run=True)
-        created = {r.serial for r in preview.results if r.action == "created"}
-        if out_dir is not None:
-            rows = [
-                (n, RowError(f"row {n}: bundle file {out_dir / (item.serial + '.json')} exists"))
-                if isinstance(item, DeviceRow)
-                and item.serial in created
-                and (out_dir / f"{item.serial}.json").exists()
-                else (n, item)
-                for n, item in rows
-            ]
-            preview = fleet.upsert_devices(conn, rows, create_sites=create_sites, dry_run=True)
-            created = {r.serial for r in preview.results if r.action == "created"}
-        if dry_run or (all_or_nothing and preview.errors):
-            return CsvResult(preview, applied=False)
-        keys: dict[str, tuple[bytes, bytes]] = {}
-        if out_dir is not None and created:
-            pairs = keygen.generate_many(len(created))
-            keys = dict(zip(sorted(created), pairs, strict=True))
+        check_url(server_url)
+    out_dir = Path(bundle_dir) if bundle_dir is not None else None
+    preview = _upsert(fleet, rows, create_sites=create_sites, dry_run=True)
+    if out_dir is not None:
+        rows = _refuse_existing_bundles(rows, preview, out_dir)
+        preview = _upsert(fleet, rows, create_sites=create_sites, dry_run=True)
+    if dry_run or (all_or_nothing and preview.errors):
+        return CsvResult(preview, applied=False)
+    writer = None
+    if out_dir is not None:
+        keyless = _keyless_new_rows(rows, preview)
+        if keyless:
+            keys = dict(zip(keyless, keygen.generate_many(len(keyless)), strict=True))
             note("keys", len(keys), len(keys))
-            rows = [
-                (n, replace(item, public_key=keys[item.serial][1].hex()))
-                if isinstance(item, DeviceRow) and item.serial in keys and not item.public_key
-                else (n, item)
-                for n, item in rows
-            ]
-        report = fleet.upsert_devices(conn, rows, create_sites=create_sites)
-        note("registered", len(report.results), len(report.results))
-        if out_dir is None or not keys:
-            return CsvResult(report)
-        url, server_key, tls_ca = _fleet_defaults(conn, server_url)
-        site_keys: dict[str, str] = {}
-        staging = _staging_dir(out_dir)
+            rows = [(n, _with_key(r, keys.get(n))) for n, r in rows]
+            url = (server_url, fallback_url)
+            writer = _BundleWriter(out_dir, dict(rows), keys, url, fleet.atomic, note)
+    report = _upsert(
+        fleet, rows, create_sites=create_sites, before_commit=writer.stage if writer else None
+    )
+    note("registered", len(report.devices), len(report.devices))
+    # the answer's bundle facts hold site keys: they went into the bundles, not the report
+    report = msgspec.structs.replace(report, bundle=None)
+    return CsvResult(report, writer.publish() if writer else [])
+
+
+def _upsert(
+    fleet: FleetBackend,
+    rows: Sequence[tuple[int, CsvRow]],
+    *,
+    create_sites: bool,
+    dry_run: bool = False,
+    before_commit: Callable[[BulkAnswer], None] | None = None,
+) -> BulkAnswer:
+    """Send the usable rows; merge the fleet's report with the rows refused here."""
+    usable = [(n, r) for n, r in rows if not isinstance(r, str)]
+    refused = [RowFailure(row=n, action="error", error=r) for n, r in rows if isinstance(r, str)]
+    if usable:
+        request = BulkRequest(
+            devices=[r for _, r in usable],
+            rows=[n for n, _ in usable],
+            dry_run=dry_run,
+            create_sites=create_sites,
+            bundle=before_commit is not None,
+        )
+        answer = fleet.upsert(request, before_commit)
+    else:
+        answer = BulkAnswer(
+            dry_run=dry_run, created=0, updated=0, unchanged=0, errors=[], devices=[]
+        )
+    errors = sorted([*answer.errors, *refused], key=lambda e: e.row)
+    return msgspec.structs.replace(answer, errors=errors)
+
+
+def _refuse_existing_bundles(
+    rows: list[tuple[int, CsvRow]], preview: BulkAnswer, out_dir: Path
+) -> list[tuple[int, CsvRow]]:
+    """A new device whose bundle file already exists is refused: never clobber a key."""
+    taken = {
+        d.row: f"row {d.row}: bundle file {out_dir / (d.serial + '.json')} exists"
+        for d in preview.devices
+        if d.action == "created" and (out_dir / f"{d.serial}.json").exists()
+    }
+    return [(n, taken.get(n, r)) for n, r in rows]
+
+
+def _keyless_new_rows(rows: Sequence[tuple[int, CsvRow]], preview: BulkAnswer) -> list[int]:
+    """Rows of new devices that bring no public key of their own: they get a key pair."""
+    created = {d.row for d in preview.devices if d.action == "created"}
+    return [
+        n
+        for n, row in rows
+        if n in created and isinstance(row, dict) and not row.get("public_key", "").strip()
+    ]
+
+
+def _with_key(row: CsvRow, pair: tuple[bytes, bytes] | None) -> CsvRow:
+    if pair is None or isinstance(row, str):
+        return row
+    return {**row, "public_key": pair[1].hex()}
+
+
+class _BundleWriter:
+    """Bundles of the devices a bulk upsert created: staged, then moved into place."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        rows: dict[int, CsvRow],
+        keys: dict[int, tuple[bytes, bytes]],
+        url: tuple[str | None, str],
+        atomic: bool,
+        note: Progress,
+    ) -> None:
+        self.out_dir, self.rows, self.keys = out_dir, rows, keys
+        self.url, self.atomic, self.note = url, atomic, note
+        self.items: list[tuple[str, str]] = []
+        self.staging: Path | None = None
+
+    def stage(self, answer: BulkAnswer) -> None:
+        """Write every new device's bundle into a staging directory (synced)."""
+        self.staging = _staging_dir(self.out_dir)
         try:
-            items: list[tuple[str, str]] = []
-            rows_by_serial = {i.serial: i for _, i in rows if isinstance(i, DeviceRow)}
-            for result in report.results:
-                if result.action != "created" or result.serial not in keys:
-                    continue
-                item = rows_by_serial[result.serial]
-                private, public = keys[result.serial]
-                assert result.device_id is not None
-                if item.site not in site_keys:
-                    site_keys[item.site] = site_key(conn, item.site)
-                bundle = DeviceBundle(
-                    device_id=result.device_id,
-                    serial=item.serial,
-                    site=item.site,
-                    gate=item.gate,
-                    server_url=url,
-                    site_key=site_keys[item.site],
-                    server_key=server_key,
-                    private_key=private.hex(),
-                    public_key=public.hex(),
-                    tls_ca=tls_ca,
-                )
-                items.append((str(staging / f"{item.serial}.json"), bundle_text(bundle)))
-            keygen.write_many(items)
-            note("bundles", len(items), len(items))
+            self.items = [
+                (str(self.staging / f"{b.serial}.json"), bundle_text(b))
+                for b in self._bundles(answer)
+            ]
+            keygen.write_many(self.items)
+        except OSError as exc:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            registered = "" if self.atomic else " (the devices are registered)"
+            raise BundleError(
+                f"cannot write bundles to {self.out_dir}: {exc.strerror or exc}{registered}"
+            ) from exc
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(self.staging, ignore_errors=True)
             raise
-    paths = []
-    for tmp, _ in items:
-        target = out_dir / Path(tmp).name
-        os.replace(tmp, target)
-        paths.append(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    return CsvResult(report, paths)
+        self.note("bundles", len(self.items), len(self.items))
+
+    def _bundles(self, answer: BulkAnswer) -> list[DeviceBundle]:
+        assert answer.bundle is not None
+        facts = answer.bundle
+        url = check_url(self.url[0] or facts.server_url or self.url[1])
+        out = []
+        for done in answer.devices:
+            row = self.rows.get(done.row)
+            if done.action != "created" or done.row not in self.keys or not isinstance(row, dict):
+                continue
+            site = row["site"].strip()
+            registered = Registered(
+                device_id=done.device_id or "",
+                serial=done.serial,
+                site=site,
+                gate=(row.get("gate") or "").strip(),
+                server_url=url,
+                server_key=facts.server_key,
+                tls_ca=facts.tls_ca,
+                site_key=facts.site_keys[site],
+            )
+            out.append(_bundle(registered, facts.site_keys[site], url, self.keys[done.row]))
+        return out
+
+    def publish(self) -> list[Path]:
+        """Move the staged bundles into place (after the commit)."""
+        paths = []
+        for tmp, _ in self.items:
+            target = self.out_dir / Path(tmp).name
+            os.replace(tmp, target)
+            paths.append(target)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return paths
 
 
 def _staging_dir(out_dir: Path) -> Path:
@@ -391,40 +482,53 @@ def _staging_dir(out_dir: Path) -> Path:
 
 # --- status, listing ---------------------------------------------------------------------
 
+_ACTIONS: dict[str, DeviceAction] = {
+    "revoked": "revoke",
+    "quarantined": "quarantine",
+    "active": "release",
+}
 
-def revoke_device(database: str | Path, serial_or_id: str) -> DeviceRecord:
+
+def revoke_device(fleet: FleetBackend, serial_or_id: str) -> DeviceRecord:
     """Revoke a device by serial or device id (final). Idempotent."""
-    return set_status(database, serial_or_id, "revoked")
+    return fleet.act(serial_or_id, "revoke")
 
 
-def set_status(database: str | Path, serial_or_id: str, status: str) -> DeviceRecord:
+def set_status(fleet: FleetBackend, serial_or_id: str, status: str) -> DeviceRecord:
     """``revoked``, ``quarantined`` or ``active`` (release from quarantine)."""
-    with connect(database) as conn, transaction(conn):
-        return fleet.set_status(conn, serial_or_id, status)
+    if status not in _ACTIONS:
+        raise InvalidField(f"status must be one of {', '.join(_ACTIONS)}")
+    return fleet.act(serial_or_id, _ACTIONS[status])
 
 
-def request_rotation(database: str | Path, serial_or_id: str) -> DeviceRecord:
+def request_rotation(fleet: FleetBackend, serial_or_id: str) -> DeviceRecord:
     """Admin-initiated key rotation: sessions end; the next session must bring a new key."""
-    with connect(database) as conn, transaction(conn):
-        return fleet.request_rotation(conn, serial_or_id)
+    return fleet.act(serial_or_id, "rotate")
 
 
-def issue_enrol_code(database: str | Path, serial: str, ttl_s: float = 900.0) -> tuple[str, str]:
+def issue_enrol_code(
+    fleet: FleetBackend, serial: str, ttl_s: float | None = None
+) -> tuple[str, str]:
     """A single-use enrolment code for a registered serial: (code, expires_at)."""
-    with connect(database) as conn, transaction(conn):
-        return fleet.issue_enrol_code(conn, serial, ttl_s)
+    answer = fleet.enrol_code(serial, ttl_s)
+    return answer.code, answer.expires_at
 
 
-def get_device(database: str | Path, serial_or_id: str) -> DeviceRecord:
-    """Return one device by serial or device id."""
-    with connect(database) as conn:
-        return fleet.find(conn, serial_or_id)
+def get_device(fleet: FleetBackend, serial_or_id: str) -> DeviceRecord:
+    """One device by device id or serial (the id wins when both match)."""
+    devices = fleet.devices().devices
+    for found in (
+        [d for d in devices if d.device_id == serial_or_id],
+        [d for d in devices if d.serial == serial_or_id],
+    ):
+        if found:
+            return found[0]
+    raise DeviceNotFound(f"no device with serial or id {serial_or_id!r}")
 
 
-def list_devices(database: str | Path, **filters: Any) -> list[DeviceRecord]:
+def list_devices(fleet: FleetBackend, **filters: str | None) -> list[DeviceRecord]:
     """Devices ordered by site, gate and serial (filters: site, gate, status, serial_prefix)."""
-    with connect(database) as conn:
-        return fleet.list_records(conn, **filters)
+    return fleet.devices(**filters).devices
 
 
 def online(record: DeviceRecord, offline_after_s: float, now: datetime | None = None) -> bool:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from siheyi import __version__
+
+if TYPE_CHECKING:
+    from provisioning.backend import LocalFleetBackend
+    from provisioning.errors import ProvisioningError
 
 
 def _reader_decode(args: argparse.Namespace) -> int:
@@ -94,6 +100,50 @@ def _register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     d.set_defaults(func=_demo)
 
 
+def local_fleet(config: str | None, database: str | Path | None) -> LocalFleetBackend:
+    """The fleet on the server's database for ``kiosk provision --config/--database``.
+
+    ``provisioning`` may not import the server, so its local backend is wired in here, with
+    the server's errors turned into provisioning's (and so into its exit statuses).
+    """
+    from provisioning.backend import GuardedFleet
+    from provisioning.errors import StoreError
+    from server.config import resolve_database
+    from server.errors import ConfigError
+    from server.fleet.local_backend import LocalFleet
+
+    try:
+        path = resolve_database(config, str(database) if database is not None else None)
+    except ConfigError as exc:
+        raise StoreError(str(exc)) from exc
+    return GuardedFleet(LocalFleet(path), functools.partial(_fleet_problem, path))
+
+
+def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
+    """A server error met on the fleet database as the provisioning error it means."""
+    from provisioning import errors as ours
+    from server import errors as theirs
+    from server.cli import DATABASE_ERRORS
+
+    pairs: tuple[tuple[type[Exception], type[ours.ProvisioningError]], ...] = (
+        (theirs.SerialExists, ours.SerialExists),
+        (theirs.DeviceNotFound, ours.DeviceNotFound),
+        (theirs.UnknownSite, ours.UnknownSite),
+        (theirs.DeviceRevoked, ours.DeviceRevoked),
+        (theirs.BundleError, ours.BundleError),
+        (theirs.InvalidField, ours.InvalidField),
+        (theirs.RowError, ours.InvalidField),
+        (theirs.FleetError, ours.Refused),
+    )
+    for server_error, provisioning_error in pairs:
+        if isinstance(exc, server_error):
+            return provisioning_error(str(exc))
+    if isinstance(exc, DATABASE_ERRORS):
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ours.StoreError(f"{database}: {reason or type(exc).__name__}")
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
@@ -104,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     server_cli.register(sub)
-    provisioning_cli.register(sub)
+    provisioning_cli.register(sub, local_fleet)
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)

@@ -207,6 +207,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         ids = demo_ids(args.people, args.seed, dt.datetime.now(dt.UTC))
     else:
         from provisioning.registry import add_device, write_bundle
+        from siheyi.cli import local_fleet
 
         server_url, db_path, ids = await astack.enter_async_context(
             embedded_server(workdir, args.people, args.seed, args.host, args.port)
@@ -215,7 +216,7 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         issued = await asyncio.to_thread(
             functools.partial(
                 add_device,
-                db_path,
+                local_fleet(None, db_path),
                 DEMO_SERIAL,
                 DEMO_SITE,
                 server_url=server_url,

@@ -3,7 +3,9 @@
 ``kiosk provision init`` creates the first administrator. ``POST /v1/admin/login`` exchanges
 user name and password for a token (random 32 bytes; only SHA-256 is stored) valid for
 ``[identity] admin_token_ttl_s``. Password checks run off the event loop. The fleet SQL is
-:mod:`server.fleet.registry`, the same code the provisioning CLI runs against the file.
+:mod:`server.fleet.registry`, the same code the local provisioning backend runs against the
+file; bodies are the models of :mod:`core.wire_admin`, which ``kiosk provision --server-url``
+speaks from an administrator's laptop.
 """
 
 from __future__ import annotations
@@ -14,18 +16,38 @@ import logging
 import re
 import secrets
 import sqlite3
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
 
+import msgspec
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from core.wire_admin import (
+    BulkAnswer,
+    BulkRequest,
+    ConfigLayers,
+    ConfigSetRequest,
+    ConfigVersion,
+    DeviceInfo,
+    DeviceList,
+    EnrolCode,
+    EnrolCodeRequest,
+    LoginAnswer,
+    LoginRequest,
+    Registered,
+    RegisterRequest,
+    SiteList,
+    SitesAdded,
+    SitesRequest,
+)
 from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY
-from server.errors import BadRequest, FleetError, RowError
+from server.errors import BadRequest, FleetError, SerialExists
 from server.fleet import registry as fleet
 from server.fleet.sessions import now_iso, utc_now
-from server.http import validation as v
+from server.http.bodies import decode_body, read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.storage.db import transaction
@@ -35,7 +57,6 @@ log = logging.getLogger(__name__)
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 #: Bulk registration bodies may be larger than device requests: up to 16 MiB (~100,000 rows).
 MAX_BULK_BYTES = 16 * 1024 * 1024
-MAX_BULK_DEVICES = 100_000
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("no such administrator")
 
@@ -109,87 +130,110 @@ async def authenticate_admin(request: web.Request, token: str) -> str:
     return owner
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
+T = TypeVar("T")
+
+
+def _answer(body: msgspec.Struct) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+
+async def _in_transaction(request: web.Request, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` in one transaction on the database thread; registry errors become the
+    documented answers: 404 for an unknown device or site, 409 for a refusal, 400 for a bad
+    field."""
+
+    def run(conn: sqlite3.Connection) -> T:
+        with transaction(conn):
+            return work(conn)
+
+    try:
+        return await request.app[DATABASE].run(run)
+    except FleetError as exc:
+        if isinstance(exc, LookupError):
+            raise json_error(web.HTTPNotFound, "not_found", str(exc)) from exc
+        if isinstance(exc, SerialExists):
+            raise json_error(web.HTTPConflict, "serial_exists", str(exc)) from exc
+        if isinstance(exc, PermissionError):  # a revoked device: final
+            raise json_error(web.HTTPConflict, "refused", str(exc)) from exc
+        raise BadRequest(str(exc)) from exc
 
 
 async def login(request: web.Request) -> web.Response:
     """``POST /v1/admin/login``: ``{username, password}`` → ``{token, expires_at}``."""
-    body = v.parse_object(await request.read())
-    username = v.req_string(body, "username", max_len=64)
-    password = v.req_string(body, "password", max_len=1024)
+    body = await read_body(request, LoginRequest)
     db = request.app[DATABASE]
-    stored = await db.run(_stored_hash, username)
-    ok = await asyncio.to_thread(password_ok, stored or _DUMMY_HASH, password)
+    stored = await db.run(_stored_hash, body.username)
+    ok = await asyncio.to_thread(password_ok, stored or _DUMMY_HASH, body.password)
     if stored is None or not ok:
-        log.warning("admin login failed for %r", username[:64])
+        log.warning("admin login failed for %r", body.username[:64])
         raise json_error(web.HTTPUnauthorized, "unauthenticated", "wrong user name or password")
     now = utc_now()
     ttl = request.app[CONFIG].identity.admin_token_ttl_s
     token = secrets.token_urlsafe(32)
     expires = now_iso(now + timedelta(seconds=ttl))
-    await db.run(_store_token, _token_hash(token), username, expires, now_iso(now))
-    log.info("admin %s logged in", username)
-    return _json({"token": token, "expires_at": expires})
+    await db.run(_store_token, _token_hash(token), body.username, expires, now_iso(now))
+    log.info("admin %s logged in", body.username)
+    return _answer(LoginAnswer(token, expires))
 
 
-async def _read_large(request: web.Request) -> dict[str, Any]:
+async def _read_large(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BULK_BYTES:
         raise json_error(web.HTTPRequestEntityTooLarge, "too_large", "request body too large")
     data = await request.content.read(MAX_BULK_BYTES + 1)
     if len(data) > MAX_BULK_BYTES:
         raise json_error(web.HTTPRequestEntityTooLarge, "too_large", "request body too large")
-    return v.parse_object(data)
+    return data
 
 
-def _bulk(
-    conn: sqlite3.Connection,
-    items: list[Any],
-    create_sites: bool,
-    dry_run: bool,
-    now: datetime,
-) -> fleet.BulkReport:
-    rows: list[tuple[int, fleet.DeviceRow | RowError]] = []
-    for n, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            rows.append((n, RowError(f"devices[{n - 1}]: must be an object")))
-            continue
-        if "private_key" in item:
-            rows.append((n, RowError(f"devices[{n - 1}]: never send a private key")))
-            continue
-        try:
-            rows.append((n, fleet.device_row(item)))
-        except FleetError as exc:
-            rows.append((n, RowError(f"devices[{n - 1}]: {exc}")))
-    with transaction(conn):
-        return fleet.upsert_devices(conn, rows, create_sites=create_sites, dry_run=dry_run, now=now)
+def _bulk(conn: sqlite3.Connection, body: BulkRequest) -> BulkAnswer:
+    rows = fleet.validated_rows(body.devices, body.rows)
+    report = fleet.upsert_devices(
+        conn, rows, create_sites=body.create_sites, dry_run=body.dry_run, now=utc_now()
+    )
+    facts = None
+    if body.bundle and not body.dry_run:
+        facts = fleet.bundle_facts(conn, fleet.created_sites(rows, report))
+    return fleet.bulk_answer(report, facts)
 
 
 async def devices_bulk(request: web.Request) -> web.Response:
     """``POST /v1/admin/devices``: upsert thousands of devices keyed by serial, one transaction.
 
-    Body ``{"devices": [{serial, site, gate?, location?, public_key?, …}], "dry_run"?,
-    "create_sites"?}``; answer: the per-row report (bad rows listed, the rest applied).
+    Bad rows are listed in the report; the rest is applied. With ``bundle`` the answer also
+    carries what the new devices' bundles need, so an administrator's laptop can write them.
     """
-    body = await _read_large(request)
-    items = v.array(body, "devices", lo=1, hi=MAX_BULK_DEVICES)
-    dry_run = v.boolean(body, "dry_run", required=False)
-    create_sites = v.boolean(body, "create_sites", required=False)
-    now = utc_now()
-    report = await request.app[DATABASE].run(_bulk, items, create_sites, dry_run, now)
+    body = decode_body(await _read_large(request), BulkRequest)
+    answer = await _in_transaction(request, lambda conn: _bulk(conn, body))
     directory = request.app[DIRECTORY]
-    for result in report.results:
-        if result.action == "updated" and result.device_id:
-            directory.invalidate(result.device_id)
+    for done in answer.devices:
+        if done.action == "updated" and done.device_id:
+            directory.invalidate(done.device_id)
     log.info(
         "admin %s bulk registration: %d created, %d updated, %d errors%s",
         request[ADMIN],
-        report.count("created"),
-        report.count("updated"),
-        len(report.errors),
-        " (dry run)" if dry_run else "",
+        answer.created,
+        answer.updated,
+        len(answer.errors),
+        " (dry run)" if body.dry_run else "",
     )
-    return _json(report.to_json())
+    return _answer(answer)
+
+
+async def device_register(request: web.Request) -> web.Response:
+    """``POST /v1/admin/devices/{serial}``: one kiosk with its public key (or a new key)."""
+    body = await read_body(request, RegisterRequest)
+    serial = request.match_info["serial"]
+    item = {"serial": serial, "site": body.site, "gate": body.gate, "location": body.location}
+    try:
+        row = fleet.device_row({**item, "public_key": body.public_key})
+    except FleetError as exc:
+        raise BadRequest(str(exc)) from exc
+    registered = await _in_transaction(
+        request, lambda conn: fleet.register_device(conn, row, rekey=body.rekey)
+    )
+    request.app[DIRECTORY].invalidate(registered.device_id)
+    log.info("admin %s: %s %s", request[ADMIN], "re-keyed" if body.rekey else "added", serial)
+    return _answer(registered)
 
 
 async def devices_list(request: web.Request) -> web.Response:
@@ -200,71 +244,166 @@ async def devices_list(request: web.Request) -> web.Response:
         if request.query.get(k)
     }
     records = await request.app[DATABASE].run(lambda conn: fleet.list_records(conn, **filters))
-    return _json({"devices": [r.to_json() for r in records]})
-
-
-def _action(conn: sqlite3.Connection, serial: str, action: str, ttl_s: float) -> dict[str, Any]:
-    with transaction(conn):
-        if action == "enrol-code":
-            code, expires = fleet.issue_enrol_code(conn, serial, ttl_s)
-            return {"serial": serial, "code": code, "expires_at": expires}
-        if action == "rotate":
-            record = fleet.request_rotation(conn, serial)
-        else:
-            status = {"revoke": "revoked", "quarantine": "quarantined", "release": "active"}[action]
-            record = fleet.set_status(conn, serial, status)
-        return record.to_json()
+    return _answer(DeviceList([fleet.device_info(r) for r in records]))
 
 
 async def device_action(request: web.Request) -> web.Response:
-    """``POST /v1/admin/devices/{serial}/{revoke|quarantine|release|rotate|enrol-code}``."""
+    """``POST /v1/admin/devices/{serial}/{revoke|quarantine|release|rotate}``."""
     serial = request.match_info["serial"]
     action = request.match_info["action"]
-    if action not in ("revoke", "quarantine", "release", "rotate", "enrol-code"):
+    if action not in ("revoke", "quarantine", "release", "rotate"):
         raise json_error(web.HTTPNotFound, "not_found", f"unknown action {action!r}")
-    ttl = request.app[CONFIG].identity.enrol_code_ttl_s
-    try:
-        result = await request.app[DATABASE].run(_action, serial, action, ttl)
-    except LookupError as exc:
-        raise json_error(web.HTTPNotFound, "not_found", str(exc)) from exc
-    except FleetError as exc:
-        raise json_error(web.HTTPConflict, "refused", str(exc)) from exc
-    if "device_id" in result:
-        request.app[DIRECTORY].invalidate(result["device_id"])
-    else:
-        request.app[DIRECTORY].invalidate()
+    info = await _in_transaction(request, lambda conn: fleet.device_action(conn, serial, action))
+    request.app[DIRECTORY].invalidate(info.device_id)
     log.info("admin %s: %s %s", request[ADMIN], action, serial)
-    return _json(result)
+    return _answer(info)
 
 
-def _config(conn: sqlite3.Connection, scope: str, target: str, key: str, value: Any) -> int:
-    with transaction(conn):
-        return fleet.set_config(conn, scope, target, key, value)
+async def enrol_code(request: web.Request) -> web.Response:
+    """``POST /v1/admin/devices/{serial}/enrol-code {ttl_s?}`` (the body may be empty)."""
+    serial = request.match_info["serial"]
+    raw = await request.read()
+    body = decode_body(raw, EnrolCodeRequest) if raw.strip() else EnrolCodeRequest()
+    ttl = body.ttl_s if body.ttl_s is not None else request.app[CONFIG].identity.enrol_code_ttl_s
+    code, expires = await _in_transaction(
+        request, lambda conn: fleet.issue_enrol_code(conn, serial, ttl)
+    )
+    request.app[DIRECTORY].invalidate()
+    log.info("admin %s: enrol-code %s", request[ADMIN], serial)
+    return _answer(EnrolCode(serial, code, expires))
+
+
+async def sites_add(request: web.Request) -> web.Response:
+    """``POST /v1/admin/sites {sites}`` → the sites that were new."""
+    body = await read_body(request, SitesRequest)
+    added = await _in_transaction(request, lambda conn: fleet.add_sites(conn, body.sites))
+    return _answer(SitesAdded(added))
+
+
+async def sites_list(request: web.Request) -> web.Response:
+    """``GET /v1/admin/sites``."""
+    return _answer(SiteList(await request.app[DATABASE].run(fleet.list_sites)))
 
 
 async def config_set(request: web.Request) -> web.Response:
     """``POST /v1/admin/config {scope, target, key, value}`` → ``{config_version}``."""
-    body = v.parse_object(await request.read())
-    scope = v.req_string(body, "scope", max_len=16)
-    target = v.string(body, "target", max_len=100, required=False) or ""
-    key = v.req_string(body, "key", max_len=140)
-    if "value" not in body:
-        raise BadRequest("value: required (null removes the key)")
-    try:
-        version = await request.app[DATABASE].run(_config, scope, target, key, body["value"])
-    except LookupError as exc:
-        raise json_error(web.HTTPNotFound, "not_found", str(exc)) from exc
-    except FleetError as exc:
-        raise BadRequest(str(exc)) from exc
-    return _json({"config_version": version})
+    body = await read_body(request, ConfigSetRequest)
+    version = await _in_transaction(
+        request,
+        lambda conn: fleet.set_config(conn, body.scope, body.target, body.key, body.value),
+    )
+    return _answer(ConfigVersion(version))
 
+
+async def config_list(request: web.Request) -> web.Response:
+    """``GET /v1/admin/config``: every layer's keys."""
+    return _answer(await request.app[DATABASE].run(fleet.config_answer))
+
+
+_FILTERS = (
+    ("site", "only this site"),
+    ("gate", "only this gate"),
+    ("status", "active, quarantined or revoked"),
+    ("serial_prefix", "serials starting with this"),
+)
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("POST", "/v1/admin/login", login, "none", "An admin token for a password"),
-    Operation("POST", "/v1/admin/devices", devices_bulk, "admin", "Bulk upsert of kiosks"),
-    Operation("GET", "/v1/admin/devices", devices_list, "admin", "List kiosks"),
     Operation(
-        "POST", "/v1/admin/devices/{serial}/{action}", device_action, "admin", "Act on a kiosk"
+        "POST",
+        "/v1/admin/login",
+        login,
+        "none",
+        "An admin token for a password",
+        request=LoginRequest,
+        response=LoginAnswer,
+        errors=(401, 429),
     ),
-    Operation("POST", "/v1/admin/config", config_set, "admin", "Set a layered setting"),
+    Operation(
+        "POST",
+        "/v1/admin/devices",
+        devices_bulk,
+        "admin",
+        "Bulk upsert of kiosks",
+        request=BulkRequest,
+        response=BulkAnswer,
+        errors=(401, 413),
+    ),
+    Operation(
+        "GET",
+        "/v1/admin/devices",
+        devices_list,
+        "admin",
+        "List kiosks",
+        response=DeviceList,
+        errors=(401,),
+        query=_FILTERS,
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/devices/{serial}",
+        device_register,
+        "admin",
+        "Register one kiosk with its public key, or re-key it",
+        request=RegisterRequest,
+        response=Registered,
+        errors=(401, 409),
+    ),
+    # before the generic action: aiohttp matches routes in the order they are added
+    Operation(
+        "POST",
+        "/v1/admin/devices/{serial}/enrol-code",
+        enrol_code,
+        "admin",
+        "A single-use enrolment code",
+        request=EnrolCodeRequest,
+        response=EnrolCode,
+        errors=(401, 404, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/devices/{serial}/{action}",
+        device_action,
+        "admin",
+        "Revoke, quarantine, release or rotate a kiosk",
+        response=DeviceInfo,
+        errors=(401, 404, 409),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/sites",
+        sites_add,
+        "admin",
+        "Register sites",
+        request=SitesRequest,
+        response=SitesAdded,
+        errors=(401,),
+    ),
+    Operation(
+        "GET",
+        "/v1/admin/sites",
+        sites_list,
+        "admin",
+        "List sites",
+        response=SiteList,
+        errors=(401,),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/config",
+        config_set,
+        "admin",
+        "Set a layered setting",
+        request=ConfigSetRequest,
+        response=ConfigVersion,
+        errors=(401, 404),
+    ),
+    Operation(
+        "GET",
+        "/v1/admin/config",
+        config_list,
+        "admin",
+        "Every layer's settings",
+        response=ConfigLayers,
+        errors=(401,),
+    ),
 )

@@ -1,13 +1,14 @@
 """The fleet registry in SQL: devices, sites, enrolment codes, status, layered configuration.
 
 Every function takes an open connection and runs inside the caller's transaction, so the
-provisioning CLI (which opens the database file directly) and the server's admin API (on its
-database thread) share one implementation. Nothing here ever sees a private key: devices are
+admin API (on the server's database thread) and the local provisioning backend
+(:mod:`server.fleet.local_backend`, on the file) share one implementation; both answer in the
+wire models of :mod:`core.wire_admin`. Nothing here ever sees a private key: devices are
 registered with their *public* key, or without one until they enrol.
 
 Every change of a device's status, key or placement bumps ``devices.change_seq`` (a
 fleet-wide counter); server processes refresh their cached device states from it
-(server/sessions.py).
+(server/fleet/sessions.py).
 """
 
 from __future__ import annotations
@@ -24,14 +25,26 @@ from typing import Any
 
 from core.errors import SettingError
 from core.settings import check_remote_setting
+from core.wire_admin import (
+    BulkAnswer,
+    BundleFacts,
+    ConfigLayer,
+    ConfigLayers,
+    DeviceInfo,
+    Registered,
+    RowDone,
+    RowFailure,
+)
 from server.errors import (
     DeviceNotFound,
     DeviceRevoked,
     EnrolRefused,
     InvalidField,
     RowError,
+    SerialExists,
     UnknownSite,
 )
+from server.offline.keys import server_public_key, site_key
 
 SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
@@ -208,20 +221,6 @@ class BulkReport:
     def errors(self) -> list[RowResult]:
         return [r for r in self.results if r.action == "error"]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "created": self.count("created"),
-            "updated": self.count("updated"),
-            "unchanged": self.count("unchanged"),
-            "errors": [r.to_json() for r in self.errors],
-            "devices": [
-                {"row": r.row, "serial": r.serial, "device_id": r.device_id, "action": r.action}
-                for r in self.results
-                if r.action != "error"
-            ],
-        }
-
 
 def upsert_devices(
     conn: sqlite3.Connection,
@@ -240,17 +239,39 @@ def upsert_devices(
     registered one (key changes go through enrolment or rotation). The rest is applied by the
     caller's transaction, all together; with ``dry_run`` nothing is written.
     """
-    stamp = now_iso(now)
     report = BulkReport(dry_run=dry_run)
+    plan = _plan(conn, rows, create_sites, report)
+    ids = new_device_ids(conn, len(plan.new))
+    for (created, _), device_id in zip(plan.new, ids, strict=True):
+        created.device_id = device_id
+    if not dry_run:
+        _apply(conn, plan, now_iso(now))
+    return report
+
+
+@dataclass
+class _Plan:
+    """What a bulk upsert will write: new devices, updates (with whether a key is added)."""
+
+    new: list[tuple[RowResult, DeviceRow]] = field(default_factory=list)
+    updates: list[tuple[RowResult, DeviceRow, bool]] = field(default_factory=list)
+    new_sites: set[str] = field(default_factory=set)
+
+
+def _plan(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[int, DeviceRow | RowError]],
+    create_sites: bool,
+    report: BulkReport,
+) -> _Plan:
+    """Decide every row (appending its result to ``report``) without writing anything."""
     counts: dict[str, int] = {}
     for _, item in rows:
         if isinstance(item, DeviceRow):
             counts[item.serial] = counts.get(item.serial, 0) + 1
     sites = {row[0] for row in conn.execute("SELECT site FROM sites")}
-    existing = _existing_by_serial(conn, [i.serial for _, i in rows if isinstance(i, DeviceRow)])
-    new_rows: list[tuple[RowResult, DeviceRow]] = []
-    updates: list[tuple[RowResult, DeviceRow, bool]] = []
-    new_sites: set[str] = set()
+    existing = _existing_by_serial(conn, list(counts))
+    plan = _Plan()
     for position, item in rows:
         if isinstance(item, RowError):
             report.results.append(RowResult(position, "", "error", error=str(item)))
@@ -259,43 +280,54 @@ def upsert_devices(
         report.results.append(result)
         if counts[item.serial] > 1:
             result.error = f"serial {item.serial} appears {counts[item.serial]} times in the input"
-            continue
-        if item.site not in sites:
-            if not create_sites:
-                result.error = (
-                    f"unknown site {item.site!r} (kiosk provision site add, or --create-sites)"
-                )
-                continue
-            new_sites.add(item.site)
-        current = existing.get(item.serial)
-        if current is None:
-            new_rows.append((result, item))
-            result.action = "created"
-            continue
-        device_id, site, gate, location, extra, public_key, status = current
-        result.device_id = device_id
-        if status == "revoked":
-            result.error = f"device {device_id} (serial {item.serial}) is revoked"
-            continue
-        if item.public_key and public_key and item.public_key != public_key:
-            result.error = "public_key differs from the registered key (use rotate or enrol)"
-            continue
-        extra_json = json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False)
-        placement_changed = (site, gate, location) != (item.site, item.gate, item.location)
-        key_added = bool(item.public_key) and not public_key
-        if not placement_changed and not key_added and extra_json == extra:
-            result.action = "unchanged"
-            continue
-        result.action = "updated"
-        updates.append((result, item, key_added))
-    ids = new_device_ids(conn, len(new_rows))
-    for (created, _), device_id in zip(new_rows, ids, strict=True):
-        created.device_id = device_id
-    if dry_run:
-        return report
+        elif item.site not in sites and not create_sites:
+            result.error = (
+                f"unknown site {item.site!r} (kiosk provision site add, or --create-sites)"
+            )
+        else:
+            if item.site not in sites:
+                plan.new_sites.add(item.site)
+            _decide(result, item, existing.get(item.serial), plan)
+    return plan
+
+
+def _decide(
+    result: RowResult,
+    item: DeviceRow,
+    current: tuple[str, str, str, str, str, str | None, str] | None,
+    plan: _Plan,
+) -> None:
+    """Created, updated, unchanged or refused: one row against the device it names."""
+    if current is None:
+        result.action = "created"
+        plan.new.append((result, item))
+        return
+    device_id, site, gate, location, extra, public_key, status = current
+    result.device_id = device_id
+    if status == "revoked":
+        result.error = f"device {device_id} (serial {item.serial}) is revoked"
+        return
+    if item.public_key and public_key and item.public_key != public_key:
+        result.error = "public_key differs from the registered key (use rotate or enrol)"
+        return
+    placement_changed = (site, gate, location) != (item.site, item.gate, item.location)
+    key_added = bool(item.public_key) and not public_key
+    if not placement_changed and not key_added and _extra_json(item) == extra:
+        result.action = "unchanged"
+        return
+    result.action = "updated"
+    plan.updates.append((result, item, key_added))
+
+
+def _extra_json(item: DeviceRow) -> str:
+    return json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False)
+
+
+def _apply(conn: sqlite3.Connection, plan: _Plan, stamp: str) -> None:
+    """Write a planned upsert: new sites, new devices, updated devices, one change each."""
     conn.executemany(
         "INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING",
-        [(s,) for s in sorted(new_sites)],
+        [(s,) for s in sorted(plan.new_sites)],
     )
     seq = next_change_seq(conn)
     conn.executemany(
@@ -304,21 +336,21 @@ def upsert_devices(
         " ?, ?, ?)",
         [
             (
-                device_id,
+                result.device_id,
                 item.serial,
                 item.site,
                 item.gate,
                 item.location,
-                json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False),
+                _extra_json(item),
                 item.public_key,
                 seq + n,
                 stamp,
                 stamp if item.public_key else None,
             )
-            for n, ((_, item), device_id) in enumerate(zip(new_rows, ids, strict=True))
+            for n, (result, item) in enumerate(plan.new)
         ],
     )
-    seq += len(new_rows)
+    seq += len(plan.new)
     conn.executemany(
         "UPDATE devices SET site = ?, gate = ?, location = ?, extra = ?,"
         " public_key = COALESCE(public_key, ?), enrolled_at = COALESCE(enrolled_at, ?),"
@@ -328,17 +360,16 @@ def upsert_devices(
                 item.site,
                 item.gate,
                 item.location,
-                json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False),
+                _extra_json(item),
                 item.public_key,
                 stamp if key_added else None,
                 seq + n,
                 stamp,
                 result.device_id,
             )
-            for n, (result, item, key_added) in enumerate(updates)
+            for n, (result, item, key_added) in enumerate(plan.updates)
         ],
     )
-    return report
 
 
 def _existing_by_serial(
@@ -651,3 +682,129 @@ def config_layers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+# --- answers as wire models (the admin API and the local provisioning backend) -----------
+
+
+def validated_rows(
+    items: Sequence[Any], numbers: Sequence[int] | None = None
+) -> list[tuple[int, DeviceRow | RowError]]:
+    """Bulk items (JSON objects or CSV rows) as rows for :func:`upsert_devices`.
+
+    Without ``numbers`` a row is its 1-based position and messages name ``devices[i]``; with
+    them (the caller's CSV line numbers) rows and messages use those numbers, so a report
+    reads the same whether the CSV went through the admin API or straight to the database.
+    """
+    if numbers is not None and len(numbers) != len(items):
+        raise InvalidField("rows must have one number per device")
+    out: list[tuple[int, DeviceRow | RowError]] = []
+    for index, item in enumerate(items):
+        number = numbers[index] if numbers is not None else index + 1
+        where = f"row {number}" if numbers is not None else f"devices[{index}]"
+        if not isinstance(item, dict):
+            out.append((number, RowError(f"{where}: must be an object")))
+        elif "private_key" in item:
+            out.append((number, RowError(f"{where}: never send a private key")))
+        else:
+            try:
+                out.append((number, device_row(item)))
+            except InvalidField as exc:
+                out.append((number, RowError(f"{where}: {exc}")))
+    return out
+
+
+def bulk_answer(report: BulkReport, bundle: BundleFacts | None = None) -> BulkAnswer:
+    """The report of :func:`upsert_devices` as the admin API answers it."""
+    return BulkAnswer(
+        dry_run=report.dry_run,
+        created=report.count("created"),
+        updated=report.count("updated"),
+        unchanged=report.count("unchanged"),
+        errors=[
+            RowFailure(
+                row=r.row, serial=r.serial, action="error", device_id=r.device_id, error=r.error
+            )
+            for r in report.errors
+        ],
+        devices=[
+            RowDone(r.row, r.serial, r.device_id, r.action)  # type: ignore[arg-type]
+            for r in report.results
+            if r.action != "error"
+        ],
+        bundle=bundle,
+    )
+
+
+def bundle_facts(conn: sqlite3.Connection, sites: Iterable[str]) -> BundleFacts:
+    """What new bundles of these sites need; creates a site's pseudonym key on first use."""
+    return BundleFacts(
+        server_url=get_setting(conn, "server_url"),
+        server_key=server_public_key(conn),
+        tls_ca=get_setting(conn, "tls_ca"),
+        site_keys={site: site_key(conn, site) for site in sorted(set(sites))},
+    )
+
+
+def created_sites(rows: Sequence[tuple[int, DeviceRow | RowError]], report: BulkReport) -> set[str]:
+    """The sites of the devices a bulk upsert created."""
+    created = {r.row for r in report.results if r.action == "created"}
+    return {item.site for n, item in rows if n in created and isinstance(item, DeviceRow)}
+
+
+def register_device(conn: sqlite3.Connection, row: DeviceRow, *, rekey: bool) -> Registered:
+    """One kiosk with its new public key (``row.public_key``); the site is created if needed.
+
+    A known serial raises :class:`SerialExists` unless ``rekey``: then the device keeps its
+    id, its placement is updated and the new key replaces the old one (its sessions end). A
+    revoked device cannot be re-keyed.
+    """
+    assert row.public_key is not None
+    add_sites(conn, [row.site])
+    existing = conn.execute(
+        "SELECT device_id, status FROM devices WHERE serial = ?", (row.serial,)
+    ).fetchone()
+    if existing is None:
+        report = upsert_devices(conn, [(1, row)], create_sites=True)
+        device_id = report.results[0].device_id
+        assert device_id is not None
+    elif not rekey:
+        raise SerialExists(f"serial exists: {row.serial} is device {existing[0]} (use --rekey)")
+    elif existing[1] == "revoked":
+        raise DeviceRevoked(f"device {existing[0]} (serial {row.serial}) is revoked")
+    else:
+        device_id = existing[0]
+        conn.execute(
+            "UPDATE devices SET site = ?, gate = ?, location = ? WHERE device_id = ?",
+            (row.site, row.gate, row.location, device_id),
+        )
+        replace_key(conn, device_id, row.public_key)
+    facts = bundle_facts(conn, [row.site])
+    return Registered(
+        device_id=device_id,
+        serial=row.serial,
+        site=row.site,
+        gate=row.gate,
+        server_url=facts.server_url,
+        server_key=facts.server_key,
+        tls_ca=facts.tls_ca,
+        site_key=facts.site_keys[row.site],
+    )
+
+
+def device_info(record: DeviceRecord) -> DeviceInfo:
+    """A registry row as the admin API answers it."""
+    return DeviceInfo(**asdict(record))
+
+
+def device_action(conn: sqlite3.Connection, serial_or_id: str, action: str) -> DeviceInfo:
+    """``revoke``, ``quarantine``, ``release`` or ``rotate`` one device."""
+    if action == "rotate":
+        return device_info(request_rotation(conn, serial_or_id))
+    status = {"revoke": "revoked", "quarantine": "quarantined", "release": "active"}[action]
+    return device_info(set_status(conn, serial_or_id, status))
+
+
+def config_answer(conn: sqlite3.Connection) -> ConfigLayers:
+    """Every configured key of every layer, as the admin API answers it."""
+    return ConfigLayers([ConfigLayer(**layer) for layer in config_layers(conn)])

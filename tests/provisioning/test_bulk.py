@@ -12,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning import registry
-from server.errors import InvalidField
+from provisioning.errors import InvalidField
+from tests.provisioning.fleets import local
 from tests.provisioning.test_cli import run
 
 
@@ -78,9 +79,9 @@ def test_5000_rows_with_10_bad_report_exactly_those_and_apply_the_rest(
 def test_upsert_updates_placement_keyed_by_serial(db: Path, tmp_path: Path) -> None:
     base = ["provision", "add", "--database", str(db), "--csv"]
     assert run([*base, str(write(tmp_path / "a.csv", [["SN-1", "north", "g1", "door"]]))]) == 0
-    first = registry.get_device(db, "SN-1")
+    first = registry.get_device(local(db), "SN-1")
     assert run([*base, str(write(tmp_path / "b.csv", [["SN-1", "south", "g2", ""]]))]) == 0
-    moved = registry.get_device(db, "SN-1")
+    moved = registry.get_device(local(db), "SN-1")
     assert moved.device_id == first.device_id and (moved.site, moved.gate) == ("south", "g2")
 
 
@@ -118,7 +119,10 @@ def test_bundles_for_new_devices(db: Path, tmp_path: Path) -> None:
     rows = [[f"SN-{i}", "north", "g", ""] for i in range(5)]
     out = tmp_path / "bundles"
     result = registry.add_from_csv(
-        db, write(tmp_path / "f.csv", rows), bundle_dir=out, server_url="https://fleet.example"
+        local(db),
+        write(tmp_path / "f.csv", rows),
+        bundle_dir=out,
+        server_url="https://fleet.example",
     )
     assert len(result.bundles) == 5 and not [p for p in out.iterdir() if p.name.startswith(".")]
     with sqlite3.connect(db) as conn:
@@ -132,13 +136,13 @@ def test_bundles_for_new_devices(db: Path, tmp_path: Path) -> None:
         assert data["private_key"] not in dump
         assert data["server_url"] == "https://fleet.example"
     # re-running: existing devices get no new bundle, and an existing bundle is never clobbered
-    again = registry.add_from_csv(db, write(tmp_path / "f.csv", rows), bundle_dir=out)
-    assert again.bundles == [] and again.report.count("unchanged") == 5
+    again = registry.add_from_csv(local(db), write(tmp_path / "f.csv", rows), bundle_dir=out)
+    assert again.bundles == [] and again.report.unchanged == 5
 
 
 def test_bad_server_url(db: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidField):
-        registry.add_from_csv(db, write(tmp_path / "f.csv", []), server_url="ftp://x")
+        registry.add_from_csv(local(db), write(tmp_path / "f.csv", []), server_url="ftp://x")
 
 
 def test_progress_bar_on_stderr(

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from provisioning import cli
+from siheyi.cli import local_fleet
 
 
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="kiosk")
-    cli.register(parser.add_subparsers(dest="command", required=True))
+    cli.register(parser.add_subparsers(dest="command", required=True), local_fleet)
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

@@ -18,12 +18,13 @@ from device.link.client import ServerClient
 from device.link.enrol import enrol
 from device.link.identity import DeviceIdentity
 from provisioning import registry
+from provisioning.errors import DeviceRevoked
 from server.app import create_app
 from server.config import ServerConfig
-from server.errors import DeviceRevoked
 from server.fleet.registry import DeviceRow, upsert_devices
 from server.fleet.sessions import utc_now
 from server.storage.db import connect, transaction
+from tests.provisioning.fleets import local
 
 
 @pytest.fixture
@@ -50,11 +51,11 @@ async def url(db: Path) -> AsyncIterator[str]:
 
 
 async def test_enrol_happy_path(db: Path, url: str, tmp_path: Path) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")
     path = await enrol(url, "SN-A", code.lower(), tmp_path / "kiosk")  # typed sloppily: fine
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     bundle = load_bundle(path)
-    record = registry.get_device(db, "SN-A")
+    record = registry.get_device(local(db), "SN-A")
     assert (bundle.device_id, bundle.site, bundle.gate) == (record.device_id, "site-a", "g1")
     assert record.enrolled
     identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, path)
@@ -64,7 +65,7 @@ async def test_enrol_happy_path(db: Path, url: str, tmp_path: Path) -> None:
 
 
 async def test_reused_code_is_refused(db: Path, url: str, tmp_path: Path) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")
     await enrol(url, "SN-A", code, tmp_path / "one")
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", code, tmp_path / "two")
@@ -75,22 +76,22 @@ async def test_reused_code_is_refused(db: Path, url: str, tmp_path: Path) -> Non
 async def test_expired_code_is_refused(
     db: Path, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")  # default lifetime 15 min
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")  # default lifetime 15 min
     monkeypatch.setattr(server.fleet.sessions, "utc_now", lambda: utc_now() + timedelta(minutes=16))
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", code, tmp_path / "kiosk")
     assert err.value.error == "code_expired"
-    assert not registry.get_device(db, "SN-A").enrolled
+    assert not registry.get_device(local(db), "SN-A").enrolled
 
 
 async def test_wrong_serial_is_refused_and_the_code_survives(
     db: Path, url: str, tmp_path: Path
 ) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-B", code, tmp_path / "b")
     assert err.value.error == "wrong_serial"
-    assert not registry.get_device(db, "SN-B").enrolled
+    assert not registry.get_device(local(db), "SN-B").enrolled
     await enrol(url, "SN-A", code, tmp_path / "a")  # the installer's typo cost nothing
 
 
@@ -98,8 +99,8 @@ async def test_unknown_code_and_superseded_code(db: Path, url: str, tmp_path: Pa
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", "ABCDE-FGHJK", tmp_path / "x")
     assert err.value.error == "bad_code"
-    first, _ = registry.issue_enrol_code(db, "SN-A")
-    second, _ = registry.issue_enrol_code(db, "SN-A")
+    first, _ = registry.issue_enrol_code(local(db), "SN-A")
+    second, _ = registry.issue_enrol_code(local(db), "SN-A")
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", first, tmp_path / "x")
     assert err.value.error == "replay"  # only the newest code of a serial is valid
@@ -107,19 +108,19 @@ async def test_unknown_code_and_superseded_code(db: Path, url: str, tmp_path: Pa
 
 
 async def test_revoked_device_cannot_enrol(db: Path, url: str, tmp_path: Path) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")
-    registry.revoke_device(db, "SN-A")
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")
+    registry.revoke_device(local(db), "SN-A")
     with pytest.raises(EnrolError) as err:
         await enrol(url, "SN-A", code, tmp_path / "kiosk")
     assert err.value.error == "revoked"
     with pytest.raises(DeviceRevoked):
-        registry.issue_enrol_code(db, "SN-A")
+        registry.issue_enrol_code(local(db), "SN-A")
 
 
 async def test_re_enrolment_replaces_a_lost_key(db: Path, url: str, tmp_path: Path) -> None:
-    code, _ = registry.issue_enrol_code(db, "SN-A")
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")
     first = load_bundle(await enrol(url, "SN-A", code, tmp_path / "old"))
-    code, _ = registry.issue_enrol_code(db, "SN-A")  # the SD card died
+    code, _ = registry.issue_enrol_code(local(db), "SN-A")  # the SD card died
     second = load_bundle(await enrol(url, "SN-A", code, tmp_path / "new"))
     assert first.device_id == second.device_id and first.public_key != second.public_key
     old = DeviceIdentity.from_bundle(first.device_id, first.private_key, None)

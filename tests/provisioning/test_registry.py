@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from core.bundle import bundle_text
+from provisioning.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
 from provisioning.registry import (
     add_device,
     add_from_csv,
@@ -22,7 +23,7 @@ from provisioning.registry import (
     revoke_device,
     write_bundle,
 )
-from server.errors import DeviceNotFound, DeviceRevoked, InvalidField, SerialExists
+from tests.provisioning.fleets import local
 
 
 @pytest.fixture
@@ -31,7 +32,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_add_stores_only_the_public_key(db: Path) -> None:
-    bundle = add_device(db, "SN-1", "site-a", "g1", "north door", server_url="https://s.example/")
+    bundle = add_device(
+        local(db), "SN-1", "site-a", "g1", "north door", server_url="https://s.example/"
+    )
     assert bundle.device_id.startswith("k-") and len(bundle.device_id) == 12
     private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(bundle.private_key))
     assert private.public_key().public_bytes_raw().hex() == bundle.public_key
@@ -43,7 +46,7 @@ def test_add_stores_only_the_public_key(db: Path) -> None:
         dump = "\n".join(conn.iterdump())
     assert bundle.public_key in row
     assert bundle.private_key not in dump
-    record = get_device(db, "SN-1")
+    record = get_device(local(db), "SN-1")
     assert (record.site, record.gate, record.location, record.status) == (
         "site-a",
         "g1",
@@ -53,9 +56,9 @@ def test_add_stores_only_the_public_key(db: Path) -> None:
 
 
 def test_pseudonym_key_is_per_site(db: Path) -> None:
-    a = add_device(db, "SN-1", "site-a")
-    a2 = add_device(db, "SN-3", "site-a")
-    b = add_device(db, "SN-2", "site-b")
+    a = add_device(local(db), "SN-1", "site-a")
+    a2 = add_device(local(db), "SN-3", "site-a")
+    b = add_device(local(db), "SN-2", "site-b")
     # a bundle carries its own site's key only: kiosks of a site agree, sites differ
     assert a.site_key == a2.site_key
     assert a.site_key != b.site_key
@@ -67,36 +70,36 @@ def test_pseudonym_key_is_per_site(db: Path) -> None:
 
 
 def test_csv_bundles_carry_their_own_site_key(db: Path, tmp_path: Path) -> None:
-    first = add_device(db, "SN-0", "site-a")
+    first = add_device(local(db), "SN-0", "site-a")
     csv_path = tmp_path / "devices.csv"
     csv_path.write_text("serial,site,gate\nSN-1,site-a,g1\nSN-2,site-b,g1\nSN-3,site-b,g2\n")
-    result = add_from_csv(db, csv_path, bundle_dir=tmp_path / "out", create_sites=True)
+    result = add_from_csv(local(db), csv_path, bundle_dir=tmp_path / "out", create_sites=True)
     keys = {p.stem: json.loads(p.read_text())["fleet_key"] for p in sorted(result.bundles)}
     assert keys["SN-1"] == first.site_key
     assert keys["SN-2"] == keys["SN-3"] != first.site_key
 
 
 def test_serial_exists_and_rotate(db: Path) -> None:
-    first = add_device(db, "SN-1", "site-a")
+    first = add_device(local(db), "SN-1", "site-a")
     with pytest.raises(SerialExists, match="serial exists"):
-        add_device(db, "SN-1", "site-a")
-    rotated = add_device(db, "SN-1", "site-b", "g2", rekey=True)
+        add_device(local(db), "SN-1", "site-a")
+    rotated = add_device(local(db), "SN-1", "site-b", "g2", rekey=True)
     assert rotated.device_id == first.device_id
     assert rotated.private_key != first.private_key
     assert rotated.public_key != first.public_key
-    assert get_device(db, first.device_id).site == "site-b"
-    assert len(list_devices(db)) == 1
+    assert get_device(local(db), first.device_id).site == "site-b"
+    assert len(list_devices(local(db))) == 1
 
 
 def test_revoke(db: Path) -> None:
-    bundle = add_device(db, "SN-1", "site-a")
-    assert revoke_device(db, "SN-1").status == "revoked"
-    assert revoke_device(db, bundle.device_id).status == "revoked"  # by id, idempotent
-    assert get_device(db, "SN-1").status == "revoked"
+    bundle = add_device(local(db), "SN-1", "site-a")
+    assert revoke_device(local(db), "SN-1").status == "revoked"
+    assert revoke_device(local(db), bundle.device_id).status == "revoked"  # by id, idempotent
+    assert get_device(local(db), "SN-1").status == "revoked"
     with pytest.raises(DeviceRevoked):
-        add_device(db, "SN-1", "site-a", rotate_secret=True)
+        add_device(local(db), "SN-1", "site-a", rotate_secret=True)
     with pytest.raises(DeviceNotFound):
-        revoke_device(db, "SN-404")
+        revoke_device(local(db), "SN-404")
 
 
 @pytest.mark.parametrize(
@@ -110,11 +113,11 @@ def test_revoke(db: Path) -> None:
 )
 def test_invalid_fields(db: Path, serial: str, site: str, url: str) -> None:
     with pytest.raises(InvalidField):
-        add_device(db, serial, site, server_url=url)
+        add_device(local(db), serial, site, server_url=url)
 
 
 def test_bundle_file(db: Path, tmp_path: Path) -> None:
-    bundle = add_device(db, "SN-1", "site-a", "g1", server_url="http://10.0.0.1:8080")
+    bundle = add_device(local(db), "SN-1", "site-a", "g1", server_url="http://10.0.0.1:8080")
     path = tmp_path / "bundle.json"
     path.write_text("old", encoding="utf-8")
     path.chmod(0o644)
@@ -142,8 +145,8 @@ def test_bundle_file(db: Path, tmp_path: Path) -> None:
 
 
 def test_bundle_carries_the_servers_snapshot_public_key(db: Path) -> None:
-    a = add_device(db, "SN-1", "site-a")
-    b = add_device(db, "SN-2", "site-b")
+    a = add_device(local(db), "SN-1", "site-a")
+    b = add_device(local(db), "SN-2", "site-b")
     assert a.server_key == b.server_key  # one server key for the fleet
     public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(a.server_key))
     with sqlite3.connect(db) as conn:
@@ -152,5 +155,5 @@ def test_bundle_carries_the_servers_snapshot_public_key(db: Path) -> None:
     private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(stored[0][0]))
     public.verify(private.sign(b"snapshot"), b"snapshot")  # the pair matches
     assert stored[0][0] not in bundle_text(a)  # the private half never leaves
-    rotated = add_device(db, "SN-1", "site-a", rotate_secret=True)
+    rotated = add_device(local(db), "SN-1", "site-a", rotate_secret=True)
     assert rotated.server_key == a.server_key

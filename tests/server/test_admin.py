@@ -54,8 +54,9 @@ async def test_login(admin: TestClient, admin_db: Path) -> None:
 
 async def test_device_tokens_are_not_admin_tokens(admin: TestClient, admin_db: Path) -> None:
     from provisioning.registry import add_device
+    from siheyi.cli import local_fleet
 
-    device = add_device(admin_db, "SN-X", "north")
+    device = add_device(local_fleet(None, admin_db), "SN-X", "north")
     resp = await admin.get("/v1/admin/devices", headers=bearer(admin_db, device))
     assert resp.status == 401
 
