@@ -207,11 +207,15 @@ class RemoteFleet:
             reason = getattr(exc, "reason", exc)
             raise Unavailable(f"{self.url}: {reason}") from exc
 
-    def _login(self) -> str:
+    def _username(self) -> str:
         cached = self.tokens.get(self.url)
         username = self.admin or (cached.username if cached else None)
         if not username:
             raise LoginFailed(f"no saved admin login for {self.url}: use --admin USER")
+        return username
+
+    def _login(self, username: str | None = None) -> str:
+        username = username or self._username()
         body = msgspec.json.encode(LoginRequest(username, self.password(username)))
         status, data, retry = self._send("POST", "/v1/admin/login", body, None)
         if status == 401:
@@ -232,8 +236,9 @@ class RemoteFleet:
         token, fresh = self._token()
         status, raw, retry = self._send(method, path, data, token)
         if status == 401 and not fresh:
-            self.tokens.put(self.url, None)
-            status, raw, retry = self._send(method, path, data, self._login())
+            username = self._username()
+            self.tokens.put(self.url, None)  # refused: never offered again
+            status, raw, retry = self._send(method, path, data, self._login(username))
         return self._decode(status, raw, retry, answer, path)
 
     def _decode(self, status: int, raw: bytes, retry: str, answer: type[T], path: str) -> T:
