@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 
-from device.config import DeviceConfig, load_bundle
+from core.configdoc import config_table, splice
+from core.outcomes import DEFAULT_PROMPTS, Outcome
+from device.config import DeviceConfig, OutcomeName, load_bundle
 from device.errors import ConfigError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+KIOSK_DOC = README.parent / "docs" / "kiosk-config.md"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -42,16 +48,22 @@ def test_file_overrides_and_prompt_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text,needle",
     [
-        ("[reader]\nurll = 'x'\n", "unknown key reader.urll"),
+        ("[reader]\nurll = 'x'\n", "reader.urll: unknown key"),
+        ("[voice.prompts]\npass = 3\n", "voice.prompts.pass: expected a string, got 3"),
+        ("[camera]\nsource = ''\n", "camera.source: must be non-empty"),
+        ("[verify]\ncircuit_max_cooldown_s = 1.0\n", "verify.circuit_max_cooldown_s"),
+        ("[cache]\nsnapshot_interval_s = 5\n", "cache.snapshot_interval_s: 0 or in [10, 86400]"),
+        ("[reader]\nwiring = 'usb'\n", 'reader.wiring: must be one of "direct", "mcu"'),
+        ("bogus = 1\n", "bogus: unknown key"),
         ("[verify]\ndeadline_s = 'fast'\n", "verify.deadline_s: expected a number"),
-        ("[verify]\ndeadline_s = 5\n", "verify.deadline_s"),
+        ("[verify]\ndeadline_s = 5\n", "verify.deadline_s: must be in [0.05, 2.5], got 5"),
         ("[gpio]\nrelay_pin = 27\n", "pins must differ"),
         ("[reader]\nbaudrate = 12345\n", "reader.baudrate"),
-        ("[voice.prompts]\nhello = 'x'\n", "unknown outcome"),
+        ("[voice.prompts]\nhello = 'x'\n", "voice.prompts.hello: must be one of"),
         ("[upload]\nbatch_size = 0\n", "upload.batch_size"),
         ("[gpio]\nenabled = 'yes'\n", "gpio.enabled: expected true or false"),
         ("reader = 3\n", "reader: expected a table"),
-        ("not toml [", "not valid TOML"),
+        ("not toml [", "invalid TOML"),
         ("[voice]\nplayer = 'bogus'\n", "voice.player"),
         ("[voice]\nplayer = 'file:'\n", "voice.player"),
     ],
@@ -85,19 +97,49 @@ def test_bundle_checks(tmp_path: Path) -> None:
             load_bundle(p)
 
 
-def test_every_config_key_is_documented_in_the_readme() -> None:
+def test_every_key_of_the_readme_example_is_a_real_key_with_that_default() -> None:
+    """The README's annotated example is a valid kiosk.toml holding the defaults."""
     readme = README.read_text(encoding="utf-8")
     block = readme[readme.index("## Kiosk configuration") :]
-    documented = set(re.findall(r"^(\w+) = ", block, re.M))
-    documented |= set(re.findall(r"^\[\w+\.(\w+)\]", block, re.M))  # [voice.prompts]
-    c = DeviceConfig()
+    example = block[block.index("```toml\n") + 8 : block.index("```\n", block.index("```toml"))]
+    assert DeviceConfig.from_dict(tomllib.loads(example), "README.md") == DeviceConfig()
+    assert "(docs/kiosk-config.md)" in block
+
+
+def test_the_reference_table_is_generated_from_the_schema() -> None:
+    """``make config-docs`` was run after the last schema change."""
+    text = KIOSK_DOC.read_text(encoding="utf-8")
+    assert text == splice(text, config_table(DeviceConfig)), "run `make config-docs`"
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text, re.M))
     keys = {"bundle", "state_dir", "server_url"}
-    sections = ("reader", "verify", "cache", "voice", "gpio", "camera", "sscard", "upload")
-    sections += ("heartbeat",)
-    for section in sections:
-        keys |= set(vars(getattr(c, section)))
-    keys |= set(c.voice.prompts)
-    assert keys - documented == set()
+    for section in ("reader", "verify", "cache", "voice", "gpio", "camera", "sscard", "upload"):
+        keys |= {f"{section}.{name}" for name in vars(getattr(DeviceConfig(), section))}
+    keys |= {"heartbeat.interval_s"} | {f"voice.prompts.{o}" for o in DEFAULT_PROMPTS}
+    assert keys - {"voice.prompts"} == documented
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    text = KIOSK_DOC.read_text(encoding="utf-8")
+    c = DeviceConfig()
+    for key, default in re.findall(r"^\| `([^`]+)` \| [^|]+ \| `([^`]+)` \|", text, re.M):
+        section, _, name = key.rpartition(".")
+        table: Any = c
+        for part in filter(None, section.split(".")):
+            table = getattr(table, part)
+        value = table[name] if isinstance(table, dict) else getattr(table, name)
+        assert json.loads(default) == value, key
+
+
+def test_prompt_outcomes_are_the_core_outcomes() -> None:
+    assert set(get_args(OutcomeName)) == {o.value for o in Outcome}
+
+
+def test_a_loaded_file_keeps_replace_working() -> None:
+    """The agent and the tests derive variants with dataclasses.replace."""
+    c = DeviceConfig.from_dict({"heartbeat": {"interval_s": 5}})
+    assert replace(c.heartbeat, interval_s=0.3).interval_s == 0.3
+    assert c.with_overrides(server_url="http://x").server_url == "http://x"
+    assert isinstance(c.heartbeat.interval_s, float)
 
 
 def test_unencrypted_or_unpinned_server_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
