@@ -41,5 +41,10 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2
 
+.PHONY: config-docs
+config-docs: venv  # the configuration tables in docs/ from the schemas in device/ and server/config.py
+	$(BIN)/python -m core.configdoc device.config:DeviceConfig=docs/kiosk-config.md \
+		server.config:ServerFile=docs/server.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,28 +1,40 @@
-"""Server configuration: a frozen dataclass loaded from TOML and validated once, up front.
+"""Server configuration: the TOML file's schema, and the frozen :class:`ServerConfig` built from it.
 
 Every error names the file and the key (``siheyi.toml: [policy] min_doses: must be …``);
 unknown keys are rejected so a typo never silently falls back to a default.
+
+The ``*Table`` Structs below mirror the file and hold every type, default, bound and
+description once; :mod:`core.configschema` checks a file against :class:`ServerFile` and
+:mod:`core.configdoc` writes the table in docs/server.md from it. What a per-key schema cannot
+say (a site inheriting the fleet policy, an upstream's URL rules, ``${ENV}`` expansion, a
+relative database path) is the short functions after them. :class:`ServerConfig` stays a
+dataclass: the command line and the tests derive variants with ``dataclasses.replace``.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
+import msgspec
+from msgspec import Meta, Struct
+
+from core import configschema
 from core.checks import MAPPED_FIELDS, SOURCE_NAMES
-from core.outcomes import DECISIONS
-from core.policy import DEFAULT_MAX_STALE_S, ColourRule, SitePolicy
+from core.configschema import NOT_BLANK, KeyPath
+from core.outcomes import DECISIONS, DEFAULT_PROMPTS
+from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
 from server.errors import ConfigError
 
 OUTCOMES = tuple(sorted(o.value for o in DECISIONS))
+#: :data:`OUTCOMES` as a type (a test keeps the two equal).
+DecisionName = Literal["pass", "check", "nat_expired", "invalid_credential"]
 
 SOURCE_TYPES = ("local", "http")
 HTTP_METHODS = ("GET", "POST")
@@ -31,9 +43,242 @@ TOKEN_PLACEHOLDER = "{token}"
 #: The mapping field that tells where a token-resolve answer holds the ID number.
 RESOLVED_ID_FIELD = "id_number"
 
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_Text = Annotated[str, Meta(pattern=NOT_BLANK)]
+_HeaderName = Annotated[str, Meta(pattern=r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")]
+_Reason = Annotated[str, Meta(pattern=r"\A[a-z0-9_:]{0,64}\Z")]
+_SourceTimeout = Annotated[float, Meta(gt=0, le=60)]
 
-def _frozen(mapping: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping or {}))
+
+class ServerTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[server]``: where to listen and which database to open."""
+
+    host: Annotated[_Text, Meta(description="listen address")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535, description="listen port")] = 8080
+    database: Annotated[
+        _Text, Meta(description="SQLite file; a relative path is relative to the config file")
+    ] = "siheyi.db"
+
+
+class ColourTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """One health-code colour of a site's colour table."""
+
+    passes: Annotated[bool, Meta(description="the colour passes (else it checks)")]
+    reason: Annotated[
+        _Reason | None,
+        Meta(
+            description='reason code when it checks (unset: "code_not_green"); '
+            "a colour that checks needs one"
+        ),
+    ] = None
+    prompt: Annotated[
+        _Text | None, Meta(description="words spoken for this colour instead of the outcome's")
+    ] = None
+
+
+class PolicyTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[policy]`` (the fleet default) and ``[sites."<site>"]`` (a site's overrides)."""
+
+    nat_window_hours: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=8760,
+            description="a negative NAT older than this → nat_expired (exactly this old passes)",
+        ),
+    ] = DEFAULT_NAT_WINDOW_HOURS
+    min_doses: Annotated[
+        int, Meta(ge=0, le=10, description="vaccine doses needed to pass (0: only reported)")
+    ] = 0
+    prompts: Annotated[dict[DecisionName, _Text], Meta(description="text spoken per outcome")] = (
+        msgspec.field(
+            default_factory=lambda: {o: DEFAULT_PROMPTS[o] for o in get_args(DecisionName)}
+        )
+    )
+    colours: Annotated[
+        dict[str, ColourTable],
+        Meta(
+            description="colour table; the default: green passes, yellow and red check "
+            "(code_not_green); a colour not in the table checks (code_colour_unknown); "
+            "a site's colours add to or override the fleet's",
+            extra={"key": "colour"},
+        ),
+    ] = {}
+
+
+class SourceTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[sources.<name>]``: one check kind's source, the local tables or an HTTP upstream."""
+
+    type: Annotated[
+        Literal["local", "http"], Meta(description="local: the SQLite tables; http: an upstream")
+    ] = "local"
+    timeout_s: Annotated[
+        _SourceTimeout | None, Meta(description="this source's own timeout (else [sources])")
+    ] = None
+    url: Annotated[
+        _Text | None,
+        Meta(
+            description="http: required; an http(s) URL, {id_number} the only placeholder "
+            "(in the url or the body); ${ENV} expanded"
+        ),
+    ] = None
+    method: Annotated[_Text, Meta(description="GET or POST (any case)")] = "GET"
+    body: Annotated[
+        Any, Meta(description="POST only: a JSON template, {id_number} replaced in every string")
+    ] = None
+    headers: Annotated[
+        dict[_HeaderName, str],
+        Meta(description="sent as given; no line breaks; ${ENV} expanded", extra={"key": "header"}),
+    ] = {}
+    mapping: Annotated[
+        dict[str, _Text],
+        Meta(
+            description="http: required; our field → dotted path into the upstream's JSON",
+            extra={"key": "field"},
+        ),
+    ] = {}
+    values: Annotated[
+        dict[str, dict[str, str | int | float | bool]],
+        Meta(description="per mapped field: upstream value → our value", extra={"key": "field"}),
+    ] = {}
+    resolve_url: Annotated[
+        _Text | None,
+        Meta(
+            description="health_code, http only: GET URL template resolving a QR {token} "
+            "(required, the only placeholder) to a person; needs mapping.id_number; "
+            "${ENV} expanded"
+        ),
+    ] = None
+
+
+class SourcesTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[sources]``: lookup timeouts, last-known values and the four check kinds' sources."""
+
+    timeout_s: Annotated[
+        _SourceTimeout, Meta(description="lookup timeout of every source without its own")
+    ] = 0.3
+    max_stale_s: Annotated[
+        float,
+        Meta(gt=0, le=7 * 86400, description="a last-known value older than this is not used"),
+    ] = DEFAULT_MAX_STALE_S
+    cache_size: Annotated[
+        int,
+        Meta(ge=0, le=10_000_000, description="people whose last value each source remembers"),
+    ] = 100_000
+    health_code: SourceTable | None = None
+    nat: SourceTable | None = None
+    vaccination: SourceTable | None = None
+    travel: SourceTable | None = None
+
+
+class SnapshotTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[snapshot]``: the signed site snapshots kiosks pre-load."""
+
+    max_people: Annotated[
+        int, Meta(ge=1, le=1_000_000, description="people in one site's snapshot at most")
+    ] = 50_000
+    cache_s: Annotated[
+        float,
+        Meta(ge=0, le=3600, description="a snapshot is rebuilt at most this often (0: always)"),
+    ] = 60.0
+
+
+class IdentitySettings(Struct, frozen=True, forbid_unknown_fields=True):
+    """Kiosk identity and sessions (``[identity]``, docs/identity.md)."""
+
+    session_ttl_s: Annotated[float, Meta(ge=60, le=86400, description="session token lifetime")] = (
+        900.0
+    )
+    challenge_ttl_s: Annotated[
+        float, Meta(ge=5, le=600, description="a session challenge must be signed within this")
+    ] = 60.0
+    enrol_code_ttl_s: Annotated[
+        float, Meta(ge=60, le=7 * 86400, description="default lifetime of an enrolment code")
+    ] = 900.0
+    clock_skew_s: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=86400,
+            description="kiosk clock error tolerated at session start "
+            "(beyond: 401 clock_skew with the server time)",
+        ),
+    ] = 300.0
+    status_sync_s: Annotated[
+        float,
+        Meta(ge=0, le=60, description="cached device status is at most this old (0: per request)"),
+    ] = 1.0
+    admin_token_ttl_s: Annotated[
+        float, Meta(ge=60, le=86400, description="admin bearer token lifetime")
+    ] = 3600.0
+    replay_window: Annotated[
+        int, Meta(ge=16, le=1_000_000, description="tap ids remembered per device (replays)")
+    ] = 4096
+
+
+class LimitSettings(Struct, frozen=True, forbid_unknown_fields=True):
+    """Overload protection (``[limits]``): beyond these a request gets ``429`` + Retry-After."""
+
+    session_per_s: Annotated[
+        float, Meta(ge=1, le=100_000, description="challenges + sessions per second (bucket)")
+    ] = 500.0
+    session_burst: Annotated[int, Meta(ge=1, le=1_000_000, description="session bucket size")] = (
+        1000
+    )
+    enrol_per_s: Annotated[
+        float, Meta(ge=0.1, le=10_000, description="enrolment attempts per second")
+    ] = 20.0
+    login_per_s: Annotated[
+        float, Meta(ge=0.1, le=1000, description="admin logins per second (argon2 is slow)")
+    ] = 2.0
+    device_inflight: Annotated[
+        int, Meta(ge=1, le=1_000_000, description="device requests handled at once")
+    ] = 4096
+    admin_inflight: Annotated[
+        int, Meta(ge=1, le=1000, description="admin requests handled at once")
+    ] = 4
+
+
+class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):
+    """The whole server configuration file; every table is optional."""
+
+    server: ServerTable = ServerTable()
+    policy: PolicyTable = msgspec.field(default_factory=PolicyTable)
+    sites: Annotated[
+        dict[Annotated[str, Meta(pattern=NOT_BLANK)], PolicyTable],
+        Meta(
+            description='per-site overrides (`[sites."east-gate"]`): the keys of [policy]; '
+            "a key not set is inherited from [policy], prompts and colours add to its own",
+            extra={"key": "site", "collapse": True},
+        ),
+    ] = {}
+    sources: SourcesTable = SourcesTable()
+    snapshot: SnapshotTable = SnapshotTable()
+    identity: IdentitySettings = IdentitySettings()
+    limits: LimitSettings = LimitSettings()
+
+
+def _bounds(table: type[Struct]) -> Mapping[str, tuple[str, float, float]]:
+    """A table of bounded numbers as key → (kind, low, high); kind "n" number, "i" integer."""
+    info = msgspec.inspect.type_info(table)
+    assert isinstance(info, msgspec.inspect.StructType)
+    out: dict[str, tuple[str, float, float]] = {}
+    for f in info.fields:
+        number = f.type.type if isinstance(f.type, msgspec.inspect.Metadata) else f.type
+        assert isinstance(number, msgspec.inspect.IntType | msgspec.inspect.FloatType)
+        assert number.ge is not None and number.le is not None
+        out[f.name] = (
+            "i" if isinstance(number, msgspec.inspect.IntType) else "n",
+            number.ge,
+            number.le,
+        )
+    return MappingProxyType(out)
+
+
+#: ``[identity]`` / ``[limits]`` keys: (kind, low, high); kind "n" number, "i" integer.
+IDENTITY_BOUNDS = _bounds(IdentitySettings)
+LIMIT_BOUNDS = _bounds(LimitSettings)
+_DEFAULTS = ServerFile()
 
 
 @dataclass(frozen=True)
@@ -47,9 +292,9 @@ class HttpUpstream:
     url: str
     method: str = "GET"
     body: Any = None
-    headers: Mapping[str, str] = field(default_factory=_frozen, repr=False)
-    mapping: Mapping[str, str] = field(default_factory=_frozen)
-    values: Mapping[str, Mapping[str, Any]] = field(default_factory=_frozen)
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    mapping: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    values: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     #: health_code only: GET URL template with ``{token}`` resolving a QR token to a person;
     #: ``mapping["id_number"]`` is then the path of the ID number in its answer.
     resolve_url: str | None = None
@@ -65,71 +310,22 @@ class SourceSettings:
 
 
 @dataclass(frozen=True)
-class IdentitySettings:
-    """Kiosk identity and sessions (``[identity]``, docs/identity.md)."""
-
-    session_ttl_s: float = 900.0  # session token lifetime
-    challenge_ttl_s: float = 60.0  # a session challenge (nonce) must be answered within this
-    enrol_code_ttl_s: float = 900.0  # default lifetime of an enrolment code
-    clock_skew_s: float = 300.0  # kiosk clock error tolerated at session start
-    status_sync_s: float = 1.0  # cached device status is at most this old (0: read per request)
-    admin_token_ttl_s: float = 3600.0  # admin bearer token lifetime
-    replay_window: int = 4096  # tap ids remembered per device for replay detection
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    """Overload protection (``[limits]``): beyond these a request gets ``429`` + Retry-After."""
-
-    session_per_s: float = 500.0  # challenges + sessions per second (token bucket)
-    session_burst: int = 1000
-    enrol_per_s: float = 20.0  # enrolment attempts per second
-    login_per_s: float = 2.0  # admin logins per second (argon2 is deliberately slow)
-    device_inflight: int = 4096  # device requests handled at once
-    admin_inflight: int = 4  # admin requests handled at once
-
-
-#: ``[identity]`` / ``[limits]`` keys: (kind, low, high); kind "n" number, "i" integer.
-IDENTITY_BOUNDS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
-    {
-        "session_ttl_s": ("n", 60, 86400),
-        "challenge_ttl_s": ("n", 5, 600),
-        "enrol_code_ttl_s": ("n", 60, 7 * 86400),
-        "clock_skew_s": ("n", 1, 86400),
-        "status_sync_s": ("n", 0, 60),
-        "admin_token_ttl_s": ("n", 60, 86400),
-        "replay_window": ("i", 16, 1_000_000),
-    }
-)
-LIMIT_BOUNDS: Mapping[str, tuple[str, float, float]] = MappingProxyType(
-    {
-        "session_per_s": ("n", 1, 100_000),
-        "session_burst": ("i", 1, 1_000_000),
-        "enrol_per_s": ("n", 0.1, 10_000),
-        "login_per_s": ("n", 0.1, 1000),
-        "device_inflight": ("i", 1, 1_000_000),
-        "admin_inflight": ("i", 1, 1000),
-    }
-)
-
-
-@dataclass(frozen=True)
 class ServerConfig:
     """Everything the server process needs; build with :func:`load_config` or :meth:`default`."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database: str = "siheyi.db"
+    host: str = _DEFAULTS.server.host
+    port: int = _DEFAULTS.server.port
+    database: str = _DEFAULTS.server.database
     policy: SitePolicy = field(default_factory=SitePolicy)
     sites: Mapping[str, SitePolicy] = field(default_factory=lambda: MappingProxyType({}))
-    source_timeout_s: float = 0.3
-    source_max_stale_s: float = DEFAULT_MAX_STALE_S
-    source_cache_size: int = 100_000
+    source_timeout_s: float = _DEFAULTS.sources.timeout_s
+    source_max_stale_s: float = _DEFAULTS.sources.max_stale_s
+    source_cache_size: int = _DEFAULTS.sources.cache_size
     sources: Mapping[str, SourceSettings] = field(default_factory=lambda: MappingProxyType({}))
-    snapshot_max_people: int = 50_000
-    snapshot_cache_s: float = 60.0
-    identity: IdentitySettings = field(default_factory=IdentitySettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
+    snapshot_max_people: int = _DEFAULTS.snapshot.max_people
+    snapshot_cache_s: float = _DEFAULTS.snapshot.cache_s
+    identity: IdentitySettings = _DEFAULTS.identity
+    limits: LimitSettings = _DEFAULTS.limits
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -150,200 +346,210 @@ class ServerConfig:
         return self.source_timeout_s if own is None else own
 
 
-_TOP_KEYS = frozenset({"server", "policy", "sites", "sources", "snapshot", "identity", "limits"})
-_SERVER_KEYS = frozenset({"host", "port", "database"})
-_POLICY_KEYS = frozenset({"nat_window_hours", "min_doses", "prompts", "colours"})
-_COLOUR_KEYS = frozenset({"passes", "reason", "prompt"})
-_SOURCES_KEYS = frozenset({"timeout_s", "max_stale_s", "cache_size"})
-_SOURCE_KEYS = frozenset(
-    {"type", "timeout_s", "url", "method", "body", "headers", "mapping", "values", "resolve_url"}
-)
-_HTTP_ONLY_KEYS = _SOURCE_KEYS - {"type", "timeout_s"}
-_SNAPSHOT_KEYS = frozenset({"max_people", "cache_s"})
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read and validate a TOML configuration file; raises :class:`ConfigError`."""
+    path = Path(path)
+    doc = configschema.read_toml(path, ConfigError)
+    return parse_config(doc, str(path), base_dir=path.parent, environ=environ)
 
 
-class _Checker:
-    """Validates one parsed TOML document, raising errors that name file and key."""
+def parse_config(
+    doc: Mapping[str, Any],
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Validate an already parsed TOML document; ``source`` names it in errors.
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    A relative ``database`` path is resolved against ``base_dir`` when given (the directory
+    of the configuration file). ``${NAME}`` in an upstream's ``url`` and ``headers`` is
+    replaced by the variable from ``environ`` (default ``os.environ``), once, here.
+    """
+    file = configschema.load(doc, ServerFile, source, ConfigError, KeyPath.bracketed)
+    check = _Check(source, os.environ if environ is None else environ)
+    raw_sites: Mapping[str, Any] = doc.get("sites", {})
+    policy = check.policy(doc.get("policy", {}), file.policy, SitePolicy(), ("policy",))
+    sites = {
+        name: check.policy(raw_sites[name], table, policy, ("sites", name))
+        for name, table in file.sites.items()
+    }
+    raw_sources: Mapping[str, Any] = doc.get("sources", {})
+    sources = {
+        name: check.source(name, raw_sources[name], table)
+        for name in SOURCE_NAMES
+        if (table := getattr(file.sources, name)) is not None
+    }
+    database = file.server.database
+    if base_dir is not None and not Path(database).is_absolute():
+        database = str(base_dir / database)
+    return ServerConfig(
+        host=file.server.host,
+        port=file.server.port,
+        database=database,
+        policy=policy,
+        sites=MappingProxyType(sites),
+        source_timeout_s=file.sources.timeout_s,
+        source_max_stale_s=file.sources.max_stale_s,
+        source_cache_size=file.sources.cache_size,
+        sources=MappingProxyType(sources),
+        snapshot_max_people=file.snapshot.max_people,
+        snapshot_cache_s=file.snapshot.cache_s,
+        identity=file.identity,
+        limits=file.limits,
+    )
 
-    def fail(self, where: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {where}: {message}")
 
-    def table(self, doc: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-        value = doc.get(key, {})
-        if not isinstance(value, dict):
-            raise self.fail(where, "must be a table")
-        return value
+def resolve_database(config_path: str | Path | None, database: str | Path | None) -> str:
+    """The SQLite file a command-line verb uses: ``--database`` if given, else the config
+    file's ``[server] database`` (relative to the config file's directory), else
+    ``siheyi.db`` in the current directory. Raises :class:`ConfigError`."""
+    if database:
+        return str(database)
+    if config_path:
+        return load_config(config_path).database
+    return ServerConfig().database
 
-    def no_unknown(self, table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.fail(f"{where} {key}", "unknown key")
 
-    def string(self, value: Any, where: str, *, empty_ok: bool = False) -> str:
-        if not isinstance(value, str) or (not empty_ok and not value.strip()):
-            raise self.fail(where, "must be a non-empty string")
-        return value
+_HTTP_ONLY_KEYS = frozenset(f.encode_name for f in msgspec.structs.fields(SourceTable)) - {
+    "type",
+    "timeout_s",
+}
 
-    def integer(self, value: Any, where: str, lo: int, hi: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise self.fail(where, f"must be an integer in [{lo}, {hi}], got {value!r}")
-        return value
 
-    def positive(self, value: Any, where: str, hi: float) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not 0 < value <= hi:
-            raise self.fail(where, f"must be a number in (0, {hi}], got {value!r}")
-        return float(value)
+@dataclass(frozen=True)
+class _Check:
+    """The rules a per-key schema cannot say, on a file the schema has accepted; errors
+    name the file and the key like the schema's."""
 
-    def non_negative(self, value: Any, where: str, hi: float) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or not 0 <= value <= hi:
-            raise self.fail(where, f"must be a number in [0, {hi}], got {value!r}")
-        return float(value)
+    file: str
+    environ: Mapping[str, str]
 
-    def bounded(
-        self, doc: Mapping[str, Any], name: str, bounds: Mapping[str, tuple[str, float, float]]
-    ) -> dict[str, Any]:
-        """A table of plain numbers with bounds (``[identity]``, ``[limits]``)."""
-        table = self.table(doc, name, f"[{name}]")
-        self.no_unknown(table, frozenset(bounds), f"[{name}]")
-        out: dict[str, Any] = {}
-        for key, value in table.items():
-            kind, lo, hi = bounds[key]
-            where = f"[{name}] {key}"
-            if kind == "i":
-                out[key] = self.integer(value, where, int(lo), int(hi))
-                continue
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or not math.isfinite(value) or not lo <= value <= hi:
-                raise self.fail(where, f"must be a number in [{lo}, {hi}], got {value!r}")
-            out[key] = float(value)
-        return out
+    def fail(self, table: tuple[str, ...], key: str | tuple[str, ...], message: str) -> ConfigError:
+        where = KeyPath(table, (key,) if isinstance(key, str) else key)
+        return ConfigError(f"{self.file}: {where.bracketed()}: {message}")
 
-    def expand(self, text: str, where: str, environ: Mapping[str, str]) -> str:
+    def policy(
+        self, raw: Mapping[str, Any], table: PolicyTable, base: SitePolicy, at: tuple[str, ...]
+    ) -> SitePolicy:
+        """``base`` with the keys ``raw`` sets; prompts and colours add to ``base``'s."""
+        prompts, colours = dict(base.prompts), dict(base.colours)
+        if "prompts" in raw:
+            prompts.update({str(k): v for k, v in table.prompts.items()})
+        for name, rule in table.colours.items():
+            colours[name] = self.colour(rule, (*at, "colours", name))
+        return replace(
+            base,
+            nat_window_hours=table.nat_window_hours
+            if "nat_window_hours" in raw
+            else base.nat_window_hours,
+            min_doses=table.min_doses if "min_doses" in raw else base.min_doses,
+            prompts=MappingProxyType(prompts),
+            colours=MappingProxyType(colours),
+        )
+
+    def colour(self, rule: ColourTable, at: tuple[str, ...]) -> ColourRule:
+        reason = rule.reason
+        if reason is None:
+            reason = "" if rule.passes else "code_not_green"
+        if not rule.passes and not reason:
+            raise self.fail(at, "reason", "a colour that checks needs a reason code")
+        return ColourRule(passes=rule.passes, reason=reason, prompt=rule.prompt)
+
+    def source(self, name: str, raw: Mapping[str, Any], table: SourceTable) -> SourceSettings:
+        if table.type == "local":
+            extra = sorted(_HTTP_ONLY_KEYS & raw.keys())
+            if extra:
+                raise self.fail(("sources", name), extra[0], 'only allowed with type = "http"')
+            return SourceSettings("local", table.timeout_s)
+        return SourceSettings("http", table.timeout_s, self.http(name, table))
+
+    def http(self, name: str, table: SourceTable) -> HttpUpstream:
+        at = ("sources", name)
+        if table.url is None:
+            raise self.fail(at, "url", 'required with type = "http"')
+        url = self.url(table.url, at, "url", ID_PLACEHOLDER)
+        method = table.method.upper()
+        if method not in HTTP_METHODS:
+            raise self.fail(at, "method", f"must be one of {', '.join(HTTP_METHODS)}")
+        if table.body is not None:
+            if method != "POST":
+                raise self.fail(at, "body", 'only allowed with method = "POST"')
+            self.json_template(table.body, at)
+        if ID_PLACEHOLDER not in url and ID_PLACEHOLDER not in _strings(table.body):
+            raise self.fail(at, "url", "needs {id_number} in the url or the body")
+        resolve_url = None
+        if table.resolve_url is not None:
+            if name != "health_code":
+                raise self.fail(at, "resolve_url", "only allowed for [sources.health_code]")
+            resolve_url = self.url(table.resolve_url, at, "resolve_url", TOKEN_PLACEHOLDER)
+            if TOKEN_PLACEHOLDER not in resolve_url:
+                raise self.fail(at, "resolve_url", "needs {token} in the url")
+        mapping = self.mapping(name, table.mapping, resolved=resolve_url is not None)
+        for key in table.values:
+            if key not in mapping:
+                raise self.fail(
+                    (*at, "values"), key, "translates a field that [mapping] does not map"
+                )
+        return HttpUpstream(
+            url=url,
+            method=method,
+            body=table.body,
+            headers=MappingProxyType(self.headers(table.headers, at)),
+            mapping=MappingProxyType(mapping),
+            values=MappingProxyType({k: MappingProxyType(v) for k, v in table.values.items()}),
+            resolve_url=resolve_url,
+        )
+
+    def url(self, template: str, at: tuple[str, ...], key: str, placeholder: str) -> str:
+        """An http(s) URL with ``${ENV}`` expanded, whose only placeholder is ``placeholder``."""
+        url = self.expand(template, at, key)
+        rest = url.replace(placeholder, "")
+        if "{" in rest or "}" in rest:
+            raise self.fail(at, key, f"the only placeholder allowed is {placeholder}")
+        parts = urlsplit(rest)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self.fail(at, key, "must be an http:// or https:// URL with a host")
+        return url
+
+    def headers(self, headers: Mapping[str, str], at: tuple[str, ...]) -> dict[str, str]:
+        expanded = {
+            name: self.expand(value, at, ("headers", name)) for name, value in headers.items()
+        }
+        for name, value in expanded.items():
+            if any(c in value for c in "\r\n\0"):
+                raise self.fail(at, ("headers", name), "must not contain line breaks or NUL")
+        return expanded
+
+    def mapping(self, name: str, mapping: Mapping[str, str], *, resolved: bool) -> dict[str, str]:
+        """Our field → dotted path: only the kind's fields, every required one present."""
+        at = ("sources", name, "mapping")
+        fields = dict(MAPPED_FIELDS[name])
+        if resolved:
+            fields[RESOLVED_ID_FIELD] = True
+        for key, path in mapping.items():
+            if key == RESOLVED_ID_FIELD and name == "health_code" and not resolved:
+                raise self.fail(at, key, "only allowed with resolve_url")
+            if key not in fields:
+                raise self.fail(at, key, f"unknown field; expected one of {', '.join(fields)}")
+            if any(not part for part in path.split(".")):
+                raise self.fail(at, key, f"not a dotted path: {path!r}")
+        for key, required in fields.items():
+            if required and key not in mapping:
+                raise self.fail(at, key, "required")
+        return dict(mapping)
+
+    def expand(self, text: str, at: tuple[str, ...], key: str | tuple[str, ...]) -> str:
         """Replace every ``${NAME}`` by the environment variable (never echoed in errors)."""
 
         def one(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in environ:
-                raise self.fail(where, f"environment variable {name} is not set")
-            return environ[name]
+            if name not in self.environ:
+                raise self.fail(at, key, f"environment variable {name} is not set")
+            return self.environ[name]
 
         return _ENV_REF.sub(one, text)
 
-    def source_settings(
-        self, name: str, table: Mapping[str, Any], environ: Mapping[str, str]
-    ) -> SourceSettings:
-        where = f"[sources.{name}]"
-        self.no_unknown(table, _SOURCE_KEYS, where)
-        kind = table.get("type", "local")
-        if kind not in SOURCE_TYPES:
-            raise self.fail(f"{where} type", f"must be one of {', '.join(SOURCE_TYPES)}")
-        timeout = None
-        if "timeout_s" in table:
-            timeout = self.positive(table["timeout_s"], f"{where} timeout_s", 60)
-        if kind == "local":
-            extra = sorted(_HTTP_ONLY_KEYS & table.keys())
-            if extra:
-                raise self.fail(f"{where} {extra[0]}", 'only allowed with type = "http"')
-            return SourceSettings("local", timeout)
-        return SourceSettings("http", timeout, self.http(name, table, where, environ))
-
-    def http(
-        self, name: str, table: Mapping[str, Any], where: str, environ: Mapping[str, str]
-    ) -> HttpUpstream:
-        if "url" not in table:
-            raise self.fail(f"{where} url", 'required with type = "http"')
-        url = self.expand(self.string(table["url"], f"{where} url"), f"{where} url", environ)
-        rest = url.replace(ID_PLACEHOLDER, "")
-        if "{" in rest or "}" in rest:
-            raise self.fail(f"{where} url", "the only placeholder allowed is {id_number}")
-        parts = urlsplit(rest)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise self.fail(f"{where} url", "must be an http:// or https:// URL with a host")
-        method = self.string(table.get("method", "GET"), f"{where} method").upper()
-        if method not in HTTP_METHODS:
-            raise self.fail(f"{where} method", f"must be one of {', '.join(HTTP_METHODS)}")
-        body = table.get("body")
-        if body is not None:
-            if method != "POST":
-                raise self.fail(f"{where} body", 'only allowed with method = "POST"')
-            self.json_template(body, f"{where} body")
-        if ID_PLACEHOLDER not in url and ID_PLACEHOLDER not in _strings(body):
-            raise self.fail(f"{where} url", "needs {id_number} in the url or the body")
-        headers: dict[str, str] = {}
-        raw_headers = self.table(table, "headers", f"{where} headers")
-        for header, value in raw_headers.items():
-            at = f"{where} headers.{header}"
-            if not _HEADER_NAME.fullmatch(header):
-                raise self.fail(at, "not a valid HTTP header name")
-            expanded = self.expand(self.string(value, at, empty_ok=True), at, environ)
-            if any(c in expanded for c in "\r\n\0"):
-                raise self.fail(at, "must not contain line breaks or NUL")
-            headers[header] = expanded
-        fields = dict(MAPPED_FIELDS[name])
-        resolve_url = None
-        if "resolve_url" in table:
-            if name != "health_code":
-                raise self.fail(f"{where} resolve_url", "only allowed for [sources.health_code]")
-            resolve_url = self.resolve_url(table["resolve_url"], f"{where} resolve_url", environ)
-            fields[RESOLVED_ID_FIELD] = True
-        mapping: dict[str, str] = {}
-        raw_mapping = self.table(table, "mapping", f"{where} mapping")
-        for key, path in raw_mapping.items():
-            at = f"[sources.{name}.mapping] {key}"
-            if key == RESOLVED_ID_FIELD and name == "health_code" and resolve_url is None:
-                raise self.fail(at, "only allowed with resolve_url")
-            if key not in fields:
-                raise self.fail(at, f"unknown field; expected one of {', '.join(fields)}")
-            path = self.string(path, at)
-            if any(not part for part in path.split(".")):
-                raise self.fail(at, f"not a dotted path: {path!r}")
-            mapping[key] = path
-        for key, required in fields.items():
-            if required and key not in mapping:
-                raise self.fail(f"[sources.{name}.mapping] {key}", "required")
-        values: dict[str, Mapping[str, Any]] = {}
-        raw_values = self.table(table, "values", f"{where} values")
-        for key, table_ in raw_values.items():
-            at = f"[sources.{name}.values] {key}"
-            if key not in mapping:
-                raise self.fail(at, "translates a field that [mapping] does not map")
-            if not isinstance(table_, dict):
-                raise self.fail(at, "must be a table of upstream value = our value")
-            for upstream, ours in table_.items():
-                if not isinstance(ours, str | int | float | bool):
-                    raise self.fail(f"{at}.{upstream}", "must be a string, number or boolean")
-            values[key] = MappingProxyType(dict(table_))
-        return HttpUpstream(
-            url=url,
-            method=method,
-            body=body,
-            headers=MappingProxyType(headers),
-            mapping=MappingProxyType(mapping),
-            values=MappingProxyType(values),
-            resolve_url=resolve_url,
-        )
-
-    def resolve_url(self, value: Any, where: str, environ: Mapping[str, str]) -> str:
-        """A GET URL template whose only placeholder, ``{token}``, is required."""
-        url = self.expand(self.string(value, where), where, environ)
-        if TOKEN_PLACEHOLDER not in url:
-            raise self.fail(where, "needs {token} in the url")
-        rest = url.replace(TOKEN_PLACEHOLDER, "")
-        if "{" in rest or "}" in rest:
-            raise self.fail(where, "the only placeholder allowed is {token}")
-        parts = urlsplit(rest)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise self.fail(where, "must be an http:// or https:// URL with a host")
-        return url
-
-    def json_template(self, value: Any, where: str) -> None:
+    def json_template(self, value: Any, at: tuple[str, ...]) -> None:
         stack = [value]
         while stack:
             item = stack.pop()
@@ -352,49 +558,7 @@ class _Checker:
             elif isinstance(item, list):
                 stack.extend(item)
             elif not isinstance(item, str | int | float | bool):
-                raise self.fail(where, f"cannot be sent as JSON: {type(item).__name__}")
-
-    def policy(
-        self, table: Mapping[str, Any], base: SitePolicy, where: str, allowed: frozenset[str]
-    ) -> SitePolicy:
-        self.no_unknown(table, allowed, where)
-        window = base.nat_window_hours
-        if "nat_window_hours" in table:
-            window = self.positive(table["nat_window_hours"], f"{where} nat_window_hours", 8760)
-        min_doses = base.min_doses
-        if "min_doses" in table:
-            min_doses = self.integer(table["min_doses"], f"{where} min_doses", 0, 10)
-        prompts = dict(base.prompts)
-        if "prompts" in table:
-            raw = table["prompts"]
-            if not isinstance(raw, dict):
-                raise self.fail(f"{where} prompts", "must be a table")
-            for outcome, text in raw.items():
-                if outcome not in OUTCOMES:
-                    raise self.fail(f"{where} prompts.{outcome}", "unknown key")
-                prompts[outcome] = self.string(text, f"{where} prompts.{outcome}")
-        colours = dict(base.colours)
-        if "colours" in table:
-            raw = table["colours"]
-            if not isinstance(raw, dict):
-                raise self.fail(f"{where} colours", "must be a table")
-            for name, rule in raw.items():
-                colours[name] = self.colour(rule, f"{where} colours.{name}")
-        return SitePolicy(window, min_doses, MappingProxyType(prompts), MappingProxyType(colours))
-
-    def colour(self, rule: Any, where: str) -> ColourRule:
-        if not isinstance(rule, dict):
-            raise self.fail(where, "must be a table with passes, reason and prompt")
-        self.no_unknown(rule, _COLOUR_KEYS, where)
-        if not isinstance(rule.get("passes"), bool):
-            raise self.fail(f"{where}.passes", "must be true or false")
-        reason = rule.get("reason", "" if rule["passes"] else "code_not_green")
-        if not isinstance(reason, str) or not re.fullmatch(r"[a-z0-9_:]{0,64}", reason):
-            raise self.fail(f"{where}.reason", "must be a reason code (a-z, 0-9, _ and :)")
-        if not rule["passes"] and not reason:
-            raise self.fail(f"{where}.reason", "a colour that checks needs a reason code")
-        prompt = self.string(rule["prompt"], f"{where}.prompt") if "prompt" in rule else None
-        return ColourRule(passes=rule["passes"], reason=reason, prompt=prompt)
+                raise self.fail(at, "body", f"cannot be sent as JSON: {type(item).__name__}")
 
 
 def _strings(value: Any) -> str:
@@ -410,108 +574,3 @@ def _strings(value: Any) -> str:
         elif isinstance(item, list):
             stack.extend(item)
     return "\n".join(found)
-
-
-def parse_config(
-    doc: Mapping[str, Any],
-    source: str = "<config>",
-    base_dir: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ServerConfig:
-    """Validate an already parsed TOML document; ``source`` names it in errors.
-
-    A relative ``database`` path is resolved against ``base_dir`` when given (the directory
-    of the configuration file). ``${NAME}`` in an upstream's ``url`` and ``headers`` is
-    replaced by the variable from ``environ`` (default ``os.environ``), once, here.
-    """
-    environ = os.environ if environ is None else environ
-    check = _Checker(source)
-    check.no_unknown(doc, _TOP_KEYS, "top level:")
-    default = ServerConfig()
-
-    server = check.table(doc, "server", "[server]")
-    check.no_unknown(server, _SERVER_KEYS, "[server]")
-    host = check.string(server.get("host", default.host), "[server] host")
-    port = check.integer(server.get("port", default.port), "[server] port", 0, 65535)
-    database = check.string(server.get("database", default.database), "[server] database")
-    if base_dir is not None and not Path(database).is_absolute():
-        database = str(base_dir / database)
-
-    policy_table = check.table(doc, "policy", "[policy]")
-    policy = check.policy(policy_table, default.policy, "[policy]", _POLICY_KEYS)
-
-    sites_table = check.table(doc, "sites", "[sites]")
-    sites: dict[str, SitePolicy] = {}
-    for site, overrides in sites_table.items():
-        where = f'[sites."{site}"]'
-        if not site.strip():
-            raise check.fail(where, "site name must not be empty")
-        if not isinstance(overrides, dict):
-            raise check.fail(where, "must be a table")
-        sites[site] = check.policy(overrides, policy, where, _POLICY_KEYS)
-
-    sources = check.table(doc, "sources", "[sources]")
-    check.no_unknown(sources, _SOURCES_KEYS | frozenset(SOURCE_NAMES), "[sources]")
-    timeout = default.source_timeout_s
-    if "timeout_s" in sources:
-        timeout = check.positive(sources["timeout_s"], "[sources] timeout_s", 60)
-    max_stale = default.source_max_stale_s
-    if "max_stale_s" in sources:
-        max_stale = check.positive(sources["max_stale_s"], "[sources] max_stale_s", 7 * 86400)
-    cache_size = default.source_cache_size
-    if "cache_size" in sources:
-        cache_size = check.integer(sources["cache_size"], "[sources] cache_size", 0, 10_000_000)
-    per_source: dict[str, SourceSettings] = {}
-    for name in SOURCE_NAMES:
-        if name in sources:
-            table = check.table(sources, name, f"[sources.{name}]")
-            per_source[name] = check.source_settings(name, table, environ)
-
-    snapshot = check.table(doc, "snapshot", "[snapshot]")
-    check.no_unknown(snapshot, _SNAPSHOT_KEYS, "[snapshot]")
-    max_people = default.snapshot_max_people
-    if "max_people" in snapshot:
-        max_people = check.integer(snapshot["max_people"], "[snapshot] max_people", 1, 1_000_000)
-    cache_s = default.snapshot_cache_s
-    if "cache_s" in snapshot:
-        cache_s = check.non_negative(snapshot["cache_s"], "[snapshot] cache_s", 3600)
-
-    return ServerConfig(
-        host=host,
-        port=port,
-        database=database,
-        policy=policy,
-        sites=MappingProxyType(sites),
-        source_timeout_s=timeout,
-        source_max_stale_s=max_stale,
-        source_cache_size=cache_size,
-        sources=MappingProxyType(per_source),
-        snapshot_max_people=max_people,
-        snapshot_cache_s=cache_s,
-        identity=IdentitySettings(**check.bounded(doc, "identity", IDENTITY_BOUNDS)),
-        limits=LimitSettings(**check.bounded(doc, "limits", LIMIT_BOUNDS)),
-    )
-
-
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
-    """Read and validate a TOML configuration file; raises :class:`ConfigError`."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_config(doc, str(path), base_dir=path.parent, environ=environ)
-
-
-def resolve_database(config_path: str | Path | None, database: str | Path | None) -> str:
-    """The SQLite file a command-line verb uses: ``--database`` if given, else the config
-    file's ``[server] database`` (relative to the config file's directory), else
-    ``siheyi.db`` in the current directory. Raises :class:`ConfigError`."""
-    if database:
-        return str(database)
-    if config_path:
-        return load_config(config_path).database
-    return ServerConfig().database

@@ -1,13 +1,28 @@
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from core.configdoc import config_table, splice
 from core.outcomes import DEFAULT_PROMPTS
+from core.policy import ColourRule
 from server import config as config_module
-from server.config import ServerConfig, load_config
+from server.config import (
+    IDENTITY_BOUNDS,
+    LIMIT_BOUNDS,
+    DecisionName,
+    IdentitySettings,
+    ServerConfig,
+    ServerFile,
+    load_config,
+)
 from server.errors import ConfigError
+
+SERVER_DOC = Path(__file__).parents[2] / "docs" / "server.md"
 
 GOOD = """
 [server]
@@ -76,13 +91,33 @@ def test_empty_file_is_defaults(tmp_path: Path) -> None:
     [
         ("[server]\nprot = 1\n", "[server] prot"),
         ("[policy]\nmin_dose = 1\n", "[policy] min_dose"),
-        ("[policy.prompts]\nfault = 'x'\n", "[policy] prompts.fault"),
-        ('[sites."a"]\nwindow = 1\n', '[sites."a"] window'),
+        ("[policy.prompts]\nfault = 'x'\n", "[policy] prompts.fault: must be one of"),
+        ('[sites."a"]\nwindow = 1\n', "[sites.a] window: unknown key"),
+        (
+            '[sites."east gate"]\nmin_doses = 11\n',
+            '[sites."east gate"] min_doses: must be in [0, 10]',
+        ),
+        ('[sites." "]\n', 'sites." ": must be non-blank'),
+        (
+            "[policy.colours.blue]\npasses = true\nfoo = 1\n",
+            "[policy.colours.blue] foo: unknown key",
+        ),
+        ("[policy.colours.blue]\nprompt = 'x'\n", "[policy.colours.blue] passes: required"),
+        ("[policy.colours.blue]\npasses = 'yes'\n", "[policy.colours.blue] passes: expected true"),
+        (
+            "[policy.colours.blue]\npasses = false\nreason = 'Bad!'\n",
+            "[policy.colours.blue] reason",
+        ),
+        ("[policy.colours.blue]\npasses = false\nreason = ''\n", "needs a reason code"),
+        ('[sites.a.colours.red]\npasses = false\nreason = ""\n', "[sites.a.colours.red] reason"),
+        ("[identity]\nreplay_window = 1.5\n", "[identity] replay_window: expected an integer"),
+        ("[limits]\nadmin_inflight = 0\n", "[limits] admin_inflight: must be in [1, 1000], got 0"),
+        ("[limits]\nadmin = 1\n", "[limits] admin: unknown key"),
         ("[sources]\ntimeout = 1\n", "[sources] timeout"),
-        ("[extra]\n", "extra"),
+        ("[extra]\n", ": extra: unknown key"),
         ("[server]\nport = '80'\n", "[server] port"),
-        ("[server]\nport = 70000\n", "[server] port"),
-        ("[server]\nport = true\n", "[server] port"),
+        ("[server]\nport = 70000\n", "[server] port: must be in [0, 65535], got 70000"),
+        ("[server]\nport = true\n", "[server] port: expected an integer, got True"),
         ("[policy]\nnat_window_hours = 0\n", "[policy] nat_window_hours"),
         ("[policy]\nmin_doses = -1\n", "[policy] min_doses"),
         ("[policy.prompts]\npass = ''\n", "[policy] prompts.pass"),
@@ -105,18 +140,60 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[server\n"))
 
 
-def test_every_setting_is_documented() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
-    keys = [f"server.{k}" for k in config_module._SERVER_KEYS]
-    keys += [f"policy.{k}" for k in config_module._POLICY_KEYS - {"prompts"}]
-    keys += [f"sources.{k}" for k in config_module._SOURCES_KEYS]
-    keys += [f"sources.<name>.{k}" for k in config_module._SOURCE_KEYS]
-    keys += [f"snapshot.{k}" for k in config_module._SNAPSHOT_KEYS]
-    for key in keys:
-        assert f"| `{key}` |" in doc, key
-    prompts_row = next(line for line in doc.splitlines() if line.startswith("| `policy.prompts."))
+def test_the_settings_table_is_generated_from_the_schema() -> None:
+    """``make config-docs`` was run after the last schema change."""
+    text = SERVER_DOC.read_text(encoding="utf-8")
+    assert text == splice(text, config_table(ServerFile)), "run `make config-docs`"
+    for key in ("server.port", "policy.min_doses", "policy.colours.<colour>.reason", "sites"):
+        assert f"| `{key}` |" in text, key
+    for key in ("sources.<name>.url", "sources.<name>.mapping", "limits.login_per_s"):
+        assert f"| `{key}` |" in text, key
     for outcome in config_module.OUTCOMES:
-        assert f"`{outcome}`" in prompts_row or f"prompts.{outcome}`" in prompts_row, outcome
+        assert f"| `policy.prompts.{outcome}` |" in text, outcome
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    text = SERVER_DOC.read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| [^|]+ \| `([^`]+)` \|", text, re.M))
+    config = ServerConfig()
+    flat = {
+        "server.host": config.host,
+        "server.port": config.port,
+        "server.database": config.database,
+        "policy.nat_window_hours": config.policy.nat_window_hours,
+        "policy.min_doses": config.policy.min_doses,
+        "sources.timeout_s": config.source_timeout_s,
+        "sources.max_stale_s": config.source_max_stale_s,
+        "sources.cache_size": config.source_cache_size,
+        "snapshot.max_people": config.snapshot_max_people,
+        "snapshot.cache_s": config.snapshot_cache_s,
+    }
+    flat |= {f"policy.prompts.{o}": config.policy.prompt(o) for o in config_module.OUTCOMES}
+    flat |= {f"identity.{k}": getattr(config.identity, k) for k in IDENTITY_BOUNDS}
+    flat |= {f"limits.{k}": getattr(config.limits, k) for k in LIMIT_BOUNDS}
+    assert {k: json.loads(v) for k, v in rows.items() if k in flat} == flat
+
+
+def test_bounds_tables_follow_the_schema() -> None:
+    assert IDENTITY_BOUNDS["replay_window"] == ("i", 16, 1_000_000)
+    assert LIMIT_BOUNDS["enrol_per_s"] == ("n", 0.1, 10_000)
+    assert set(IDENTITY_BOUNDS) == set(IdentitySettings.__struct_fields__)
+    assert set(get_args(DecisionName)) == set(config_module.OUTCOMES)
+
+
+def test_colour_table_and_site_inheritance(tmp_path: Path) -> None:
+    text = (
+        "[policy.colours.blue]\npasses = true\nprompt = '蓝码通行'\n"
+        "[sites.gate.colours.yellow]\npasses = true\n"
+        "[sites.gate.colours.purple]\npasses = false\nreason = 'code_purple'\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.policy.colours["blue"] == ColourRule(passes=True, reason="", prompt="蓝码通行")
+    assert config.policy.colours["red"].reason == "code_not_green"
+    gate = config.policy_for("gate")
+    assert gate.colours["blue"].passes and gate.colours["yellow"].passes
+    assert gate.colours["purple"] == ColourRule(passes=False, reason="code_purple")
+    assert gate.nat_window_hours == config.policy.nat_window_hours
 
 
 HTTP_SOURCE = """
@@ -214,7 +291,17 @@ MAP_OK = '[sources.nat.mapping]\nresult = "r"\nsampled_at = "s"\n'
         ('[sources.nat]\ntype = "http"\nurl = "http://n/all"\n' + MAP_OK, "[sources.nat] url"),
         (HTTP_OK + 'method = "PUT"\n' + MAP_OK, "[sources.nat] method"),
         (HTTP_OK + "body = {a = 1}\n" + MAP_OK, "[sources.nat] body"),
-        (HTTP_OK + '[sources.nat.headers]\n"Bad Name" = "x"\n' + MAP_OK, "headers.Bad Name"),
+        (HTTP_OK + '[sources.nat.headers]\n"Bad Name" = "x"\n' + MAP_OK, 'headers."Bad Name"'),
+        ("[sources.nat]\nbogus = 1\n", "[sources.nat] bogus: unknown key"),
+        (HTTP_OK + MAP_OK + "[sources.nat.values]\nresult = {x = [1]}\n", "values.result.x"),
+        (
+            HTTP_OK + MAP_OK + "[sources.nat.values]\nresult = 3\n",
+            "values.result: expected a table",
+        ),
+        (
+            HTTP_OK + 'method = "POST"\nbody = {at = 2024-01-01}\n' + MAP_OK,
+            "[sources.nat] body: cannot be sent as JSON",
+        ),
         (HTTP_OK, "[sources.nat.mapping] result"),
         (HTTP_OK + '[sources.nat.mapping]\nresult = "r"\n', "[sources.nat.mapping] sampled_at"),
         (HTTP_OK + MAP_OK + 'colour = "c"\n', "[sources.nat.mapping] colour"),
