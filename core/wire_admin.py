@@ -23,6 +23,7 @@ MAX_SITES = 10_000
 
 Scope = Literal["fleet", "site", "device"]
 DeviceAction = Literal["revoke", "quarantine", "release", "rotate"]
+RowAction = Literal["created", "updated", "unchanged"]
 PublicKey = Annotated[
     str, Meta(pattern="^[0-9a-f]{64}$", description="raw Ed25519 public key, 64 lower-case hex")
 ]
@@ -81,7 +82,7 @@ class RowDone(Struct):
     row: int
     serial: str
     device_id: str | None
-    action: Literal["created", "updated", "unchanged"]
+    action: RowAction
 
 
 class BundleFacts(Struct):

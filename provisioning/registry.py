@@ -75,9 +75,7 @@ def check_url(server_url: str) -> str:
     return server_url.rstrip("/")
 
 
-def _bundle(
-    registered: Registered, site_key: str, url: str, pair: tuple[bytes, bytes]
-) -> DeviceBundle:
+def _bundle(registered: Registered, url: str, pair: tuple[bytes, bytes]) -> DeviceBundle:
     private, public = pair
     return DeviceBundle(
         device_id=registered.device_id,
@@ -85,7 +83,7 @@ def _bundle(
         site=registered.site,
         gate=registered.gate,
         server_url=url,
-        site_key=site_key,
+        site_key=registered.site_key,
         server_key=registered.server_key,
         private_key=private.hex(),
         public_key=public.hex(),
@@ -137,7 +135,7 @@ def add_device(
 
     def before_commit(registered: Registered) -> None:
         url = check_url(server_url or registered.server_url or fallback_url)
-        made.append(_bundle(registered, registered.site_key, url, pair))
+        made.append(_bundle(registered, url, pair))
         if staged is not None:
             if not rekey:
                 staged.refuse_existing()
@@ -455,7 +453,7 @@ class _BundleWriter:
                 tls_ca=facts.tls_ca,
                 site_key=facts.site_keys[site],
             )
-            out.append(_bundle(registered, facts.site_keys[site], url, self.keys[done.row]))
+            out.append(_bundle(registered, url, self.keys[done.row]))
         return out
 
     def publish(self) -> list[Path]:

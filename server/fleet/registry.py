@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from core.errors import SettingError
 from core.settings import check_remote_setting
@@ -32,6 +32,7 @@ from core.wire_admin import (
     ConfigLayers,
     DeviceInfo,
     Registered,
+    RowAction,
     RowDone,
     RowFailure,
 )
@@ -95,10 +96,6 @@ class DeviceRecord:
     rotate_pending: bool = False
     version: str | None = None
     clock_skew_s: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (``kiosk provision list --json``)."""
-        return asdict(self)
 
 
 _RECORD_COLUMNS = (
@@ -202,9 +199,6 @@ class RowResult:
     action: str  # created | updated | unchanged | error
     device_id: str | None = None
     error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
 
 
 @dataclass
@@ -697,7 +691,7 @@ def validated_rows(
     reads the same whether the CSV went through the admin API or straight to the database.
     """
     if numbers is not None and len(numbers) != len(items):
-        raise InvalidField("rows must have one number per device")
+        raise InvalidField("rows: must have one number per device")
     out: list[tuple[int, DeviceRow | RowError]] = []
     for index, item in enumerate(items):
         number = numbers[index] if numbers is not None else index + 1
@@ -728,7 +722,7 @@ def bulk_answer(report: BulkReport, bundle: BundleFacts | None = None) -> BulkAn
             for r in report.errors
         ],
         devices=[
-            RowDone(r.row, r.serial, r.device_id, r.action)  # type: ignore[arg-type]
+            RowDone(r.row, r.serial, r.device_id, cast(RowAction, r.action))
             for r in report.results
             if r.action != "error"
         ],

@@ -148,3 +148,61 @@ def test_identity_and_limit_settings_are_documented() -> None:
     for section, keys in (("identity", IDENTITY_BOUNDS), ("limits", LIMIT_BOUNDS)):
         for key in keys:
             assert f"| `{section}.{key}` |" in doc, key
+
+
+async def test_register_one_kiosk_sites_and_config_list(admin: TestClient) -> None:
+    headers = await login(admin)
+    key = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    body = {"site": "south", "gate": "g1", "public_key": key}
+    resp = await admin.post("/v1/admin/devices/SN-R", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    registered = await resp.json()
+    assert (registered["serial"], registered["site"]) == ("SN-R", "south")
+    assert len(bytes.fromhex(registered["site_key"])) == 32 and "private_key" not in registered
+    resp = await admin.post("/v1/admin/devices/SN-R", json=body, headers=headers)
+    assert resp.status == 409 and (await resp.json())["error"] == "serial_exists"
+    resp = await admin.post(
+        "/v1/admin/devices/SN-R", json={**body, "public_key": "XY"}, headers=headers
+    )
+    assert resp.status == 400 and (await resp.json())["detail"].startswith("public_key:")
+    rekey = {**body, "public_key": "ab" * 32, "rekey": True}
+    resp = await admin.post("/v1/admin/devices/SN-R", json=rekey, headers=headers)
+    assert resp.status == 200 and (await resp.json())["device_id"] == registered["device_id"]
+
+    resp = await admin.post("/v1/admin/sites", json={"sites": ["north", "east"]}, headers=headers)
+    assert (await resp.json())["added"] == ["east"]
+    resp = await admin.get("/v1/admin/sites", headers=headers)
+    assert (await resp.json())["sites"] == ["east", "north", "south"]
+    resp = await admin.post("/v1/admin/sites", json={"sites": [" "]}, headers=headers)
+    assert resp.status == 400
+
+    resp = await admin.post(
+        "/v1/admin/devices/SN-R/enrol-code", json={"ttl_s": 120}, headers=headers
+    )
+    assert resp.status == 200 and (await resp.json())["serial"] == "SN-R"
+    resp = await admin.post("/v1/admin/devices/SN-R/enrol-code", json={"ttl_s": 5}, headers=headers)
+    assert resp.status == 400 and "ttl_s" in (await resp.json())["detail"]
+    config = {"scope": "fleet", "key": "verify.deadline_s", "value": 1.0}
+    assert (await admin.post("/v1/admin/config", json=config, headers=headers)).status == 200
+    resp = await admin.post("/v1/admin/config", json={**config, "scope": "x"}, headers=headers)
+    assert resp.status == 400 and (await resp.json())["detail"].startswith("scope:")
+    resp = await admin.get("/v1/admin/config", headers=headers)
+    [layer] = (await resp.json())["layers"]
+    assert (layer["scope"], layer["key"], layer["value"]) == ("fleet", "verify.deadline_s", 1.0)
+    assert (await admin.get("/v1/admin/config")).status == 401
+
+
+async def test_bulk_with_row_numbers_and_bundle_facts(admin: TestClient) -> None:
+    headers = await login(admin)
+    body = {
+        "devices": [{"serial": "SN-1", "site": "north"}, {"serial": "bad!", "site": "north"}],
+        "rows": [2, 7],
+        "bundle": True,
+    }
+    report = await (await admin.post("/v1/admin/devices", json=body, headers=headers)).json()
+    assert report["devices"][0]["row"] == 2
+    assert [(e["row"], e["error"][:6]) for e in report["errors"]] == [(7, "row 7:")]
+    assert set(report["bundle"]["site_keys"]) == {"north"}
+    assert len(bytes.fromhex(report["bundle"]["server_key"])) == 32
+    resp = await admin.post("/v1/admin/devices", json={**body, "rows": [1]}, headers=headers)
+    assert resp.status == 400 and "rows" in (await resp.json())["detail"]
