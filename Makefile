@@ -46,5 +46,9 @@ config-docs: venv  # the configuration tables in docs/ from the schemas in devic
 	$(BIN)/python -m core.configdoc device.config:DeviceConfig=docs/kiosk-config.md \
 		server.config:ServerFile=docs/server.md
 
+.PHONY: openapi
+openapi: venv  # docs/openapi.json from the route table and core/wire.py (a test keeps it equal)
+	$(BIN)/python -m server.http.openapi docs/openapi.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

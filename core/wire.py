@@ -115,7 +115,7 @@ class ErrorBody(Struct):
 # -- POST /v1/verify ----------------------------------------------------------------------
 
 
-class IdCardCredential(Struct, tag_field="kind", tag="id_card"):
+class IdCardCredential(Struct, tag_field="kind", tag="id_card", omit_defaults=True):
     """A number read from an identity card or permit; its checksum is the server's call."""
 
     id_number: IdNumberText
@@ -362,7 +362,7 @@ class ChallengeAnswer(Struct):
     server_time: Timestamp
 
 
-class SessionRequest(Struct):
+class SessionRequest(Struct, omit_defaults=True):
     """A signed challenge; with ``new_public_key`` it also rotates the kiosk's key."""
 
     device_id: DeviceId

@@ -15,9 +15,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from core import wire
 from core.canonical import canonical_json
 from device.deciding.cache import KioskCache, parse_time
 from device.errors import KioskError, ServerError, SnapshotError
@@ -51,34 +53,52 @@ def verify_snapshot(
     return snapshot, at
 
 
-def facts_from_snapshot(entry: Mapping[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
-    """One snapshot person in the cache's facts format (same shape as a verify answer)."""
+def checked_snapshot(
+    document: Mapping[str, Any], server_key_hex: str, site: str, *, now: float, max_age_s: float
+) -> tuple[wire.Snapshot, float]:
+    """:func:`verify_snapshot`, then the signed object checked against the API's model.
 
-    def present(*keys: str) -> str:
-        return "ok" if all(entry.get(k) is not None for k in keys) else "missing"
+    The signature is checked first and over the document as received: the typed copy is
+    what the cache is filled from, never what is verified.
+    """
+    snapshot, generated_at = verify_snapshot(
+        document, server_key_hex, site, now=now, max_age_s=max_age_s
+    )
+    try:
+        return msgspec.convert(snapshot, wire.Snapshot), generated_at
+    except msgspec.ValidationError as exc:
+        raise SnapshotError(f"snapshot breaks the API: {wire.error_text(exc, 'snapshot')}") from exc
 
+
+def facts_from_snapshot(entry: wire.SnapshotPerson, policy: Mapping[str, Any]) -> dict[str, Any]:
+    """One snapshot person in the cache's facts format (same shape as a verify answer).
+
+    ``policy`` is the snapshot's whole policy document, colour table included, so an offline
+    decision applies the site's colours as the server would.
+    """
     return {
-        "health_code": {"status": present("colour"), "colour": entry.get("colour")},
+        "health_code": {"status": _present(entry.colour), "colour": entry.colour},
         "nat": {
-            "status": present("nat_result", "nat_sampled_at"),
-            "result": entry.get("nat_result"),
-            "sampled_at": entry.get("nat_sampled_at"),
+            "status": _present(entry.nat_result, entry.nat_sampled_at),
+            "result": entry.nat_result,
+            "sampled_at": entry.nat_sampled_at,
         },
         "vaccination": {
-            "status": present("doses"),
-            "doses": entry.get("doses"),
-            "last_dose_at": entry.get("last_dose_at"),
+            "status": _present(entry.doses),
+            "doses": entry.doses,
+            "last_dose_at": entry.last_dose_at,
         },
         "travel": {
-            "status": present("travel_flagged"),
-            "flagged": entry.get("travel_flagged"),
-            "area": entry.get("area") or "",
+            "status": _present(entry.travel_flagged),
+            "flagged": entry.travel_flagged,
+            "area": entry.area or "",
         },
-        "policy": {
-            "nat_window_hours": policy.get("nat_window_hours", 48.0),
-            "min_doses": policy.get("min_doses", 0),
-        },
+        "policy": dict(policy),
     }
+
+
+def _present(*values: object) -> str:
+    return "ok" if all(v is not None for v in values) else "missing"
 
 
 class SnapshotLoader:
@@ -104,19 +124,16 @@ class SnapshotLoader:
     async def load_once(self) -> int:
         document = await self._client.get_json("/v1/snapshot", timeout_s=30.0)
         snapshot, generated_at = await asyncio.to_thread(
-            verify_snapshot,
+            checked_snapshot,
             document,
             self._key,
             self._site,
             now=dt.datetime.now(dt.UTC).timestamp(),
             max_age_s=self._cache.max_age_s,
         )
-        policy = snapshot.get("policy") if isinstance(snapshot.get("policy"), dict) else {}
-        assert isinstance(policy, dict)
+        policy = msgspec.to_builtins(snapshot.policy)
         people = {
-            str(alias): facts_from_snapshot(entry, policy)
-            for alias, entry in snapshot["people"].items()
-            if isinstance(entry, dict)
+            alias: facts_from_snapshot(entry, policy) for alias, entry in snapshot.people.items()
         }
         key_id = str(document.get("key_id", ""))
         count = await self._cache.replace_snapshot(people, generated_at, key_id)

@@ -20,7 +20,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from core import wire
 from core.idnumbers import pseudonym
+from core.outcomes import is_decision
 from core.passes import ReplayGuard, is_pass, verify_pass
 from device.deciding.cache import KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust
@@ -31,8 +35,6 @@ from device.link.client import ServerClient
 from device.sources.credentials import Credential
 
 log = logging.getLogger(__name__)
-
-OUTCOMES = frozenset({"pass", "check", "nat_expired", "invalid_credential"})
 
 # How long a cache lookup may take when the deadline is already spent (DESIGN: ≤ 50 ms).
 _CACHE_BUDGET_S = 0.05
@@ -113,14 +115,18 @@ class Verifier:
             return self._signed_pass(ident, cred.token)
         if not self.breaker.allow():
             return await self._fallback(ident, cred, ["circuit_open"], "circuit open")
+        return await self._ask_server(ident, cred)
+
+    async def _ask_server(self, ident: _Identity, cred: Credential) -> Decision:
+        """The server's decision within what is left of the deadline, or the cache's."""
         remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
         asked = self._monotonic()
         try:
             if remaining <= 0:
                 raise TimeoutError("deadline already spent before the lookup")
             answer = await asyncio.wait_for(
-                self._client.verify(
-                    tap_id,
+                self._client.lookup(
+                    ident.tap_id,
                     cred.kind,
                     cred.id_number,
                     remaining,
@@ -129,60 +135,55 @@ class Verifier:
                 ),
                 remaining,
             )
-            outcome = answer.get("outcome")
-            if outcome not in OUTCOMES:
-                raise ValueError(f"server gave unknown outcome {outcome!r}")
         except ServerRejected as exc:
-            # The server is there and refuses this kiosk or this request (revoked,
-            # quarantined, not enrolled, malformed): the cache must not open the gate for a
-            # kiosk that has been cut off, and a refusal is not an outage for the breaker.
-            if exc.error != self._last_refusal:
-                log.error("server refused the lookup: %s", exc)
-            self._last_refusal = exc.error
-            return self._decision(
-                ident,
-                "check",
-                False,
-                (f"server_refused:{exc.error or exc.status}",),
-                error=str(exc),
-            )
+            return self._refused(ident, exc)
         except (ServerError, TimeoutError, ValueError) as exc:
             self.breaker.failure()
-            reason = "server_unavailable"
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if not self._was_offline:
                 log.warning("deciding offline: %s", error)
                 self._was_offline = True
-            return await self._fallback(ident, cred, [reason], error)
+            return await self._fallback(ident, cred, ["server_unavailable"], error)
+        return self._online(ident, cred, answer, self._monotonic() - asked)
+
+    def _refused(self, ident: _Identity, exc: ServerRejected) -> Decision:
+        """The server is there and refuses this kiosk or this request (revoked, quarantined,
+        not enrolled, malformed): the cache must not open the gate for a kiosk that has been
+        cut off, and a refusal is not an outage for the breaker."""
+        if exc.error != self._last_refusal:
+            log.error("server refused the lookup: %s", exc)
+        self._last_refusal = exc.error
+        reason = f"server_refused:{exc.error or exc.status}"
+        return self._decision(ident, "check", False, (reason,), error=str(exc))
+
+    def _online(
+        self, ident: _Identity, cred: Credential, answer: wire.VerifyResponse, round_trip_s: float
+    ) -> Decision:
+        """The server's answer (already checked against the API) as the tap's decision."""
         self.breaker.success()
         self._last_refusal = ""
         if self._was_offline:
             log.info("server answering again")
             self._was_offline = False
-        server_time = answer.get("server_time")
-        if isinstance(server_time, str):
-            self.clock.observe_server_time(server_time, self._monotonic() - asked)
-        checks = answer.get("checks")
-        checks = checks if isinstance(checks, dict) else {}
-        if alias and self.cache is not None and str(outcome) != "invalid_credential":
-            self._remember(alias, checks, server_time)
-        reasons = answer.get("reasons")
+        self.clock.observe_server_time(answer.server_time, round_trip_s)
+        checks: dict[str, Any] = msgspec.to_builtins(answer.checks)
+        if ident.pseudonym and self.cache is not None and answer.outcome != "invalid_credential":
+            self._remember(ident.pseudonym, checks, answer.server_time)
         # The site's prompt text comes from the server; the kiosk speaks it once rendered and
         # its own clip for the outcome until then (the voice never waits for synthesis).
-        prompt = answer.get("prompt")
-        if not isinstance(prompt, str) or not 0 < len(prompt) <= 100:
-            prompt = self._prompt(str(outcome))
-        masked = ident.masked_id
-        if cred.kind == "qr" and isinstance(answer.get("masked_id"), str):
-            masked = str(answer["masked_id"])  # the server resolved the code to a person
+        prompt = answer.prompt
+        if not 0 < len(prompt) <= 100:
+            prompt = self._prompt(answer.outcome)
+        # For a QR code the server resolved the code to a person: its masked number counts.
+        masked = answer.masked_id if cred.kind == "qr" else ident.masked_id
         return Decision(
             tap_id=ident.tap_id,
-            outcome=str(outcome),
+            outcome=answer.outcome,
             prompt=prompt,
             offline=False,
             masked_id=masked,
             pseudonym=ident.pseudonym,
-            reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
+            reasons=tuple(answer.reasons),
             checks=checks,
             clock_trusted=self.clock.trusted(),
         )
@@ -240,7 +241,7 @@ class Verifier:
             # Without a trusted clock a pass cannot be judged: a guard checks the person.
             outcome = "check" if check.reason == "clock_untrusted" else "invalid_credential"
             return self._decision(ident, outcome, True, (f"pass_{check.reason}",))
-        outcome = check.outcome if check.outcome in OUTCOMES else "check"
+        outcome = check.outcome if is_decision(check.outcome) else "check"
         return self._decision(ident, outcome, True, ("signed_pass",))
 
     # -- the cache -------------------------------------------------------------------------

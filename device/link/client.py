@@ -30,11 +30,13 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import aiohttp.abc
+import msgspec
 
+from core import wire
 from core.signing import session_message
 from device.errors import ServerError, ServerRejected, ServerUnavailable
 from device.link.identity import DeviceIdentity
@@ -42,6 +44,7 @@ from device.link.identity import DeviceIdentity
 log = logging.getLogger(__name__)
 
 ConfigListener = Callable[[int, dict[str, Any]], None]
+T = TypeVar("T")
 #: Retry-After values are stretched by up to this fraction so kiosks do not return in step.
 RETRY_JITTER = 0.5
 
@@ -61,6 +64,18 @@ def tls_context(tls_ca: str) -> ssl.SSLContext | None:
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def checked(data: Any, model: type[T], path: str) -> T:
+    """The server's answer as ``model``; one that breaks the API is a server fault.
+
+    The kiosk then behaves as if the server were unreachable (decides offline, retries
+    later) rather than acting on a half-understood answer.
+    """
+    try:
+        return msgspec.convert(data, model)
+    except msgspec.ValidationError as exc:
+        raise ServerUnavailable(f"{path}: answer breaks the API: {wire.error_text(exc)}") from exc
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:
@@ -254,23 +269,12 @@ class ServerClient:
 
     async def _sign_in(self, identity: DeviceIdentity) -> None:
         for _ in range(4):
-            _, challenge, _ = await self._send(
-                "POST", "/v1/session/challenge", {"device_id": identity.device_id}, {}
-            )
-            status, data, headers = await self._send(
-                "POST", "/v1/session", self._session_body(identity, challenge), {}
-            )
+            nonce = await self._challenge(identity.device_id)
+            body = msgspec.to_builtins(self._session_body(identity, nonce))
+            status, data, headers = await self._send("POST", "/v1/session", body, {})
             error = str(data.get("error", ""))
-            if status == 200 and isinstance(data.get("token"), str):
-                if data.get("rotated"):
-                    identity.commit_rotation()
-                self._token = data["token"]
-                ttl = float(data.get("expires_in", 60))
-                self._token_ttl = ttl
-                self._token_expires = time.monotonic() + ttl * 0.95
-                skew = data.get("clock_skew_s")  # of the corrected time we signed with
-                if isinstance(skew, int | float):
-                    self.clock_skew_s = round(float(skew) + self._clock_offset, 3)
+            if status == 200:
+                self._start_session(identity, checked(data, wire.SessionAnswer, "/v1/session"))
                 return
             if status == 401 and error == "clock_skew" and "X-Server-Time" in headers:
                 self._clock_offset = float(headers["X-Server-Time"]) - self._wall_clock()
@@ -286,26 +290,39 @@ class ServerClient:
             if status == 401 and error == "bad_signature" and identity.promote_pending():
                 log.info("current key refused; switched to the pending rotation key")
                 continue
-            if status == 200:
-                raise ServerUnavailable("/v1/session: answer without a token")
             raise ServerRejected(status, error, str(data.get("detail", "")))
         raise ServerRejected(401, "unauthenticated", "could not establish a session")
 
-    def _session_body(self, identity: DeviceIdentity, challenge: dict[str, Any]) -> dict[str, Any]:
-        nonce = str(challenge.get("nonce", ""))
+    async def _challenge(self, device_id: str) -> str:
+        """A fresh nonce to sign; an unknown or revoked kiosk is refused here already."""
+        path = "/v1/session/challenge"
+        request = msgspec.to_builtins(wire.ChallengeRequest(device_id))
+        status, data, _ = await self._send("POST", path, request, {})
+        if status != 200:
+            raise ServerRejected(status, str(data.get("error", "")), str(data.get("detail", "")))
+        return checked(data, wire.ChallengeAnswer, path).nonce
+
+    def _start_session(self, identity: DeviceIdentity, answer: wire.SessionAnswer) -> None:
+        if answer.rotated:
+            identity.commit_rotation()
+        self._token = answer.token
+        self._token_ttl = answer.expires_in
+        self._token_expires = time.monotonic() + answer.expires_in * 0.95
+        # the skew of the corrected time we signed with, plus that correction
+        self.clock_skew_s = round(answer.clock_skew_s + self._clock_offset, 3)
+
+    def _session_body(self, identity: DeviceIdentity, nonce: str) -> wire.SessionRequest:
         sent = int(self._wall_clock() + self._clock_offset)
         new_key = identity.pending_public_key_hex
         message = session_message(identity.device_id, nonce, sent, new_key)
-        body: dict[str, Any] = {
-            "device_id": identity.device_id,
-            "nonce": nonce,
-            "time": sent,
-            "signature": identity.sign(message),
-        }
-        if new_key:
-            body["new_public_key"] = new_key
-            body["new_signature"] = identity.sign_pending(message)
-        return body
+        return wire.SessionRequest(
+            device_id=identity.device_id,
+            nonce=nonce,
+            time=sent,
+            signature=identity.sign(message),
+            new_public_key=new_key or None,
+            new_signature=identity.sign_pending(message) if new_key else None,
+        )
 
     async def rotate_key(self, timeout_s: float = 30.0) -> str:
         """Kiosk-initiated rotation: a new key, registered with a session; its public hex."""
@@ -353,35 +370,59 @@ class ServerClient:
         card_type: str = "resident",
         token: str = "",
     ) -> dict[str, Any]:
-        credential = (
-            {"kind": kind, "token": token}
-            if kind == "qr"
-            else {
-                "kind": kind,
-                "id_number": id_number,
-            }
+        """``POST /v1/verify`` as plain JSON, checked against the API (tools and tests)."""
+        body = self._verify_body(tap_id, kind, id_number, card_type, token)
+        answer = await self.post("/v1/verify", body, timeout_s)
+        checked(answer, wire.VerifyResponse, "/v1/verify")
+        return answer
+
+    async def lookup(
+        self,
+        tap_id: str,
+        kind: str,
+        id_number: str,
+        timeout_s: float,
+        *,
+        card_type: str = "resident",
+        token: str = "",
+    ) -> wire.VerifyResponse:
+        """``POST /v1/verify`` as the typed answer the verifier decides with."""
+        body = self._verify_body(tap_id, kind, id_number, card_type, token)
+        return checked(
+            await self.post("/v1/verify", body, timeout_s), wire.VerifyResponse, "/v1/verify"
         )
-        if card_type != "resident" and kind != "qr":
-            credential["card_type"] = card_type
-        body = {"tap_id": tap_id, "credential": credential}
-        return await self.post("/v1/verify", body, timeout_s)
+
+    @staticmethod
+    def _verify_body(
+        tap_id: str, kind: str, id_number: str, card_type: str, token: str
+    ) -> dict[str, Any]:
+        credential: wire.Credential
+        if kind == "qr":
+            credential = wire.QrCredential(token)
+        else:
+            typed = None if card_type == "resident" else cast(wire.CardType, card_type)
+            shape = wire.SsCardCredential if kind == "ss_card" else wire.IdCardCredential
+            credential = shape(id_number, typed)
+        body: dict[str, Any] = msgspec.to_builtins(wire.VerifyRequest(tap_id, credential))
+        return body
 
     async def upload(self, events: list[dict[str, Any]], timeout_s: float = 10.0) -> dict[str, Any]:
-        return await self.post("/v1/audit", {"events": events}, timeout_s)
+        """``POST /v1/audit``; the acknowledgement is checked before anything is deleted."""
+        answer = await self.post("/v1/audit", {"events": events}, timeout_s)
+        checked(answer, wire.AuditAck, "/v1/audit")
+        return answer
 
     async def heartbeat(self, status: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
         """Report health; the answer's fleet configuration is kept and announced on change."""
         answer = await self.post(
             "/v1/heartbeat", {**status, "sent_at": int(self._wall_clock())}, timeout_s
         )
-        version = answer.get("config_version")
-        config = answer.get("config")
-        if isinstance(version, int) and isinstance(config, dict) and version != self.config_version:
-            self.config_version, self.config = version, config
-            log.info("fleet configuration version %d received", version)
+        typed = checked(answer, wire.HeartbeatAnswer, "/v1/heartbeat")
+        if typed.config_version != self.config_version:
+            self.config_version, self.config = typed.config_version, typed.config
+            log.info("fleet configuration version %d received", typed.config_version)
             if self.on_config is not None:
-                self.on_config(version, config)
-        skew = answer.get("clock_skew_s")
-        if isinstance(skew, int | float):
-            self.clock_skew_s = float(skew)
+                self.on_config(typed.config_version, typed.config)
+        if not isinstance(typed.clock_skew_s, msgspec.UnsetType):
+            self.clock_skew_s = typed.clock_skew_s
         return answer

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 
+from core import wire
 from core.bundle import Bundle, bundle_text
 from core.signing import enrol_message
 from device.config import DeviceConfig, load_bundle
 from device.errors import ConfigError, EnrolError, KioskError, ServerError
-from device.link.client import ServerClient, tls_context
+from device.link.client import ServerClient, checked, tls_context
 from device.link.identity import (
     DeviceIdentity,
     new_key,
@@ -58,12 +60,8 @@ async def enrol(
     key = new_key()
     public = public_hex(key)
     normalised = normalise_code(code)
-    body = {
-        "serial": serial,
-        "code": normalised,
-        "public_key": public,
-        "signature": key.sign(enrol_message(serial, normalised, public)).hex(),
-    }
+    signature = key.sign(enrol_message(serial, normalised, public)).hex()
+    body = msgspec.to_builtins(wire.EnrolRequest(serial, normalised, public, signature))
     context = tls_context(tls_ca)
     url = server_url.rstrip("/") + "/v1/enrol"
     try:
@@ -76,27 +74,32 @@ async def enrol(
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise ServerError(f"{url}: {type(exc).__name__}: {exc}") from exc
     try:
-        answer: dict[str, Any] = json.loads(text)
+        data: Any = json.loads(text)
     except ValueError:
-        answer = {}
+        data = {}
     if status != 200:
-        raise EnrolError(str(answer.get("error", status)), str(answer.get("detail", "")))
+        error = data if isinstance(data, dict) else {}
+        raise EnrolError(str(error.get("error", status)), str(error.get("detail", "")))
+    answer = checked(data, wire.EnrolAnswer, "/v1/enrol")
+    site_key = answer.site_key or answer.fleet_key
+    if not site_key:
+        raise ServerError("/v1/enrol: answer breaks the API: no site_key (nor fleet_key)")
     bundle = Bundle(
-        device_id=answer["device_id"],
-        serial=answer["serial"],
-        site=answer["site"],
-        gate=answer.get("gate", ""),
+        device_id=answer.device_id,
+        serial=answer.serial,
+        site=answer.site,
+        gate=answer.gate,
         server_url=server_url.rstrip("/"),
-        site_key=answer.get("site_key") or answer["fleet_key"],
-        server_key=answer.get("server_key", ""),
+        site_key=site_key,
+        server_key=answer.server_key,
         private_key=private_hex(key),
         public_key=public,
-        tls_ca=tls_ca or answer.get("tls_ca", ""),
+        tls_ca=tls_ca or answer.tls_ca,
     )
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_private_file(target, bundle_text(bundle))
     load_bundle(target)  # what the agent will read must load
-    log.info("enrolled serial %s as device %s", serial, answer["device_id"])
+    log.info("enrolled serial %s as device %s", serial, answer.device_id)
     return target
 
 

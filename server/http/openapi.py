@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -65,8 +67,7 @@ def build(operations: Sequence[Operation]) -> dict[str, Any]:
     schema_of = dict(zip(models, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        path = _PATH_PARAM.sub(r"{\1}", op.path)
-        paths.setdefault(path, {})[op.method.lower()] = _operation(op, schema_of)
+        paths.setdefault(spec_path(op.path), {})[op.method.lower()] = _operation(op, schema_of)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -78,6 +79,11 @@ def build(operations: Sequence[Operation]) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": _SCHEMES},
     }
+
+
+def spec_path(route: str) -> str:
+    """An aiohttp route as an OpenAPI path: ``{name:regex}`` → ``{name}``."""
+    return _PATH_PARAM.sub(r"{\1}", route)
 
 
 def render(document: dict[str, Any]) -> str:
@@ -137,6 +143,8 @@ def _error_statuses(op: Operation) -> Iterable[int]:
     yield from op.errors
     if op.request is not None or op.query or "{" in op.path:
         yield 400
+    if "{" in op.path:
+        yield 404
     if op.request is not None:
         yield 413
     if op.path.startswith("/v1/"):
@@ -159,3 +167,16 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
 def _operation_id(op: Operation) -> str:
     words = re.findall(r"[A-Za-z0-9]+", _PATH_PARAM.sub(r"by \1", op.path))
     return op.method.lower() + "".join(w.capitalize() for w in words if w != "v1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m server.http.openapi [PATH]``: write the document (``make openapi``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    target = Path(args[0] if args else "docs/openapi.json")
+    target.write_bytes(openapi_json())
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

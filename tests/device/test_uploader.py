@@ -28,7 +28,17 @@ async def test_uploads_in_batches_and_deletes_only_acked(tmp_path: Path) -> None
         events = (await request.json())["events"]
         seqs = [e["seq"] for e in events]
         received.append(seqs)
-        return web.json_response({"acked_seq": min(seqs[-1], state["ack_limit"])})
+        acked = min(seqs[-1], state["ack_limit"])
+        stored = len([s for s in seqs if s <= acked])
+        return web.json_response(
+            {
+                "acked_seq": acked,
+                "stored": stored,
+                "duplicates": 0,
+                "chain_breaks": [],
+                "conflicts": [],
+            }
+        )
 
     app = web.Application()
     app.router.add_post("/v1/audit", audit)

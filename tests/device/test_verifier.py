@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +31,21 @@ def cred(id_number: str = ID, **kw: Any) -> Credential:
     return Credential(kind="id_card", id_number=id_number, completed_at=time.monotonic(), **kw)
 
 
+def answer_json(tap_id: str = "tap-1", **fields: Any) -> dict[str, Any]:
+    """A complete ``POST /v1/verify`` answer: the kiosk refuses one that breaks the API."""
+    return {
+        "tap_id": tap_id,
+        "outcome": "pass",
+        "prompt": "",
+        "masked_id": ID[:4] + "*" * 10 + ID[-4:],
+        "site": "site-a",
+        "reasons": [],
+        "checks": {},
+        "server_time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **fields,
+    }
+
+
 def verifier(url: str) -> Verifier:
     client = ServerClient(url, token="k-test.secret")
     clock = ClockTrust(ntp_synced=lambda: True)
@@ -53,9 +69,7 @@ async def test_online_answer_is_used(calls: list[dict[str, Any]]) -> None:
     async def ok(request: web.Request) -> web.Response:
         calls.append(await request.json())
         assert request.headers["Authorization"] == "Bearer k-test.secret"
-        return web.json_response(
-            {"outcome": "nat_expired", "reasons": ["nat_expired"], "checks": {}}
-        )
+        return web.json_response(answer_json(outcome="nat_expired", reasons=["nat_expired"]))
 
     server = await serve(ok)
     v = verifier(str(server.make_url("")))
@@ -76,6 +90,9 @@ async def test_online_answer_is_used(calls: list[dict[str, Any]]) -> None:
         (500, "{}"),
         (200, "not json"),
         (200, '{"outcome": "maybe"}'),
+        (200, json.dumps(answer_json(outcome="maybe"))),
+        (200, json.dumps(answer_json(reasons="nat_expired"))),
+        (200, json.dumps(answer_json(checks={"nat": {"status": "ok"}}))),
     ],
 )
 async def test_bad_answers_decide_offline(status: int, body: str) -> None:
@@ -170,16 +187,20 @@ async def test_a_revoked_kiosk_never_passes_from_its_cache(tmp_path: Path) -> No
         if state["revoked"]:
             return web.json_response({"error": "revoked", "detail": "device revoked"}, status=403)
         return web.json_response(
-            {
-                "outcome": "pass",
-                "server_time": sampled,
-                "checks": {
+            answer_json(
+                server_time=sampled,
+                checks={
                     "health_code": {"status": "ok", "colour": "green", "updated_at": sampled},
-                    "nat": {"status": "ok", "result": "negative", "sampled_at": sampled},
-                    "vaccination": {"status": "ok", "doses": 3},
+                    "nat": {
+                        "status": "ok",
+                        "result": "negative",
+                        "sampled_at": sampled,
+                        "window_hours": 48,
+                    },
+                    "vaccination": {"status": "ok", "doses": 3, "min_doses": 0},
                     "travel": {"status": "ok", "flagged": False, "area": ""},
                 },
-            }
+            )
         )
 
     server = await serve(answer)
