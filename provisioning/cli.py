@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -388,16 +388,35 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], local: LocalOpener
-) -> None:
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(subparsers: Subparsers, local: LocalOpener) -> None:
     """Add ``provision`` and its verbs to the top-level ``kiosk`` parser; ``local`` opens the
     fleet's database (the command line that owns both packages supplies it)."""
     provision = subparsers.add_parser("provision", help="fleet: register, enrol, revoke kiosks")
     verbs = provision.add_subparsers(dest="provision_verb", metavar="VERB", required=True)
-    parsers: dict[str, argparse.ArgumentParser] = {}
+    parsers = {
+        "init": _init_parser(verbs),
+        "site": verbs.add_parser("site", help="register and list sites"),
+        "add": _add_parser(verbs),
+        **_device_parsers(verbs),
+        "config": verbs.add_parser("config", help="layered kiosk configuration"),
+    }
+    leaves = [*_site_leaves(parsers["site"]), *_config_leaves(parsers["config"])]
+    for name, parser in parsers.items():
+        parser.set_defaults(func=VERBS[name], local_fleet=local)
+        if name == "init":
+            parser.add_argument("--config", metavar="FILE", help="the server's configuration")
+            parser.add_argument("--database", metavar="PATH", help="the server's SQLite file")
+        elif name not in ("site", "config"):
+            _add_location_options(parser, has_url=name == "add")
+    for leaf in leaves:
+        _add_location_options(leaf)
 
-    init = parsers["init"] = verbs.add_parser("init", help="fleet settings and an administrator")
+
+def _init_parser(verbs: Subparsers) -> argparse.ArgumentParser:
+    init = verbs.add_parser("init", help="fleet settings and an administrator")
     init.add_argument("--server-url", metavar="URL", help="URL written into new bundles")
     init.add_argument("--tls-ca", metavar="FILE", help="fleet CA (PEM) kiosks will pin")
     init.add_argument("--admin", metavar="USER", help="create or reset this administrator")
@@ -406,16 +425,18 @@ def register(
         metavar="FILE",
         help="admin password from this file (else $SIHEYI_ADMIN_PASSWORD, else a prompt)",
     )
+    return init
 
-    site = parsers["site"] = verbs.add_parser("site", help="register and list sites")
+
+def _site_leaves(site: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     site_verbs = site.add_subparsers(dest="site_verb", required=True)
     site_add = site_verbs.add_parser("add", help="register sites")
     site_add.add_argument("names", nargs="+", metavar="SITE")
-    site_verbs.add_parser("list", help="list sites")
+    return [site_add, site_verbs.add_parser("list", help="list sites")]
 
-    add = parsers["add"] = verbs.add_parser(
-        "add", help="register one kiosk (--serial) or a CSV of kiosks (--csv)"
-    )
+
+def _add_parser(verbs: Subparsers) -> argparse.ArgumentParser:
+    add = verbs.add_parser("add", help="register one kiosk (--serial) or a CSV of kiosks (--csv)")
     add.add_argument("--csv", metavar="FILE", help="serial,site,gate,location[,…] per row")
     add.add_argument("--bundle-dir", metavar="DIR", help="--csv: write new kiosks' bundles here")
     add.add_argument("--dry-run", action="store_true", help="--csv: report, change nothing")
@@ -438,13 +459,16 @@ def register(
     add.add_argument(
         "--rekey", "--rotate-secret", action="store_true", help="give an existing serial a new key"
     )
+    return add
 
+
+def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
+    parsers = {}
     code = parsers["enrol-code"] = verbs.add_parser(
         "enrol-code", help="single-use enrolment code for a registered serial"
     )
     code.add_argument("serial", metavar="SERIAL")
     code.add_argument("--ttl", type=float, default=15.0, metavar="MINUTES", help="default 15")
-
     for name, text in (
         ("revoke", "revoke a kiosk for good (effective on its next request)"),
         ("quarantine", "refuse a kiosk until released (effective on its next request)"),
@@ -453,16 +477,16 @@ def register(
     ):
         parsers[name] = verbs.add_parser(name, help=text)
         parsers[name].add_argument("serial_or_id", metavar="SERIAL_OR_ID")
-
-    lst = parsers["list"] = verbs.add_parser("list", help="list kiosks")
-    _add_filters(lst)
+    _add_filters(parsers.setdefault("list", verbs.add_parser("list", help="list kiosks")))
     status = parsers["status"] = verbs.add_parser("status", help="online/offline, versions")
     _add_filters(status)
     status.add_argument(
         "--offline-after", type=float, default=120.0, metavar="S", help="default 120 s"
     )
+    return parsers
 
-    config = parsers["config"] = verbs.add_parser("config", help="layered kiosk configuration")
+
+def _config_leaves(config: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     config_verbs = config.add_subparsers(dest="config_verb", required=True)
     config_set = config_verbs.add_parser("set", help="set KEY to VALUE (JSON or a bare word)")
     config_set.add_argument("key", metavar="KEY")
@@ -471,16 +495,4 @@ def register(
     layer.add_argument("--fleet", action="store_true")
     layer.add_argument("--site", metavar="SITE")
     layer.add_argument("--device", metavar="SERIAL")
-    config_verbs.add_parser("list", help="every layer's keys")
-
-    site_list = site_verbs.choices["list"]
-    config_list = config_verbs.choices["list"]
-    for name, parser in parsers.items():
-        parser.set_defaults(func=VERBS[name], local_fleet=local)
-        if name == "init":
-            parser.add_argument("--config", metavar="FILE", help="the server's configuration")
-            parser.add_argument("--database", metavar="PATH", help="the server's SQLite file")
-        elif name not in ("site", "config"):
-            _add_location_options(parser, has_url=name == "add")
-    for leaf in (site_add, site_list, config_set, config_list):
-        _add_location_options(leaf)
+    return [config_set, config_verbs.add_parser("list", help="every layer's keys")]
