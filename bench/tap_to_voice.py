@@ -47,6 +47,7 @@ from provisioning.registry import add_device, write_bundle
 from server.app import create_app
 from server.config import ServerConfig
 from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
+from siheyi.cli import local_fleet
 from siheyi.demo import demo_card
 
 
@@ -169,7 +170,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         bundles = {}
         for case in ("online", "blackholed", "circuit_open"):  # one kiosk per case
             path = work / f"bundle-{case}.json"
-            write_bundle(add_device(db, f"SN-BENCH-{case}", "bench", server_url=url), path)
+            write_bundle(
+                add_device(local_fleet(None, db), f"SN-BENCH-{case}", "bench", server_url=url), path
+            )
             bundles[case] = load_bundle(path)
         hole, held = await blackhole()
         hole_url = f"http://127.0.0.1:{hole.sockets[0].getsockname()[1]}"

@@ -24,6 +24,7 @@ from provisioning.registry import add_device, write_bundle
 from server.app import create_app
 from server.config import ServerConfig
 from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
+from siheyi.cli import local_fleet
 
 NOW = dt.datetime.now(dt.UTC)
 PEOPLE = 200
@@ -58,7 +59,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     server = TestServer(create_app(ServerConfig.default(database=db)))
     await server.start_server()
     url = str(server.make_url("")).rstrip("/")
-    issued = add_device(db, "SN-E2E-1", "site-a", server_url=url)
+    issued = add_device(local_fleet(None, db), "SN-E2E-1", "site-a", server_url=url)
     write_bundle(issued, tmp_path / "bundle.json")
     try:
         yield Fleet(db, url, load_bundle(tmp_path / "bundle.json"), people)

@@ -33,6 +33,7 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
 from server.verify.sources import local_sources
+from siheyi.cli import local_fleet
 from tests.e2e_support import (
     NOW,
     Fleet,
@@ -94,7 +95,7 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Any]]:
     assert server.port is not None
     proxy = FaultProxy("127.0.0.1", server.port)
     await proxy.start()
-    issued = add_device(db, "SN-FAULT", "site-a", server_url=proxy.url)
+    issued = add_device(local_fleet(None, db), "SN-FAULT", "site-a", server_url=proxy.url)
     write_bundle(issued, tmp_path / "bundle.json")
     from device.config import load_bundle
 

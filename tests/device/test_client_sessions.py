@@ -33,6 +33,7 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.fleet.sessions import utc_now
 from server.storage.db import connect, transaction
+from siheyi.cli import local_fleet
 
 ID = "11010519491231002X"
 
@@ -46,7 +47,9 @@ class Rig:
 
     def kiosk(self, serial: str, **kwargs: Any) -> tuple[Path, ServerClient]:
         path = self.tmp / f"{serial}.json"
-        add_device(self.db, serial, "site-a", server_url=self.url, bundle_path=path)
+        add_device(
+            local_fleet(None, self.db), serial, "site-a", server_url=self.url, bundle_path=path
+        )
         return path, self.client(path, **kwargs)
 
     def client(self, path: Path, **kwargs: Any) -> ServerClient:
@@ -152,8 +155,8 @@ async def test_revoke_and_quarantine_refuse_the_next_request(rig: Rig) -> None:
     async with client, other:
         await verify(client)
         await verify(other)
-        registry.revoke_device(rig.db, "SN-1")
-        registry.set_status(rig.db, "SN-2", "quarantined")
+        registry.revoke_device(local_fleet(None, rig.db), "SN-1")
+        registry.set_status(local_fleet(None, rig.db), "SN-2", "quarantined")
         await asyncio.sleep(
             1.05
         )  # another process (the CLI) changed them: seen within status_sync_s
@@ -163,7 +166,7 @@ async def test_revoke_and_quarantine_refuse_the_next_request(rig: Rig) -> None:
         with pytest.raises(ServerRejected) as quarantined:
             await verify(other)
         assert quarantined.value.error == "quarantined"
-        registry.set_status(rig.db, "SN-2", "active")
+        registry.set_status(local_fleet(None, rig.db), "SN-2", "active")
         await asyncio.sleep(1.05)
         await verify(other)
 
@@ -173,7 +176,7 @@ async def test_admin_rotation_is_carried_out_by_the_client(rig: Rig) -> None:
     old = load_bundle(path)
     async with client:
         await verify(client)
-        registry.request_rotation(rig.db, "SN-1")
+        registry.request_rotation(local_fleet(None, rig.db), "SN-1")
         await asyncio.sleep(1.05)
         await verify(client)  # 401 → new session → 403 rotation_required → new key → OK
     new = load_bundle(path)
@@ -237,7 +240,7 @@ async def test_config_is_picked_up_at_heartbeat(rig: Rig) -> None:
         assert client.config == {"verify.deadline_s": 0.8, "upload.interval_s": 3}
         await client.heartbeat({"boot_id": "b"})
     assert seen == [(4, {"verify.deadline_s": 0.8, "upload.interval_s": 3})]  # announced once
-    [status] = registry.status_rows(registry.list_devices(rig.db), 120)
+    [status] = registry.status_rows(registry.list_devices(local_fleet(None, rig.db)), 120)
     assert status["online"] and status["version"] is None  # the last heartbeat had none
 
 
@@ -289,13 +292,13 @@ async def test_no_private_key_is_sent_or_logged(
         await client.heartbeat({"boot_id": "b"})
         await client.rotate_key()
         keys.add(load_bundle(path).private_key)
-        registry.request_rotation(rig.db, "SN-1")
+        registry.request_rotation(local_fleet(None, rig.db), "SN-1")
         await asyncio.sleep(1.05)
         await verify(client)
         keys.add(load_bundle(path).private_key)
     with connect(rig.db) as conn, transaction(conn):
         upsert_devices(conn, [(1, DeviceRow("SN-2", "site-a"))])
-    code, _ = registry.issue_enrol_code(rig.db, "SN-2")
+    code, _ = registry.issue_enrol_code(local_fleet(None, rig.db), "SN-2")
     enrolled = await enrol(rig.url, "SN-2", code, tmp_path / "kiosk2")
     keys.add(load_bundle(enrolled).private_key)
     assert len(keys) == 4

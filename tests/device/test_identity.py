@@ -25,6 +25,7 @@ from provisioning.registry import add_device
 from server.app import create_app
 from server.config import ServerConfig
 from server.http.tls import server_context
+from siheyi.cli import local_fleet
 
 
 def test_signed_messages_are_the_documented_bytes() -> None:
@@ -46,7 +47,7 @@ def test_signed_messages_are_the_documented_bytes() -> None:
 
 
 def test_keys_stay_out_of_repr(tmp_path: Path) -> None:
-    bundle = add_device(tmp_path / "s.db", "SN-1", "site-a")
+    bundle = add_device(local_fleet(None, tmp_path / "s.db"), "SN-1", "site-a")
     ident = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, None)
     assert bundle.private_key not in repr(ident) and bundle.private_key not in repr(bundle)
     path = tmp_path / "b.json"
@@ -122,7 +123,7 @@ async def test_https_with_the_pinned_fleet_ca(tmp_path: Path) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"https://localhost:{port}"
     try:
-        bundle = add_device(db, "SN-1", "site-a", server_url=url)
+        bundle = add_device(local_fleet(None, db), "SN-1", "site-a", server_url=url)
         ident = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, None)
         async with ServerClient(url, ident, tls_ca=ca_pem) as client:
             answer = await client.verify(

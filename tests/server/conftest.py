@@ -18,6 +18,7 @@ from server.config import ServerConfig
 from server.fleet.sessions import mint_token
 from server.storage.db import connect
 from server.verify.importer import import_csv
+from siheyi.cli import local_fleet
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -59,7 +60,9 @@ def config(db_path: Path) -> ServerConfig:
 
 @pytest.fixture
 def device(db_path: Path) -> DeviceBundle:
-    return add_device(db_path, "SN-0001", "site-a", "gate-1", server_url="http://test")
+    return add_device(
+        local_fleet(None, db_path), "SN-0001", "site-a", "gate-1", server_url="http://test"
+    )
 
 
 def bearer(db_path: Path, device: DeviceBundle) -> dict[str, str]:

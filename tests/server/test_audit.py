@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle, add_device
+from siheyi.cli import local_fleet
 
 from .conftest import bearer
 
@@ -256,7 +257,7 @@ async def test_reset_journal_loses_nothing(
 async def test_devices_are_separate(
     client: TestClient, auth: dict[str, str], db_path: Path
 ) -> None:
-    other = add_device(db_path, "SN-0002", "site-a")
+    other = add_device(local_fleet(None, db_path), "SN-0002", "site-a")
     other_auth = bearer(db_path, other)
     events = chain(1, 3)
     assert (await post(client, auth, events))["stored"] == 3

@@ -17,6 +17,7 @@ from server.app import create_app
 from server.config import IdentitySettings, ServerConfig
 from server.fleet.sessions import TokenCodec, mint_token, session_secret
 from server.storage.db import connect
+from siheyi.cli import local_fleet
 
 from .conftest import bearer
 
@@ -85,16 +86,18 @@ async def test_revoked_takes_effect_on_next_request(
 ) -> None:
     resp = await strict_client.post("/v1/verify", json=body(), headers=auth)
     assert resp.status == 200
-    revoke_device(db_path, device.serial)  # the CLI path: straight into the database
+    revoke_device(
+        local_fleet(None, db_path), device.serial
+    )  # the CLI path: straight into the database
     await expect(strict_client, auth, 403, "revoked")
 
 
 async def test_quarantine_and_release_take_effect_on_next_request(
     strict_client: TestClient, device: DeviceBundle, auth: dict[str, str], db_path: Path
 ) -> None:
-    set_status(db_path, device.serial, "quarantined")
+    set_status(local_fleet(None, db_path), device.serial, "quarantined")
     await expect(strict_client, auth, 403, "quarantined")
-    set_status(db_path, device.serial, "active")
+    set_status(local_fleet(None, db_path), device.serial, "active")
     resp = await strict_client.post("/v1/verify", json=body(), headers=auth)
     assert resp.status == 200
 
@@ -107,7 +110,7 @@ async def test_cached_status_refreshes_within_sync_interval(
     client: TestClient = await aiohttp_client(app)
     auth = bearer(db_path, device)
     assert (await client.post("/v1/verify", json=body(), headers=auth)).status == 200
-    revoke_device(db_path, device.serial)
+    revoke_device(local_fleet(None, db_path), device.serial)
     await asyncio.sleep(0.25)
     await expect(client, auth, 403, "revoked")
 
@@ -115,7 +118,7 @@ async def test_cached_status_refreshes_within_sync_interval(
 async def test_rekeyed_device_needs_a_new_session(
     client: TestClient, device: DeviceBundle, auth: dict[str, str], db_path: Path
 ) -> None:
-    new = add_device(db_path, device.serial, device.site, rekey=True)
+    new = add_device(local_fleet(None, db_path), device.serial, device.site, rekey=True)
     assert new.device_id == device.device_id
     await asyncio.sleep(1.05)  # default status_sync_s: the key change reaches this process's cache
     await expect(client, auth, 401, "session_expired")
@@ -138,7 +141,7 @@ async def test_replayed_tap_id_is_refused(client: TestClient, auth: dict[str, st
 async def test_tap_ids_are_per_device(
     client: TestClient, auth: dict[str, str], db_path: Path
 ) -> None:
-    other = bearer(db_path, add_device(db_path, "SN-0002", "site-a"))
+    other = bearer(db_path, add_device(local_fleet(None, db_path), "SN-0002", "site-a"))
     request = body()
     assert (await client.post("/v1/verify", json=request, headers=auth)).status == 200
     assert (await client.post("/v1/verify", json=request, headers=other)).status == 200

@@ -17,7 +17,7 @@ from pyzbar import pyzbar
 from core.idnumbers import make_id_number, pseudonym
 from core.passes import ReplayGuard, verify_pass
 from provisioning.registry import DeviceBundle, add_device
-from siheyi.cli import build_parser
+from siheyi.cli import build_parser, local_fleet
 
 from .conftest import People
 
@@ -81,7 +81,7 @@ def test_issue_and_verify_with_the_bundle_key(
 def test_site_bound_pass(
     capsys: pytest.CaptureFixture[str], db_path: Path, people: People, device: DeviceBundle
 ) -> None:
-    other = add_device(db_path, "SN-0002", "site-b", server_url="http://test")
+    other = add_device(local_fleet(None, db_path), "SN-0002", "site-b", server_url="http://test")
     status, out, _ = issue(capsys, db_path, people.passing, "--site", "site-a", "--minutes", "15")
     assert status == 0
     text = out.strip()

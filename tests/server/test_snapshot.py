@@ -32,6 +32,7 @@ from server.config import ServerConfig
 from server.offline.snapshot import canonical_json, canonical_snapshot, overlay
 from server.verify.importer import import_csv
 from server.verify.resilience import ResilientSource
+from siheyi.cli import local_fleet
 
 from .conftest import People, bearer, write_csv
 
@@ -157,13 +158,13 @@ async def test_other_site_and_empty_site(
     site_people: list[str],
 ) -> None:
     client: TestClient = await aiohttp_client(create_app(config))
-    b = add_device(db_path, "SN-B", "site-b")
+    b = add_device(local_fleet(None, db_path), "SN-B", "site-b")
     body = await get_snapshot(client, bearer(db_path, b))
     verify_signature(body, b.server_key)
     key = bytes.fromhex(b.site_key)
     assert list(body["snapshot"]["people"]) == [device_pseudonym(key, people.travel)]
     assert body["snapshot"]["people"][device_pseudonym(key, people.travel)]["travel_flagged"]
-    c = add_device(db_path, "SN-C", "site-c")
+    c = add_device(local_fleet(None, db_path), "SN-C", "site-c")
     body = await get_snapshot(client, bearer(db_path, c))
     assert body["snapshot"]["people"] == {} and body["snapshot"]["count"] == 0
     verify_signature(body, c.server_key)
@@ -182,8 +183,8 @@ async def test_each_site_pseudonymised_with_its_own_key(
     csv_path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
     assert import_csv(db_path, "site_people", csv_path).ok
     client: TestClient = await aiohttp_client(create_app(config))
-    a = add_device(db_path, "SN-A", "site-a")
-    b = add_device(db_path, "SN-B", "site-b")
+    a = add_device(local_fleet(None, db_path), "SN-A", "site-a")
+    b = add_device(local_fleet(None, db_path), "SN-B", "site-b")
     key_a, key_b = bytes.fromhex(a.site_key), bytes.fromhex(b.site_key)
     assert key_a != key_b
     body_b = await get_snapshot(client, bearer(db_path, b))

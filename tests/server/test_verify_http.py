@@ -19,6 +19,7 @@ from server.app import create_app
 from server.config import ServerConfig, SitePolicy
 from server.storage.db import Database
 from server.verify.sources import SourceAdapter, local_sources
+from siheyi.cli import local_fleet
 
 from .conftest import People, bearer
 
@@ -127,7 +128,7 @@ async def test_site_policy_from_device_site(
     )
     app = create_app(replace(config, sites={"east": strict}))
     client: TestClient = await aiohttp_client(app)
-    east = add_device(db_path, "SN-EAST", "east")
+    east = add_device(local_fleet(None, db_path), "SN-EAST", "east")
     body = await verify(client, bearer(db_path, east), people.passing)
     assert body["site"] == "east"
     assert body["outcome"] == "check"
