@@ -120,7 +120,9 @@ def schemathesis(live: Live, token: str, paths: list[str], examples: int) -> str
         "--phases", "examples,fuzzing", "--request-timeout", "10",
         "--suppress-health-check", "all", *paths,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(  # in the temporary directory: st keeps a cache where it runs
+        command, capture_output=True, text=True, timeout=120, check=False, cwd=live.spec.parent
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]
     return output
