@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from firmware_bridge.idcard import gb11643_check_char, mask_id
@@ -118,10 +118,13 @@ def redact(text: str) -> str:
     return CLEAR_ID.sub(lambda m: mask(m.group(0)), text)
 
 
-def find_clear_ids(value: Any) -> list[tuple[str, str]]:
+def find_clear_ids(value: Any, counters: Collection[str] = ()) -> list[tuple[str, str]]:
     """``(path, masked number)`` for every clear ID anywhere in a JSON-like value.
 
-    Keys count as much as values. Walks iteratively, so depth is no problem; the result is
+    Keys count as much as values, and integers as much as text (a number sent as a JSON
+    integer is still a number), except an integer under a key named in ``counters``: a
+    typed counter such as an event's ``mono_ns`` reaches 18 digits after about three years
+    of uptime and is no ID. Walks iteratively, so depth is no problem; the result is
     masked so that an error built from it does not itself leak the number. The path is
     ``a.b[2]`` (a key that holds one is reported as its parent's path).
     """
@@ -139,6 +142,8 @@ def find_clear_ids(value: Any) -> list[tuple[str, str]]:
             for key, child in item.items():
                 key_text = str(key)
                 hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(key_text))
+                if key_text in counters and type(child) is int:
+                    continue
                 stack.append((f"{path}.{key_text}" if path else key_text, child))
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))

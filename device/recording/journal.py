@@ -162,7 +162,7 @@ def _build_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
         out["detail"] = json.loads(json.dumps(out["detail"], allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"detail is not JSON-serialisable: {exc}") from None
-    leaked = find_clear_ids(out)
+    leaked = find_clear_ids(out, audit.COUNTER_FIELDS)
     if leaked:
         where = ", ".join(f"{path or 'event'}: {masked}" for path, masked in leaked)
         raise ValueError(

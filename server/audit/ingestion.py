@@ -111,7 +111,7 @@ def parse_batch(body: dict[str, Any]) -> list[AuditEvent]:
     raw_events = body.get("events")
     if isinstance(raw_events, list):
         for i, raw in enumerate(raw_events):
-            refuse_clear_ids(raw, f"events[{i}]")
+            refuse_clear_ids(raw, f"events[{i}]", audit.COUNTER_FIELDS)
     batch = convert(body, wire.AuditBatch)
     assert isinstance(raw_events, list)  # the model accepted it as the list of events
     events = [

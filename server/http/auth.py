@@ -30,7 +30,9 @@ _BEARER = re.compile(r"Bearer ([A-Za-z0-9_.~+/=-]{1,256})")
 PROTECTED_PREFIX = "/v1/"
 ADMIN_PREFIX = "/v1/admin/"
 #: Device endpoints that authenticate themselves (with a signature or an enrolment code).
-OPEN_PATHS = frozenset({"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login"})
+OPEN_PATHS = frozenset(
+    {"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login", "/v1/openapi.json"}
+)
 REPLAY_CHECKED = "/v1/verify"
 
 

@@ -12,6 +12,7 @@ any message that could quote a value, and the stored copy keeps unknown fields.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 import msgspec
@@ -65,7 +66,7 @@ def convert(value: Any, model: type[T], where: str = "") -> T:
         raise BadRequest(error_text(exc, where)) from exc
 
 
-def refuse_clear_ids(value: Any, where: str = "") -> None:
+def refuse_clear_ids(value: Any, where: str = "", counters: Collection[str] = ()) -> None:
     """Refuse a body to be stored if any string in it, key or value, is a clear ID number.
 
     One search of :data:`core.idnumbers.CLEAR_ID` over all the value's texts joined by NUL
@@ -73,17 +74,17 @@ def refuse_clear_ids(value: Any, where: str = "") -> None:
     for the texts one by one) decides; the path-reporting walk,
     :func:`core.idnumbers.find_clear_ids`, runs only for a body that is refused.
     """
-    if CLEAR_ID.search("\x00".join(_texts(value))) is None:
+    if CLEAR_ID.search("\x00".join(_texts(value, counters))) is None:
         return
-    hits = find_clear_ids(value)
+    hits = find_clear_ids(value, counters)
     if hits:
         path = join_path(where, min(hits)[0]) or "body"
         raise BadRequest(f"{path}: contains what looks like a clear ID number")
 
 
-def _texts(value: Any) -> list[str]:
+def _texts(value: Any, counters: Collection[str]) -> list[str]:
     """Every string, object key and integer (as digits) in decoded JSON: what find_clear_ids
-    searches."""
+    searches (integers under a key in ``counters`` left out, as there)."""
     texts: list[str] = []
     stack = [value]
     while stack:
@@ -93,7 +94,7 @@ def _texts(value: Any) -> list[str]:
             texts.append(item)
         elif kind is dict:
             texts.extend(item)
-            stack.extend(item.values())
+            stack.extend(v for k, v in item.items() if not (k in counters and type(v) is int))
         elif kind is list:
             stack.extend(item)
         elif kind is int:  # not bool: type() is exact

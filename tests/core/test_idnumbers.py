@@ -94,3 +94,12 @@ def test_permit_numbers_are_clear_ids_too(permit: str) -> None:
 )
 def test_longer_words_and_masked_numbers_are_not_clear_ids(text: str) -> None:
     assert not contains_clear_id(text)
+
+
+def test_counters_are_not_ids_but_other_integers_are() -> None:
+    """An event's ``mono_ns`` passes 18 digits after ~3 years of uptime: it must not make the
+    journal refuse every event, while an ID sent as a JSON integer elsewhere is still found."""
+    event = {"seq": 1, "mono_ns": int(ID), "detail": {"n": int(ID)}}
+    assert find_clear_ids(event, counters={"seq", "mono_ns"}) == [
+        ("detail.n", "1101**********4514")
+    ]

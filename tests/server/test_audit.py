@@ -278,3 +278,21 @@ async def test_no_clear_id_numbers_stored(
     resp = await client.post("/v1/audit", json={"events": events}, headers=auth)
     assert resp.status == 400
     assert stored(db_path, device.device_id) == []
+
+
+async def test_a_kiosk_up_for_years_is_not_refused_for_its_clock(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """``mono_ns`` has 18 digits after ~3.2 years of uptime; it is a counter, not an ID, and
+    refusing it would block the kiosk's audit for good. An ID hidden in ``detail`` as an
+    integer is still refused."""
+    events = chain(1, 1)
+    events[0]["mono_ns"] = 110101199003074514
+    events[0]["hash"] = event_hash(events[0])
+    assert (await post(client, auth, events))["acked_seq"] == 1
+    leak = chain(2, 2, prev=events[0]["hash"])
+    leak[0]["detail"]["n"] = 110101199003074514
+    leak[0]["hash"] = event_hash(leak[0])
+    resp = await client.post("/v1/audit", json={"events": leak}, headers=auth)
+    assert resp.status == 400
+    assert "events[0].detail.n" in (await resp.json())["detail"]

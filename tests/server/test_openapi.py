@@ -70,14 +70,19 @@ async def test_served_at_v1_openapi_json(client: TestClient, auth: dict[str, str
     assert await resp.read() == DOCS.read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/http/auth.py OPEN_PATHS does not list /v1/openapi.json yet (not this module's"
-    " file): the operation is declared auth 'none' but the middleware asks for a device token",
-)
 async def test_served_without_authentication(client: TestClient) -> None:
     resp = await client.get("/v1/openapi.json")
     assert resp.status == 200
+
+
+def test_declared_auth_is_what_the_middleware_enforces() -> None:
+    """An operation documented as open must be open, and every open path documented so."""
+    from server.app import OPERATIONS
+    from server.http.auth import OPEN_PATHS, PROTECTED_PREFIX
+
+    for op in OPERATIONS:
+        is_open = not op.path.startswith(PROTECTED_PREFIX) or op.path in OPEN_PATHS
+        assert is_open == (op.auth == "none"), (op.method, op.path, op.auth)
 
 
 def test_limits_shared_with_the_server() -> None:
