@@ -143,6 +143,13 @@ class VerifyRequest(Struct):
     credential: Credential
 
 
+class ColourRule(Struct):
+    """One colour of a site's table: pass or check, and the reason code when it checks."""
+
+    passes: bool
+    reason: str
+
+
 class _Check(Struct):
     """What every check carries: ``stale``/``age_s`` only on a last-known value."""
 
@@ -153,9 +160,13 @@ class _Check(Struct):
 
 
 class HealthCodeCheck(_Check):
+    """The code's colour; ``colours`` is the site's colour table when it is not the default
+    one, so that a kiosk deciding later from this answer (offline) judges colours alike."""
+
     colour: str | UnsetType = UNSET
     reason: str | UnsetType = UNSET
     updated_at: Timestamp | UnsetType = UNSET
+    colours: dict[str, ColourRule] | UnsetType = UNSET
 
 
 class NatCheck(_Check, kw_only=True):
@@ -279,11 +290,6 @@ class HeartbeatAnswer(Struct):
 
 
 # -- GET /v1/snapshot ---------------------------------------------------------------------
-
-
-class ColourRule(Struct):
-    passes: bool
-    reason: str
 
 
 class SnapshotPolicy(Struct):

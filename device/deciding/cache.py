@@ -85,6 +85,10 @@ def facts_from_checks(checks: Mapping[str, Any]) -> dict[str, Any] | None:
         "nat_window_hours": window if isinstance(window, int | float) else 48.0,
         "min_doses": doses if isinstance(doses, int) else 0,
     }
+    code = checks.get("health_code")
+    colours = code.get("colours") if isinstance(code, Mapping) else None
+    if isinstance(colours, Mapping):
+        facts["policy"]["colours"] = dict(colours)  # the site's table, not the default one
     return facts
 
 

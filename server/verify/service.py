@@ -17,6 +17,7 @@ from core.policy import (
     SitePolicy,
     decide,
     nat_age_hours,
+    policy_document,
     prompt_for,
     usable_checks,
 )
@@ -128,8 +129,12 @@ def check_document(
         age = result.age_s or 0.0
         doc.update(status="ok", stale=True, age_s=round(age, 1), error=result.error)
     value = result.value
-    if name == "health_code" and value is not None:
-        doc.update(colour=value.colour, reason=value.reason, updated_at=_iso(value.updated_at))
+    if name == "health_code":
+        if value is not None:
+            doc.update(colour=value.colour, reason=value.reason, updated_at=_iso(value.updated_at))
+        colours = policy_document(site_policy).get("colours")
+        if colours is not None:
+            doc["colours"] = colours
     elif name == "nat":
         if value is not None:
             age = nat_age_hours(value.sampled_at, now)

@@ -144,3 +144,18 @@ def test_clock_trust_from_server_time() -> None:
     c.observe_server_time("garbage")
     assert not c.trusted()
     assert ClockTrust(ntp_synced=lambda: True).trusted()
+
+
+def test_cached_answers_keep_the_sites_colour_table() -> None:
+    """A site that passes blue codes says so in its answers; offline the kiosk must judge a
+    blue code from that table, not from the default one (where blue checks)."""
+    blue = checks(colour="blue")
+    assert decide_offline(facts_from_checks(blue) or {}, NOW, clock_trusted=True)[0] == "check"
+    blue["health_code"]["colours"] = {
+        "green": {"passes": True, "reason": ""},
+        "blue": {"passes": True, "reason": ""},
+        "red": {"passes": False, "reason": "code_not_green"},
+    }
+    cached = facts_from_checks(blue)
+    assert cached is not None
+    assert decide_offline(cached, NOW, clock_trusted=True) == ("pass", ())

@@ -211,3 +211,20 @@ async def test_exploding_source_is_check_not_500(
     failing = [r for r in caplog.records if "source health_code failing" in r.getMessage()]
     assert len(failing) == 1  # logged once, not per request
     assert people.passing not in caplog.text
+
+
+def test_answers_carry_a_non_default_colour_table_only() -> None:
+    """The kiosk caches the table with the answer (offline decisions judge colours alike);
+    the default table is not sent, so most answers stay as they were."""
+    from datetime import UTC, datetime
+
+    from core.checks import SourceResult
+    from core.policy import DEFAULT_COLOURS, ColourRule, SitePolicy
+    from server.verify.service import check_document
+
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    missing: SourceResult[object] = SourceResult.missing()
+    assert "colours" not in check_document("health_code", missing, now, SitePolicy())
+    blue = SitePolicy(colours={**DEFAULT_COLOURS, "blue": ColourRule(passes=True)})
+    doc = check_document("health_code", missing, now, blue)
+    assert doc["colours"]["blue"]["passes"] is True  # sent whatever the person's checks say
