@@ -21,10 +21,11 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from aiohttp import web
 
+from core.bundle import Bundle
 from device.agent import Agent, TapResult
 from device.config import DeviceConfig, load_bundle
 from device.runtime import built_agent
@@ -196,55 +197,16 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.AsyncExitStack) -> int:
-    out = sys.stdout
     info = sys.stderr if args.json else sys.stdout  # keep --json output pure JSON lines
-    if args.server_url:
-        if not args.bundle:
-            print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
-            return 2
-        bundle = load_bundle(Path(args.bundle))
-        server_url = args.server_url
-        ids = demo_ids(args.people, args.seed, dt.datetime.now(dt.UTC))
-    else:
-        from provisioning.registry import add_device, write_bundle
-        from siheyi.cli import local_fleet
-
-        server_url, db_path, ids = await astack.enter_async_context(
-            embedded_server(workdir, args.people, args.seed, args.host, args.port)
-        )
-        bundle_path = workdir / "bundle.json"
-        issued = await asyncio.to_thread(
-            functools.partial(
-                add_device,
-                local_fleet(None, db_path),
-                DEMO_SERIAL,
-                DEMO_SITE,
-                server_url=server_url,
-                rotate_secret=True,
-            )
-        )
-        write_bundle(issued, bundle_path)
-        bundle = load_bundle(bundle_path)
-        print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
-    cards = demo_cards(ids, args.seed)
+    if args.server_url and not args.bundle:
+        print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
+        return 2
+    server_url, bundle, ids = await _server_and_bundle(args, workdir, astack, info)
     sim = SimulatedReaderPort(SimulatedSam(), link=workdir / "reader")
     sim.start()
     astack.callback(sim.stop)
     player = choose_player(args.player, workdir)
-    config = DeviceConfig.from_dict(
-        {
-            "bundle": str(workdir / "bundle.json"),
-            "state_dir": str(workdir / "kiosk"),
-            "server_url": server_url,
-            "reader": {"url": sim.path, "poll_interval_s": 0.05},
-            "verify": {"deadline_s": args.deadline},
-            "voice": {"player": player, "cache_dir": str(Path.home() / ".cache" / "siheyi")},
-            "gpio": {"pin_factory": "mock"},
-            "upload": {"interval_s": 1.0},
-            "heartbeat": {"interval_s": 10.0},
-        },
-        source="demo",
-    )
+    config = _kiosk_config(args, workdir, server_url, sim.path, player)
     print(f"reader:    simulated SAM on {sim.path}", file=info)
     print(f"kiosk:     {bundle.device_id} at {bundle.site}, player {player}", file=info)
     print("rendering prompts (once, cached) ...", file=info, flush=True)
@@ -253,6 +215,69 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
     agent.add_listener(results.put_nowait)
     what = f"{args.taps} cards" if args.taps else "cards until Ctrl-C"
     print(f"ready: tapping {what}", file=info)
+    stats = await _tap_cards(args, sim, demo_cards(ids, args.seed), results, info)
+    await _settle_uploads(agent)
+    return 1 if stats.get("no_decision") else 0
+
+
+async def _server_and_bundle(
+    args: argparse.Namespace, workdir: Path, astack: contextlib.AsyncExitStack, info: TextIO
+) -> tuple[str, Bundle, list[str]]:
+    """A given server and bundle, or the embedded server with a freshly provisioned kiosk."""
+    if args.server_url:
+        ids = demo_ids(args.people, args.seed, dt.datetime.now(dt.UTC))
+        return args.server_url, load_bundle(Path(args.bundle)), ids
+    from provisioning.registry import add_device, write_bundle
+    from siheyi.cli import local_fleet
+
+    server_url, db_path, ids = await astack.enter_async_context(
+        embedded_server(workdir, args.people, args.seed, args.host, args.port)
+    )
+    bundle_path = workdir / "bundle.json"
+    issued = await asyncio.to_thread(
+        functools.partial(
+            add_device,
+            local_fleet(None, db_path),
+            DEMO_SERIAL,
+            DEMO_SITE,
+            server_url=server_url,
+            rotate_secret=True,
+        )
+    )
+    write_bundle(issued, bundle_path)
+    print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
+    return server_url, load_bundle(bundle_path), ids
+
+
+def _kiosk_config(
+    args: argparse.Namespace, workdir: Path, server_url: str, reader_url: str, player: str
+) -> DeviceConfig:
+    return DeviceConfig.from_dict(
+        {
+            "bundle": str(workdir / "bundle.json"),
+            "state_dir": str(workdir / "kiosk"),
+            "server_url": server_url,
+            "reader": {"url": reader_url, "poll_interval_s": 0.05},
+            "verify": {"deadline_s": args.deadline},
+            "voice": {"player": player, "cache_dir": str(Path.home() / ".cache" / "siheyi")},
+            "gpio": {"pin_factory": "mock"},
+            "upload": {"interval_s": 1.0},
+            "heartbeat": {"interval_s": 10.0},
+        },
+        source="demo",
+    )
+
+
+async def _tap_cards(
+    args: argparse.Namespace,
+    sim: SimulatedReaderPort,
+    cards: list[dict[str, Any]],
+    results: asyncio.Queue[TapResult],
+    info: TextIO,
+) -> dict[str, int]:
+    """Tap random cards (``--taps`` of them, or until Ctrl-C); one line per tap, then a
+    summary. Returns the count per outcome (``no_decision`` for a tap without one)."""
+    out = sys.stdout
     rng = random.Random(args.seed)
     n = 0
     stats: dict[str, int] = {}
@@ -270,12 +295,11 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
             latencies.append(result.latency_ms)
         print(format_line(n, result, args.json), file=out, flush=True)
         await asyncio.sleep(args.interval if not args.taps else min(args.interval, 0.2))
-    await _settle_uploads(agent)
     if not args.json:
         latencies.sort()
         p50 = latencies[len(latencies) // 2] if latencies else 0.0
         print(f"done: {n} taps {stats}; median latency {p50:.1f} ms", file=out)
-    return 1 if stats.get("no_decision") else 0
+    return stats
 
 
 async def _tap(
