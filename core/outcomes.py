@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Literal, get_args
 
 
 class Outcome(StrEnum):
@@ -20,6 +21,11 @@ class Outcome(StrEnum):
     INVALID_CREDENTIAL = "invalid_credential"
     FAULT = "fault"
 
+
+#: The same sets as types, for schemas (wire bodies, configuration keys); a test below the
+#: definitions holds them equal to the enum.
+DecisionName = Literal["pass", "check", "nat_expired", "invalid_credential"]
+OutcomeName = Literal["pass", "check", "nat_expired", "invalid_credential", "fault"]
 
 #: The outcomes a four-in-one decision (server or cache) can produce; ``fault`` is the
 #: kiosk's own and only ever appears in its journal.
@@ -48,3 +54,7 @@ def is_decision(value: object) -> bool:
 
 
 _DECISION_VALUES = frozenset(o.value for o in DECISIONS)
+
+
+if set(get_args(OutcomeName)) != ALL_OUTCOMES or set(get_args(DecisionName)) != _DECISION_VALUES:
+    raise AssertionError("core.outcomes: the Literal types and the Outcome enum disagree")

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, ValidationError
 
+from core.outcomes import DecisionName, OutcomeName
+
 #: The largest integer the audit table stores (SQLite INTEGER).
 MAX_INT = 2**63 - 1
 #: Largest number of events in one ``POST /v1/audit`` batch.
@@ -100,8 +102,8 @@ Timestamp = Annotated[
 #: A finite number in [0, 1e15]: ages and latencies (strict JSON has no NaN or Infinity).
 Amount = Annotated[float, Meta(ge=0, le=1e15)]
 Count = Annotated[int, Meta(ge=0, le=MAX_INT)]
-Outcome = Literal["pass", "check", "nat_expired", "invalid_credential"]
-JournalOutcome = Literal["pass", "check", "nat_expired", "invalid_credential", "fault"]
+Outcome = DecisionName
+JournalOutcome = OutcomeName
 CardType = Literal["resident", "J", "I", "Y"]
 
 

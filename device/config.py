@@ -24,11 +24,10 @@ from msgspec import Meta
 from core import configschema
 from core.bundle import Bundle, decode_bundle
 from core.errors import BundleError
-from core.outcomes import DEFAULT_PROMPTS
+from core.outcomes import DEFAULT_PROMPTS, OutcomeName
 from device.errors import ConfigError
 
 #: Every outcome the kiosk speaks a prompt for (core.outcomes.Outcome; a test keeps them equal).
-OutcomeName = Literal["pass", "check", "nat_expired", "invalid_credential", "fault"]
 PLAYERS = "aplay, aplay:DEVICE, null, file:DIR or mock"
 
 

@@ -28,13 +28,12 @@ from msgspec import Meta, Struct
 from core import configschema
 from core.checks import MAPPED_FIELDS, SOURCE_NAMES
 from core.configschema import NOT_BLANK, KeyPath
-from core.outcomes import DECISIONS, DEFAULT_PROMPTS
+from core.outcomes import DECISIONS, DEFAULT_PROMPTS, DecisionName
 from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
 from server.errors import ConfigError
 
 OUTCOMES = tuple(sorted(o.value for o in DECISIONS))
 #: :data:`OUTCOMES` as a type (a test keeps the two equal).
-DecisionName = Literal["pass", "check", "nat_expired", "invalid_credential"]
 
 SOURCE_TYPES = ("local", "http")
 HTTP_METHODS = ("GET", "POST")
