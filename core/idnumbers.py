@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -21,11 +22,16 @@ from firmware_bridge.idcard import gb11643_check_char, mask_id
 
 __all__ = [
     "CLEAR_ID",
+    "MASKED_ID",
+    "SUSPECT",
+    "canonical_text",
     "check_char",
     "checksum_ok",
+    "clear_ids_in_text",
     "contains_clear_id",
     "credential_ok",
     "find_clear_ids",
+    "is_masked_id",
     "is_permit_number",
     "is_well_formed",
     "make_id_number",
@@ -39,9 +45,29 @@ _SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 _PERMIT = re.compile(r"[A-Z]{3}[0-9]{12}")
 
 #: A clear ID number standing alone (not part of a longer word or hex string), in any case:
-#: an 18-character GB 11643 number or a 15-character permit number. Detection works on text
-#: as found, so a lower-case ``x`` or permit prefix counts as much as its normalised form.
+#: an 18-character GB 11643 number or a 15-character permit number, as plainly written.
+#: :func:`clear_ids_in_text` also finds disguised ones; this is its first, cheapest rule.
 CLEAR_ID = re.compile(r"(?<![0-9A-Za-z])(?:[0-9]{17}[0-9Xx]|[A-Za-z]{3}[0-9]{12})(?![0-9A-Za-z])")
+
+#: Separators someone may put inside a number: blanks and dashes (after NFKC, so the
+#: full-width forms count too).
+_SEP = r"[ \t\u00a0\-\u2010-\u2015]"
+#: 18 digits (the last may be X) with at most one separator between any two, not inside a
+#: longer run of digits; letters may touch it ("ID110101…").
+_LOOSE_ID = re.compile(rf"(?<![0-9])[0-9](?:{_SEP}?[0-9]){{16}}{_SEP}?[0-9Xx](?![0-9])")
+#: A permit number with a separator between its letters and digits ("USA 110101990030").
+_LOOSE_PERMIT = re.compile(rf"(?<![A-Za-z])[A-Za-z]{{3}}{_SEP}[0-9]{{12}}(?![0-9])")
+_SEPARATORS = re.compile(_SEP)
+#: A token of 32 or more hex digits is a hash or a pseudonym, never a disguised number.
+_HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{32,}")
+_TOKEN = re.compile(r"[0-9A-Za-z]+")
+#: A cheap superset test on raw text: 12 digits (any script) with at most one blank or dash
+#: between two. Text without such a run cannot hold a clear number in any of the forms above.
+SUSPECT = re.compile(r"\d(?:[\s\-\u2010-\u2015\uff0d]?\d){11}")
+
+#: A masked number has exactly :func:`mask`'s shape: the first and last four characters of
+#: an 18-character number or a 15-character permit, stars between.
+MASKED_ID = re.compile(r"[0-9]{4}\*{10}[0-9]{3}[0-9X]|[A-Z]{3}[0-9]\*{7}[0-9]{4}")
 
 
 def check_char(first17: str) -> str:
@@ -108,14 +134,71 @@ def pseudonym(key: bytes, id_number: str) -> str:
     return hmac.new(key, normalise(id_number).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def canonical_text(text: str) -> str:
+    """``text`` as detection reads it: NFKC (full-width digits, letters and dashes become
+    ASCII) and every decimal digit of any script as its ASCII digit."""
+    folded = unicodedata.normalize("NFKC", text)
+    if folded.isascii():
+        return folded
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in folded)
+
+
+def clear_ids_in_text(text: str) -> list[str]:
+    """The masked forms of every clear ID or permit number in ``text``, however written.
+
+    Plain numbers count as they stand. A disguised one — full-width or other-script digits,
+    blanks or dashes inside, letters stuck to it — counts when its digits carry a correct
+    GB 11643 check character and it is not part of a 32+ digit hex token (a hash or a
+    pseudonym), so that timestamps and hashes are not taken for numbers.
+    """
+    if SUSPECT.search(text) is None:
+        return []
+    norm = canonical_text(text)
+    found = [m.group(0) for m in CLEAR_ID.finditer(norm)]
+    taken = [m.span() for m in CLEAR_ID.finditer(norm)]
+    for m in _LOOSE_ID.finditer(norm):
+        if any(a < m.end() and m.start() < b for a, b in taken):
+            continue
+        compact = _SEPARATORS.sub("", m.group(0)).upper()
+        if checksum_ok(compact) and not _in_hex_token(norm, m.start()):
+            found.append(compact)
+    found.extend(_SEPARATORS.sub("", m.group(0)) for m in _LOOSE_PERMIT.finditer(norm))
+    return [mask(normalise(n)) for n in found]
+
+
+def _in_hex_token(text: str, at: int) -> bool:
+    for token in _TOKEN.finditer(text):
+        if token.start() <= at < token.end():
+            return _HEX_TOKEN.fullmatch(token.group(0)) is not None
+    return False
+
+
 def contains_clear_id(text: str) -> bool:
-    """Whether ``text`` holds something shaped like a full ID or permit number."""
-    return CLEAR_ID.search(text) is not None
+    """Whether ``text`` holds a full ID or permit number in any of the forms above."""
+    return bool(clear_ids_in_text(text))
 
 
 def redact(text: str) -> str:
-    """Replace every clear ID number in ``text`` by its masked form."""
-    return CLEAR_ID.sub(lambda m: mask(m.group(0)), text)
+    """``text`` with every clear ID number masked. Text holding a disguised number comes
+    back in its canonical form (NFKC, ASCII digits), since that is where it was found."""
+    if not clear_ids_in_text(text):
+        return text
+    norm = canonical_text(text)
+    norm = CLEAR_ID.sub(lambda m: mask(normalise(m.group(0))), norm)
+    norm = _LOOSE_ID.sub(lambda m: _mask_loose(m.group(0), norm, m.start()), norm)
+    return _LOOSE_PERMIT.sub(lambda m: mask(normalise(_SEPARATORS.sub("", m.group(0)))), norm)
+
+
+def _mask_loose(found: str, text: str, at: int) -> str:
+    compact = _SEPARATORS.sub("", found).upper()
+    if checksum_ok(compact) and not _in_hex_token(text, at):
+        return mask(compact)
+    return found
+
+
+def is_masked_id(text: str) -> bool:
+    """Whether ``text`` has exactly the shape :func:`mask` gives a number or a permit."""
+    return MASKED_ID.fullmatch(text) is not None
 
 
 def find_clear_ids(value: Any, counters: Collection[str] = ()) -> list[tuple[str, str]]:
@@ -133,15 +216,15 @@ def find_clear_ids(value: Any, counters: Collection[str] = ()) -> list[tuple[str
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
-            hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(item))
+            hits.extend((path, masked) for masked in clear_ids_in_text(item))
         elif isinstance(item, bool):
             continue
         elif isinstance(item, int):
-            hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(str(item)))
+            hits.extend((path, masked) for masked in clear_ids_in_text(str(item)))
         elif isinstance(item, Mapping):
             for key, child in item.items():
                 key_text = str(key)
-                hits.extend((path, mask(m.group(0))) for m in CLEAR_ID.finditer(key_text))
+                hits.extend((path, masked) for masked in clear_ids_in_text(key_text))
                 if key_text in counters and type(child) is int:
                     continue
                 stack.append((f"{path}.{key_text}" if path else key_text, child))

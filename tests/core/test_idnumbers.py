@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from core.idnumbers import (
     CLEAR_ID,
+    clear_ids_in_text,
     contains_clear_id,
     find_clear_ids,
+    is_masked_id,
     mask,
     pseudonym,
     redact,
@@ -103,3 +105,79 @@ def test_counters_are_not_ids_but_other_integers_are() -> None:
     assert find_clear_ids(event, counters={"seq", "mono_ns"}) == [
         ("detail.n", "1101**********4514")
     ]
+
+
+FULL_WIDTH = str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        ID.translate(FULL_WIDTH),  # full-width digits
+        "1101 0119 9003 0745 14",  # blanks
+        "110101-19900307-4514",  # dashes
+        "110101－19900307－4514",  # full-width dashes
+        f"ID{ID}",  # letters stuck to it
+        f"no.{ID}x",
+        ID_X.lower(),
+        "".join(chr(0x0660 + int(c)) for c in ID),  # Arabic-Indic digits
+        f"permit {PERMIT.lower()}",
+        "USA 110101990030",
+    ],
+)
+def test_disguised_numbers_are_found(disguised: str) -> None:
+    """Issue 10: the server accepted each of these forms in audit events."""
+    assert contains_clear_id(disguised), disguised
+    assert find_clear_ids({"detail": disguised})
+    assert ID not in redact(disguised) and "1101**********4514" not in disguised
+
+
+@pytest.mark.parametrize(
+    "innocent",
+    [
+        "2026-11-28T07:25:21.123456+00:00",
+        "2026-11-28 07:25:21",
+        "ab" * 32,  # a pseudonym
+        "0123456789abcdef" * 4,  # a hash with long digit runs
+        "ab" + ID + "cd" * 22,  # a hash whose digits happen to carry a right check character
+        "11010119900307451" + "0",  # 18 digits with a wrong check character, but dashed:
+    ],
+)
+def test_timestamps_hashes_and_wrong_checksums_with_separators_are_not(innocent: str) -> None:
+    dashed = (
+        innocent if not innocent.isdigit() else "-".join(innocent[i : i + 6] for i in (0, 6, 12))
+    )
+    assert not contains_clear_id(dashed), dashed
+
+
+@given(
+    st.lists(st.sampled_from(["", " ", "-", "－", "\u00a0"]), min_size=17, max_size=17),
+    st.sampled_from(["", "ID", "no.", "身份证"]),
+    st.booleans(),
+)
+def test_any_disguise_of_a_real_number_is_found(seps: list[str], prefix: str, wide: bool) -> None:
+    number = ID_X if wide else ID
+    text = prefix + "".join(c + s for c, s in zip(number, [*seps, ""], strict=True))
+    if wide:
+        text = text.translate(FULL_WIDTH)
+    assert contains_clear_id(text), text
+    assert mask(number) in clear_ids_in_text(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("1101**********4514", True),
+        ("1101**********002X", True),
+        ("USA1*******0030", True),
+        ("11010119900307451*", False),  # a single star
+        ("1101*********74514", False),
+        ("1101**********451", False),
+        ("**********", False),
+        ("", False),
+    ],
+)
+def test_masked_ids_have_exactly_the_masks_shape(text: str, ok: bool) -> None:
+    assert is_masked_id(text) is ok
+    if ok:
+        assert not contains_clear_id(text)
