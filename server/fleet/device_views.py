@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from msgspec import UNSET
 
 from core import wire
@@ -25,6 +26,7 @@ from server.errors import EnrolRefused
 from server.fleet import registry as fleet
 from server.fleet import sessions
 from server.fleet.sessions import (
+    DeviceState,
     claim_nonce,
     issue_nonce,
     load_state,
@@ -44,17 +46,33 @@ log = logging.getLogger(__name__)
 
 
 async def challenge(request: web.Request) -> web.Response:
-    """``POST /v1/session/challenge {device_id}`` → ``{nonce, expires_at, server_time}``."""
+    """``POST /v1/session/challenge {device_id}`` → ``{nonce, expires_in, server_time}``.
+
+    Every id gets a nonce, known or not, revoked or not, through the same code path (no device
+    lookup at all): the answer must not tell which ids exist. The verdict on the device comes
+    from ``POST /v1/session``, and only after a valid signature.
+    """
     device_id = (await read_body(request, wire.ChallengeRequest)).device_id
-    db = request.app[DATABASE]
-    state = await db.run(load_state, device_id)
-    if state is None:
-        raise unauthenticated("unknown device")
-    refuse_status(state.status, device_id)
     now = sessions.utc_now()
     ttl = request.app[CONFIG].identity.challenge_ttl_s
-    nonce = await db.run(issue_nonce, device_id, ttl, now)
+    nonce = await request.app[DATABASE].run(issue_nonce, device_id, ttl, now)
     return views.json_response({"nonce": nonce, "expires_in": ttl, "server_time": now_iso(now)})
+
+
+#: Checked against signatures for ids without a key (unknown, not enrolled), so that every
+#: refusal before a valid signature costs one Ed25519 verification and reads the same.
+_NOBODY_KEY = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+
+
+def _signed_by_device(state: DeviceState | None, body: wire.SessionRequest) -> DeviceState:
+    """The device's state once ``body`` is signed by its registered key; else 401
+    ``bad_signature``, alike for unknown, keyless and wrongly signed ids."""
+    message = session_message(body.device_id, body.nonce, body.time, body.new_public_key or "")
+    key = state.public_key if state is not None and state.public_key else _NOBODY_KEY
+    if not signature_ok(key, body.signature, message) or state is None or key == _NOBODY_KEY:
+        log.info("bad session signature for device id %s", body.device_id)
+        raise unauthenticated("signature does not verify with the registered key", "bad_signature")
+    return state
 
 
 def _finish_session(
@@ -87,21 +105,15 @@ async def session(request: web.Request) -> web.Response:
     identity = request.app[CONFIG].identity
     now = sessions.utc_now()
     state = await db.run(load_state, device_id)
-    if state is None:
-        raise unauthenticated("unknown device")
-    refuse_status(state.status, device_id)
-    if state.public_key is None:
-        raise json_error(web.HTTPForbidden, "not_enrolled", "this device has no key: enrol it")
     status = await db.run(nonce_status, nonce, device_id, now)
     if status == "used":
-        log.warning("replayed session nonce from device %s refused", device_id)
+        log.warning("replayed session nonce for device id %s refused", device_id)
         raise json_error(web.HTTPConflict, "replay", "this challenge was already used")
     if status != "ok":
         raise unauthenticated(f"challenge {status}: ask for a new one", "bad_nonce")
+    state = _signed_by_device(state, body)
+    refuse_status(state.status, device_id)
     message = session_message(device_id, nonce, sent_time, new_key)
-    if not signature_ok(state.public_key, body.signature, message):
-        log.info("bad session signature from device %s", device_id)
-        raise unauthenticated("signature does not verify with the registered key", "bad_signature")
     if new_key and not (new_signature and signature_ok(new_key, new_signature, message)):
         raise json_error(
             web.HTTPBadRequest, "bad_request", "new_signature does not verify with new_public_key"

@@ -204,15 +204,28 @@ class DeviceDirectory:
 
 
 class ReplayGuard:
-    """Remembers the last ``window`` tap ids of each device (64-bit hashes, in this process)."""
+    """Remembers the last ``window`` tap ids of each device (64-bit hashes, in this process).
+
+    Only decided taps are recorded (:meth:`first_time` after the decision): a request refused
+    for a bad body never burns its tap id, so the kiosk's corrected retry is not a replay.
+    """
 
     def __init__(self, window: int) -> None:
         self._window = window
         self._seen: dict[str, tuple[array[int], list[int]]] = {}
 
+    @staticmethod
+    def _digest(tap_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(tap_id.encode(), digest_size=8).digest(), "little")
+
+    def seen(self, device_id: str, tap_id: str) -> bool:
+        """Whether this device's ``tap_id`` was already decided (nothing is recorded)."""
+        entry = self._seen.get(device_id)
+        return entry is not None and self._digest(tap_id) in entry[0]
+
     def first_time(self, device_id: str, tap_id: str) -> bool:
         """Record ``tap_id``; False when this device already sent it."""
-        digest = int.from_bytes(hashlib.blake2b(tap_id.encode(), digest_size=8).digest(), "little")
+        digest = self._digest(tap_id)
         entry = self._seen.get(device_id)
         if entry is None:
             entry = (array("Q"), [0])

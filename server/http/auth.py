@@ -5,20 +5,19 @@ Checking a token costs one HMAC and a dictionary lookup: no signature, no databa
 (server/sessions.py). The device's status comes from the per-process cache, so revocation
 and quarantine refuse the device's next request (at once when made through this process's
 admin API, within ``[identity] status_sync_s`` otherwise); a key change (rotation, re-enrolment)
-ends its sessions. ``POST /v1/verify`` also refuses a tap id the device already sent
-(``409 replay``).
+ends its sessions. Tap-id replays are refused by the verify handler once the body is valid
+(server/http/views.py), so a refused body never burns its tap id.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.appkeys import ADMIN, DEVICE, DIRECTORY, REPLAY, TOKENS
+from server.appkeys import ADMIN, DEVICE, DIRECTORY, TOKENS
 from server.fleet import sessions
 from server.fleet.admin import authenticate_admin
 from server.fleet.devices import Device
@@ -33,7 +32,6 @@ ADMIN_PREFIX = "/v1/admin/"
 OPEN_PATHS = frozenset(
     {"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login", "/v1/openapi.json"}
 )
-REPLAY_CHECKED = "/v1/verify"
 
 
 def unauthenticated(detail: str, code: str = "unauthenticated") -> web.HTTPException:
@@ -78,18 +76,6 @@ async def authenticate(request: web.Request) -> Device:
     return state.device
 
 
-async def check_replay(request: web.Request, device: Device) -> None:
-    """``409 replay`` when the device already sent this verify's ``tap_id``."""
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, RecursionError):
-        return  # the handler answers 400
-    tap_id = body.get("tap_id") if isinstance(body, dict) else None
-    if isinstance(tap_id, str) and not request.app[REPLAY].first_time(device.device_id, tap_id):
-        log.warning("replayed tap id from device %s refused", device.device_id)
-        raise json_error(web.HTTPConflict, "replay", "this tap_id was already used")
-
-
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate ``/v1/*``: admins under ``/v1/admin/``, devices elsewhere."""
@@ -98,8 +84,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if path.startswith(ADMIN_PREFIX):
             request[ADMIN] = await authenticate_admin(request, bearer_token(request))
         else:
-            device = await authenticate(request)
-            request[DEVICE] = device
-            if path == REPLAY_CHECKED and request.method == "POST":
-                await check_replay(request, device)
+            request[DEVICE] = await authenticate(request)
     return await handler(request)

@@ -12,11 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from core import wire
-from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, SNAPSHOTS, VERIFIER
+from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, VERIFIER
 from server.audit import ingestion as audit
 from server.errors import BadRequest
 from server.fleet.devices import record_heartbeat
 from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
+from server.http.middleware import json_error
 from server.http.openapi import openapi_json
 from server.http.operations import Operation
 from server.verify.qr import token_ref
@@ -45,9 +46,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def verify(request: web.Request) -> web.Response:
-    """``POST /v1/verify``: the four-in-one decision for one credential."""
+    """``POST /v1/verify``: the four-in-one decision for one credential.
+
+    The tap id enters replay memory only once the tap is decided: a body refused with ``400``
+    (or a crash) leaves it free for the kiosk's retry. A tap already decided is ``409`` before
+    any work; two concurrent copies are both decided, and the second is still refused.
+    """
     body = await read_body(request, wire.VerifyRequest)
     device = request[DEVICE]
+    replay = request.app[REPLAY]
+    if replay.seen(device.device_id, body.tap_id):
+        raise _replayed(device.device_id)
     site_policy = request.app[CONFIG].policy_for(device.site)
     now = request.app[CLOCK]()
     credential = body.credential
@@ -70,7 +79,14 @@ async def verify(request: web.Request) -> web.Response:
         result.decision.outcome,
         ",".join(result.decision.reasons),
     )
+    if not replay.first_time(device.device_id, body.tap_id):
+        raise _replayed(device.device_id)
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
+
+
+def _replayed(device_id: str) -> web.HTTPException:
+    log.warning("replayed tap id from device %s refused", device_id)
+    return json_error(web.HTTPConflict, "replay", "this tap_id was already used")
 
 
 def accepts_gzip(request: web.Request) -> bool:
