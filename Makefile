@@ -43,7 +43,7 @@ test: venv lint
 
 .PHONY: config-docs
 config-docs: venv  # the configuration tables in docs/ from the schemas in device/ and server/config.py
-	$(BIN)/python -m core.configdoc device.config:DeviceConfig=docs/kiosk-config.md \
+	$(BIN)/python -m siheyi.configdoc device.config:DeviceConfig=docs/kiosk-config.md \
 		server.config:ServerFile=docs/server.md
 
 .PHONY: openapi

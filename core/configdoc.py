@@ -2,7 +2,7 @@
 
 A schema (a ``msgspec.Struct`` or dataclass type with ``Annotated[..., Meta(...)]`` fields)
 becomes a markdown table: key path, type, default, bounds, description. The table lives in
-a document between :data:`START` and :data:`END`; ``python -m core.configdoc
+a document between :data:`START` and :data:`END`; ``python -m siheyi.configdoc
 module:Schema=FILE ...`` (``make config-docs``) rewrites it there, and a test fails when the
 committed text differs from :func:`splice` of :func:`config_table`.
 
@@ -14,12 +14,9 @@ as ``<key>`` (``Meta(extra={"key": "colour"})`` names it), or as one row when it
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
-import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
@@ -195,22 +192,3 @@ def splice(document: str, table: str) -> str:
     if not (start and end):
         raise ValueError(f"the document has no {START} … {END} markers")
     return f"{head}{START}\n{table}{END}{tail}"
-
-
-def main(argv: Sequence[str]) -> int:
-    """Rewrite each ``module:Schema=FILE``'s table; print the files that changed."""
-    for spec in argv:
-        target, _, file = spec.partition("=")
-        module, _, name = target.partition(":")
-        schema = getattr(importlib.import_module(module), name)
-        path = Path(file)
-        text = path.read_text(encoding="utf-8")
-        new = splice(text, config_table(schema))
-        if new != text:
-            path.write_text(new, encoding="utf-8")
-            print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

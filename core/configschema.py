@@ -69,16 +69,20 @@ class KeyPath(NamedTuple):
 Style = Callable[[KeyPath], str]
 
 
-def read_toml(path: Path, error: ErrorFactory) -> dict[str, Any]:
-    """The parsed file, or ``error`` naming the file and what went wrong."""
+def parse_toml(raw: bytes, source: str, error: ErrorFactory) -> dict[str, Any]:
+    """A file's bytes (read by the caller: core does no I/O) parsed as TOML, or ``error``
+    naming ``source`` and what went wrong."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: invalid TOML: not UTF-8 ({exc.reason})") from exc
+        raise error(f"{source}: invalid TOML: not UTF-8 ({exc.reason})") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: invalid TOML: {exc}") from exc
+        raise error(f"{source}: invalid TOML: {exc}") from exc
+
+
+def unreadable(path: Path, exc: OSError, error: ErrorFactory) -> Exception:
+    """The error for a configuration file that cannot be read."""
+    return error(f"{path}: cannot read: {exc.strerror or exc}")
 
 
 def load(
@@ -89,7 +93,7 @@ def load(
     style: Style = KeyPath.dotted,
     prefix: tuple[str, ...] = (),
 ) -> T:
-    """``data`` (from :func:`read_toml`) as a ``schema`` instance; unknown keys, wrong types
+    """``data`` (from :func:`parse_toml`) as a ``schema`` instance; unknown keys, wrong types
     and values out of bounds raise ``error`` naming ``source`` and the key path (``prefix``
     is prepended: the table ``data`` came from)."""
     strict = strict_schema(typing.cast(Any, schema))

@@ -233,7 +233,11 @@ class DeviceConfig:
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
         """Parse and validate a TOML file."""
-        return cls.from_dict(configschema.read_toml(path, ConfigError), source=str(path))
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise configschema.unreadable(path, exc, ConfigError) from exc
+        return cls.from_dict(configschema.parse_toml(raw, str(path), ConfigError), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> DeviceConfig:

@@ -348,7 +348,11 @@ class ServerConfig:
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read and validate a TOML configuration file; raises :class:`ConfigError`."""
     path = Path(path)
-    doc = configschema.read_toml(path, ConfigError)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise configschema.unreadable(path, exc, ConfigError) from exc
+    doc = configschema.parse_toml(raw, str(path), ConfigError)
     return parse_config(doc, str(path), base_dir=path.parent, environ=environ)
 
 

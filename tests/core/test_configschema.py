@@ -12,7 +12,8 @@ import pytest
 from msgspec import Meta, Struct
 
 from core import configdoc
-from core.configschema import KeyPath, Style, load, read_toml
+from core.configschema import KeyPath, Style, load, parse_toml, unreadable
+from siheyi import configdoc as siheyi_configdoc
 
 
 class Boom(ValueError):
@@ -95,16 +96,15 @@ def test_dataclass_schemas_refuse_unknown_keys_and_stay_dataclasses() -> None:
     assert dataclasses.replace(top.inner, rate=0.7).rate == 0.7
 
 
-def test_read_toml_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(Boom, match=r"missing\.toml: cannot read"):
-        read_toml(tmp_path / "missing.toml", Boom)
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[x\n", encoding="utf-8")
+def test_parse_toml_names_the_file(tmp_path: Path) -> None:
+    try:
+        (tmp_path / "missing.toml").read_bytes()
+    except OSError as exc:
+        assert "missing.toml: cannot read" in str(unreadable(tmp_path / "missing.toml", exc, Boom))
     with pytest.raises(Boom, match=r"bad\.toml: invalid TOML"):
-        read_toml(bad, Boom)
-    bad.write_bytes(b"a = '\xff'\n")
+        parse_toml(b"[x\n", "bad.toml", Boom)
     with pytest.raises(Boom, match=r"bad\.toml: invalid TOML: not UTF-8"):
-        read_toml(bad, Boom)
+        parse_toml(b"a = '\xff'\n", "bad.toml", Boom)
 
 
 def test_table_rows() -> None:
@@ -129,7 +129,7 @@ def test_splice_and_main(tmp_path: Path) -> None:
         configdoc.splice("no markers here", "| t |\n")
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{configdoc.START}\nold\n{configdoc.END}\noutro\n", encoding="utf-8")
-    assert configdoc.main([f"tests.core.test_configschema:Top={doc}"]) == 0
+    assert siheyi_configdoc.main([f"tests.core.test_configschema:Top={doc}"]) == 0
     text = doc.read_text(encoding="utf-8")
     assert text.startswith(f"intro\n{configdoc.START}\n| key |") and "old" not in text
     assert text.endswith(f"{configdoc.END}\noutro\n")
