@@ -4,7 +4,9 @@ A Raspberry Pi has no battery-backed clock: after a power cut without network it
 in 1970 or hours off. NAT windows and cache ages are computed from the wall clock, so a
 decision that depends on time is only made when the clock is trusted: the kernel says NTP
 has synchronised it, or the server's time (every answer carries `server_time`) agreed with
-it recently.
+it recently. A step of the wall clock (seen against the monotonic clock) or a server time that
+disagrees withdraws that trust until a server time agrees again: the kernel's NTP flag alone
+does not bring it back, since the server's time is the one decisions answer to.
 """
 
 from __future__ import annotations
@@ -66,47 +68,95 @@ def kernel_ntp_synced() -> bool:
 
 
 class ClockTrust:
-    """Trusted if NTP-synced, or if the server's clock agreed within `tolerance_s` recently."""
+    """Trusted if NTP-synced, or if the server's clock agreed within `tolerance_s` recently;
+    never after the wall clock stepped or the server disagreed, until a server time agrees.
+
+    A step is seen as a change of `wall - monotonic`: NTP slews both clocks alike, so that
+    difference only moves when someone (a user, a bad RTC, NTP's own first step) sets the wall
+    clock. Decisions made after a step would otherwise use a time nobody vouched for, and the
+    agreement with the server was about the clock as it was before.
+    """
 
     def __init__(
         self,
         *,
         tolerance_s: float = 120.0,
         valid_for_s: float = 24 * 3600.0,
+        step_tolerance_s: float = 2.0,
         ntp_synced: Callable[[], bool] = kernel_ntp_synced,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tolerance_s = tolerance_s
         self.valid_for_s = valid_for_s
+        self.step_tolerance_s = step_tolerance_s
         self._ntp_synced = ntp_synced
         self._wall = wall
         self._monotonic = monotonic
         self._agreed_at: float | None = None  # monotonic time of the last agreeing check
+        self._offset = wall() - monotonic()  # wall - monotonic at the last sample
         self.last_skew_s: float | None = None
+        self.last_step_s: float | None = None
+        self.steps = 0
+        # Why trust is withheld whatever NTP says, until a server time agrees ("" if not):
+        # "clock_stepped" or "server_disagrees".
+        self.distrust = ""
         self._ntp_cache: tuple[float, bool] | None = None
+
+    def sample(self) -> None:
+        """Look for a step of the wall clock since the last sample (cheap: two clock reads);
+        run often, so a step drops trust before the next event is stamped."""
+        offset = self._wall() - self._monotonic()
+        jump = offset - self._offset
+        self._offset = offset
+        if abs(jump) <= self.step_tolerance_s:
+            return
+        self.steps += 1
+        self.last_step_s = jump
+        if self.distrust != "clock_stepped":
+            log.warning("wall clock stepped %+.0f s: not trusted until the server agrees", jump)
+        self._withdraw("clock_stepped")
 
     def observe_server_time(self, server_time: str, rtt_s: float = 0.0) -> None:
         """Compare the local clock with a server timestamp (ISO 8601 with offset)."""
-        try:
-            server = dt.datetime.fromisoformat(server_time)
-        except (TypeError, ValueError):
+        server = server_datetime(server_time)
+        if server is None:
             return
-        if server.tzinfo is None:
-            return
+        self.sample()  # a step before this answer is judged by it, not after it
         skew = self._wall() - rtt_s / 2 - server.timestamp()
         self.last_skew_s = skew
-        if abs(skew) <= self.tolerance_s:
-            self._agreed_at = self._monotonic()
-        else:
-            if self._agreed_at is not None:
+        if abs(skew) > self.tolerance_s:
+            if self.distrust != "server_disagrees":
                 log.warning("kiosk clock is %.0f s off the server's: not trusted", skew)
-            self._agreed_at = None
+            self._withdraw("server_disagrees")
+            return
+        if self.distrust:
+            log.info("kiosk clock agrees with the server's again (%+.1f s): trusted", skew)
+        self.distrust = ""
+        self._agreed_at = self._monotonic()
+
+    def _withdraw(self, why: str) -> None:
+        self.distrust = why
+        self._agreed_at = None
 
     def trusted(self) -> bool:
-        if self._agreed_at is not None and self._monotonic() - self._agreed_at <= self.valid_for_s:
-            return True
+        self.sample()
+        if self.distrust:
+            return False
         now = self._monotonic()
+        if self._agreed_at is not None and now - self._agreed_at <= self.valid_for_s:
+            return True
         if self._ntp_cache is None or now - self._ntp_cache[0] > 10.0:
             self._ntp_cache = (now, self._ntp_synced())
         return self._ntp_cache[1]
+
+
+def server_datetime(server_time: object) -> dt.datetime | None:
+    """A server timestamp as an aware datetime, or None when it is not one."""
+    if not isinstance(server_time, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(server_time)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

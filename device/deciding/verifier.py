@@ -12,7 +12,6 @@ it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -27,7 +26,7 @@ from core.idnumbers import pseudonym
 from core.outcomes import is_decision
 from core.passes import ReplayGuard, is_pass, verify_pass
 from device.deciding.cache import KioskCache, facts_from_checks
-from device.deciding.clock import ClockTrust
+from device.deciding.clock import ClockTrust, server_datetime
 from device.deciding.fallback import decide_offline
 from device.errors import CacheError, FactsError, ServerError, ServerRejected
 from device.link.breaker import CircuitBreaker
@@ -166,6 +165,9 @@ class Verifier:
             log.info("server answering again")
             self._was_offline = False
         self.clock.observe_server_time(answer.server_time, round_trip_s)
+        expiry = self._expiry_on_server_time(cred, answer.server_time)
+        if expiry is not None:
+            return self._decision(ident, expiry[0], False, (expiry[1],))
         checks: dict[str, Any] = msgspec.to_builtins(answer.checks)
         if ident.pseudonym and self.cache is not None and answer.outcome != "invalid_credential":
             self._remember(ident.pseudonym, checks, answer.server_time)
@@ -211,6 +213,21 @@ class Verifier:
             clock_trusted=self.clock.trusted(),
         )
 
+    def _expiry_on_server_time(self, cred: Credential, server_time: str) -> tuple[str, str] | None:
+        """(outcome, reason) when the card's validity overrides the server's answer.
+
+        The server never sees the card's end date, so the kiosk judges it, on the server's
+        time: the kiosk's own clock may be hours off, and then it must not decide a date.
+        """
+        if not cred.expires:
+            return None
+        server = server_datetime(server_time)
+        if server is None:  # the wire model checks the format; a clock is still needed
+            return ("check", "clock_untrusted") if not self.clock.trusted() else None
+        if cred.expired(server.astimezone().date()):
+            return "invalid_credential", "card_expired"
+        return None
+
     def _local_refusal(self, cred: Credential) -> str | None:
         if not cred.readable:
             return "unreadable_qr" if cred.kind == "qr" else "unreadable_card"
@@ -250,10 +267,8 @@ class Verifier:
         facts = facts_from_checks(checks)
         if facts is None or self.cache is None:
             return
-        fetched_at = self._wall()
-        if isinstance(server_time, str):
-            with contextlib.suppress(ValueError):
-                fetched_at = dt.datetime.fromisoformat(server_time).timestamp()
+        server = server_datetime(server_time)
+        fetched_at = server.timestamp() if server is not None else self._wall()
         # A last-known value the server fell back on is as old as it says, not "now".
         stale_ages = [
             float(c["age_s"])
@@ -281,6 +296,10 @@ class Verifier:
         self, ident: _Identity, cred: Credential, reasons: list[str], error: str
     ) -> Decision:
         trusted = self.clock.trusted()
+        if not trusted and cred.expires:
+            # Neither the server's time nor a trusted clock of our own: whether the card is
+            # still valid cannot be known, whatever the cache says about the person.
+            return self._decision(ident, "check", True, (*reasons, "clock_untrusted"), error=error)
         if self.cache is None or not ident.pseudonym:
             return self._decision(ident, "check", True, (*reasons, "unknown_person"), error=error)
         remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
@@ -313,9 +332,14 @@ class Verifier:
 
     # -- recovery --------------------------------------------------------------------------
     async def probe_loop(self, interval_s: float = 0.5) -> None:
-        """While the circuit is open, ask the server for its health when a probe is due."""
+        """While the circuit is open, ask the server for its health when a probe is due.
+
+        Each round also samples the clock, so a step while nobody taps (offline at night)
+        withdraws trust before the next event is stamped, not at the next decision.
+        """
         while True:
             await asyncio.sleep(interval_s)
+            self.clock.sample()
             if not self.breaker.probe_due():
                 continue
             try:

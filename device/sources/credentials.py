@@ -36,9 +36,14 @@ class Credential:
             f"card_type={self.card_type!r}, checksum_ok={self.checksum_ok})"
         )
 
+    @property
+    def expires(self) -> bool:
+        """True when the credential has an end date, so its validity depends on the time."""
+        return bool(self.valid_to) and self.valid_to != "长期"
+
     def expired(self, today: dt.date) -> bool:
         """True when the card's validity ended before `today` ("长期" never expires)."""
-        if not self.valid_to or self.valid_to == "长期":
+        if not self.expires:
             return False
         try:
             return dt.date.fromisoformat(self.valid_to) < today
