@@ -21,6 +21,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.acting.voice import MockPlayer
+from device.agent import TapResult
 from device.config import DeviceConfig
 from device.runtime import built_agent
 from device.sources.mculink import McuGate, McuLink
@@ -230,3 +231,49 @@ async def test_either_link_unplugged_recovers_within_two_seconds(
         assert result.decision.outcome == "pass"
         errors = link.health()["errors"]
         assert errors.get("disconnects", 0) + errors.get("link_timeout", 0) >= 1
+
+
+async def test_bad_read_replies_through_the_mcu_are_one_unreadable_tap_each(
+    tmp_path: Path,
+    fleet: Fleet,
+    rig: tuple[SimulatedReaderPort, NullModem, Path],
+    prompt_cache: Path,
+) -> None:
+    """Issue 10 part 5 in the MCU wiring: a truncated, noisy or late read reply ends in the
+    firmware's read timeout (3 s); the Pi turns it into one "tap again" per presented card."""
+    from tests.device.test_unreadable import ManglingSam
+
+    sim, _modem, pi = rig
+    sam_module = ManglingSam()
+    sam_module.late_s = 3.4  # past the firmware's READ_TIMEOUT_MS
+    sim.sam = sam_module
+    player = MockPlayer()
+    config = mcu_config(tmp_path, pi, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
+    ) as agent:
+        link = agent._reader
+        assert isinstance(link, McuLink)
+        await wait_for(lambda: _true(link.connected), timeout=10)
+        results: asyncio.Queue[TapResult] = asyncio.Queue()
+        agent.add_listener(results.put_nowait)
+        for how in ("truncate", "noise", "late"):
+            sam_module.mangle_next_read = how
+            sim.place(card(fleet.people["pass"][0]))
+            result = await asyncio.wait_for(results.get(), timeout=6)
+            assert result.decision.outcome == "invalid_credential", how
+            assert result.decision.reasons == ("unreadable_card",)
+            assert result.spoken and player.texts[-1] == "证件无效，请重新刷卡"
+            await asyncio.sleep(0.8 if how != "late" else 3.0)  # the card stays: no 2nd tap
+            assert results.empty(), how
+            sim.remove()
+            await asyncio.sleep(0.3)
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.outcome == "pass"
+        assert link.health()["errors"].get("unreadable") == 3
+
+        async def recorded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            return sum(1 for r in rows if "card_unreadable" in r["detail"]) == 3
+
+        await wait_for(recorded, timeout=10)

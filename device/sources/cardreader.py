@@ -64,6 +64,9 @@ class CardReader(ThreadedSource):
         self._serial_factory = serial_factory
         super().__init__(join_timeout_s=read_timeout_s + 2)
         self._parser = sam.ResponseParser()
+        # Set after a card that could not be read: that card got its prompt, so the reader
+        # leaves it alone until a find says it left the field (one presentation, one prompt).
+        self._await_removal = False
         self.connected = False
         self.last_read_at: str | None = None
         self.reads = 0
@@ -162,25 +165,28 @@ class CardReader(ThreadedSource):
             return True
 
     def _poll_once(self, port: Any) -> None:
-        """One find; on a card, select and read it; a card that cannot be read is still a tap."""
+        """One find; on a card, select and read it; a card that cannot be read is still a tap.
+
+        Once a card was found, every failure (a refused select or read, a reply that is
+        truncated, noise or late, text that does not decode) ends in an unreadable-card
+        credential, so the citizen hears "please tap again" instead of silence. A timeout is
+        raised again afterwards: the caller then checks that the SAM still answers.
+        """
         cycle_start = time.monotonic()
         found = self._transact(port, sam.find_card_command(), self._cmd_timeout)
         if found.sw3 != sam.SW3_FOUND:
-            return  # no card, or the card already read is still in the field
-        self._expect(port, sam.select_card_command(), (sam.SW3_OK,), "select")
-        frame = None
-        for attempt in range(self._read_retries + 1):
-            try:
-                frame = self._expect(port, sam.read_base_command(), (sam.SW3_OK,), "read")
-                break
-            except ReaderTimeout:
+            self._await_removal = False  # the field is empty (or the card was read)
+            return
+        if self._await_removal:
+            return  # the same unreadable card, still in the field: it already had its prompt
+        try:
+            self._expect(port, sam.select_card_command(), (sam.SW3_OK,), "select")
+            frame = self._read(port)
+        except ReaderError as exc:
+            self._unreadable(str(exc))
+            if isinstance(exc, ReaderTimeout):
                 raise
-            except ReaderError as exc:
-                if attempt == self._read_retries:
-                    self._unreadable(f"read failed: {exc}")
-                    return
-                log.info("read failed (%s), retrying", exc)
-        assert frame is not None
+            return
         completed_at = time.monotonic()
         with self._lock:
             self.last_cycle_s = completed_at - cycle_start
@@ -194,9 +200,23 @@ class CardReader(ThreadedSource):
         # The photo stays in this frame object only; it is never stored or forwarded.
         self._emit(card, completed_at)
 
+    def _read(self, port: Any) -> sam.Frame:
+        """Read base data, retrying a refused or garbled reply; a timeout is not retried
+        (each costs `read_timeout_s` of the citizen's wait)."""
+        for attempt in range(self._read_retries):
+            try:
+                return self._expect(port, sam.read_base_command(), (sam.SW3_OK,), "read")
+            except ReaderTimeout:
+                raise
+            except ReaderError as exc:
+                log.info("read failed (%s), retry %d", exc, attempt + 1)
+        return self._expect(port, sam.read_base_command(), (sam.SW3_OK,), "read")
+
     def _unreadable(self, why: str) -> None:
         """A card was presented but could not be read: the citizen still gets a prompt."""
         log.warning("card could not be read: %s", why)
+        self._count("unreadable")
+        self._await_removal = True
         self._event("card_unreadable", error=why)
         if self._on_credential is not None:
             self._on_credential(
@@ -230,7 +250,12 @@ class CardReader(ThreadedSource):
     # -- transactions ------------------------------------------------------------------------
     def _expect(self, port: Any, command: bytes, ok: tuple[int, ...], what: str) -> sam.Frame:
         timeout = self._read_timeout if what == "read" else self._cmd_timeout
-        frame = self._transact(port, command, timeout)
+        try:
+            frame = self._transact(port, command, timeout)
+        except ReaderTimeout as exc:
+            raise ReaderTimeout(f"{what}: {exc}") from None
+        except ReaderError as exc:
+            raise ReaderError(f"{what}: {exc}") from None
         if frame.sw3 not in ok:
             self._count(f"status_{frame.sw3:02X}")
             raise ReaderStatus(what, frame.sw3)

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 
 _LOG_LEVELS = {10: logging.DEBUG, 20: logging.INFO, 30: logging.WARNING, 40: logging.ERROR}
 
+# CARD_ERROR stages that follow a successful find (STAGE_TIMEOUT: select or read timed out).
+_CARD_FOUND_STAGES = frozenset(
+    (bridge.STAGE_SELECT, bridge.STAGE_READ, bridge.STAGE_DECODE, bridge.STAGE_TIMEOUT)
+)
+
 
 class McuLink(ThreadedSource):
     """Host side of the bridge: PING cadence, ACKs, SEQ tracking, reconnects."""
@@ -280,13 +285,20 @@ class McuLink(ThreadedSource):
             )
 
     def _card_error(self, msg: Any) -> None:
+        """A card the MCU found but could not read is a tap: it gets the unreadable prompt.
+
+        Select, read and decode failures and a select or read timeout (a reply that was
+        truncated, noise or late) all come after a find succeeded; the MCU reports each
+        presented card once (it leaves the card alone until it is removed).
+        """
         stage, sw3, detail = bridge.parse_card_error(msg.payload)
         self._count(f"card_error_stage_{stage}")
-        if stage in (bridge.STAGE_READ, bridge.STAGE_DECODE):
+        if stage in _CARD_FOUND_STAGES:
             self._unreadable(f"MCU stage {stage} SW3 {sw3:02X}: {detail}")
 
     def _unreadable(self, why: str) -> None:
         log.warning("card could not be read: %s", why)
+        self._count("unreadable")
         self._event("card_unreadable", error=why)
         if self._on_credential is not None:
             self._on_credential(

@@ -4,7 +4,10 @@ Sequence (``shared/protocols/idcard-sam.md``): reset 10 FF -> status 11 FF -> lo
 20 01 every ~100 ms until SW3 9F; select 20 02; read 30 01 }. One command is in flight at a
 time; ``step`` only reads what the port already holds, so a 3 s read timeout never blocks the
 loop (the relay release and the Pi's commands keep running). After a successful read the SAM
-itself answers find with 80 until the card leaves: one card event per presence.
+itself answers find with 80 until the card leaves: one card event per presence. A card that
+was found but could not be read (select or read refused, a garbled, truncated or late reply,
+text that does not decode) gives one ``error`` event, and the poller then leaves it alone
+until find stops seeing a card: one event per presence for those too.
 
 Events are returned from ``step`` as tuples: ``("card", card_dict, cycle_ms)``,
 ``("error", stage, sw3, detail)`` and ``("log", level, text)``.
@@ -58,6 +61,7 @@ class SamPoller:
         self._deadline = 0  # reply timeout of the command in flight
         self._cycle_start = 0
         self._timeouts = 0  # consecutive
+        self.await_removal = False  # an unreadable card was reported; skip it until it leaves
         self.connected = False
         self.last_read = None  # ticks of the last successful read
         self.reads = 0
@@ -184,9 +188,11 @@ class SamPoller:
             self._idle(now, 0)
             return [("log", bridge.INFO, "SAM ready")]
         if state == S_FIND:
-            if frame.sw3 == sam.SW3_FOUND:
+            if frame.sw3 == sam.SW3_FOUND and not self.await_removal:
                 return self._send(sam.select_card_command(), S_SELECT, SELECT_TIMEOUT_MS, now)
-            if frame.sw3 != sam.SW3_NO_CARD:
+            if frame.sw3 != sam.SW3_FOUND:
+                self.await_removal = False  # the field is empty (or the card was read)
+            if frame.sw3 != sam.SW3_NO_CARD and frame.sw3 != sam.SW3_FOUND:
                 self._count("status")
             self._idle(now)
             return []
@@ -208,6 +214,7 @@ class SamPoller:
             card = decode_text(text)
         except ProtocolError as err:
             self._count("decode")
+            self.await_removal = True
             return [("error", bridge.STAGE_DECODE, frame.sw3, str(err))]
         self.reads += 1
         self.last_read = now
@@ -221,6 +228,7 @@ class SamPoller:
         if state in (S_SELECT, S_READ):
             stage = bridge.STAGE_SELECT if state == S_SELECT else bridge.STAGE_READ
             self._idle(now)
+            self.await_removal = True
             return [("error", stage, 0, "bad reply frame (" + code + ")")]
         self._idle(now)
         return []
@@ -228,6 +236,7 @@ class SamPoller:
     def _failed(self, now, stage, sw3, detail):
         self._count("status")
         self._idle(now)
+        self.await_removal = True  # select and read failures: the card was found
         return [("error", stage, sw3, detail + ": " + sam.status_text(sw3))]
 
     def _init_failed(self, now, sw3, what):
@@ -245,6 +254,7 @@ class SamPoller:
         events = []
         if state in (S_SELECT, S_READ):
             name = "select" if state == S_SELECT else "read"
+            self.await_removal = True
             events.append(("error", bridge.STAGE_TIMEOUT, 0, name + " timed out"))
         if state in (S_RESET, S_STATUS) or self._timeouts >= MAX_TIMEOUTS:
             if self.connected:
