@@ -1,9 +1,12 @@
 """The kiosk agent: one asyncio process that turns taps into spoken, gated, audited decisions.
 
 Credential sources run on their own threads and hand credentials to one queue; each tap is
-decided, spoken, shown on the gate and journalled in that order, because the citizen waiting
-at the gate cares about the voice first and the audit record can follow a few milliseconds
-later. Background tasks upload the journal and send heartbeats.
+decided, journalled, then spoken and shown on the gate, in that order: audit before actuation.
+A kill -9 at any point of a tap then leaves either no actuation at all or an actuation whose
+decision is already durable. Speaking while the journal write is in flight was measured and
+rejected: it saves one fsync (bench/RESULTS.md: the online p99 holds the 150 ms target with
+30 ms and 100 ms fsyncs), and a kill in that window would leave a spoken pass with no record.
+Background tasks upload the journal and send heartbeats.
 """
 
 from __future__ import annotations
@@ -208,49 +211,72 @@ class Agent:
         return f"{self.device_id}-{self.boot_id[:8]}-{self._taps}"
 
     async def handle(self, cred: Credential) -> TapResult:
-        """Decide, speak, switch, journal: the whole tap."""
+        """Decide, journal, then speak and switch: the whole tap.
+
+        The journal append returns only once the decision is durable, so nothing the citizen
+        sees or hears (and no relay pulse) can outlive a crash without its audit event.
+        """
         decision = await self._verifier.decide(cred, self._next_tap_id())
-        spoken = True
-        fault = ""
-        latency_ms: float | None = None
+        decided_ms = (time.monotonic() - cred.completed_at) * 1000.0
         try:
-            started = await self._voice.say(decision.prompt, outcome=decision.outcome)
-            latency_ms = (started - cred.completed_at) * 1000.0
-        except KioskError as exc:
-            spoken = False
-            fault = f"voice: {exc}"
-            log.error("prompt not played: %s", exc)
+            event = await self._journal.append(self._decision_fields(decision, decided_ms))
+        except (KioskError, ValueError) as exc:
+            # No record, no actuation: the gate stays shut and the citizen hears the fault.
+            log.exception("decision %s not journalled; gate kept shut", decision.tap_id)
+            with contextlib.suppress(KioskError, ValueError):  # the journal is what failed
+                await self.record_fault("journal_failed", f"{type(exc).__name__}: {exc}")
+            return await self._tell(TapResult(decision, None, False, None))
+        self._uploader.poke()
+        latency_ms, problems = await self._actuate(decision, cred.completed_at)
+        if problems:  # the decision's event is already written: the fault follows it
+            what = "voice_fault" if any(p.startswith("voice") for p in problems) else "gate_fault"
+            await self.record_fault(what, "; ".join(problems), speak=False, tap_id=decision.tap_id)
+        spoken = latency_ms is not None
+        return await self._tell(TapResult(decision, latency_ms, spoken, event.get("seq")))
+
+    @staticmethod
+    def _decision_fields(decision: Decision, decided_ms: float) -> dict[str, Any]:
+        """The decision's audit event; ``latency_ms`` is credential complete -> decided,
+        since playback has not started when the event must already be durable."""
+        detail: dict[str, Any] = {"reasons": list(decision.reasons), "tap_id": decision.tap_id}
+        if decision.error:
+            detail["error"] = decision.error
+        return {
+            "kind": "decision",
+            "outcome": decision.outcome,
+            "prompt": decision.prompt,
+            "masked_id": decision.masked_id or None,  # unreadable cards, unresolved QR
+            "pseudonym": decision.pseudonym or None,
+            "offline": decision.offline,
+            "cache_age_s": decision.cache_age_s,
+            "latency_ms": round(decided_ms, 2),
+            "clock_trusted": decision.clock_trusted,
+            "detail": detail,
+        }
+
+    async def _actuate(
+        self, decision: Decision, completed_at: float
+    ) -> tuple[float | None, list[str]]:
+        """Gate and voice for a journalled decision: (playback latency or None, problems)."""
+        problems: list[str] = []
         if self._gate is not None:
             try:
                 self._gate.show(decision.outcome)
                 if decision.outcome == "pass":
                     self._gate.open_pulse()
-                if not spoken:
-                    self._gate.fault()
             except Exception as exc:
-                fault = (fault + "; " if fault else "") + f"gate: {exc}"
+                problems.append(f"gate: {exc}")
                 log.exception("gate action failed")
-        detail: dict[str, Any] = {"reasons": list(decision.reasons), "tap_id": decision.tap_id}
-        if decision.error:
-            detail["error"] = decision.error
-        if not spoken:
-            detail["voice_fault"] = fault
-        event = await self._journal.append(
-            {
-                "kind": "decision",
-                "outcome": decision.outcome,
-                "prompt": decision.prompt,
-                "masked_id": decision.masked_id or None,  # unreadable cards, unresolved QR
-                "pseudonym": decision.pseudonym or None,
-                "offline": decision.offline,
-                "cache_age_s": decision.cache_age_s,
-                "latency_ms": round(latency_ms, 2) if latency_ms is not None else None,
-                "clock_trusted": decision.clock_trusted,
-                "detail": detail,
-            }
-        )
-        self._uploader.poke()
-        result = TapResult(decision, latency_ms, spoken, event.get("seq"))
+        latency_ms: float | None = None
+        try:
+            started = await self._voice.say(decision.prompt, outcome=decision.outcome)
+            latency_ms = (started - completed_at) * 1000.0
+        except KioskError as exc:
+            problems.append(f"voice: {exc}")
+            log.error("prompt not played: %s", exc)
+        return latency_ms, problems
+
+    async def _tell(self, result: TapResult) -> TapResult:
         for listener in self._listeners:
             maybe = listener(result)
             if maybe is not None:
@@ -318,8 +344,11 @@ class Agent:
                 )
             )
 
-    async def record_fault(self, what: str, error: str, *, speak: bool = True) -> None:
-        """A device fault: journalled, signalled on the buzzer and (optionally) spoken."""
+    async def record_fault(
+        self, what: str, error: str, *, speak: bool = True, tap_id: str | None = None
+    ) -> None:
+        """A device fault: journalled, signalled on the buzzer and (optionally) spoken;
+        ``tap_id`` ties a fault during a tap (voice, gate) to that tap's decision."""
         prompt = self._fault_prompt
         if self._gate is not None:
             try:
@@ -344,7 +373,11 @@ class Agent:
                 "cache_age_s": None,
                 "latency_ms": None,
                 "clock_trusted": self._verifier.clock.trusted(),
-                "detail": {"fault": what, "error": error[:500]},
+                "detail": {
+                    "fault": what,
+                    "error": error[:500],
+                    **({"tap_id": tap_id} if tap_id else {}),
+                },
             }
         )
         self._uploader.poke()

@@ -5,6 +5,7 @@ GPIO pins (gpiozero's MockFactory)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -165,11 +166,15 @@ async def test_missing_audio_device_is_a_logged_fault_not_a_lost_tap(
 
         async def uploaded() -> bool:
             rows = await asyncio.to_thread(audit_rows, fleet.db)
-            return any(r["kind"] == "decision" for r in rows)
+            return any(r["kind"] == "fault" and "voice_fault" in r["detail"] for r in rows)
 
         await wait_for(uploaded)
-    row = next(r for r in audit_rows(fleet.db) if r["kind"] == "decision")
-    assert "voice_fault" in row["detail"]
+    rows = audit_rows(fleet.db)
+    decision = next(r for r in rows if r["kind"] == "decision")
+    fault = next(r for r in rows if r["kind"] == "fault" and "voice_fault" in r["detail"])
+    # The decision was journalled before the prompt failed; the fault names its tap.
+    assert decision["seq"] < fault["seq"]
+    assert json.loads(fault["detail"])["tap_id"] == json.loads(decision["detail"])["tap_id"]
 
 
 async def test_reader_unplug_is_a_recorded_spoken_fault(
@@ -270,3 +275,40 @@ async def test_fleet_config_is_picked_up_at_the_next_heartbeat(
         await wait_for(lambda: _true(agent._verifier.deadline_s == 0.8), timeout=10)
         assert agent.config_version is not None
         assert (await agent.status())["config_version"] == agent.config_version
+
+
+async def test_noise_instead_of_a_read_reply_is_an_unreadable_tap_within_budget(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    """Issue 10 part 5: the read reply never parses; the read timeout takes the unreadable
+    path (prompt, decision, `card_unreadable` event) instead of silence."""
+    from tests.device.test_unreadable import ManglingSam
+
+    player = MockPlayer()
+    config = device_config(tmp_path, sim, prompt_cache)
+    config = config.with_overrides(reader=replace(config.reader, read_timeout_s=0.5))
+    sim.sam = ManglingSam()
+    sim.sam.mangle_next_read = "noise"
+    async with built_agent(
+        config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
+    ) as agent:
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        result = await tap(agent, sim, fleet.people["pass"][0])
+        assert result.decision.outcome == "invalid_credential"
+        assert result.decision.reasons == ("unreadable_card",)
+        assert result.spoken and player.texts == ["证件无效，请重新刷卡"]
+        assert result.latency_ms is not None and result.latency_ms < 150
+        await asyncio.sleep(0.2)  # off the reader long enough for a find to see it gone
+        again = await tap(agent, sim, fleet.people["pass"][0])
+        assert again.decision.outcome == "pass"
+
+        async def recorded() -> bool:
+            rows = await asyncio.to_thread(audit_rows, fleet.db)
+            return sum(1 for r in rows if r["kind"] == "decision") == 2
+
+        await wait_for(recorded)
+    rows = audit_rows(fleet.db)
+    unreadable = [r for r in rows if "card_unreadable" in r["detail"]]
+    assert len(unreadable) == 1 and "read" in json.loads(unreadable[0]["detail"])["error"]
+    outcomes = [r["outcome"] for r in rows if r["kind"] == "decision"]
+    assert outcomes == ["invalid_credential", "pass"]

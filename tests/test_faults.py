@@ -274,7 +274,7 @@ async def test_audio_player_missing_or_hanging(
 
         async def recorded() -> bool:
             rows = await asyncio.to_thread(audit_rows, fleet.db)
-            return any("voice_fault" in r["detail"] for r in rows if r["kind"] == "decision")
+            return any("voice_fault" in r["detail"] for r in rows if r["kind"] == "fault")
 
         await wait_for(recorded, timeout=10)
         player.close()
