@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,8 @@ from device.recording.journal import GENESIS_HASH, Journal, hash_event, verify_c
 
 REPO = Path(__file__).resolve().parents[2]
 API_FIELDS = {
-    "seq", "wall_time", "mono_ns", "boot_id", "clock_trusted", "kind", "outcome", "prompt",
+    "epoch", "seq", "wall_time", "mono_ns", "boot_id", "clock_trusted", "kind", "outcome",
+    "prompt",
     "masked_id", "pseudonym", "offline", "cache_age_s", "latency_ms", "detail", "prev_hash",
     "hash",
 }  # fmt: skip
@@ -216,102 +218,172 @@ async def test_unopenable_path_is_a_journal_error(tmp_path: Path) -> None:
 PAD = "x" * 1500  # about two events per 4 KiB page: the cap is reached quickly
 
 
-async def fill_until_overflow(journal: Journal) -> list[dict[str, Any]]:
-    """Append until SQLite reports a full database; return every event appended."""
+async def fill_until_held(journal: Journal) -> list[dict[str, Any]]:
+    """Append until the journal holds an event in memory; return every event appended."""
     events = []
     for i in range(500):
         event = await journal.append(decision(i, detail={"i": i, "pad": PAD}))
         events.append(event)
         if event["detail"].get("journal_overflow"):
             return events
-    raise AssertionError("max_page_count never filled up")
+    raise AssertionError("the journal never filled up")
 
 
-def external_delete(path: Path, up_to: int) -> None:
-    """Free pages from outside the journal, as an operator cleaning up would."""
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            conn.execute("DELETE FROM events WHERE seq <= ?", (up_to,))
-    finally:
-        conn.close()
+async def server_takes_all(journal: Journal) -> int:
+    """What the uploader does with a server that stores everything it is sent."""
+    taken = 0
+    while events := await journal.pending(500):
+        epoch = events[0].get("epoch", "")
+        batch = [e for e in events if e.get("epoch", "") == epoch]
+        taken += await journal.ack(0, epoch, [(batch[0]["seq"], batch[-1]["seq"])])
+    return taken
 
 
-@pytest.fixture
-async def small_journal(tmp_path: Path) -> AsyncIterator[Journal]:
-    j = Journal(tmp_path / "small.db", "kiosk-1", "boot-1", max_pages=16)
-    await j.open()
-    yield j
-    await j.close()
+def small(path: Path, **kw: Any) -> Journal:
+    options: dict[str, Any] = {"max_pages": 16, "reserve_bytes": 16 * 1024, "reserve_events": 3}
+    return Journal(path, "kiosk-1", "boot-1", **(options | kw))
 
 
-async def test_disk_full_holds_events_in_memory_then_ack_writes_them_in_order(
-    small_journal: Journal, caplog: pytest.LogCaptureFixture
-) -> None:
-    j = small_journal
-    caplog.set_level(logging.WARNING, logger="device.recording.journal")
-    events = await fill_until_overflow(j)
-    stored_before = len(events) - 1
-    events += [await j.append(decision(1000 + k, detail={"k": k})) for k in range(2)]
-    held = events[stored_before:]
-    assert all(e["detail"]["journal_overflow"] is True for e in held)
-    assert_chain(events)  # the flag is covered by the hash, the chain is unbroken
-    assert j.overflow_count == 3
-    assert await j.count() == stored_before + 3
-    pending = await j.pending(1000)
-    assert [e["seq"] for e in pending] == list(range(1, stored_before + 1))
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "database or disk is full" in errors[0].getMessage()
-
-    assert await j.ack(stored_before) == stored_before  # frees pages: held events go in
-    assert j.overflow_count == 0
-    pending = await j.pending(1000)
-    assert pending == held
-    assert_chain(pending, first_seq=stored_before + 1, prev=events[stored_before - 1]["hash"])
-    after = await j.append(decision(2000))
-    assert "journal_overflow" not in after["detail"]
-    assert after["prev_hash"] == held[-1]["hash"]
-    assert any("writable again" in r.getMessage() for r in caplog.records)
-
-
-async def test_disk_full_recovers_on_next_append(small_journal: Journal, tmp_path: Path) -> None:
-    j = small_journal
-    events = await fill_until_overflow(j)
-    external_delete(tmp_path / "small.db", len(events) - 3)
-    new = await j.append(decision(999))
-    assert "journal_overflow" not in new["detail"]
-    assert j.overflow_count == 0
-    pending = await j.pending(1000)
-    assert [e["seq"] for e in pending] == [
-        len(events) - 2,
-        len(events) - 1,
-        len(events),
-        new["seq"],
-    ]
-    assert pending[-2] == events[-1] and pending[-2]["detail"]["journal_overflow"] is True
-    assert_chain(pending, first_seq=len(events) - 2, prev=events[-4]["hash"])
-
-
-async def test_flush_writes_held_events(small_journal: Journal, tmp_path: Path) -> None:
-    j = small_journal
-    events = await fill_until_overflow(j)
-    assert await j.flush() == 0  # still full
-    assert j.overflow_count == 1
-    external_delete(tmp_path / "small.db", len(events) - 1)
-    assert await j.flush() == 1
-    assert await j.flush() == 0
-    assert await j.pending(10) == [events[-1]]
-
-
-async def test_held_events_survive_until_close_is_logged(
+async def test_full_disk_uses_the_reserve_then_holds_events_for_the_server(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    j = Journal(tmp_path / "c.db", "kiosk-1", "b", max_pages=16)
-    events = await fill_until_overflow(j)
+    caplog.set_level(logging.WARNING, logger="device.recording.journal")
+    async with small(tmp_path / "j.db") as j:
+        assert (await j.state())["reserve"] == "ready"
+        events = await fill_until_held(j)
+        events.append(await j.append(decision(1000)))
+        assert_chain(events)  # the overflow flag is covered by the hash: no break
+        state = await j.state()
+        assert state["full"] and state["reserve"] == "in_use" and state["held"] == 2
+        assert any("living on its reserve" in r.getMessage() for r in caplog.records)
+        # Held events are offered to the uploader at once, after the stored ones.
+        assert await j.pending(1000) == events
+        assert await j.count() == len(events)
+        assert await server_takes_all(j) == len(events)
+        state = await j.state()
+        assert not state["full"] and state["reserve"] == "ready" and state["held"] == 0
+        after = await j.append(decision(2000))
+        assert "journal_overflow" not in after["detail"]
+        assert after["prev_hash"] == events[-1]["hash"]
+        assert await j.pending(10) == [after]
+
+
+async def test_disk_frees_up_and_held_events_are_written_in_order(tmp_path: Path) -> None:
+    async with small(tmp_path / "j.db") as j:
+        events = await fill_until_held(j)
+        stored = len(events) - 1
+        assert await j.flush() == 0  # still full
+        assert await j.ack(stored) == stored  # frees pages: the held event goes in
+        assert j.overflow_count == 0
+        assert await j.pending(10) == [events[-1]]
+    async with small(tmp_path / "j.db") as again:  # it was on disk: no new epoch
+        nxt = await again.append(decision(1))
+        assert nxt["seq"] == events[-1]["seq"] + 1 and nxt["epoch"] == events[0]["epoch"]
+
+
+async def test_held_events_never_reuse_a_number_after_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    j = small(tmp_path / "j.db")
+    events = await fill_until_held(j)
+    events.append(await j.append(decision(1000)))
+    await j.close()  # the two held events die with the process
+    assert any("2 events never written" in r.getMessage() for r in caplog.records)
+    async with small(tmp_path / "j.db", max_pages=None) as again:
+        old, new = events[0]["epoch"], await again.epoch()
+        assert new != old
+        pending = await again.pending(1000)
+        assert pending[:-1] == events[:-2]  # what was on disk is still there, old epoch
+        notice = pending[-1]
+        assert (notice["epoch"], notice["seq"], notice["prev_hash"]) == (new, 1, GENESIS_HASH)
+        assert notice["detail"] == {
+            "event": "journal_epoch_started",
+            "previous_epoch": old,
+            "unconfirmed_from": events[-2]["seq"],
+            "unconfirmed_to": events[-1]["seq"],
+            "dropped": 0,
+        }
+        assert (await again.state())["lost"] == 2
+
+
+async def test_held_events_the_server_took_keep_the_chain_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    j = small(tmp_path / "j.db")
+    events = await fill_until_held(j)
+    last = events[-1]
+    assert await j.ack(0, last["epoch"], [(last["seq"], last["seq"])]) == 1  # straight in
     await j.close()
-    assert any(
-        f"1 events never written (seq {events[-1]['seq']}" in r.getMessage() for r in caplog.records
+    async with small(tmp_path / "j.db") as again:
+        assert await again.epoch() == last["epoch"]
+        nxt = await again.append(decision(1))
+        assert (nxt["seq"], nxt["prev_hash"]) == (last["seq"] + 1, last["hash"])
+        assert (await again.state())["lost"] == 0
+
+
+async def test_memory_bound_drops_are_counted_then_reported_in_the_chain(tmp_path: Path) -> None:
+    async with small(tmp_path / "j.db", max_held=2) as j:
+        events = await fill_until_held(j)
+        events.append(await j.append(decision(1000)))
+        dropped = [await j.append(decision(2000 + k)) for k in range(3)]
+        assert [d["seq"] for d in dropped] == [None] * 3
+        assert all(d["detail"]["journal_lost"] for d in dropped)
+        assert (await j.state())["lost"] == 3
+        await server_takes_all(j)  # the server is back
+        report = await j.append(decision(3000))
+        pending = await j.pending(10)
+        assert [e["detail"].get("event") for e in pending] == ["events_lost", None]
+        assert pending[0]["detail"]["count"] == 3 and pending[1] == report
+        assert_chain(pending, pending[0]["seq"], events[-1]["hash"])
+
+
+async def test_refused_event_becomes_a_dead_letter(journal: Journal) -> None:
+    events = [await journal.append(decision(i)) for i in range(3)]
+    await journal.dead_letter(events[1], "events[0].outcome: not one of the allowed values")
+    assert [e["seq"] for e in await journal.pending(10)] == [1, 3]
+    letters = await journal.dead_letters()
+    assert letters == [{"event": events[1], "error": letters[0]["error"]}]
+    assert (await journal.state())["dead_letters"] == 1
+
+
+async def test_masked_id_must_have_the_mask_shape(journal: Journal) -> None:
+    for bad in ("*", "1101*4514", "1101**********45145", "abc"):
+        with pytest.raises(ValueError, match="mask's shape"):
+            await journal.append(decision(0, masked_id=bad))
+    assert (await journal.append(decision(0, masked_id="USA1*******0030")))["seq"] == 1
+
+
+def legacy_journal(path: Path, n: int) -> list[dict[str, Any]]:
+    """A journal written by the release before epochs: schema 1, events without epoch."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, body TEXT NOT NULL);"
     )
+    prev, events = GENESIS_HASH, []
+    for i in range(1, n + 1):
+        event = {**decision(i), "seq": i, "wall_time": "2026-01-01T00:00:00+00:00",
+                 "mono_ns": i, "boot_id": "old", "prev_hash": prev}  # fmt: skip
+        event["hash"] = independent_hash(event)
+        body = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        conn.execute("INSERT INTO events VALUES (?, ?, ?)", (i, event["hash"], body))
+        prev = event["hash"]
+        events.append(event)
+    meta = {"schema_version": "1", "device_id": "kiosk-1", "last_seq": str(n), "last_hash": prev}
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    conn.commit()
+    conn.close()
+    return events
+
+
+async def test_a_journal_from_before_epochs_goes_on_in_the_legacy_epoch(tmp_path: Path) -> None:
+    old = legacy_journal(tmp_path / "j.db", 3)
+    async with Journal(tmp_path / "j.db", "kiosk-1", "boot-2") as j:
+        assert await j.epoch() == ""
+        assert await j.pending(10) == old
+        new = await j.append(decision(9))
+        assert "epoch" not in new  # old servers hash and store it as before
+        assert_chain([*old, new])
 
 
 # --------------------------------------------------------------------------- kill -9
@@ -379,13 +451,13 @@ async def test_sigkill_loses_no_confirmed_event(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A real 256 KiB tmpfs (needs root and mount rights; skipped elsewhere)."""
+    """A real 2 MiB tmpfs (needs root and mount rights; skipped elsewhere)."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
@@ -395,17 +467,38 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
-async def test_real_full_filesystem_then_space_returns(tiny_filesystem: Path) -> None:
-    filler = tiny_filesystem / "kiosk.log"  # another writer fills the disk...
-    filler.write_bytes(b"\0" * 96 * 1024)
-    async with Journal(tiny_filesystem / "j.db", "kiosk-1", "boot-1") as j:
-        events = await fill_until_overflow(j)
-        events.append(await j.append(decision(1000)))
-        assert [e["detail"].get("journal_overflow") for e in events[-2:]] == [True, True]
-        assert j.overflow_count == 2
-        filler.unlink()  # ... and log rotation frees space again
-        new = await j.append(decision(1001))
-        assert "journal_overflow" not in new["detail"] and j.overflow_count == 0
-        stored = await j.pending(1000)
-        assert stored == [*events, new]
-        assert_chain(stored)
+def fill_disk(path: Path) -> None:
+    """Another writer takes every free byte (as a runaway log would)."""
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
+
+
+async def test_real_full_filesystem_loses_nothing_and_reuses_no_number(
+    tiny_filesystem: Path,
+) -> None:
+    path, filler = tiny_filesystem / "j.db", tiny_filesystem / "kiosk.log"
+    j = Journal(path, "kiosk-1", "boot-1", reserve_events=5)
+    events = [await j.append(decision(i)) for i in range(3)]
+    fill_disk(filler)
+    events += await fill_until_held(j)
+    events.append(await j.append(decision(1000)))
+    state = await j.state()
+    assert state["full"] and state["reserve"] == "in_use" and state["held"] == 2
+    assert_chain(events)
+    taken = events[-2]  # the server takes one held event straight from memory
+    assert await j.ack(0, taken["epoch"], [(taken["seq"], taken["seq"])]) == 1
+    await j.close()  # the other held event dies with the process
+    async with Journal(path, "kiosk-1", "boot-2") as again:  # the disk is still full
+        pending = await again.pending(1000)
+        assert pending[:-1] == events[:-2]
+        notice = pending[-1]
+        assert notice["epoch"] != events[0]["epoch"] and notice["seq"] == 1
+        assert notice["detail"]["unconfirmed_from"] == notice["detail"]["unconfirmed_to"]
+        assert notice["detail"]["unconfirmed_to"] == events[-1]["seq"]
+        filler.unlink()  # log rotation frees the disk
+        await server_takes_all(again)
+        assert (await again.state())["reserve"] == "ready"
+        new = await again.append(decision(1001))
+        assert "journal_overflow" not in new["detail"] and new["seq"] == 2
