@@ -1,0 +1,110 @@
+"""Audit before actuation, in one process (issue 10, part 1): the order of a tap's steps and
+what happens when the journal cannot take the decision. The chaos test
+(tests/test_chaos_tap.py) checks the same promise with kill -9; this one says which step
+broke it, in milliseconds."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from device.agent import Agent
+from device.deciding.verifier import Decision
+from device.errors import JournalError
+from device.sources.credentials import Credential
+
+
+class Steps:
+    """Every part appends what it did here, in order."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+
+class FakeVerifier:
+    def __init__(self, steps: Steps, outcome: str) -> None:
+        self._steps, self._outcome = steps, outcome
+        self.clock = type("Clock", (), {"trusted": staticmethod(lambda: True)})()
+
+    async def decide(self, cred: Credential, tap_id: str) -> Decision:
+        self._steps.done.append("decide")
+        return Decision(tap_id, self._outcome, "绿码通行", False, "1101**********1234", "p" * 8)
+
+
+class FakeJournal:
+    def __init__(self, steps: Steps, fail: bool = False) -> None:
+        self._steps, self._fail = steps, fail
+        self.events: list[dict[str, Any]] = []
+
+    async def append(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._fail:
+            self._steps.done.append("journal failed")
+            raise JournalError("disk I/O error")
+        self._steps.done.append(f"journal {fields['kind']}")
+        self.events.append({**fields, "seq": len(self.events) + 1})
+        return self.events[-1]
+
+
+class FakeVoice:
+    def __init__(self, steps: Steps) -> None:
+        self._steps = steps
+
+    async def say(self, text: str, *, outcome: str | None = None) -> float:
+        self._steps.done.append(f"say {outcome}")
+        return time.monotonic()
+
+
+class FakeGate:
+    def __init__(self, steps: Steps) -> None:
+        self._steps = steps
+
+    def open_pulse(self) -> None:
+        self._steps.done.append("relay")
+
+    def show(self, outcome: str) -> None:
+        self._steps.done.append(f"show {outcome}")
+
+    def fault(self) -> None:
+        self._steps.done.append("buzzer")
+
+    def safe_state(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FakeUploader:
+    def poke(self) -> None: ...
+
+
+def agent(steps: Steps, outcome: str = "pass", *, journal_fails: bool = False) -> Agent:
+    return Agent(
+        device_id="dev-1",
+        client=None,  # type: ignore[arg-type]
+        verifier=FakeVerifier(steps, outcome),  # type: ignore[arg-type]
+        voice=FakeVoice(steps),  # type: ignore[arg-type]
+        gate=FakeGate(steps),
+        journal=FakeJournal(steps, journal_fails),  # type: ignore[arg-type]
+        uploader=FakeUploader(),  # type: ignore[arg-type]
+        reader=None,
+    )
+
+
+def cred() -> Credential:
+    return Credential(kind="id_card", id_number="", completed_at=time.monotonic())
+
+
+async def test_a_pass_is_journalled_before_the_gate_opens_and_the_prompt_starts() -> None:
+    steps = Steps()
+    result = await agent(steps).handle(cred())
+    assert steps.done == ["decide", "journal decision", "show pass", "relay", "say pass"]
+    assert result.spoken and result.seq == 1
+
+
+async def test_a_decision_that_cannot_be_journalled_never_opens_the_gate() -> None:
+    steps = Steps()
+    result = await agent(steps, journal_fails=True).handle(cred())
+    assert "relay" not in steps.done and "say pass" not in steps.done
+    # The citizen is not left in silence: the buzzer and the fault prompt say "get staff".
+    assert steps.done[:3] == ["decide", "journal failed", "buzzer"]
+    assert "say fault" in steps.done
+    assert not result.spoken and result.seq is None
