@@ -273,3 +273,133 @@ CREATE TABLE site_keys (
 );
 
 DROP TABLE fleet;
+
+-- migration: 7
+-- Journal epochs (issue 10, part 3): a kiosk's audit chain is keyed by (device, epoch, seq),
+-- the epoch being a random id made with its journal, so a new SD card, a wipe or a demo run
+-- never collides with the kiosk's past. Events of journals made before epochs have epoch ''.
+-- flagged: NULL, or the device's status ('revoked', 'quarantined') when the event arrived:
+-- kept so that revoking a kiosk does not erase what it saw, never trusted for anything else.
+-- SQLite cannot alter a UNIQUE constraint: the three audit tables are rebuilt.
+CREATE TABLE audit_events_v7 (
+    device_id     TEXT NOT NULL,
+    epoch         TEXT NOT NULL DEFAULT '',
+    seq           BIGINT NOT NULL,
+    wall_time     TEXT NOT NULL,
+    received_at   TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    outcome       TEXT,
+    prompt        TEXT,
+    masked_id     TEXT,
+    pseudonym     TEXT,
+    offline       INTEGER NOT NULL,
+    cache_age_s   REAL,
+    latency_ms    REAL,
+    boot_id       TEXT NOT NULL,
+    mono_ns       BIGINT NOT NULL,
+    clock_trusted INTEGER NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    chain_ok      INTEGER,
+    flagged       TEXT,
+    UNIQUE (device_id, epoch, seq)
+);
+
+INSERT INTO audit_events_v7 (device_id, epoch, seq, wall_time, received_at, kind, outcome,
+                             prompt, masked_id, pseudonym, offline, cache_age_s, latency_ms,
+                             boot_id, mono_ns, clock_trusted, detail, prev_hash, hash, chain_ok)
+    SELECT device_id, '', seq, wall_time, received_at, kind, outcome, prompt, masked_id,
+           pseudonym, offline, cache_age_s, latency_ms, boot_id, mono_ns, clock_trusted,
+           detail, prev_hash, hash, chain_ok
+    FROM audit_events;
+
+DROP TABLE audit_events;
+
+ALTER TABLE audit_events_v7 RENAME TO audit_events;
+
+CREATE TABLE audit_conflicts_v7 (
+    device_id     TEXT NOT NULL,
+    epoch         TEXT NOT NULL DEFAULT '',
+    seq           BIGINT NOT NULL,
+    received_at   TEXT NOT NULL,
+    wall_time     TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    outcome       TEXT,
+    prompt        TEXT,
+    masked_id     TEXT,
+    pseudonym     TEXT,
+    offline       INTEGER NOT NULL,
+    cache_age_s   REAL,
+    latency_ms    REAL,
+    boot_id       TEXT NOT NULL,
+    mono_ns       BIGINT NOT NULL,
+    clock_trusted INTEGER NOT NULL,
+    detail        TEXT NOT NULL,
+    prev_hash     TEXT NOT NULL,
+    hash          TEXT NOT NULL,
+    hash_ok       INTEGER NOT NULL,
+    flagged       TEXT,
+    UNIQUE (device_id, epoch, seq, hash)
+);
+
+INSERT INTO audit_conflicts_v7 (device_id, epoch, seq, received_at, wall_time, kind, outcome,
+                                prompt, masked_id, pseudonym, offline, cache_age_s,
+                                latency_ms, boot_id, mono_ns, clock_trusted, detail,
+                                prev_hash, hash, hash_ok)
+    SELECT device_id, '', seq, received_at, wall_time, kind, outcome, prompt, masked_id,
+           pseudonym, offline, cache_age_s, latency_ms, boot_id, mono_ns, clock_trusted,
+           detail, prev_hash, hash, hash_ok
+    FROM audit_conflicts;
+
+DROP TABLE audit_conflicts;
+
+ALTER TABLE audit_conflicts_v7 RENAME TO audit_conflicts;
+
+-- Per (device, epoch) high-water mark: every event 1..acked_seq of the epoch is stored.
+CREATE TABLE audit_progress_v7 (
+    device_id   TEXT NOT NULL,
+    epoch       TEXT NOT NULL DEFAULT '',
+    acked_seq   BIGINT NOT NULL,
+    PRIMARY KEY (device_id, epoch)
+);
+
+INSERT INTO audit_progress_v7 (device_id, epoch, acked_seq)
+    SELECT device_id, '', acked_seq FROM audit_progress;
+
+DROP TABLE audit_progress;
+
+ALTER TABLE audit_progress_v7 RENAME TO audit_progress;
+
+-- A kiosk's audit trouble as state alerts are raised from (issue 10, parts 2 and 3): its
+-- journal as last reported by heartbeat (journal: the JSON object; journal_full 0/1), and
+-- counts kept by ingestion: events kept apart as conflicts, chain breaks, events lost
+-- (reported by the kiosk and missing here), events received flagged. last_problem_at: when a
+-- count last grew or the journal turned full.
+CREATE TABLE audit_device_state (
+    device_id       TEXT PRIMARY KEY,
+    journal_full    INTEGER NOT NULL DEFAULT 0,
+    journal         TEXT,
+    journal_seen_at TEXT,
+    conflicts       BIGINT NOT NULL DEFAULT 0,
+    chain_breaks    BIGINT NOT NULL DEFAULT 0,
+    lost            BIGINT NOT NULL DEFAULT 0,
+    flagged         BIGINT NOT NULL DEFAULT 0,
+    last_problem_at TEXT
+);
+
+-- Losses a kiosk reported in its chain (a system event journal_epoch_started or
+-- events_lost): which numbers of which epoch may be missing, and how many were missing here
+-- when the report arrived. One row per reporting event, so a resend adds nothing.
+CREATE TABLE audit_losses (
+    device_id     TEXT NOT NULL,
+    epoch         TEXT NOT NULL,
+    seq           BIGINT NOT NULL,
+    lost_epoch    TEXT NOT NULL,
+    first_seq     BIGINT,
+    last_seq      BIGINT,
+    missing       BIGINT NOT NULL,
+    dropped       BIGINT NOT NULL,
+    received_at   TEXT NOT NULL,
+    PRIMARY KEY (device_id, epoch, seq)
+);
