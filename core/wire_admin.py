@@ -29,11 +29,17 @@ PublicKey = Annotated[
 ]
 
 
+#: A time-based one-time code (RFC 6238, 6 digits), for accounts with a second factor.
+TotpCode = Annotated[str, Meta(pattern="^[0-9]{6}$", description="6-digit TOTP code")]
+
+
 class LoginRequest(Struct):
-    """``POST /v1/admin/login``."""
+    """``POST /v1/admin/login``; ``totp`` is required once the account enrolled a second
+    factor (``POST /v1/admin/totp``), ignored otherwise."""
 
     username: Annotated[str, Meta(max_length=64)]
     password: Annotated[str, Meta(max_length=1024)]
+    totp: TotpCode | None = None
 
 
 class LoginAnswer(Struct):
@@ -41,6 +47,26 @@ class LoginAnswer(Struct):
 
     token: str
     expires_at: str
+
+
+class TotpSecret(Struct):
+    """A second factor being enrolled: put ``uri`` (or ``secret``, base32) into an
+    authenticator app, then confirm with one of its codes."""
+
+    secret: str
+    uri: str
+
+
+class TotpConfirm(Struct):
+    """``POST /v1/admin/totp/confirm``: a code from the authenticator."""
+
+    code: TotpCode
+
+
+class TotpState(Struct):
+    """Whether the account's logins now need a one-time code."""
+
+    enabled: bool
 
 
 # -- devices ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from server.appkeys import (
     CONFIG,
     DATABASE,
     DIRECTORY,
+    LOGIN_THROTTLE,
     REPLAY,
     SIGNING_KEY,
     SNAPSHOTS,
@@ -27,9 +28,10 @@ from server.fleet import admin, device_views
 from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
 from server.http import views
 from server.http.auth import auth_middleware
+from server.http.loginguard import LoginThrottle
 from server.http.middleware import error_middleware
 from server.http.operations import Operation
-from server.http.ratelimit import ratelimit_middleware
+from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
 from server.storage.db import Database
@@ -117,10 +119,16 @@ def create_app(
     ``datetime`` (default: UTC now).
     """
     app = web.Application(
-        middlewares=[error_middleware, ratelimit_middleware(config.limits), auth_middleware],
+        middlewares=[
+            error_middleware,
+            ratelimit_middleware(config.limits),
+            auth_middleware,
+            device_share_middleware(config.limits),
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONFIG] = config
+    app[LOGIN_THROTTLE] = LoginThrottle(config.limits)
     if source_factory is not None:
         app[SOURCE_FACTORY] = source_factory
     app[CLOCK] = clock or views.now_utc

@@ -11,6 +11,7 @@ from aiohttp import web
 from server.config import ServerConfig
 from server.fleet.devices import Device
 from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec
+from server.http.loginguard import LoginThrottle
 from server.offline.keys import SigningKey
 from server.offline.snapshot import SnapshotService
 from server.storage.db import Database
@@ -36,3 +37,4 @@ TOKENS = web.AppKey("session_tokens", TokenCodec)
 DIRECTORY = web.AppKey("device_directory", DeviceDirectory)
 REPLAY = web.AppKey("replay_guard", ReplayGuard)
 ADMIN = web.RequestKey("admin", str)  # the authenticated administrator's user name
+LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)

@@ -236,6 +236,53 @@ class LimitSettings(Struct, frozen=True, forbid_unknown_fields=True):
     admin_inflight: Annotated[
         int, Meta(ge=1, le=1000, description="admin requests handled at once")
     ] = 4
+    device_inflight_each: Annotated[
+        int,
+        Meta(ge=1, le=10_000, description="requests of one kiosk handled at once (its share)"),
+    ] = 16
+    body_timeout_s: Annotated[
+        float,
+        Meta(ge=0.5, le=600, description="a request body must arrive within this (else 408)"),
+    ] = 10.0
+    bulk_body_timeout_s: Annotated[
+        float,
+        Meta(ge=1, le=3600, description="the same for bulk admin bodies (up to 16 MiB)"),
+    ] = 120.0
+    header_timeout_s: Annotated[
+        float,
+        Meta(ge=0.5, le=600, description="a new connection must send its headers within this"),
+    ] = 5.0
+    keepalive_s: Annotated[
+        float, Meta(ge=1, le=3600, description="an idle kept-alive connection is closed after this")
+    ] = 30.0
+    fd_reserve: Annotated[
+        int,
+        Meta(
+            ge=16,
+            le=100_000,
+            description="file descriptors never used by client connections (database, "
+            "upstreams, logs); beyond the rest the oldest idle connection is dropped",
+        ),
+    ] = 640
+    login_free_failures: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100,
+            description="failed admin logins per account and source before backoff "
+            "(60 s, doubling, at most 1 h)",
+        ),
+    ] = 3
+    login_wide_free_failures: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=1000,
+            description="failed logins per account (all sources) and per source (all "
+            "accounts) before backoff; a source that logged in to an account before is "
+            "exempt from that account's",
+        ),
+    ] = 10
 
 
 class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 import msgspec
+import pyotp
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -42,14 +43,18 @@ from core.wire_admin import (
     SiteList,
     SitesAdded,
     SitesRequest,
+    TotpConfirm,
+    TotpSecret,
+    TotpState,
 )
-from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY
+from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY, LOGIN_THROTTLE
 from server.errors import BadRequest, FleetError, SerialExists
 from server.fleet import registry as fleet
 from server.fleet.sessions import now_iso, utc_now
-from server.http.bodies import decode_body, read_body
+from server.http.bodies import decode_body, read_body, read_raw
 from server.http.middleware import json_error
 from server.http.operations import Operation
+from server.http.ratelimit import overloaded
 from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,9 @@ log = logging.getLogger(__name__)
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 #: Bulk registration bodies may be larger than device requests: up to 16 MiB (~100,000 rows).
 MAX_BULK_BYTES = 16 * 1024 * 1024
+#: ``server_secrets`` names (no schema change): an account's TOTP secret, one being enrolled,
+#: and the time step of its last accepted code.
+TOTP, TOTP_PENDING, TOTP_USED = "totp:", "totp-pending:", "totp-used:"
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("no such administrator")
 
@@ -158,15 +166,71 @@ async def _in_transaction(request: web.Request, work: Callable[[sqlite3.Connecti
         raise BadRequest(str(exc)) from exc
 
 
+def _login_facts(conn: sqlite3.Connection, username: str) -> tuple[str | None, str | None]:
+    """The account's password hash and TOTP secret (None: no such account / no second factor)."""
+    return _stored_hash(conn, username), _secret(conn, f"{TOTP}{username}")
+
+
+def _secret(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT secret FROM server_secrets WHERE name = ?", (name,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def _put_secret(conn: sqlite3.Connection, name: str, secret: str | None) -> None:
+    if secret is None:
+        conn.execute("DELETE FROM server_secrets WHERE name = ?", (name,))
+        return
+    conn.execute(
+        "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET secret = excluded.secret",
+        (name, secret, now_iso(utc_now())),
+    )
+
+
+def _use_code(conn: sqlite3.Connection, username: str, secret: str, code: str | None) -> bool:
+    """Whether ``code`` is the account's current one-time code (±30 s) and not used before:
+    the time step of the last good code is kept, so a code seen once cannot log in again."""
+    if code is None:
+        return False
+    totp = pyotp.TOTP(secret)
+    now = utc_now()
+    steps = [s for s in (-1, 0, 1) if totp.verify(code, for_time=now + timedelta(seconds=30 * s))]
+    if not steps:
+        return False
+    step = totp.timecode(now) + steps[0]
+    with transaction(conn):
+        last = _secret(conn, f"{TOTP_USED}{username}")
+        if last is not None and int(last) >= step:
+            return False
+        _put_secret(conn, f"{TOTP_USED}{username}", str(step))
+    return True
+
+
 async def login(request: web.Request) -> web.Response:
-    """``POST /v1/admin/login``: ``{username, password}`` → ``{token, expires_at}``."""
+    """``POST /v1/admin/login``: ``{username, password, totp?}`` → ``{token, expires_at}``.
+
+    Throttled per account and source before any password work (server/http/loginguard.py);
+    every refusal reads the same, whether the name, the password or the code was wrong.
+    """
     body = await read_body(request, LoginRequest)
+    throttle = request.app[LOGIN_THROTTLE]
+    source = request.remote or "-"
+    wait = throttle.wait(body.username, source)
+    if wait > 0:
+        return overloaded(wait, "login")
     db = request.app[DATABASE]
-    stored = await db.run(_stored_hash, body.username)
+    stored, secret = await db.run(_login_facts, body.username)
     ok = await asyncio.to_thread(password_ok, stored or _DUMMY_HASH, body.password)
-    if stored is None or not ok:
-        log.warning("admin login failed for %r", body.username[:64])
-        raise json_error(web.HTTPUnauthorized, "unauthenticated", "wrong user name or password")
+    ok = ok and stored is not None
+    if ok and secret is not None:
+        ok = await db.run(_use_code, body.username, secret, body.totp)
+    if not ok:
+        throttle.failed(body.username, source)
+        log.warning("admin login failed for %r from %s", body.username[:64], source)
+        raise json_error(
+            web.HTTPUnauthorized, "unauthenticated", "wrong user name, password or one-time code"
+        )
+    throttle.succeeded(body.username, source)
     now = utc_now()
     ttl = request.app[CONFIG].identity.admin_token_ttl_s
     token = secrets.token_urlsafe(32)
@@ -176,13 +240,47 @@ async def login(request: web.Request) -> web.Response:
     return _answer(LoginAnswer(token, expires))
 
 
-async def _read_large(request: web.Request) -> bytes:
-    if request.content_length is not None and request.content_length > MAX_BULK_BYTES:
-        raise json_error(web.HTTPRequestEntityTooLarge, "too_large", "request body too large")
-    data = await request.content.read(MAX_BULK_BYTES + 1)
-    if len(data) > MAX_BULK_BYTES:
-        raise json_error(web.HTTPRequestEntityTooLarge, "too_large", "request body too large")
-    return data
+async def totp_begin(request: web.Request) -> web.Response:
+    """``POST /v1/admin/totp``: a new second-factor secret for the calling account, pending
+    until confirmed with a code (a typo in the authenticator cannot lock the account)."""
+    user = request[ADMIN]
+    secret = pyotp.random_base32()
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name="Siheyi")
+    await _in_transaction(request, lambda conn: _put_secret(conn, f"{TOTP_PENDING}{user}", secret))
+    log.info("admin %s: second factor enrolment started", user)
+    return _answer(TotpSecret(secret, uri))
+
+
+async def totp_confirm(request: web.Request) -> web.Response:
+    """``POST /v1/admin/totp/confirm {code}``: from now on this account's logins need a code."""
+    user = request[ADMIN]
+    code = (await read_body(request, TotpConfirm)).code
+
+    def confirm(conn: sqlite3.Connection) -> bool:
+        pending = _secret(conn, f"{TOTP_PENDING}{user}")
+        if pending is None or not pyotp.TOTP(pending).verify(code, valid_window=1):
+            return False
+        _put_secret(conn, f"{TOTP}{user}", pending)
+        _put_secret(conn, f"{TOTP_PENDING}{user}", None)
+        return True
+
+    if not await _in_transaction(request, confirm):
+        raise BadRequest("code: does not match the pending secret (POST /v1/admin/totp first)")
+    log.info("admin %s: second factor enabled", user)
+    return _answer(TotpState(True))
+
+
+async def totp_remove(request: web.Request) -> web.Response:
+    """``DELETE /v1/admin/totp``: logins of the calling account need the password only."""
+    user = request[ADMIN]
+
+    def remove(conn: sqlite3.Connection) -> None:
+        for prefix in (TOTP, TOTP_PENDING, TOTP_USED):
+            _put_secret(conn, f"{prefix}{user}", None)
+
+    await _in_transaction(request, remove)
+    log.info("admin %s: second factor removed", user)
+    return _answer(TotpState(False))
 
 
 def _bulk(conn: sqlite3.Connection, body: BulkRequest) -> BulkAnswer:
@@ -202,7 +300,7 @@ async def devices_bulk(request: web.Request) -> web.Response:
     Bad rows are listed in the report; the rest is applied. With ``bundle`` the answer also
     carries what the new devices' bundles need, so an administrator's laptop can write them.
     """
-    body = decode_body(await _read_large(request), BulkRequest)
+    body = decode_body(await read_raw(request, MAX_BULK_BYTES), BulkRequest)
     answer = await _in_transaction(request, lambda conn: _bulk(conn, body))
     directory = request.app[DIRECTORY]
     for done in answer.devices:
@@ -262,7 +360,7 @@ async def device_action(request: web.Request) -> web.Response:
 async def enrol_code(request: web.Request) -> web.Response:
     """``POST /v1/admin/devices/{serial}/enrol-code {ttl_s?}`` (the body may be empty)."""
     serial = request.match_info["serial"]
-    raw = await request.read()
+    raw = await read_raw(request)
     body = decode_body(raw, EnrolCodeRequest) if raw.strip() else EnrolCodeRequest()
     ttl = body.ttl_s if body.ttl_s is not None else request.app[CONFIG].identity.enrol_code_ttl_s
     code, expires = await _in_transaction(
@@ -317,6 +415,34 @@ OPERATIONS: tuple[Operation, ...] = (
         request=LoginRequest,
         response=LoginAnswer,
         errors=(401, 429),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/totp",
+        totp_begin,
+        "admin",
+        "Start enrolling a TOTP second factor for this account",
+        response=TotpSecret,
+        errors=(401,),
+    ),
+    Operation(
+        "POST",
+        "/v1/admin/totp/confirm",
+        totp_confirm,
+        "admin",
+        "Confirm the TOTP second factor with a code",
+        request=TotpConfirm,
+        response=TotpState,
+        errors=(401,),
+    ),
+    Operation(
+        "DELETE",
+        "/v1/admin/totp",
+        totp_remove,
+        "admin",
+        "Remove this account's TOTP second factor",
+        response=TotpState,
+        errors=(401,),
     ),
     Operation(
         "POST",

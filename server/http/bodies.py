@@ -12,6 +12,9 @@ any message that could quote a value, and the stored copy keeps unknown fields.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import Collection
 from typing import Any, TypeVar
 
@@ -20,14 +23,72 @@ from aiohttp import web
 
 from core.idnumbers import SUSPECT, find_clear_ids
 from core.wire import error_text, join_path
+from server.appkeys import CONFIG
 from server.errors import BadRequest
+from server.http.middleware import json_error
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+async def read_raw(request: web.Request, max_bytes: int | None = None) -> bytes:
+    """The whole body, within ``[limits] body_timeout_s`` (else ``408``, connection closed).
+
+    Without ``max_bytes`` the app's ``client_max_size`` bounds it (413). With it (bulk admin
+    bodies, beyond ``client_max_size``) the body is read to its end in a loop — a single
+    ``content.read(n)`` returns whatever has arrived, not ``n`` bytes — within
+    ``bulk_body_timeout_s``. A client that never sends the body it announced holds a request
+    slot for that long at most.
+    """
+    limits = request.app[CONFIG].limits
+    timeout = limits.body_timeout_s if max_bytes is None else limits.bulk_body_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            if max_bytes is None:
+                return await request.read()
+            return await _read_upto(request, max_bytes)
+    except TimeoutError:
+        log.info("%s %s: body not received within %.0f s", request.method, request.path, timeout)
+        raise _closing(
+            json_error(
+                web.HTTPRequestTimeout,
+                "request_timeout",
+                f"request body not received within {timeout:.0f} s",
+            )
+        ) from None
+
+
+async def _read_upto(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise _too_large(max_bytes, request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(1 << 20):
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes, size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int, size: int) -> web.HTTPException:
+    body = json.dumps({"error": "too_large", "detail": "request body too large"})
+    error = web.HTTPRequestEntityTooLarge(
+        max_size=max_bytes, actual_size=size, text=body, content_type="application/json"
+    )
+    return _closing(error)
+
+
+def _closing(error: web.HTTPException) -> web.HTTPException:
+    """``error`` ending its connection: the rest of the body is not waited for."""
+    error.force_close()
+    return error
+
+
 async def read_body(request: web.Request, model: type[T]) -> T:
-    """The request body (bounded by the app's ``client_max_size``: 413) as a ``model``."""
-    return decode_body(await request.read(), model)
+    """The request body (bounded in size and time, :func:`read_raw`) as a ``model``."""
+    return decode_body(await read_raw(request), model)
 
 
 def decode_body(raw: bytes, model: type[T]) -> T:
@@ -42,7 +103,7 @@ def decode_body(raw: bytes, model: type[T]) -> T:
 
 async def read_object(request: web.Request) -> dict[str, Any]:
     """The request body as a plain JSON object, for bodies that are stored as sent."""
-    return decode_object(await request.read())
+    return decode_object(await read_raw(request))
 
 
 def decode_object(raw: bytes) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 Two mechanisms, chosen per route class:
 
 * a **token bucket** for the expensive, bursty calls — session challenges and sessions (a
-  signature check each; after an outage every kiosk re-authenticates at once), enrolment and
-  admin login (argon2);
+  signature check each; after an outage every kiosk re-authenticates at once) and enrolment;
+  admin login has its own throttle per account and source (server/http/loginguard.py);
 * an **in-flight limit** for everything else under ``/v1/``: device requests and admin requests
-  each have a ceiling on concurrent handling.
+  each have a ceiling on concurrent handling, and each kiosk has its own share of the device
+  ceiling (:func:`device_share_middleware`, after authentication), so one kiosk's token —
+  say, thousands of requests whose bodies never arrive — cannot take every slot.
 
 ``Retry-After`` is whole seconds (at least 1); kiosks add their own jitter
 (device/client.py). ``/healthz`` is never limited. Limits are per server process.
@@ -15,38 +17,14 @@ Two mechanisms, chosen per route class:
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from server.appkeys import DEVICE
 from server.config import LimitSettings
+from server.http.buckets import TokenBucket
 from server.http.middleware import error_response
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up."""
-
-    rate: float
-    burst: float
-    tokens: float = field(init=False)
-    stamp: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """Take one token; 0.0 when granted, else the seconds until one is available."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
 
 
 def _classify(path: str) -> str:
@@ -55,7 +33,7 @@ def _classify(path: str) -> str:
     if path == "/v1/enrol":
         return "enrol"
     if path == "/v1/admin/login":
-        return "login"
+        return ""  # throttled per account and source by the handler (loginguard)
     if path.startswith("/v1/admin/"):
         return "admin"
     if path.startswith("/v1/"):
@@ -76,7 +54,6 @@ def ratelimit_middleware(limits: LimitSettings) -> Middleware:
     buckets = {
         "session": TokenBucket(limits.session_per_s, limits.session_burst),
         "enrol": TokenBucket(limits.enrol_per_s, max(1.0, limits.enrol_per_s * 2)),
-        "login": TokenBucket(limits.login_per_s, max(1.0, limits.login_per_s * 2)),
     }
     ceilings = {"device": limits.device_inflight, "admin": limits.admin_inflight}
     inflight = {"device": 0, "admin": 0}
@@ -99,5 +76,32 @@ def ratelimit_middleware(limits: LimitSettings) -> Middleware:
             return await handler(request)
         finally:
             inflight[kind] -= 1
+
+    return middleware
+
+
+def device_share_middleware(limits: LimitSettings) -> Middleware:
+    """At most ``device_inflight_each`` requests of one authenticated kiosk at once."""
+    ceiling = limits.device_inflight_each
+    inflight: dict[str, int] = {}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        device = request.get(DEVICE)
+        if device is None:
+            return await handler(request)
+        device_id = device.device_id
+        held = inflight.get(device_id, 0)
+        if held >= ceiling:
+            return overloaded(1.0, "of this kiosk's")
+        inflight[device_id] = held + 1
+        try:
+            return await handler(request)
+        finally:
+            left = inflight[device_id] - 1
+            if left:
+                inflight[device_id] = left
+            else:
+                del inflight[device_id]
 
     return middleware

@@ -1,0 +1,159 @@
+"""Admin login under password guessing (issue 10, part 7): throttled per account and
+source with backoff, the real administrator never locked out; optional TOTP second factor."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import Handler
+
+import server.fleet.admin as admin_module
+from server.app import create_app
+from server.config import LimitSettings, ServerConfig
+from server.http.loginguard import LoginThrottle
+
+from .test_admin import PASSWORD, admin_db  # noqa: F401 - admin_db is a fixture
+
+HOUR = 3600.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def guesses_in(throttle: LoginThrottle, clock: FakeClock, seconds: float, source: str) -> int:
+    """Wrong passwords one client gets checked within ``seconds``, trying every second."""
+    checked = 0
+    end = clock.now + seconds
+    while clock.now < end:
+        if throttle.wait("ops", source) == 0:
+            checked += 1
+            throttle.failed("ops", source)
+        clock.now += 1.0
+    return checked
+
+
+def test_one_source_gets_a_few_guesses_per_hour() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(LimitSettings(login_per_s=1000), clock)
+    first_hour = guesses_in(throttle, clock, HOUR, "10.0.0.1")
+    assert 3 <= first_hour <= 8
+    assert guesses_in(throttle, clock, 4 * HOUR, "10.0.0.1") <= 4  # then one an hour
+    # another place is not held back by that flood, and the owner logs in
+    assert throttle.wait("ops", "10.0.0.2") == 0
+    throttle.succeeded("ops", "10.0.0.2")
+    assert throttle.wait("ops", "10.0.0.2") == 0
+
+
+def test_many_sources_cannot_lock_out_a_known_machine() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(LimitSettings(login_per_s=1000), clock)
+    throttle.succeeded("ops", "10.9.9.9")  # the admin's own machine logged in before
+    for n in range(40):
+        guesses_in(throttle, clock, 120, f"10.1.0.{n}")
+    assert throttle.wait("ops", "10.9.9.9") == 0
+    assert throttle.wait("ops", "10.1.0.3") > 0  # a source that failed stays held back
+    assert throttle.wait("ops", "10.2.0.1") == 0  # a fresh address gets its one attempt
+
+
+def test_a_source_spraying_accounts_is_held_back() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(LimitSettings(login_per_s=1000), clock)
+    checked = 0
+    for n in range(200):
+        if throttle.wait(f"user{n}", "10.0.0.7") == 0:
+            checked += 1
+            throttle.failed(f"user{n}", "10.0.0.7")
+    assert checked == LimitSettings().login_wide_free_failures
+
+
+@web.middleware
+async def fake_source(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Lets a test speak from several addresses (X-Test-Source)."""
+    source = request.headers.get("X-Test-Source")
+    return await handler(request.clone(remote=source) if source else request)
+
+
+@pytest.fixture
+async def server(aiohttp_client: Any, config: ServerConfig, admin_db: Path) -> TestClient:  # noqa: F811
+    # the process-wide argon2 bucket out of the way: these tests are about the per-key throttle
+    app = create_app(replace(config, limits=LimitSettings(login_per_s=1000)))
+    app.middlewares.insert(0, fake_source)
+    return await aiohttp_client(app)  # type: ignore[no-any-return]
+
+
+async def attempt(
+    client: TestClient, password: str, source: str, totp: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"username": "ops", "password": password}
+    if totp is not None:
+        body["totp"] = totp
+    resp = await client.post("/v1/admin/login", json=body, headers={"X-Test-Source": source})
+    return resp.status, await resp.json()
+
+
+async def test_four_guessing_clients_do_not_lock_out_the_admin(
+    server: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = 0
+    real = admin_module.password_ok
+
+    def counting(stored: str, password: str) -> bool:
+        nonlocal checks
+        checks += 1
+        return real(stored, password)
+
+    monkeypatch.setattr(admin_module, "password_ok", counting)
+    statuses = [
+        (await attempt(server, f"guess-{n}", f"203.0.113.{client}"))[0]
+        for n in range(25)
+        for client in range(4)
+    ]
+    # three each would be 12: the account's wide count stops them at 10
+    limits = LimitSettings()
+    assert statuses.count(401) == min(
+        4 * limits.login_free_failures, limits.login_wide_free_failures
+    )
+    assert statuses.count(429) == 100 - statuses.count(401)
+    assert checks == statuses.count(401)  # refused before any argon2 work
+    status, answer = await attempt(server, PASSWORD, "198.51.100.5")
+    assert status == 200 and answer["token"]
+
+
+async def test_totp_second_factor(server: TestClient) -> None:
+    status, answer = await attempt(server, PASSWORD, "198.51.100.5")
+    assert status == 200
+    headers = {"Authorization": f"Bearer {answer['token']}"}
+    begun = await (await server.post("/v1/admin/totp", headers=headers)).json()
+    assert begun["uri"].startswith("otpauth://totp/") and "secret=" in begun["uri"]
+    totp = pyotp.TOTP(begun["secret"])
+    # pending until confirmed: a password alone still logs in
+    assert (await attempt(server, PASSWORD, "198.51.100.5"))[0] == 200
+    wrong = await server.post("/v1/admin/totp/confirm", json={"code": "000000"}, headers=headers)
+    assert wrong.status == 400 or totp.now() == "000000"
+    confirm = await server.post(
+        "/v1/admin/totp/confirm", json={"code": totp.now()}, headers=headers
+    )
+    assert (await confirm.json()) == {"enabled": True}
+    refused = await attempt(server, PASSWORD, "198.51.100.6")
+    assert (
+        refused[0] == 401 and refused[1]["detail"] == "wrong user name, password or one-time code"
+    )
+    assert (await attempt(server, "wrong password", "198.51.100.7", totp.now()))[0] == 401
+    code = totp.now()
+    assert (await attempt(server, PASSWORD, "198.51.100.8", code))[0] == 200
+    assert (await attempt(server, PASSWORD, "198.51.100.9", code))[0] == 401  # used once
+    assert (await attempt(server, PASSWORD, "198.51.100.5", "12345"))[0] == 400
+    removed = await server.delete("/v1/admin/totp", headers=headers)
+    assert (await removed.json()) == {"enabled": False}
+    assert (await attempt(server, PASSWORD, "198.51.100.5"))[0] == 200
