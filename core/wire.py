@@ -20,8 +20,9 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from msgspec import UNSET, Meta, Struct, UnsetType, ValidationError
+from msgspec import UNSET, Meta, Struct, UnsetType, ValidationError, field
 
+from core.idnumbers import is_masked_id
 from core.outcomes import DecisionName, OutcomeName
 
 #: The largest integer the audit table stores (SQLite INTEGER).
@@ -90,6 +91,14 @@ SignatureHex = Annotated[
 Hash64 = Annotated[str, Meta(pattern=whole("[0-9a-f]{64}"))]
 KeyId = Annotated[str, Meta(pattern=whole("[0-9a-f]{16}"))]
 MaskedId = Annotated[str, Meta(pattern=whole("[0-9A-Za-z*]{1,32}"))]
+Epoch = Annotated[
+    str,
+    Meta(
+        pattern=whole("[A-Za-z0-9_-]{1,64}"),
+        description="journal epoch: a random id made with the kiosk's journal; absent for a"
+        " journal made before epochs",
+    ),
+]
 Pseudonym = Annotated[str, Meta(pattern=whole("[0-9a-f]{1,128}"))]
 IdNumberText = Annotated[str, Meta(max_length=32)]
 Token = Annotated[str, Meta(min_length=1, max_length=MAX_TOKEN_LEN)]
@@ -233,10 +242,11 @@ class AuditEventIn(Struct):
     cache_age_s: Amount | None = None
     latency_ms: Amount | None = None
     detail: dict[str, Any] | None = None
+    epoch: Epoch | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        if self.masked_id is not None and "*" not in self.masked_id and len(self.masked_id) > 8:
-            raise ValueError("masked_id: must be masked, never a clear ID number")
+        if self.masked_id is not None and not is_masked_id(self.masked_id):
+            raise ValueError("masked_id: must have the mask's shape (1101**********4514)")
         if not _aware(self.wall_time):
             raise ValueError("wall_time: must be an ISO 8601 timestamp with a UTC offset")
 
@@ -250,22 +260,38 @@ def _aware(text: str) -> bool:
 
 
 class AuditBatch(Struct):
-    """``POST /v1/audit``: 1–500 events in strictly ascending ``seq``."""
+    """``POST /v1/audit``: 1–500 events of one journal epoch in strictly ascending ``seq``."""
 
     events: Annotated[list[AuditEventIn], Meta(min_length=1, max_length=MAX_EVENTS)]
 
 
 class AuditAck(Struct):
-    """What the server stored; the kiosk deletes events up to ``acked_seq`` only."""
+    """What the server holds of the batch's epoch: every event up to ``acked_seq``, and the
+    batch's events in the ``held`` ranges (servers before epochs send no ``held``: the
+    kiosk then forgets only up to ``acked_seq``)."""
 
     acked_seq: Count
     stored: Count
     duplicates: Count
     chain_breaks: list[int]
     conflicts: list[int]
+    held: list[tuple[Count, Count]] = field(default_factory=list)
+    epoch: str = ""
 
 
 # -- POST /v1/heartbeat -------------------------------------------------------------------
+
+
+class JournalState(Struct):
+    """The journal's health: ``full`` while it lives on its reserve or holds events in
+    memory; ``lost`` counts events lost (or possibly lost) since the journal was opened."""
+
+    full: bool = False
+    reserve: Literal["ready", "in_use", "none"] = "ready"
+    held: Count = 0
+    dead_letters: Count = 0
+    lost: Count = 0
+    epoch: Annotated[str, Meta(max_length=64)] = ""
 
 
 class Heartbeat(Struct):
@@ -276,9 +302,17 @@ class Heartbeat(Struct):
     version: ShortText | None = None
     clock_trusted: bool | UnsetType = UNSET
     journal_pending: Count | None = None
+    journal: JournalState | None = None
     reader: dict[str, Any] | None = None
     #: The kiosk's wall clock, unix seconds: the answer then carries ``clock_skew_s``.
     sent_at: Amount | None = None
+
+
+class AuditHistory(Struct):
+    """What the server holds of this kiosk's audit: journal epochs and events acknowledged."""
+
+    epochs: Count
+    events: Count
 
 
 class HeartbeatAnswer(Struct):
@@ -289,6 +323,7 @@ class HeartbeatAnswer(Struct):
     config_version: int
     config: dict[str, Any]
     clock_skew_s: float | UnsetType = UNSET
+    audit: AuditHistory | UnsetType = UNSET
 
 
 # -- GET /v1/snapshot ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from msgspec import UNSET
 from core import wire
 from core.signing import enrol_message, session_message, signature_ok
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
+from server.audit import state as audit_state
 from server.errors import EnrolRefused
 from server.fleet import registry as fleet
 from server.fleet import sessions
@@ -195,25 +196,36 @@ async def heartbeat(request: web.Request) -> web.Response:
     """``POST /v1/heartbeat``, answered with ``config_version`` and the merged ``config``.
 
     A heartbeat carrying ``sent_at`` (kiosk wall clock, unix seconds) also gets
-    ``clock_skew_s`` (server minus kiosk).
+    ``clock_skew_s`` (server minus kiosk). The kiosk's ``journal`` report is kept as the
+    audit state alerts are raised from; the answer's ``audit`` says what the server holds of
+    this kiosk's audit (so a tool can tell a kiosk with a past from a new one).
     """
     beat, now = await views.accept_heartbeat(request)
     skew = None
     if beat.sent_at is not None:
         skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
-    version, config = await request.app[DATABASE].run(
-        _heartbeat_extras, request[DEVICE].device_id, skew
+    version, config, history = await request.app[DATABASE].run(
+        _heartbeat_extras, request[DEVICE].device_id, skew, beat.journal, now
     )
-    answer = wire.HeartbeatAnswer(now, [], version, config, UNSET if skew is None else skew)
+    answer = wire.HeartbeatAnswer(
+        now, [], version, config, UNSET if skew is None else skew, history
+    )
     return views.json_response(msgspec.to_builtins(answer))
 
 
 def _heartbeat_extras(
-    conn: sqlite3.Connection, device_id: str, skew_s: float | None
-) -> tuple[int, dict[str, Any]]:
+    conn: sqlite3.Connection,
+    device_id: str,
+    skew_s: float | None,
+    journal: wire.JournalState | None,
+    now: str,
+) -> tuple[int, dict[str, Any], wire.AuditHistory]:
     if skew_s is not None:
         record_skew(conn, device_id, skew_s)
-    return fleet.merged_config(conn, device_id)
+    if journal is not None:
+        audit_state.record_journal(conn, device_id, journal, now)
+    version, config = fleet.merged_config(conn, device_id)
+    return version, config, audit_state.history(conn, device_id)
 
 
 OPERATIONS: tuple[Operation, ...] = (

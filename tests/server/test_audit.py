@@ -51,10 +51,25 @@ def chain(first: int, last: int, prev: str = GENESIS) -> list[dict[str, Any]]:
     return events
 
 
+def runs(seqs: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for seq in seqs:
+        if out and out[-1][1] == seq - 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
 async def post(client: TestClient, auth: dict[str, str], events: list[dict[str, Any]]) -> Any:
+    """The answer without ``held`` and ``epoch``, checked here for every batch: the server
+    holds every event of a batch it accepted, whatever else it says."""
     resp = await client.post("/v1/audit", json={"events": events}, headers=auth)
     assert resp.status == 200, await resp.text()
-    return await resp.json()
+    answer = await resp.json()
+    assert answer.pop("held") == runs([e["seq"] for e in events])
+    assert answer.pop("epoch") == events[0].get("epoch", "")
+    return answer
 
 
 def stored(db_path: Path, device_id: str) -> list[tuple[Any, ...]]:
@@ -296,3 +311,172 @@ async def test_a_kiosk_up_for_years_is_not_refused_for_its_clock(
     resp = await client.post("/v1/audit", json={"events": leak}, headers=auth)
     assert resp.status == 400
     assert "events[0].detail.n" in (await resp.json())["detail"]
+
+
+# ------------------------------------------------------------------ epochs (issue 10, part 3)
+
+
+def in_epoch(events: list[dict[str, Any]], epoch: str) -> list[dict[str, Any]]:
+    """The same events written by a journal of epoch ``epoch`` (the hash covers it)."""
+    prev, out = GENESIS, []
+    for event in events:
+        moved = {**event, "epoch": epoch, "prev_hash": prev}
+        moved["hash"] = prev = event_hash(moved)
+        out.append(moved)
+    return out
+
+
+async def test_a_new_journal_epoch_never_collides_with_the_past(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
+    legacy = chain(1, 5)  # a kiosk from before epochs
+    assert (await post(client, auth, legacy))["acked_seq"] == 5
+    demo = in_epoch(chain(1, 5), "a" * 32)  # e.g. `kiosk demo` with this kiosk's bundle
+    answer = await post(client, auth, demo)
+    assert (answer["acked_seq"], answer["stored"], answer["conflicts"]) == (5, 5, [])
+    real = in_epoch(chain(1, 3), "b" * 32)  # the real kiosk's next events, a new SD card
+    real[0]["outcome"] = "pass"
+    real = in_epoch(real, "b" * 32)
+    answer = await post(client, auth, real)
+    assert (answer["acked_seq"], answer["conflicts"], answer["chain_breaks"]) == (3, [], [])
+    assert conflicts(db_path, device.device_id) == []
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT epoch, count(*), min(chain_ok) FROM audit_events WHERE device_id = ?"
+            " GROUP BY epoch ORDER BY epoch",
+            (device.device_id,),
+        ).fetchall()
+    assert rows == [("", 5, 1), ("a" * 32, 5, 1), ("b" * 32, 3, 1)]
+
+
+async def test_a_batch_holds_one_epoch(client: TestClient, auth: dict[str, str]) -> None:
+    events = [*in_epoch(chain(1, 1), "a" * 32), *in_epoch(chain(2, 2), "b" * 32)]
+    resp = await client.post("/v1/audit", json={"events": events}, headers=auth)
+    assert resp.status == 400
+    assert "one journal epoch" in (await resp.json())["detail"]
+
+
+async def test_masked_id_must_have_the_mask_shape(client: TestClient, auth: dict[str, str]) -> None:
+    for bad in ("*", "1101*4514", "********", "1101**********45"):
+        event = chain(1, 1)[0]
+        event["masked_id"] = bad
+        event["hash"] = event_hash(event)
+        resp = await client.post("/v1/audit", json={"events": [event]}, headers=auth)
+        assert resp.status == 400, bad
+        assert (await resp.json())["detail"].startswith("events[0].masked_id: ")
+    event = chain(1, 1)[0]
+    event["masked_id"] = "USA1*******0030"
+    event["hash"] = event_hash(event)
+    assert (await post(client, auth, [event]))["stored"] == 1
+
+
+def device_state(db_path: Path, device_id: str) -> dict[str, Any]:
+    with sqlite3.connect(db_path) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute(
+            "SELECT * FROM audit_device_state WHERE device_id = ?", (device_id,)
+        ).fetchone()
+    return dict(row) if row else {}
+
+
+async def test_conflicts_and_breaks_are_kept_as_state_for_alerts(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
+    from server.audit.state import alerts
+
+    await post(client, auth, chain(1, 3))
+    assert device_state(db_path, device.device_id) == {}  # a clean batch leaves no trace
+    changed = chain(1, 3)
+    changed[1]["outcome"] = "check"
+    changed[1]["hash"] = event_hash(changed[1])
+    await post(client, auth, changed[1:2])
+    state = device_state(db_path, device.device_id)
+    assert (state["conflicts"], state["chain_breaks"], state["lost"]) == (1, 1, 0)
+    assert state["last_problem_at"] is not None
+    with sqlite3.connect(db_path) as conn:
+        listed = alerts(conn)
+    assert [(a["device_id"], a["conflicts"]) for a in listed] == [(device.device_id, 1)]
+
+
+async def test_reported_losses_are_counted_against_what_the_server_lacks(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
+    old = in_epoch(chain(1, 6), "a" * 32)
+    await post(client, auth, [*old[:4], old[5]])  # 6 went straight from memory; 5 died
+    notice = {
+        **chain(1, 1)[0],
+        "kind": "system",
+        "outcome": None,
+        "prompt": None,
+        "masked_id": None,
+        "pseudonym": None,
+        "detail": {
+            "event": "journal_epoch_started",
+            "previous_epoch": "a" * 32,
+            "unconfirmed_from": 5,
+            "unconfirmed_to": 6,
+            "dropped": 2,
+        },
+    }
+    new = in_epoch([notice], "b" * 32)
+    await post(client, auth, new)
+    await post(client, auth, new)  # a resend counts nothing twice
+    assert device_state(db_path, device.device_id)["lost"] == 3  # seq 5, and 2 dropped
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute(
+            "SELECT lost_epoch, first_seq, last_seq, missing, dropped FROM audit_losses"
+        ).fetchall()
+    assert rows == [("a" * 32, 5, 6, 1, 2)]
+
+
+async def test_a_revoked_kiosk_still_hands_in_its_events_flagged(
+    aiohttp_client: Any, config: Any, device: DeviceBundle, db_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from provisioning.registry import revoke_device
+    from server.app import create_app
+    from server.config import IdentitySettings
+
+    client = await aiohttp_client(
+        create_app(replace(config, identity=IdentitySettings(status_sync_s=0)))
+    )
+    auth = bearer(db_path, device)
+    await post(client, auth, chain(1, 2))
+    revoke_device(local_fleet(None, db_path), device.serial)
+    pending = chain(1, 4)[2:]
+    pending[0]["prev_hash"] = chain(1, 2)[1]["hash"]
+    pending = [pending[0] | {"hash": event_hash(pending[0])}]
+    answer = await post(client, auth, pending)
+    assert (answer["acked_seq"], answer["stored"]) == (3, 1)
+    with sqlite3.connect(db_path) as conn:
+        flags = conn.execute("SELECT seq, flagged FROM audit_events ORDER BY seq").fetchall()
+    assert flags == [(1, None), (2, None), (3, "revoked")]
+    assert device_state(db_path, device.device_id)["flagged"] == 1
+    resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
+    assert resp.status == 403  # nothing but the audit is open to it
+
+
+def test_migration_7_keeps_existing_audit_rows(tmp_path: Path) -> None:
+    from server.storage.db import load_migrations, migrate
+
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrations = load_migrations()
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for version in range(1, 7):
+        for statement in migrations[version]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+    conn.execute(
+        "INSERT INTO audit_events (device_id, seq, wall_time, received_at, kind, offline,"
+        " boot_id, mono_ns, clock_trusted, detail, prev_hash, hash, chain_ok)"
+        " VALUES ('k1', 1, 't', 't', 'decision', 0, 'b', 1, 1, '{}', ?, 'h1', 1)",
+        (GENESIS,),
+    )
+    conn.execute("INSERT INTO audit_progress VALUES ('k1', 1)")
+    assert migrate(conn) >= 7
+    assert conn.execute(
+        "SELECT device_id, epoch, seq, hash, flagged FROM audit_events"
+    ).fetchall() == [("k1", "", 1, "h1", None)]
+    assert conn.execute("SELECT * FROM audit_progress").fetchall() == [("k1", "", 1)]
+    conn.close()

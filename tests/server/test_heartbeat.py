@@ -39,3 +39,41 @@ async def test_heartbeat_stores_status(
 async def test_heartbeat_minimal(client: TestClient, auth: dict[str, str]) -> None:
     resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
     assert resp.status == 200
+
+
+async def test_a_full_journal_is_kept_as_kiosk_state(
+    client: TestClient, auth: dict[str, str], device: DeviceBundle, db_path: Path
+) -> None:
+    journal = {"full": True, "reserve": "in_use", "held": 4, "dead_letters": 1, "lost": 0,
+               "epoch": "a" * 32}  # fmt: skip
+    resp = await client.post(
+        "/v1/heartbeat", json={"boot_id": "b", "journal": journal}, headers=auth
+    )
+    assert resp.status == 200
+    assert (await resp.json())["audit"] == {"epochs": 0, "events": 0}
+    resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
+    assert resp.status == 200  # a heartbeat without a journal report changes nothing
+    with sqlite3.connect(db_path) as conn:
+        full, kept, problem = conn.execute(
+            "SELECT journal_full, journal, last_problem_at FROM audit_device_state"
+            " WHERE device_id = ?",
+            (device.device_id,),
+        ).fetchone()
+    assert full == 1 and json.loads(kept) == journal and problem is not None
+    journal |= {"full": False, "reserve": "ready", "held": 0}
+    resp = await client.post(
+        "/v1/heartbeat", json={"boot_id": "b", "journal": journal}, headers=auth
+    )
+    with sqlite3.connect(db_path) as conn:
+        (full,) = conn.execute("SELECT journal_full FROM audit_device_state").fetchone()
+    assert full == 0
+
+
+async def test_the_answer_says_what_audit_the_server_holds(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    from .test_audit import chain, post
+
+    await post(client, auth, chain(1, 4))
+    resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
+    assert (await resp.json())["audit"] == {"epochs": 1, "events": 4}
