@@ -29,7 +29,7 @@ from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec, sess
 from server.http import views
 from server.http.auth import auth_middleware
 from server.http.loginguard import LoginThrottle
-from server.http.middleware import error_middleware
+from server.http.middleware import PROTOCOL_LOG, error_middleware
 from server.http.operations import Operation
 from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.offline.keys import signing_key
@@ -126,6 +126,7 @@ def create_app(
             device_share_middleware(config.limits),
         ],
         client_max_size=MAX_BODY_BYTES,
+        handler_args={"logger": PROTOCOL_LOG},
     )
     app[CONFIG] = config
     app[LOGIN_THROTTLE] = LoginThrottle(config.limits)

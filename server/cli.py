@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -25,6 +26,7 @@ from core.passes import MAX_VALIDITY_S
 from server.app import create_app
 from server.config import ServerConfig, load_config, resolve_database
 from server.errors import ConfigError, ImportFormatError, PassRefused, SchemaError
+from server.http.serving import serve
 from server.offline.passes import issue_pass
 from server.storage.db import connect
 from server.verify.demodata import load_demo_data
@@ -93,13 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{config.host}:{config.port}"
     print(f"Siheyi server on {url} (database {config.database})", flush=True)
-    web.run_app(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        print=None,
-        ssl_context=ssl_context,
-    )
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
+        asyncio.run(serve(create_app(config), config.host, config.port, ssl_context))
     return 0
 
 

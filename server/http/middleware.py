@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from server.errors import BadRequest
@@ -60,3 +62,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")
+
+
+class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's connection logger, minus tracebacks for bad input.
+
+    aiohttp logs every request its HTTP parser refuses (garbage, a TLS hello on the plain
+    port, over-long lines, bad chunking) with a full traceback at ERROR, and answers it a clean
+    ``400``: probes once left about 50 tracebacks. Such a request becomes one INFO line; any
+    other exception keeps its traceback, as a bug should.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            kwargs["exc_info"] = None
+            level = min(level, logging.INFO)
+            msg = f"{msg}: bad HTTP ({type(exc).__name__}, {exc.code})"  # never the bytes sent
+        super().log(level, msg, *args, **kwargs)
+
+
+#: The ``logger`` of aiohttp's request handler (``web.Application(handler_args=...)``).
+PROTOCOL_LOG = ProtocolLog(logging.getLogger("aiohttp.server"), {})
