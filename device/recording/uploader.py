@@ -1,7 +1,13 @@
 """Moves journal events to the server; deletes only what the server acknowledged.
 
-Upload is at-least-once and the server is idempotent on (device, seq), so a kiosk killed
-between the POST and the delete resends a batch the server simply counts as duplicates.
+Upload is at-least-once and the server is idempotent on (device, epoch, seq), so a kiosk
+killed between the POST and the delete resends a batch the server simply counts as
+duplicates. A batch holds one journal epoch. Events held in memory (a full disk) are sent
+like stored ones, so a reachable server acknowledges what the disk could not take.
+
+A batch refused with 400 is narrowed down to the event the server names (or the first one)
+and that event alone goes to the journal's dead letters: one poison event must not block
+every event behind it (issue 10, part 3).
 """
 
 from __future__ import annotations
@@ -9,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+from typing import Any
 
-from device.errors import JournalError, ServerError
+from device.errors import JournalError, ServerError, ServerRejected
 from device.link.client import ServerClient, jittered
-from device.recording.journal import Journal
+from device.recording.journal import Journal, event_epoch
 
 log = logging.getLogger(__name__)
+
+Batch = list[dict[str, Any]]
+#: ServerRejected's text ends with the server's detail, which names the field refused.
+_NAMED_EVENT = re.compile(r"\): events\[(\d+)\]")
 
 
 class Uploader:
@@ -36,6 +48,7 @@ class Uploader:
         self._max_backoff = max_backoff_s
         self._wake = asyncio.Event()
         self.uploaded = 0
+        self.dead_lettered = 0
         self.failures = 0
         self.last_error = ""
 
@@ -47,27 +60,57 @@ class Uploader:
         """Send batches until the journal is empty or a batch fails; returns events acked."""
         acked_total = 0
         while True:
-            events = await self._journal.pending(self._batch)
+            events = _one_epoch(await self._journal.pending(self._batch))
             if not events:
                 return acked_total
-            answer = await self._client.upload(events)
-            acked = answer.get("acked_seq")
-            if not isinstance(acked, int):
-                raise ServerError("audit answer without an integer acked_seq")
-            breaks = answer.get("chain_breaks") or []
-            if breaks:
-                log.error("server reports audit chain breaks at seq %s", breaks)
-            conflicts = answer.get("conflicts") or []
-            if conflicts:
-                # The server kept these apart (another journal already used those numbers,
-                # e.g. after this kiosk's storage was replaced); they are stored, not lost.
-                log.error("server stored conflicting audit events at seq %s", conflicts)
-            removed = await self._journal.ack(acked)
+            sent, answer = await self._send(events)
+            if not sent:
+                continue  # a poison event went to the dead letters: go on with the rest
+            removed = await self._acknowledged(sent, answer)
             acked_total += removed
             self.uploaded += removed
-            if removed == 0 or acked < events[-1]["seq"]:
-                # The server stored less than we sent: do not spin on the same batch.
+            if removed < len(sent):
+                # The server holds less than we sent: do not spin on the same batch.
                 return acked_total
+
+    async def _send(self, events: Batch) -> tuple[Batch, dict[str, Any]]:
+        """The events the server took and its answer; ``([], {})`` once a refused event
+        was moved to the dead letters."""
+        try:
+            return events, await self._client.upload(events)
+        except ServerRejected as exc:
+            if exc.status != 400:
+                raise
+            return await self._narrow(events, exc)
+
+    async def _narrow(self, events: Batch, exc: ServerRejected) -> tuple[Batch, dict[str, Any]]:
+        """Send what precedes the event the error names (else the first event) alone:
+        either it passes, or it holds the poison, which is narrowed down in turn."""
+        named = _NAMED_EVENT.search(str(exc))
+        index = int(named.group(1)) if named else 0
+        if len(events) > 1:
+            return await self._send(events[: index if 0 < index < len(events) else 1])
+        poison = events[0]
+        log.error("audit event seq %s refused: %s", poison["seq"], exc)
+        await self._journal.dead_letter(poison, str(exc))
+        self.dead_lettered += 1
+        return [], {}
+
+    async def _acknowledged(self, events: Batch, answer: dict[str, Any]) -> int:
+        acked = answer.get("acked_seq")
+        if not isinstance(acked, int):
+            raise ServerError("audit answer without an integer acked_seq")
+        breaks = answer.get("chain_breaks") or []
+        if breaks:
+            log.error("server reports audit chain breaks at seq %s", breaks)
+        conflicts = answer.get("conflicts") or []
+        if conflicts:
+            # The server kept these apart (another journal already used those numbers);
+            # they are stored, not lost.
+            log.error("server stored conflicting audit events at seq %s", conflicts)
+        # A server from before epochs sends no "held": then only acked_seq counts.
+        held = [(int(first), int(last)) for first, last in answer.get("held") or []]
+        return await self._journal.ack(acked, event_epoch(events[0]), held)
 
     async def run(self) -> None:
         backoff = self.interval_s
@@ -97,3 +140,14 @@ class Uploader:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=jittered(backoff))
+
+
+def _one_epoch(events: Batch) -> Batch:
+    """The leading events of one epoch: the server takes one epoch per batch."""
+    if not events:
+        return events
+    epoch = event_epoch(events[0])
+    for i, event in enumerate(events):
+        if event_epoch(event) != epoch:
+            return events[:i]
+    return events

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -71,3 +72,103 @@ async def test_uploads_in_batches_and_deletes_only_acked(tmp_path: Path) -> None
     await server.close()
     assert received[0] == [1, 2, 3]
     assert {s for batch in received for s in batch} == set(range(1, 8))
+
+
+class FakeServer:
+    """A server that stores by (epoch, seq), answers ``held`` and refuses a poison event
+    with 400 naming it (``name=False``: without naming it, as a terse server would)."""
+
+    def __init__(self, *, name: bool = True) -> None:
+        self.stored: dict[tuple[str, int], dict[str, Any]] = {}
+        self.batches: list[list[int]] = []
+        self.name = name
+
+    async def audit(self, request: web.Request) -> web.Response:
+        events = (await request.json())["events"]
+        self.batches.append([e["seq"] for e in events])
+        assert len({e.get("epoch", "") for e in events}) == 1
+        for i, event in enumerate(events):
+            if event["detail"].get("poison"):
+                where = f"events[{i}].detail" if self.name else "body"
+                return web.json_response(
+                    {"error": "bad_request", "detail": f"{where}: refused"}, status=400
+                )
+        for event in events:
+            self.stored[(event.get("epoch", ""), event["seq"])] = event
+        seqs = [e["seq"] for e in events]
+        return web.json_response(
+            {"acked_seq": 0, "stored": len(seqs), "duplicates": 0, "chain_breaks": [],
+             "conflicts": [], "held": [[seqs[0], seqs[-1]]], "epoch": events[0].get("epoch", "")}
+        )  # fmt: skip
+
+
+async def serve(fake: FakeServer) -> tuple[TestServer, ServerClient]:
+    app = web.Application()
+    app.router.add_post("/v1/audit", fake.audit)
+    server = TestServer(app)
+    await server.start_server()
+    return server, ServerClient(str(server.make_url("")), token="k-1.s")
+
+
+@pytest.mark.parametrize("name", [True, False])
+async def test_a_poison_event_goes_to_the_dead_letters_not_in_the_way(
+    tmp_path: Path, name: bool
+) -> None:
+    fake = FakeServer(name=name)
+    server, client = await serve(fake)
+    async with Journal(tmp_path / "j.db", "k-1", "boot") as journal:
+        for i in range(6):
+            await journal.append(decision(i) | ({"detail": {"poison": True}} if i == 3 else {}))
+        up = Uploader(journal, client, batch_size=5)
+        assert await up.drain_once() == 5
+        assert await journal.count() == 0
+        letters = await journal.dead_letters()
+        assert [d["event"]["seq"] for d in letters] == [4] and "refused" in letters[0]["error"]
+        assert up.dead_lettered == 1
+        assert sorted(seq for _, seq in fake.stored) == [1, 2, 3, 5, 6]
+        assert (await journal.state())["dead_letters"] == 1
+    await client.close()
+    await server.close()
+
+
+async def test_events_the_disk_cannot_take_go_straight_to_the_server(tmp_path: Path) -> None:
+    fake = FakeServer()
+    server, client = await serve(fake)
+    journal = Journal(tmp_path / "j.db", "k-1", "boot", max_pages=16, reserve_bytes=0)
+    pad = "x" * 1500
+    events = []
+    for i in range(200):
+        events.append(await journal.append(decision(i) | {"detail": {"pad": pad}}))
+        if journal.overflow_count >= 3:
+            break
+    assert journal.overflow_count == 3  # the disk is full: three events only in memory
+    up = Uploader(journal, client, batch_size=500)
+    assert await up.drain_once() == len(events)
+    assert journal.overflow_count == 0 and await journal.count() == 0
+    assert [fake.stored[(e["epoch"], e["seq"])] for e in events] == events
+    await journal.close()
+    async with Journal(tmp_path / "j.db", "k-1", "boot-2") as again:
+        nxt = await again.append(decision(999))  # acknowledged: no loss, no new epoch
+        assert (nxt["epoch"], nxt["seq"]) == (events[-1]["epoch"], events[-1]["seq"] + 1)
+    await client.close()
+    await server.close()
+
+
+async def test_batches_never_mix_epochs(tmp_path: Path) -> None:
+    fake = FakeServer()
+    server, client = await serve(fake)
+    path = tmp_path / "j.db"
+    journal = Journal(path, "k-1", "boot", max_pages=16, reserve_bytes=0)
+    pad = "x" * 1500
+    while journal.overflow_count == 0:
+        await journal.append(decision(0) | {"detail": {"pad": pad}})
+    await journal.close()  # the held event dies: the next start opens a new epoch
+    async with Journal(path, "k-1", "boot-2") as again:
+        await again.append(decision(1))
+        up = Uploader(again, client, batch_size=500)
+        assert await up.drain_once() == len(fake.stored)
+        assert await again.count() == 0
+        assert len(fake.batches) == 2 and fake.batches[1] == [1, 2]  # new epoch: notice, event
+        assert len({epoch for epoch, _ in fake.stored}) == 2
+    await client.close()
+    await server.close()
