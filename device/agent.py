@@ -410,6 +410,7 @@ class Agent:
             "clock_trusted": self._verifier.clock.trusted(),
             "wall_time": dt.datetime.now(dt.UTC).isoformat(),
             "journal_pending": await self._journal.count(),
+            "journal": await self._journal.state(),  # full, reserve, dead letters, lost
             "taps": self._taps,
             "config_version": self.config_version,
             "dropped_credentials": self.dropped_credentials,
