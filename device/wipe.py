@@ -3,8 +3,11 @@
 What a kiosk stores is already minimal (pseudonyms, masked numbers, no photos), but a kiosk
 leaving service must not carry even that, nor its private key: the journal, the offline
 cache (with any site snapshot), the prompt cache and the device bundle are deleted. Events
-not yet uploaded would be lost, so the command refuses while the journal holds any, unless
-`--force`. Revoke the kiosk on the server as well (`kiosk provision revoke SERIAL`).
+not yet uploaded, and events the server refused (dead letters, kept for a person to look
+at), would be lost, so the command refuses while the journal holds any, unless `--force`.
+Revoke the kiosk on the server as well (`kiosk provision revoke SERIAL`). A kiosk set up
+again after a wipe makes a new journal, hence a new journal epoch: it never collides with
+the audit its past left on the server.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ _STATE_FILES = ("journal.db", "cache.db")
 
 
 def pending_events(journal: Path) -> int:
-    """Events in the journal not yet acknowledged by the server (0 when there is none)."""
+    """Events in the journal the server does not hold: not yet acknowledged, or refused
+    (dead letters); 0 when there is no journal."""
     if not journal.exists():
         return 0
     try:
         with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+            return sum(
+                int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+                for table in ("events", "dead_letters")
+                if table in tables
+            )
     except sqlite3.Error:
         return -1  # unreadable: treat as "may hold events"
 
@@ -41,7 +50,7 @@ def wipe(config: DeviceConfig, *, force: bool = False) -> list[Path]:
         raise ConfigError(f"{state}: {what}; let them upload first or use --force")
     removed: list[Path] = []
     for name in _STATE_FILES:
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", ".seq", ".reserve"):
             path = state / (name + suffix)
             if path.exists():
                 path.unlink()
