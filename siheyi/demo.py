@@ -28,6 +28,9 @@ from aiohttp import web
 from core.bundle import Bundle
 from device.agent import Agent, TapResult
 from device.config import DeviceConfig, load_bundle
+from device.errors import ServerError
+from device.link.client import ServerClient
+from device.link.identity import DeviceIdentity
 from device.runtime import built_agent
 from firmware_bridge import idcard
 from firmware_bridge.samsim import SimulatedSam
@@ -54,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-url", help="use this external server instead of the embedded one")
     parser.add_argument(
         "--bundle", help="device bundle for --server-url (from `kiosk provision add`)"
+    )
+    parser.add_argument(
+        "--reuse-kiosk",
+        action="store_true",
+        help="with --server-url: run even if the bundle's kiosk already has audit history on"
+        " the server (the demo's taps then become part of that kiosk's audit trail)",
     )
     parser.add_argument("--people", type=int, default=1000, help="synthetic people (embedded)")
     parser.add_argument("--seed", type=int, default=2022, help="demo data seed")
@@ -202,6 +211,11 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
         print("error: --server-url needs --bundle (see `kiosk provision add`)", file=sys.stderr)
         return 2
     server_url, bundle, ids = await _server_and_bundle(args, workdir, astack, info)
+    if args.server_url and not args.reuse_kiosk:
+        refusal = await kiosk_with_history(server_url, bundle, Path(args.bundle))
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 2
     sim = SimulatedReaderPort(SimulatedSam(), link=workdir / "reader")
     sim.start()
     astack.callback(sim.stop)
@@ -247,6 +261,34 @@ async def _server_and_bundle(
     write_bundle(issued, bundle_path)
     print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
     return server_url, load_bundle(bundle_path), ids
+
+
+async def kiosk_with_history(server_url: str, bundle: Bundle, bundle_path: Path) -> str:
+    """Why the demo must not tap as this kiosk ("" when it may).
+
+    A real kiosk's bundle would put demo taps into a real audit trail (issue 10, part 3):
+    only a kiosk the server holds no audit for is taken without ``--reuse-kiosk``. The
+    heartbeat's answer says what the server holds; a server too old to say is not trusted.
+    """
+    identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, bundle_path)
+    try:
+        async with ServerClient(server_url, identity, tls_ca=bundle.tls_ca) as client:
+            answer = await client.heartbeat({"boot_id": "kiosk-demo"}, timeout_s=10.0)
+    except ServerError as exc:
+        return f"cannot ask {server_url} about kiosk {bundle.device_id}: {exc}"
+    history = answer.get("audit")
+    if not isinstance(history, dict):
+        return (
+            "the server does not say whether this kiosk has audit history;"
+            " pass --reuse-kiosk to run anyway"
+        )
+    if history.get("epochs", 0) or history.get("events", 0):
+        return (
+            f"kiosk {bundle.device_id} already has audit history on the server"
+            f" ({history.get('events', 0)} events): provision a kiosk for the demo, or pass"
+            " --reuse-kiosk to add demo taps to its audit trail"
+        )
+    return ""
 
 
 def _kiosk_config(
