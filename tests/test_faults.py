@@ -300,7 +300,9 @@ async def test_journal_disk_full_keeps_deciding_and_loses_nothing(
             r = await tap(agent, sim, STRANGER)
             assert r.spoken and r.latency_ms is not None and r.latency_ms <= BUDGET_MS
             results.append(r)
-        assert agent._journal.overflow_count > 0  # the disk is full; events wait in memory
+        state = await agent._journal.state()
+        assert state["full"] and state["reserve"] == "in_use"  # the disk is full
+        assert (await agent.status())["journal"]["full"]  # and the heartbeat says so
         seqs = [r.seq for r in results]
         await proxy.set_mode("pass")
 
