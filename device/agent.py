@@ -234,8 +234,7 @@ class Agent:
         spoken = latency_ms is not None
         return await self._tell(TapResult(decision, latency_ms, spoken, event.get("seq")))
 
-    @staticmethod
-    def _decision_fields(decision: Decision, decided_ms: float) -> dict[str, Any]:
+    def _decision_fields(self, decision: Decision, decided_ms: float) -> dict[str, Any]:
         """The decision's audit event; ``latency_ms`` is credential complete -> decided,
         since playback has not started when the event must already be durable."""
         detail: dict[str, Any] = {"reasons": list(decision.reasons), "tap_id": decision.tap_id}
@@ -250,7 +249,9 @@ class Agent:
             "offline": decision.offline,
             "cache_age_s": decision.cache_age_s,
             "latency_ms": round(decided_ms, 2),
-            "clock_trusted": decision.clock_trusted,
+            # trust as it stands when the event is stamped: a step of the wall clock since
+            # the decision (seen by the trust check itself) makes the event's time unvouched
+            "clock_trusted": decision.clock_trusted and self._verifier.clock.trusted(),
             "detail": detail,
         }
 

@@ -108,3 +108,15 @@ async def test_a_decision_that_cannot_be_journalled_never_opens_the_gate() -> No
     assert steps.done[:3] == ["decide", "journal failed", "buzzer"]
     assert "say fault" in steps.done
     assert not result.spoken and result.seq is None
+
+
+async def test_a_clock_step_after_the_decision_is_not_vouched_for_in_the_event() -> None:
+    """The decision was made on a trusted clock; the wall clock stepped before the event was
+    stamped (the trust check sees the step): the event must not claim a trusted time."""
+    steps = Steps()
+    kiosk = agent(steps)
+    verifier: Any = kiosk._verifier
+    verifier.clock = type("Clock", (), {"trusted": staticmethod(lambda: False)})()
+    await kiosk.handle(cred())
+    journal: Any = kiosk._journal
+    assert journal.events[0]["clock_trusted"] is False
