@@ -26,7 +26,7 @@ from core.settings import check_remote_setting
 from device.acting.voice import Voice
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Decision, Verifier
-from device.errors import KioskError, ServerError, VoiceError
+from device.errors import JournalFull, KioskError, ServerError, VoiceError
 from device.link.client import ServerClient, jittered
 from device.recording.journal import Journal
 from device.recording.uploader import Uploader
@@ -34,6 +34,9 @@ from device.sources.credentials import Credential
 from device.sources.threaded import ReaderEvent
 
 log = logging.getLogger(__name__)
+
+#: How long a tap waits for the server to take a decision the full disk could not keep.
+OVERFLOW_UPLOAD_S = 1.0
 
 VERSION = "0.1.0"
 
@@ -220,9 +223,10 @@ class Agent:
         decided_ms = (time.monotonic() - cred.completed_at) * 1000.0
         try:
             event = await self._journal.append(self._decision_fields(decision, decided_ms))
+            await self._make_durable(event)
         except (KioskError, ValueError) as exc:
             # No record, no actuation: the gate stays shut and the citizen hears the fault.
-            log.exception("decision %s not journalled; gate kept shut", decision.tap_id)
+            log.error("decision %s not durable; gate kept shut: %s", decision.tap_id, exc)
             with contextlib.suppress(KioskError, ValueError):  # the journal is what failed
                 await self.record_fault("journal_failed", f"{type(exc).__name__}: {exc}")
             return await self._tell(TapResult(decision, None, False, None))
@@ -233,6 +237,17 @@ class Agent:
             await self.record_fault(what, "; ".join(problems), speak=False, tap_id=decision.tap_id)
         spoken = latency_ms is not None
         return await self._tell(TapResult(decision, latency_ms, spoken, event.get("seq")))
+
+    async def _make_durable(self, event: dict[str, Any]) -> None:
+        """An event the full disk could not take is only in memory: it becomes durable when
+        the server holds it, so it is sent at once (within the tap's budget). If the server
+        does not take it either, JournalFull: nothing may act on a decision nobody kept."""
+        if not (event.get("detail") or {}).get("journal_overflow"):
+            return
+        with contextlib.suppress(Exception):  # any failure leaves it held: judged below
+            await asyncio.wait_for(self._uploader.drain_once(), OVERFLOW_UPLOAD_S)
+        if self._journal.holds(int(event["seq"])):
+            raise JournalFull(f"event {event['seq']}: disk full and the server did not take it")
 
     def _decision_fields(self, decision: Decision, decided_ms: float) -> dict[str, Any]:
         """The decision's audit event; ``latency_ms`` is credential complete -> decided,

@@ -337,6 +337,11 @@ class Journal:
         """Try to write events held in memory; return how many were written."""
         return await self._run(self._flush_sync)
 
+    def holds(self, seq: int) -> bool:
+        """Whether event ``seq`` of the current epoch is only in memory (not yet durable)."""
+        with self._lock:
+            return any(e["seq"] == seq for e in self._held)
+
     @property
     def overflow_count(self) -> int:
         """Events currently held in memory because the database refused them."""

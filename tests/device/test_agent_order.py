@@ -120,3 +120,48 @@ async def test_a_clock_step_after_the_decision_is_not_vouched_for_in_the_event()
     await kiosk.handle(cred())
     journal: Any = kiosk._journal
     assert journal.events[0]["clock_trusted"] is False
+
+
+class OverflowJournal(FakeJournal):
+    """A full disk: every event is only held in memory until the server takes it."""
+
+    def __init__(self, steps: Steps) -> None:
+        super().__init__(steps)
+        self.held: set[int] = set()
+
+    async def append(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields = {**fields, "detail": {**fields.get("detail", {}), "journal_overflow": True}}
+        event = await super().append(fields)
+        self.held.add(event["seq"])
+        return event
+
+    def holds(self, seq: int) -> bool:
+        return seq in self.held
+
+
+class ServerUploader(FakeUploader):
+    def __init__(self, journal: OverflowJournal, steps: Steps, *, reachable: bool) -> None:
+        self._journal, self._steps, self._reachable = journal, steps, reachable
+
+    async def drain_once(self) -> int:
+        self._steps.done.append("upload now")
+        if not self._reachable:
+            raise ConnectionError("server away")
+        taken = len(self._journal.held)
+        self._journal.held.clear()
+        return taken
+
+
+async def test_a_decision_held_in_memory_acts_only_once_the_server_has_it() -> None:
+    """Issue 10, parts 1 and 2: on a full disk a pass is durable only at the server; the gate
+    opens after the server took it, and stays shut when neither disk nor server keeps it."""
+    for reachable in (True, False):
+        steps = Steps()
+        kiosk = agent(steps)
+        journal = OverflowJournal(steps)
+        kiosk._journal = journal  # type: ignore[assignment]
+        kiosk._uploader = ServerUploader(journal, steps, reachable=reachable)  # type: ignore[assignment]
+        await kiosk.handle(cred())
+        assert steps.done[:3] == ["decide", "journal decision", "upload now"]
+        assert ("relay" in steps.done) is reachable
+        assert ("say pass" in steps.done) is reachable
