@@ -424,5 +424,18 @@ class SessionAnswer(Struct):
     rotated: bool
 
 
+class StatusRefusal(Struct):
+    """``403 revoked`` / ``403 quarantined`` of ``POST /v1/session`` (after a valid
+    signature): an error body that also carries ``audit_token``, a session token that only
+    ``POST /v1/audit`` accepts, so a kiosk cut off still hands in what it saw (its events are
+    stored flagged). Everything else stays refused to it; the kiosk decides ``check``."""
+
+    error: Literal["revoked", "quarantined"]
+    detail: str
+    audit_token: str
+    expires_in: float
+    server_time: Timestamp
+
+
 class Health(Struct):
     status: Literal["ok"]

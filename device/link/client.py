@@ -11,6 +11,10 @@ is transparent to callers:
   signs with the server's time and reports the offset (:attr:`ServerClient.clock_skew_s`);
 * a pending key rotation (``403 rotation_required``, or :meth:`ServerClient.rotate_key`) is
   carried out with the session: new key saved first, proven by both keys, then committed;
+* a revoked or quarantined kiosk is refused its session (``403 revoked`` / ``quarantined``,
+  raised as :class:`ServerRejected`, so every tap decides ``check``), but the refusal carries
+  an audit-only token, kept and used for ``POST /v1/audit`` alone: the journal still drains
+  (the server stores those events flagged);
 * ``429``/``503`` with ``Retry-After`` are honoured: until then (plus jitter) every call fails
   fast with :class:`ServerUnavailable` carrying ``retry_after``;
 * the heartbeat answer's ``config_version`` / ``config`` are kept
@@ -47,6 +51,9 @@ ConfigListener = Callable[[int, dict[str, Any]], None]
 T = TypeVar("T")
 #: Retry-After values are stretched by up to this fraction so kiosks do not return in step.
 RETRY_JITTER = 0.5
+AUDIT_PATH = "/v1/audit"
+#: Refusals of a session that come with an audit-only token (docs/identity.md).
+CUT_OFF = ("revoked", "quarantined")
 
 
 def jittered(
@@ -115,6 +122,8 @@ class ServerClient:
         self._token: str | None = None
         self._token_expires = 0.0  # time.monotonic()
         self._token_ttl = 0.0
+        self._audit_token: str | None = None  # a revoked/quarantined kiosk's: audit only
+        self._audit_expires = 0.0  # time.monotonic()
         self._auth_lock = asyncio.Lock()
         self._renewal: asyncio.Task[None] | None = None
         self._busy_until = 0.0  # time.monotonic()
@@ -210,7 +219,7 @@ class ServerClient:
         try:
             async with asyncio.timeout(timeout_s):
                 for attempt in (0, 1):
-                    token = await self._bearer()
+                    token = await self._bearer(audit=method == "POST" and path == AUDIT_PATH)
                     status, data, _ = await self._send(
                         method, path, body, {"Authorization": f"Bearer {token}"}
                     )
@@ -222,7 +231,7 @@ class ServerClient:
                         and error in ("session_expired", "unauthenticated")
                     ):
                         log.info("%s: session refused (%s), signing in again", path, error)
-                        self._token = None
+                        self._token = self._audit_token = None
                         continue
                     if status >= 400:
                         raise ServerRejected(status, error, str(data.get("detail", "")))
@@ -233,7 +242,9 @@ class ServerClient:
 
     # --- sessions --------------------------------------------------------------------------
 
-    async def _bearer(self) -> str:
+    async def _bearer(self, *, audit: bool = False) -> str:
+        """The session token; for ``audit`` (``POST /v1/audit``) the audit-only token of a
+        revoked or quarantined kiosk will do when there is no full session."""
         if self._static_token is not None:
             return self._static_token
         now = time.monotonic()
@@ -242,7 +253,15 @@ class ServerClient:
             if now >= self._token_expires - margin and self._renewal is None:
                 self._renewal = asyncio.ensure_future(self._renew_in_background())
             return self._token
-        await self.authenticate()
+        if audit and self._audit_token is not None and now < self._audit_expires:
+            return self._audit_token
+        try:
+            await self.authenticate()
+        except ServerRejected as exc:
+            # Cut off: the refusal handed us an audit-only token; the journal still drains.
+            if audit and exc.error in CUT_OFF and self._audit_token is not None:
+                return self._audit_token
+            raise
         assert self._token is not None
         return self._token
 
@@ -290,11 +309,27 @@ class ServerClient:
             if status == 401 and error == "bad_signature" and identity.promote_pending():
                 log.info("current key refused; switched to the pending rotation key")
                 continue
+            if status == 403 and error in CUT_OFF:
+                self._keep_audit_token(data)
             raise ServerRejected(status, error, str(data.get("detail", "")))
         raise ServerRejected(401, "unauthenticated", "could not establish a session")
 
+    def _keep_audit_token(self, data: dict[str, Any]) -> None:
+        """Keep the audit-only token a revoked or quarantined kiosk's refusal carries (a
+        server from before it sends none: then the journal waits, as it did)."""
+        try:
+            refusal = msgspec.convert(data, wire.StatusRefusal)
+        except msgspec.ValidationError:
+            self._audit_token = None
+            return
+        if self._audit_token is None:
+            log.warning("kiosk is %s: only audit upload stays open", refusal.error)
+        self._audit_token = refusal.audit_token
+        self._audit_expires = time.monotonic() + refusal.expires_in * 0.95
+
     async def _challenge(self, device_id: str) -> str:
-        """A fresh nonce to sign; an unknown or revoked kiosk is refused here already."""
+        """A fresh nonce to sign: every id gets one alike, known, unknown, revoked or not;
+        ``POST /v1/session`` tells the kiosk's status, after a valid signature."""
         path = "/v1/session/challenge"
         request = msgspec.to_builtins(wire.ChallengeRequest(device_id))
         status, data, _ = await self._send("POST", path, request, {})
@@ -306,6 +341,7 @@ class ServerClient:
         if answer.rotated:
             identity.commit_rotation()
         self._token = answer.token
+        self._audit_token = None  # released from quarantine: the full token serves the audit
         self._token_ttl = answer.expires_in
         self._token_expires = time.monotonic() + answer.expires_in * 0.95
         # the skew of the corrected time we signed with, plus that correction

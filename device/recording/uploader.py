@@ -8,6 +8,10 @@ like stored ones, so a reachable server acknowledges what the disk could not tak
 A batch refused with 400 is narrowed down to the event the server names (or the first one)
 and that event alone goes to the journal's dead letters: one poison event must not block
 every event behind it (issue 10, part 3).
+
+A revoked or quarantined kiosk keeps draining: the client sends its batches on the audit-only
+token the server hands out with the ``403`` (the server stores them flagged), while every tap
+decides ``check`` (issue 10, part 2).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``POST /v1/enrol`` binds a kiosk-generated public key to a pre-registered serial with a
 single-use code. ``POST /v1/session/challenge`` hands out a nonce; ``POST /v1/session`` checks
 the kiosk's signature over it (the only signature check of a session's life) and answers a
-token. A pending rotation makes the session demand a new key, proven by signatures of both
-keys. The heartbeat answer is extended with the kiosk's merged configuration.
+token; a revoked or quarantined kiosk gets its ``403`` with an audit-only token instead. A
+pending rotation makes the session demand a new key, proven by signatures of both keys. The
+heartbeat answer is extended with the kiosk's merged configuration.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -36,7 +37,7 @@ from server.fleet.sessions import (
     record_skew,
 )
 from server.http import views
-from server.http.auth import refuse_status, unauthenticated
+from server.http.auth import unauthenticated
 from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
@@ -97,6 +98,33 @@ def _finish_session(
         return int(row[0])
 
 
+async def _audit_only(
+    request: web.Request, state: DeviceState, nonce: str, now: datetime
+) -> web.HTTPException:
+    """The ``403 revoked`` / ``403 quarantined`` of a validly signed session, carrying an
+    audit-only token (:class:`wire.StatusRefusal`): the kiosk learns its status as before and
+    can still hand in its pending events, stored flagged (issue 10, part 2). The auth
+    middleware honours that token for ``POST /v1/audit`` alone. No key is installed, no
+    rotation is asked for, and the clock is not judged (the nonce gives freshness)."""
+    device_id = state.device.device_id
+    if not await request.app[DATABASE].run(claim_nonce, nonce, now):
+        return json_error(web.HTTPConflict, "replay", "this challenge was already used")
+    ttl = request.app[CONFIG].identity.session_ttl_s
+    expires = int(now.timestamp() + ttl)
+    token = request.app[TOKENS].issue(device_id, state.key_epoch, expires, audit_only=True)
+    status: Literal["revoked", "quarantined"] = (
+        "revoked" if state.status == "revoked" else "quarantined"
+    )
+    log.info("%s device %s refused a session; audit-only token issued", status, device_id)
+    detail = "this device has been revoked" if status == "revoked" else "this device is quarantined"
+    answer = wire.StatusRefusal(
+        status, f"{detail}: only POST /v1/audit is open to it", token, ttl, now_iso(now)
+    )
+    return web.HTTPForbidden(
+        text=msgspec.json.encode(answer).decode(), content_type="application/json"
+    )
+
+
 async def session(request: web.Request) -> web.Response:
     """``POST /v1/session``: a signed challenge → a short-lived session token."""
     body = await read_body(request, wire.SessionRequest)
@@ -113,7 +141,8 @@ async def session(request: web.Request) -> web.Response:
     if status != "ok":
         raise unauthenticated(f"challenge {status}: ask for a new one", "bad_nonce")
     state = _signed_by_device(state, body)
-    refuse_status(state.status, device_id)
+    if state.status in ("revoked", "quarantined"):
+        raise await _audit_only(request, state, nonce, now)
     message = session_message(device_id, nonce, sent_time, new_key)
     if new_key and not (new_signature and signature_ok(new_key, new_signature, message)):
         raise json_error(

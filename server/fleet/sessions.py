@@ -5,6 +5,9 @@ How it scales to several server processes (docs/identity.md):
 * **Tokens are stateless**: ``s1.<device_id>.<key_epoch>.<expires>.<mac>``, the MAC being
   HMAC-SHA256 under a secret kept in the shared database (``server_secrets``). Any process
   checks any token with one HMAC (~1 µs), never a signature and never a database read.
+  A revoked or quarantined kiosk gets an **audit-only** token instead (prefix ``a1``, same
+  form, the prefix under the MAC): the auth middleware honours it for ``POST /v1/audit``
+  alone, so the kiosk can still hand in what it saw (issue 10, part 2).
 * **Device state is cached per process** (status, key epoch, placement) and refreshed from the
   fleet-wide ``devices.change_seq`` at most every ``[identity] status_sync_s`` (default 1 s):
   one indexed query per interval, whatever the load. A change made through this process's
@@ -35,6 +38,8 @@ from server.storage.db import Database
 log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "s1"
+#: Prefix of audit-only tokens (revoked and quarantined kiosks): ``POST /v1/audit`` alone.
+AUDIT_TOKEN_PREFIX = "a1"
 SESSION_SECRET = "session_hmac"
 _MAC_BYTES = 24
 
@@ -67,11 +72,13 @@ def session_secret(conn: sqlite3.Connection) -> bytes:
 
 @dataclass(frozen=True)
 class TokenClaims:
-    """What a valid token says: whose it is, under which key epoch, until when (unix s)."""
+    """What a valid token says: whose it is, under which key epoch, until when (unix s), and
+    whether it is good for ``POST /v1/audit`` only."""
 
     device_id: str
     epoch: int
     expires: int
+    audit_only: bool = False
 
 
 class TokenCodec:
@@ -87,21 +94,22 @@ class TokenCodec:
         digest = hmac.new(self._secret, body.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
-    def issue(self, device_id: str, epoch: int, expires: int) -> str:
-        body = f"{TOKEN_PREFIX}.{device_id}.{epoch}.{expires}"
+    def issue(self, device_id: str, epoch: int, expires: int, *, audit_only: bool = False) -> str:
+        prefix = AUDIT_TOKEN_PREFIX if audit_only else TOKEN_PREFIX
+        body = f"{prefix}.{device_id}.{epoch}.{expires}"
         return f"{body}.{self._mac(body)}"
 
     def check(self, token: str) -> TokenClaims | None:
         """The claims of an authentic token (expired or not); None when forged or garbled."""
         parts = token.split(".")
-        if len(parts) != 5 or parts[0] != TOKEN_PREFIX:
+        if len(parts) != 5 or parts[0] not in (TOKEN_PREFIX, AUDIT_TOKEN_PREFIX):
             return None
-        _, device_id, epoch, expires, mac = parts
+        prefix, device_id, epoch, expires, mac = parts
         if not (epoch.isdigit() and expires.isdigit() and 0 < len(device_id) <= 64):
             return None
-        if not hmac.compare_digest(self._mac(f"{TOKEN_PREFIX}.{device_id}.{epoch}.{expires}"), mac):
+        if not hmac.compare_digest(self._mac(f"{prefix}.{device_id}.{epoch}.{expires}"), mac):
             return None
-        return TokenClaims(device_id, int(epoch), int(expires))
+        return TokenClaims(device_id, int(epoch), int(expires), prefix == AUDIT_TOKEN_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 Devices send ``Authorization: Bearer <session token>`` (``POST /v1/session``, docs/identity.md).
 Checking a token costs one HMAC and a dictionary lookup: no signature, no database read
-(server/sessions.py). The device's status comes from the per-process cache, so revocation
+(server/fleet/sessions.py). The device's status comes from the per-process cache, so revocation
 and quarantine refuse the device's next request (at once when made through this process's
-admin API, within ``[identity] status_sync_s`` otherwise); a key change (rotation, re-enrolment)
-ends its sessions. Tap-id replays are refused by the verify handler once the body is valid
+admin API, within ``[identity] status_sync_s`` otherwise), except ``POST /v1/audit``, which
+stays open to them (their events are stored flagged), also with the audit-only token
+``POST /v1/session`` hands such a kiosk; a key change (rotation, re-enrolment) ends its
+sessions. Tap-id replays are refused by the verify handler once the body is valid
 (server/http/views.py), so a refused body never burns its tap id.
 """
 
@@ -73,8 +75,13 @@ async def authenticate(request: web.Request) -> Device:
         raise unauthenticated("unknown device")
     if not (request.path == AUDIT_PATH and request.method == "POST"):
         # A revoked or quarantined kiosk may still hand in what it saw: ingestion stores
-        # those events flagged (issue 10, part 2). Nothing else is open to it.
+        # those events flagged (issue 10, part 2). Nothing else is open to it, and an
+        # audit-only token (what such a kiosk's session gets) opens nothing else either.
         refuse_status(state.status, claims.device_id)
+        if claims.audit_only:
+            raise unauthenticated(
+                "this session hands in audit events only: start a new one", "session_expired"
+            )
     if claims.epoch != state.key_epoch:
         raise unauthenticated("the device key changed: start a new session", "session_expired")
     return state.device

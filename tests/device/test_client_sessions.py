@@ -27,6 +27,8 @@ from device.config import load_bundle
 from device.errors import ServerRejected, ServerUnavailable
 from device.link.client import ServerClient, jittered
 from device.link.identity import PENDING_SUFFIX, DeviceIdentity
+from device.recording.journal import Journal
+from device.recording.uploader import Uploader
 from provisioning import registry
 from provisioning.registry import add_device
 from server.app import create_app
@@ -312,3 +314,74 @@ async def test_no_private_key_is_sent_or_logged(
         assert key not in dump
         assert key not in repr(load_bundle(enrolled))
     assert json.loads(enrolled.read_text())["private_key"] in keys
+
+
+def flagged_on_server(db: Path) -> list[tuple[int, str | None]]:
+    with connect(db) as conn:
+        return conn.execute("SELECT seq, flagged FROM audit_events ORDER BY seq").fetchall()
+
+
+async def test_a_revoked_kiosk_uploads_on_an_audit_only_token(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, part 2: its token expired after revocation, the kiosk is refused a session
+    (and learns why) but the refusal's audit-only token still takes its journal."""
+    hours = [0.0]
+    path, client = rig.kiosk("SN-1", wall_clock=lambda: time.time() + hours[0] * 3600)
+    device_id = load_bundle(path).device_id
+    async with client, Journal(tmp_path / "j.db", device_id, "boot") as journal:
+        await verify(client)
+        for i in range(3):
+            await journal.append(
+                {"kind": "decision", "outcome": "check", "clock_trusted": True, "detail": {"i": i}}
+            )
+        assert await Uploader(journal, client).drain_once() == 3
+        registry.revoke_device(local_fleet(None, rig.db), "SN-1")
+        hours[0] = 3.0  # three hours later, on both clocks: the session token has expired
+        travel(monkeypatch, 0.125)
+        for i in range(2):
+            await journal.append(
+                {"kind": "decision", "outcome": "check", "clock_trusted": True, "detail": {"i": i}}
+            )
+        rig.seen.clear()
+        caplog.set_level(logging.INFO, "device.link.client")
+        assert await Uploader(journal, client).drain_once() == 2
+        assert "session refused (session_expired)" in caplog.text  # before the rig sees it
+        assert rig.paths() == [
+            "/v1/session/challenge",
+            "/v1/session",  # 403 revoked, with the audit-only token
+            "/v1/audit",
+        ]
+        for call in (verify(client), client.heartbeat({"boot_id": "b"})):
+            with pytest.raises(ServerRejected) as refused:
+                await call
+            assert (refused.value.status, refused.value.error) == (403, "revoked")
+        await journal.append(
+            {"kind": "decision", "outcome": "check", "clock_trusted": True, "detail": {"i": 9}}
+        )
+        rig.seen.clear()
+        assert await Uploader(journal, client).drain_once() == 1
+        assert rig.paths() == ["/v1/audit"]  # the audit-only token is reused
+    assert flagged_on_server(rig.db) == [(1, None), (2, None), (3, None)] + [
+        (seq, "revoked") for seq in (4, 5, 6)
+    ]
+
+
+async def test_a_released_kiosk_gets_a_full_session_again(rig: Rig, tmp_path: Path) -> None:
+    path, client = rig.kiosk("SN-1")
+    device_id = load_bundle(path).device_id
+    async with client, Journal(tmp_path / "j.db", device_id, "boot") as journal:
+        registry.set_status(local_fleet(None, rig.db), "SN-1", "quarantined")
+        with pytest.raises(ServerRejected) as refused:
+            await verify(client)
+        assert refused.value.error == "quarantined"
+        await journal.append(
+            {"kind": "decision", "outcome": "check", "clock_trusted": True, "detail": {}}
+        )
+        assert await Uploader(journal, client).drain_once() == 1
+        registry.set_status(local_fleet(None, rig.db), "SN-1", "active")
+        await asyncio.sleep(1.05)  # changed by another process: seen within status_sync_s
+        assert (await verify(client))["outcome"] == "check"
+        assert client._token is not None and client._token.startswith("s1.")
+        assert client._audit_token is None
+    assert flagged_on_server(rig.db) == [(1, "quarantined")]

@@ -172,3 +172,75 @@ async def test_batches_never_mix_epochs(tmp_path: Path) -> None:
         assert len({epoch for epoch, _ in fake.stored}) == 2
     await client.close()
     await server.close()
+
+
+async def test_a_revoked_kiosk_decides_check_and_still_drains_its_journal(
+    tmp_path: Path,
+) -> None:
+    """Issue 10, part 2, end to end on the real server: after revocation every tap decides
+    ``check`` (the cache never opens the gate), and the uploader keeps handing the journal in
+    on the audit-only token; the server stores those events flagged."""
+    import sqlite3
+    import time
+
+    from device.config import VoiceConfig, load_bundle
+    from device.deciding.clock import ClockTrust
+    from device.deciding.verifier import Verifier
+    from device.link.identity import DeviceIdentity
+    from device.sources.credentials import Credential
+    from provisioning.registry import add_device, revoke_device
+    from server.app import create_app
+    from server.config import ServerConfig
+    from siheyi.cli import local_fleet
+
+    db = tmp_path / "server.db"
+    server = TestServer(create_app(ServerConfig.default(database=db)))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    add_device(local_fleet(None, db), "SN-1", "site-a", server_url=url, bundle_path=tmp_path / "b")
+    bundle = load_bundle(tmp_path / "b")
+    identity = DeviceIdentity.from_bundle(bundle.device_id, bundle.private_key, tmp_path / "b")
+    client = ServerClient(url, identity)
+    verifier = Verifier(
+        client, VoiceConfig().prompt, bytes(32), 5.0, clock=ClockTrust(ntp_synced=lambda: True)
+    )
+    number = "11010519491231002X"
+
+    async def tap(i: int) -> str:
+        cred = Credential(kind="id_card", id_number=number, completed_at=time.monotonic())
+        decision = await verifier.decide(cred, f"t-{i}")
+        fields = {"kind": "decision", "outcome": decision.outcome, "clock_trusted": True}
+        await journal.append({**fields, "detail": {"reasons": list(decision.reasons)}})
+        up.poke()
+        return decision.outcome
+
+    async def drained() -> None:
+        for _ in range(200):
+            if await journal.count() == 0:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"journal not drained: {up.last_error}")
+
+    async with Journal(tmp_path / "j.db", bundle.device_id, "boot") as journal:
+        up = Uploader(journal, client, interval_s=0.05)
+        task = asyncio.create_task(up.run())
+        try:
+            await tap(1)
+            await drained()
+            revoke_device(local_fleet(None, db), "SN-1")
+            client._token = None  # the session token expired (the server would say so)
+            await asyncio.sleep(1.05)  # the CLI revoked it: seen within status_sync_s
+            assert [await tap(i) for i in range(2, 5)] == ["check"] * 3
+            assert verifier._last_refusal == "revoked"
+            await drained()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.close()
+            await server.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT seq, flagged, detail FROM audit_events ORDER BY seq").fetchall()
+    assert [(seq, flag) for seq, flag, _ in rows] == [(1, None)] + [
+        (seq, "revoked") for seq in (2, 3, 4)
+    ]
+    assert all("server_refused:revoked" in detail for _, _, detail in rows[1:])
