@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from core.wire import JournalState
+
 #: Largest number of devices in one bulk upsert (and at most 16 MiB of JSON).
 MAX_BULK_DEVICES = 100_000
 #: Largest number of sites registered by one request.
@@ -254,3 +256,30 @@ class ConfigLayers(Struct):
     """``GET /v1/admin/config``: every layer's keys, fleet first, then sites, then devices."""
 
     layers: list[ConfigLayer]
+
+
+class AuditAlert(Struct, kw_only=True):
+    """One kiosk whose audit needs a person (``server.audit.state.alerts``): its journal is
+    full, or the server counted conflicts, chain breaks, lost events or events flagged
+    (received while the kiosk was revoked or quarantined). Counts are totals since the first
+    problem; ``journal`` is the kiosk's last heartbeat report of it (``null``: none yet)."""
+
+    device_id: str
+    serial: str | None
+    site: str | None
+    gate: str | None
+    status: Literal["active", "quarantined", "revoked"] | None
+    journal_full: bool
+    journal: JournalState | None
+    journal_seen_at: str | None
+    conflicts: int
+    chain_breaks: int
+    lost: int
+    flagged: int
+    last_problem_at: str | None
+
+
+class AuditAlerts(Struct):
+    """``GET /v1/admin/audit/alerts``: the kiosks with audit trouble, latest problem first."""
+
+    devices: list[AuditAlert]

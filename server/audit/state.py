@@ -3,7 +3,7 @@
 Issue 10 (parts 2 and 3): a full journal, conflicts, chain breaks, lost and flagged events
 must not live only in a log line. Ingestion adds to the counts in the same transaction that
 stores the events; the heartbeat handler records the journal's own report. An alerting job
-(or an admin view) reads :func:`alerts`.
+reads :func:`alerts`, also served as ``GET /v1/admin/audit/alerts`` (server/fleet/admin.py).
 """
 
 from __future__ import annotations
@@ -80,23 +80,34 @@ def history(conn: sqlite3.Connection, device_id: str) -> wire.AuditHistory:
 
 
 def alerts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Devices whose audit needs a person: journal full, conflicts, breaks, losses, flags."""
+    """Devices whose audit needs a person: journal full, conflicts, breaks, losses, flags.
+
+    Latest problem first, each with its placement and status (``None`` for a device row
+    that no longer exists); the shape of ``core.wire_admin.AuditAlert``
+    (``GET /v1/admin/audit/alerts``).
+    """
     rows = conn.execute(
-        "SELECT device_id, journal_full, journal, conflicts, chain_breaks, lost, flagged,"
-        " last_problem_at FROM audit_device_state"
-        " WHERE journal_full = 1 OR conflicts > 0 OR chain_breaks > 0 OR lost > 0"
-        " OR flagged > 0 ORDER BY last_problem_at DESC, device_id"
+        "SELECT s.device_id, d.serial, d.site, d.gate, d.status, s.journal_full, s.journal,"
+        " s.journal_seen_at, s.conflicts, s.chain_breaks, s.lost, s.flagged, s.last_problem_at"
+        " FROM audit_device_state AS s LEFT JOIN devices AS d ON d.device_id = s.device_id"
+        " WHERE s.journal_full = 1 OR s.conflicts > 0 OR s.chain_breaks > 0 OR s.lost > 0"
+        " OR s.flagged > 0 ORDER BY s.last_problem_at DESC, s.device_id"
     ).fetchall()
     return [
         {
             "device_id": row[0],
-            "journal_full": bool(row[1]),
-            "journal": json.loads(row[2]) if row[2] else None,
-            "conflicts": row[3],
-            "chain_breaks": row[4],
-            "lost": row[5],
-            "flagged": row[6],
-            "last_problem_at": row[7],
+            "serial": row[1],
+            "site": row[2],
+            "gate": row[3],
+            "status": row[4],
+            "journal_full": bool(row[5]),
+            "journal": json.loads(row[6]) if row[6] else None,
+            "journal_seen_at": row[7],
+            "conflicts": row[8],
+            "chain_breaks": row[9],
+            "lost": row[10],
+            "flagged": row[11],
+            "last_problem_at": row[12],
         }
         for row in rows
     ]

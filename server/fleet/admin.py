@@ -27,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from core.wire_admin import (
+    AuditAlerts,
     BulkAnswer,
     BulkRequest,
     ConfigLayers,
@@ -48,6 +49,7 @@ from core.wire_admin import (
     TotpState,
 )
 from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY, LOGIN_THROTTLE
+from server.audit import state as audit_state
 from server.errors import BadRequest, FleetError, SerialExists
 from server.fleet import registry as fleet
 from server.fleet.sessions import now_iso, utc_now
@@ -398,6 +400,13 @@ async def config_list(request: web.Request) -> web.Response:
     return _answer(await request.app[DATABASE].run(fleet.config_answer))
 
 
+async def audit_alerts(request: web.Request) -> web.Response:
+    """``GET /v1/admin/audit/alerts``: kiosks whose audit needs a person (a full journal,
+    conflicts, chain breaks, lost or flagged events), latest problem first."""
+    rows = await request.app[DATABASE].run(audit_state.alerts)
+    return _answer(msgspec.convert({"devices": rows}, AuditAlerts))
+
+
 _FILTERS = (
     ("site", "only this site"),
     ("gate", "only this gate"),
@@ -530,6 +539,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "admin",
         "Every layer's settings",
         response=ConfigLayers,
+        errors=(401,),
+    ),
+    Operation(
+        "GET",
+        "/v1/admin/audit/alerts",
+        audit_alerts,
+        "admin",
+        "Kiosks whose audit needs a person",
+        response=AuditAlerts,
         errors=(401,),
     ),
 )
