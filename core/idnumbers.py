@@ -61,9 +61,10 @@ _SEPARATORS = re.compile(_SEP)
 #: A token of 32 or more hex digits is a hash or a pseudonym, never a disguised number.
 _HEX_TOKEN = re.compile(r"[0-9A-Fa-f]{32,}")
 _TOKEN = re.compile(r"[0-9A-Za-z]+")
-#: A cheap superset test on raw text: 12 digits (any script) with at most one blank or dash
-#: between two. Text without such a run cannot hold a clear number in any of the forms above.
-SUSPECT = re.compile(r"\d(?:[\s\-\u2010-\u2015\uff0d]?\d){11}")
+#: A cheap superset test on raw text, run before anything else on every stored string: an
+#: ASCII digit followed by 11 or more digits, blanks or dashes, or any non-ASCII digit. Text
+#: without either cannot hold a clear number in any of the forms above.
+SUSPECT = re.compile(r"[0-9][0-9\s\-\u2010-\u2015\uff0d]{11,}|[^\x00-\x7f\D]")
 
 #: A masked number has exactly :func:`mask`'s shape: the first and last four characters of
 #: an 18-character number or a 15-character permit, stars between.
