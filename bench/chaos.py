@@ -158,6 +158,7 @@ class Soak:
         self.people: list[str] = []
         self.stepped: set[str] = set()  # taps decided after the clock step, server down
         self.offset = 0.0  # the kiosk's clock error, kept across agent restarts
+        self.outage_on_full = 0
 
     # processes
     def start_server(self) -> None:
@@ -271,6 +272,9 @@ def run(soak: Soak) -> dict[str, Any]:
                 soak.fill_disk()
             if n == free_at:
                 soak.free_disk()
+            if n == fill_at + 5 and soak.outage_on_full and soak.disk == "tmpfs":
+                soak.kill("server")  # disk and server both gone
+                down_for = soak.outage_on_full
             if n == step_at:  # server away, then the clock steps back
                 soak.kill("server")
                 down_for = 6
@@ -282,7 +286,14 @@ def run(soak: Soak) -> dict[str, Any]:
                 down_for = soak.rng.randint(1, 4)
             assert soak.agent is not None
             pid = soak.agent.pid
-            if soak.rng.random() < 0.1:  # kill the agent while this tap is under way
+            outage = fill_at + 5 <= n < fill_at + 5 + soak.outage_on_full
+            # In the disk-and-server outage the agent lives long enough to fill its reserve
+            # and hold decisions in memory; it is killed once, near the end, to lose them.
+            if outage:
+                kill_now = n == fill_at + 5 + soak.outage_on_full - 5
+            else:
+                kill_now = soak.rng.random() < 0.1
+            if kill_now:  # kill the agent while this tap is under way
                 sim.place(card(soak.rng.choice(soak.people)))
                 time.sleep(soak.rng.uniform(0.0, 0.3))
                 soak.kill("agent")
@@ -317,7 +328,8 @@ def run(soak: Soak) -> dict[str, Any]:
 def count(soak: Soak) -> dict[str, Any]:
     acts = soak.acts()
     decided = {a[2] for a in acts if a[1] == "decided"}
-    journalled = {a[2] for a in acts if a[1] == "journalled"}
+    on_disk = {a[2] for a in acts if a[1] == "journalled" and a[3:] == ["disk"]}
+    held = {a[2] for a in acts if a[1] == "journalled" and a[3:] == ["held"]}
     relayed = {a[2] for a in acts if a[1] == "relay"}
     passes = {a[2] for a in acts if a[1] == "spoken" and a[3:] == ["绿码通行"]}
     with sqlite3.connect(soak.db) as conn:
@@ -325,6 +337,8 @@ def count(soak: Soak) -> dict[str, Any]:
             "SELECT json_extract(detail, '$.tap_id'), clock_trusted FROM audit_events"
             " WHERE kind = 'decision'"
         ).fetchall()
+        reported = conn.execute("SELECT coalesce(sum(missing + dropped), 0) FROM audit_losses")
+        reported_lost = int(reported.fetchone()[0])
     audited: dict[str, int] = {}
     for tap, _trusted in rows:
         audited[tap] = audited.get(tap, 0) + 1
@@ -333,12 +347,14 @@ def count(soak: Soak) -> dict[str, Any]:
         "taps": soak.taps,
         "decisions": len(decided),
         "audited": len(audited),
-        "lost": len(journalled - audited.keys()),
+        "lost": len(on_disk - audited.keys()),
         "duplicated": sum(n - 1 for n in audited.values()),
         "actuated_without_audit": len((relayed | passes) - audited.keys()),
         "trusted_after_step": trusted_after_step,
         "stepped_taps": len(soak.stepped),
-        "held_on_full_disk": sum(1 for a in acts if a[1] == "journalled" and a[3:] == ["held"]),
+        "held_on_full_disk": len(held),
+        "held_lost": len(held - audited.keys()),
+        "lost_reported_by_kiosk": reported_lost,
         "agent_kills": soak.kills["agent"],
         "server_kills": soak.kills["server"],
         "disk": soak.disk,
@@ -364,6 +380,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--taps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--outage-on-full",
+        type=int,
+        default=0,
+        metavar="TAPS",
+        help="also take the server away for TAPS taps while the disk is full (disk and server"
+        " both gone: decisions are held in memory, may be lost, and must then be reported)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     parser.add_argument("--agent", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -372,6 +396,7 @@ def main() -> int:
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="siheyi-chaos-"))
     soak = Soak(tmp, args.taps, args.seed)
+    soak.outage_on_full = args.outage_on_full
     try:
         prepare(soak)
         result = run(soak)
@@ -384,6 +409,7 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(result))
     bad = result["lost"] + result["duplicated"] + result["actuated_without_audit"]
+    bad += result["held_lost"] > result["lost_reported_by_kiosk"]  # a loss nobody reported
     return 1 if bad or result["trusted_after_step"] else 0
 
 
