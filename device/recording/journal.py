@@ -48,16 +48,15 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from core import audit
+from core.audit import GENESIS_HASH, hash_event
 from core.canonical import canonical_json
 from core.idnumbers import find_clear_ids, is_masked_id
 from device.errors import JournalError, JournalFull
 from device.recording.journalfiles import Floor, SeqFloor, SpaceReserve
 
 __all__ = [
-    "EVENT_KINDS",
     "GENESIS_HASH",
     "Journal",
-    "canonical_json",
     "hash_event",
     "verify_chain",
 ]
@@ -65,12 +64,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-#: ``prev_hash`` of the first event of a journal epoch.
-GENESIS_HASH: Final = audit.GENESIS_HASH
-
-#: Allowed values of an event's ``kind``.
-EVENT_KINDS: Final = audit.KINDS
 
 #: The epoch of a journal made before epochs existed: its events carry no ``epoch`` field.
 LEGACY_EPOCH: Final = ""
@@ -113,15 +106,6 @@ _TABLES: Final = (
 )
 _SCHEMA_VERSION: Final = "2"
 _PAGE_SIZE: Final = 4096
-
-
-def hash_event(event_without_hash: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the canonical JSON of an event without its ``hash`` field.
-
-    A ``hash`` key, if present, is left out, so ``hash_event(e) == e["hash"]`` checks a
-    stored event.
-    """
-    return audit.hash_event(event_without_hash)
 
 
 def verify_chain(
@@ -189,8 +173,8 @@ def _build_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_types(out: Mapping[str, Any]) -> None:
-    if out["kind"] not in EVENT_KINDS:
-        raise ValueError(f"kind must be one of {sorted(EVENT_KINDS)}, not {out['kind']!r}")
+    if out["kind"] not in audit.KINDS:
+        raise ValueError(f"kind must be one of {sorted(audit.KINDS)}, not {out['kind']!r}")
     for name in ("clock_trusted", "offline"):
         if not isinstance(out[name], bool):
             raise ValueError(f"{name} must be a bool, not {out[name]!r}")

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = wire.MAX_EVENTS
 MAX_DETAIL_BYTES = 4096
-GENESIS_HASH = audit.GENESIS_HASH
 
 
 @dataclass(frozen=True)
@@ -374,7 +373,7 @@ def _chain_ok(ev: AuditEvent, known: Mapping[int, _Stored]) -> int | None:
     if not ev.hash_ok:
         return 0
     if ev.seq == 1:
-        return int(ev.prev_hash == GENESIS_HASH)
+        return int(ev.prev_hash == audit.GENESIS_HASH)
     previous = known.get(ev.seq - 1)
     if previous is None:
         return None  # predecessor not received yet; checked when it arrives
