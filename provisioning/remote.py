@@ -140,15 +140,16 @@ class TokenStore:
             tokens.pop(url, None)
         else:
             tokens[url] = token
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 os.fchmod(fh.fileno(), 0o600)
                 fh.write(msgspec.json.encode(tokens))
             os.replace(tmp, self.path)
         except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a half-written copy of the tokens must not stay
             raise StoreError(f"{self.path}: {exc.strerror or exc}") from exc
 
 
