@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from core import idnumbers as identity
+from core.wire import MAX_TOKEN_LEN
 from server.errors import ImportFormatError
 from server.storage.db import connect, durable
-from server.verify.qr import MAX_TOKEN_LEN, token_digest
+from server.verify.qr import token_digest
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from core import idnumbers as identity
+from core.wire import MAX_TOKEN_LEN
 from server.storage.db import Database
 
 log = logging.getLogger(__name__)
 
-MAX_TOKEN_LEN = 1024
 
 Clock = Callable[[], datetime]
 ResolutionStatus = Literal["ok", "unknown", "error"]
