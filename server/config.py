@@ -32,8 +32,8 @@ from core.outcomes import DECISIONS, DEFAULT_PROMPTS, DecisionName
 from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
 from server.errors import ConfigError
 
+#: The outcomes a site may give prompts for (core.outcomes.DecisionName as values).
 OUTCOMES = tuple(sorted(o.value for o in DECISIONS))
-#: :data:`OUTCOMES` as a type (a test keeps the two equal).
 
 SOURCE_TYPES = ("local", "http")
 HTTP_METHODS = ("GET", "POST")
