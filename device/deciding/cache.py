@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.policy import DEFAULT_NAT_WINDOW_HOURS
 from device.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def facts_from_checks(checks: Mapping[str, Any]) -> dict[str, Any] | None:
     window = nat.get("window_hours") if isinstance(nat, Mapping) else None
     doses = vac.get("min_doses") if isinstance(vac, Mapping) else None
     facts["policy"] = {
-        "nat_window_hours": window if isinstance(window, int | float) else 48.0,
+        "nat_window_hours": window if isinstance(window, int | float) else DEFAULT_NAT_WINDOW_HOURS,
         "min_doses": doses if isinstance(doses, int) else 0,
     }
     code = checks.get("health_code")
