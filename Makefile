@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYS_PKGS := python3-venv libzbar0 espeak-ng alsa-utils
+SYS_PKGS := python3-venv libzbar0 espeak-ng alsa-utils postgresql wrk
 DEMO_ARGS ?=
 
 .PHONY: demo test lint sysdeps venv clean

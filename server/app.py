@@ -34,7 +34,7 @@ from server.http.operations import Operation
 from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
-from server.storage.db import Database
+from server.storage.db import open_database
 from server.verify.resilience import ResilientSource
 from server.verify.service import Verifier
 from server.verify.upstream import configured_resolver, configured_sources
@@ -64,7 +64,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the database, then the sources, the verifier and the snapshot service over it."""
     config = app[CONFIG]
     clock = app[CLOCK]
-    db = Database(config.database)
+    db = open_database(config.database, pool_size=config.pool_size)
     await db.open()
     snapshots: SnapshotService | None = None
     try:

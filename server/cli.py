@@ -19,15 +19,23 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from aiohttp import web
 
 from core.idnumbers import mask, normalise
 from core.passes import MAX_VALIDITY_S
 from server.app import create_app
 from server.config import ServerConfig, load_config, resolve_database
-from server.errors import ConfigError, ImportFormatError, PassRefused, SchemaError
+from server.errors import (
+    ConfigError,
+    ImportFormatError,
+    PassRefused,
+    SchemaError,
+    StorageUnavailable,
+)
 from server.http.serving import serve
 from server.offline.passes import issue_pass
+from server.storage.connection import describe
 from server.storage.db import connect
 from server.verify.demodata import load_demo_data
 from server.verify.importer import KINDS, import_csv
@@ -38,13 +46,13 @@ Verb = Callable[[argparse.Namespace], int]
 
 #: What opening or using a database file can raise: a missing directory, a file that is
 #: not SQLite, a read-only file, a schema newer than this code.
-DATABASE_ERRORS = (sqlite3.Error, OSError, SchemaError)
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, OSError, SchemaError, StorageUnavailable)
 
 
 def database_error(path: object, exc: BaseException) -> int:
     """Report a database problem as ``error: <path>: <reason>``; return exit status 2."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    print(f"error: {path}: {reason or type(exc).__name__}", file=sys.stderr)
+    print(f"error: {describe(path)}: {reason or type(exc).__name__}", file=sys.stderr)
     return 2
 
 

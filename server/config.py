@@ -13,9 +13,10 @@ dataclass: the command line and the tests derive variants with ``dataclasses.rep
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -31,6 +32,7 @@ from core.configschema import NOT_BLANK, KeyPath
 from core.outcomes import DECISIONS, DEFAULT_PROMPTS, DecisionName
 from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
 from server.errors import ConfigError
+from server.storage.connection import is_postgres
 
 #: The outcomes a site may give prompts for (core.outcomes.DecisionName as values).
 OUTCOMES = tuple(sorted(o.value for o in DECISIONS))
@@ -55,8 +57,45 @@ class ServerTable(Struct, frozen=True, forbid_unknown_fields=True):
     host: Annotated[_Text, Meta(description="listen address")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535, description="listen port")] = 8080
     database: Annotated[
-        _Text, Meta(description="SQLite file; a relative path is relative to the config file")
+        _Text,
+        Meta(
+            description="SQLite file (a relative path is relative to the config file) or a "
+            "postgresql:// URL"
+        ),
     ] = "siheyi.db"
+    workers: Annotated[
+        int, Meta(ge=1, le=64, description="server processes sharing the port (SO_REUSEPORT)")
+    ] = 1
+    pool_size: Annotated[
+        int,
+        Meta(
+            ge=1, le=200, description="PostgreSQL connections per process, in each of its two pools"
+        ),
+    ] = 10
+    access_log: Annotated[
+        bool, Meta(description="log one line per request (logger siheyi.access), off the loop")
+    ] = True
+    trusted_proxies: Annotated[
+        list[_Text],
+        Meta(
+            description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+            "and X-Forwarded-Proto are believed; from anyone else they are ignored"
+        ),
+    ] = []
+
+
+class AuditTable(Struct, frozen=True, forbid_unknown_fields=True):
+    """``[audit]``: how long audit events are kept."""
+
+    retention_days: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=36500,
+            description="events received longer ago are removed by `kiosk server prune` "
+            "(0: keep for ever)",
+        ),
+    ] = 0
 
 
 class ColourTable(Struct, frozen=True, forbid_unknown_fields=True):
@@ -213,6 +252,10 @@ class IdentitySettings(Struct, frozen=True, forbid_unknown_fields=True):
     replay_window: Annotated[
         int, Meta(ge=16, le=1_000_000, description="tap ids remembered per device (replays)")
     ] = 4096
+    replay_ttl_s: Annotated[
+        float,
+        Meta(ge=60, le=30 * 86400, description="a tap id is remembered (refused again) this long"),
+    ] = 86400.0
 
 
 class LimitSettings(Struct, frozen=True, forbid_unknown_fields=True):
@@ -289,6 +332,7 @@ class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):
     """The whole server configuration file; every table is optional."""
 
     server: ServerTable = ServerTable()
+    audit: AuditTable = AuditTable()
     policy: PolicyTable = msgspec.field(default_factory=PolicyTable)
     sites: Annotated[
         dict[Annotated[str, Meta(pattern=NOT_BLANK)], PolicyTable],
@@ -362,6 +406,11 @@ class ServerConfig:
     host: str = _DEFAULTS.server.host
     port: int = _DEFAULTS.server.port
     database: str = _DEFAULTS.server.database
+    workers: int = _DEFAULTS.server.workers
+    pool_size: int = _DEFAULTS.server.pool_size
+    access_log: bool = _DEFAULTS.server.access_log
+    trusted_proxies: tuple[str, ...] = ()
+    audit_retention_days: int = _DEFAULTS.audit.retention_days
     policy: SitePolicy = field(default_factory=SitePolicy)
     sites: Mapping[str, SitePolicy] = field(default_factory=lambda: MappingProxyType({}))
     source_timeout_s: float = _DEFAULTS.sources.timeout_s
@@ -430,12 +479,17 @@ def parse_config(
         if (table := getattr(file.sources, name)) is not None
     }
     database = file.server.database
-    if base_dir is not None and not Path(database).is_absolute():
+    if base_dir is not None and not is_postgres(database) and not Path(database).is_absolute():
         database = str(base_dir / database)
     return ServerConfig(
         host=file.server.host,
         port=file.server.port,
         database=database,
+        workers=file.server.workers,
+        pool_size=file.server.pool_size,
+        access_log=file.server.access_log,
+        trusted_proxies=tuple(_networks(source, file.server.trusted_proxies)),
+        audit_retention_days=file.audit.retention_days,
         policy=policy,
         sites=MappingProxyType(sites),
         source_timeout_s=file.sources.timeout_s,
@@ -449,8 +503,19 @@ def parse_config(
     )
 
 
+def _networks(source: str, entries: Sequence[str]) -> list[str]:
+    """Check each ``[server] trusted_proxies`` entry is an address or a network."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [server] trusted_proxies: {entry!r}: {exc}") from exc
+    return list(entries)
+
+
 def resolve_database(config_path: str | Path | None, database: str | Path | None) -> str:
-    """The SQLite file a command-line verb uses: ``--database`` if given, else the config
+    """The database a command-line verb uses (a SQLite file or a ``postgresql://`` URL):
+    ``--database`` if given, else the config
     file's ``[server] database`` (relative to the config file's directory), else
     ``siheyi.db`` in the current directory. Raises :class:`ConfigError`."""
     if database:

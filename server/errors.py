@@ -24,6 +24,10 @@ class SchemaError(ServerError, RuntimeError):
     """The database schema is newer than this code or a migration failed."""
 
 
+class StorageUnavailable(ServerError, ConnectionError):
+    """The database cannot be reached now; becomes a JSON ``503`` (the kiosk uses its cache)."""
+
+
 class ImportFormatError(ServerError, ValueError):
     """A CSV import was asked for an unknown kind or an unreadable file."""
 

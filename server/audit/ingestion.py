@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from core import audit, wire
 from server.audit import state
 from server.errors import BadRequest
 from server.http.bodies import convert, refuse_clear_ids
+from server.storage.connection import Connection
 from server.storage.db import durable
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class _Stored:
 class _Batch:
     """One batch being stored: where it goes, and what it did so far, event by event."""
 
-    conn: sqlite3.Connection
+    conn: Connection
     device_id: str
     epoch: str
     received_at: str
@@ -204,7 +204,7 @@ class _Batch:
 
 
 def ingest(
-    conn: sqlite3.Connection, device_id: str, events: Sequence[AuditEvent], received_at: str
+    conn: Connection, device_id: str, events: Sequence[AuditEvent], received_at: str
 ) -> IngestResult:
     """Store a validated batch in one durable transaction and compute the acknowledgement.
 
@@ -230,7 +230,7 @@ def ingest(
     )
 
 
-def _device_flag(conn: sqlite3.Connection, device_id: str) -> str | None:
+def _device_flag(conn: Connection, device_id: str) -> str | None:
     """The status a non-active device's events are flagged with (revoked, quarantined)."""
     row = conn.execute("SELECT status FROM devices WHERE device_id = ?", (device_id,)).fetchone()
     return None if row is None or row[0] == "active" else str(row[0])
@@ -380,7 +380,7 @@ def _chain_ok(ev: AuditEvent, known: Mapping[int, _Stored]) -> int | None:
     return int(ev.prev_hash == previous.hash)
 
 
-def _advance_acked(conn: sqlite3.Connection, device_id: str, epoch: str) -> int:
+def _advance_acked(conn: Connection, device_id: str, epoch: str) -> int:
     row = conn.execute(
         "SELECT acked_seq FROM audit_progress WHERE device_id = ? AND epoch = ?",
         (device_id, epoch),

@@ -9,13 +9,13 @@ reads :func:`alerts`, also served as ``GET /v1/admin/audit/alerts`` (server/flee
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from core import wire
+from server.storage.connection import Connection
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Counts:
         return any((self.conflicts, self.chain_breaks, self.lost, self.flagged))
 
 
-def count_ingest(conn: sqlite3.Connection, device_id: str, at: str, counts: Counts) -> None:
+def count_ingest(conn: Connection, device_id: str, at: str, counts: Counts) -> None:
     """Add a batch's trouble to the device's counts (nothing to do for a clean batch)."""
     if not counts:
         return
@@ -48,9 +48,7 @@ def count_ingest(conn: sqlite3.Connection, device_id: str, at: str, counts: Coun
     )
 
 
-def record_journal(
-    conn: sqlite3.Connection, device_id: str, journal: wire.JournalState, at: str
-) -> None:
+def record_journal(conn: Connection, device_id: str, journal: wire.JournalState, at: str) -> None:
     """Keep the journal's last report; turning full (or losing events) marks a problem."""
     full = int(journal.full)
     troubled = full or journal.lost or journal.dead_letters
@@ -70,7 +68,7 @@ def _json(journal: wire.JournalState) -> str:
     return msgspec.json.encode(journal).decode()
 
 
-def history(conn: sqlite3.Connection, device_id: str) -> wire.AuditHistory:
+def history(conn: Connection, device_id: str) -> wire.AuditHistory:
     """The device's journal epochs known here and the events acknowledged in them."""
     epochs, events = conn.execute(
         "SELECT count(*), COALESCE(sum(acked_seq), 0) FROM audit_progress WHERE device_id = ?",
@@ -79,7 +77,7 @@ def history(conn: sqlite3.Connection, device_id: str) -> wire.AuditHistory:
     return wire.AuditHistory(epochs=int(epochs), events=int(events))
 
 
-def alerts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def alerts(conn: Connection) -> list[dict[str, Any]]:
     """Devices whose audit needs a person: journal full, conflicts, breaks, losses, flags.
 
     Latest problem first, each with its placement and status (``None`` for a device row

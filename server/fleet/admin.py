@@ -15,7 +15,6 @@ import hashlib
 import logging
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -57,6 +56,7 @@ from server.http.bodies import decode_body, read_body, read_raw
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.http.ratelimit import overloaded
+from server.storage.connection import Connection
 from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def password_ok(stored: str, password: str) -> bool:
         return False
 
 
-def create_admin(conn: sqlite3.Connection, username: str, password_hash: str, now: str) -> None:
+def create_admin(conn: Connection, username: str, password_hash: str, now: str) -> None:
     """Create or reset an administrator."""
     if USERNAME.fullmatch(username) is None:
         raise ValueError("admin user name: 1-64 of A-Z a-z 0-9 _ . @ -")
@@ -101,7 +101,7 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _stored_hash(conn: sqlite3.Connection, username: str) -> str | None:
+def _stored_hash(conn: Connection, username: str) -> str | None:
     row = conn.execute(
         "SELECT password_hash FROM admins WHERE username = ?", (username,)
     ).fetchone()
@@ -109,7 +109,7 @@ def _stored_hash(conn: sqlite3.Connection, username: str) -> str | None:
 
 
 def _store_token(
-    conn: sqlite3.Connection, token_hash: str, username: str, expires_at: str, now: str
+    conn: Connection, token_hash: str, username: str, expires_at: str, now: str
 ) -> None:
     conn.execute("DELETE FROM admin_tokens WHERE expires_at < ?", (now,))
     conn.execute(
@@ -118,7 +118,7 @@ def _store_token(
     )
 
 
-def _token_owner(conn: sqlite3.Connection, token_hash: str, now: str) -> str | None:
+def _token_owner(conn: Connection, token_hash: str, now: str) -> str | None:
     row = conn.execute(
         "SELECT username FROM admin_tokens WHERE token_hash = ? AND expires_at > ?",
         (token_hash, now),
@@ -147,12 +147,12 @@ def _answer(body: msgspec.Struct) -> web.Response:
     return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
 
-async def _in_transaction(request: web.Request, work: Callable[[sqlite3.Connection], T]) -> T:
+async def _in_transaction(request: web.Request, work: Callable[[Connection], T]) -> T:
     """Run ``work`` in one transaction on the database thread; registry errors become the
     documented answers: 404 for an unknown device or site, 409 for a refusal, 400 for a bad
     field."""
 
-    def run(conn: sqlite3.Connection) -> T:
+    def run(conn: Connection) -> T:
         with transaction(conn):
             return work(conn)
 
@@ -168,17 +168,17 @@ async def _in_transaction(request: web.Request, work: Callable[[sqlite3.Connecti
         raise BadRequest(str(exc)) from exc
 
 
-def _login_facts(conn: sqlite3.Connection, username: str) -> tuple[str | None, str | None]:
+def _login_facts(conn: Connection, username: str) -> tuple[str | None, str | None]:
     """The account's password hash and TOTP secret (None: no such account / no second factor)."""
     return _stored_hash(conn, username), _secret(conn, f"{TOTP}{username}")
 
 
-def _secret(conn: sqlite3.Connection, name: str) -> str | None:
+def _secret(conn: Connection, name: str) -> str | None:
     row = conn.execute("SELECT secret FROM server_secrets WHERE name = ?", (name,)).fetchone()
     return str(row[0]) if row else None
 
 
-def _put_secret(conn: sqlite3.Connection, name: str, secret: str | None) -> None:
+def _put_secret(conn: Connection, name: str, secret: str | None) -> None:
     if secret is None:
         conn.execute("DELETE FROM server_secrets WHERE name = ?", (name,))
         return
@@ -189,7 +189,7 @@ def _put_secret(conn: sqlite3.Connection, name: str, secret: str | None) -> None
     )
 
 
-def _use_code(conn: sqlite3.Connection, username: str, secret: str, code: str | None) -> bool:
+def _use_code(conn: Connection, username: str, secret: str, code: str | None) -> bool:
     """Whether ``code`` is the account's current one-time code (±30 s) and not used before:
     the time step of the last good code is kept, so a code seen once cannot log in again."""
     if code is None:
@@ -258,7 +258,7 @@ async def totp_confirm(request: web.Request) -> web.Response:
     user = request[ADMIN]
     code = (await read_body(request, TotpConfirm)).code
 
-    def confirm(conn: sqlite3.Connection) -> bool:
+    def confirm(conn: Connection) -> bool:
         pending = _secret(conn, f"{TOTP_PENDING}{user}")
         if pending is None or not pyotp.TOTP(pending).verify(code, valid_window=1):
             return False
@@ -276,7 +276,7 @@ async def totp_remove(request: web.Request) -> web.Response:
     """``DELETE /v1/admin/totp``: logins of the calling account need the password only."""
     user = request[ADMIN]
 
-    def remove(conn: sqlite3.Connection) -> None:
+    def remove(conn: Connection) -> None:
         for prefix in (TOTP, TOTP_PENDING, TOTP_USED):
             _put_secret(conn, f"{prefix}{user}", None)
 
@@ -285,7 +285,7 @@ async def totp_remove(request: web.Request) -> web.Response:
     return _answer(TotpState(False))
 
 
-def _bulk(conn: sqlite3.Connection, body: BulkRequest) -> BulkAnswer:
+def _bulk(conn: Connection, body: BulkRequest) -> BulkAnswer:
     rows = fleet.validated_rows(body.devices, body.rows)
     report = fleet.upsert_devices(
         conn, rows, create_sites=body.create_sites, dry_run=body.dry_run, now=utc_now()

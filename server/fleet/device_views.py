@@ -11,7 +11,6 @@ heartbeat answer is extended with the kiosk's merged configuration.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import datetime
 from typing import Any, Literal
 
@@ -42,6 +41,7 @@ from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.offline.keys import server_public_key, site_key
+from server.storage.connection import Connection
 from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def _signed_by_device(state: DeviceState | None, body: wire.SessionRequest) -> D
 
 
 def _finish_session(
-    conn: sqlite3.Connection,
+    conn: Connection,
     device_id: str,
     nonce: str,
     new_public_key: str,
@@ -184,7 +184,7 @@ async def session(request: web.Request) -> web.Response:
 
 
 def _enrol(
-    conn: sqlite3.Connection, serial: str, code: str, public_key: str, now: datetime
+    conn: Connection, serial: str, code: str, public_key: str, now: datetime
 ) -> dict[str, Any]:
     with transaction(conn):
         record, _ = fleet.redeem_enrol_code(conn, serial, code, public_key, now)
@@ -243,7 +243,7 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 def _heartbeat_extras(
-    conn: sqlite3.Connection,
+    conn: Connection,
     device_id: str,
     skew_s: float | None,
     journal: wire.JournalState | None,

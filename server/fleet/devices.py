@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from server.storage.connection import Connection
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,7 @@ class Device:
     status: str  # active | quarantined | revoked
 
 
-def record_heartbeat(
-    conn: sqlite3.Connection, device_id: str, status_json: str, seen_at: str
-) -> None:
+def record_heartbeat(conn: Connection, device_id: str, status_json: str, seen_at: str) -> None:
     """Store a device's last reported status and when it was seen."""
     conn.execute(
         "UPDATE devices SET last_heartbeat = ?, last_seen_at = ? WHERE device_id = ?",

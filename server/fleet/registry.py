@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +45,7 @@ from server.errors import (
     UnknownSite,
 )
 from server.offline.keys import server_public_key, site_key
+from server.storage.connection import Connection
 
 SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
@@ -172,13 +172,13 @@ def device_row(item: Mapping[str, object]) -> DeviceRow:
     return DeviceRow(serial, site, gate, location, public_key, extra)
 
 
-def next_change_seq(conn: sqlite3.Connection, count: int = 1) -> int:
+def next_change_seq(conn: Connection, count: int = 1) -> int:
     """Reserve ``count`` consecutive change numbers; return the first (inside a transaction)."""
     row = conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM devices").fetchone()
     return int(row[0]) + 1
 
 
-def new_device_ids(conn: sqlite3.Connection, count: int) -> list[str]:
+def new_device_ids(conn: Connection, count: int) -> list[str]:
     """``count`` fresh, unused device ids (``k-`` + 10 hex digits)."""
     taken = {row[0] for row in conn.execute("SELECT device_id FROM devices")}
     out: list[str] = []
@@ -217,7 +217,7 @@ class BulkReport:
 
 
 def upsert_devices(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rows: Sequence[tuple[int, DeviceRow | RowError]],
     *,
     create_sites: bool = False,
@@ -253,7 +253,7 @@ class _Plan:
 
 
 def _plan(
-    conn: sqlite3.Connection,
+    conn: Connection,
     rows: Sequence[tuple[int, DeviceRow | RowError]],
     create_sites: bool,
     report: BulkReport,
@@ -317,7 +317,7 @@ def _extra_json(item: DeviceRow) -> str:
     return json.dumps(dict(item.extra), sort_keys=True, ensure_ascii=False)
 
 
-def _apply(conn: sqlite3.Connection, plan: _Plan, stamp: str) -> None:
+def _apply(conn: Connection, plan: _Plan, stamp: str) -> None:
     """Write a planned upsert: new sites, new devices, updated devices, one change each."""
     conn.executemany(
         "INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING",
@@ -367,7 +367,7 @@ def _apply(conn: sqlite3.Connection, plan: _Plan, stamp: str) -> None:
 
 
 def _existing_by_serial(
-    conn: sqlite3.Connection, serials: Iterable[str]
+    conn: Connection, serials: Iterable[str]
 ) -> dict[str, tuple[str, str, str, str, str, str | None, str]]:
     wanted = list(dict.fromkeys(serials))
     found: dict[str, tuple[str, str, str, str, str, str | None, str]] = {}
@@ -383,7 +383,7 @@ def _existing_by_serial(
     return found
 
 
-def find(conn: sqlite3.Connection, serial_or_id: str) -> DeviceRecord:
+def find(conn: Connection, serial_or_id: str) -> DeviceRecord:
     """One device by device id or serial (the id wins when both match)."""
     row = conn.execute(
         f"SELECT {_RECORD_COLUMNS} FROM devices WHERE device_id = ? OR serial = ?"
@@ -396,7 +396,7 @@ def find(conn: sqlite3.Connection, serial_or_id: str) -> DeviceRecord:
 
 
 def list_records(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     site: str | None = None,
     gate: str | None = None,
@@ -421,7 +421,7 @@ def list_records(
 
 
 def set_status(
-    conn: sqlite3.Connection, serial_or_id: str, status: str, now: datetime | None = None
+    conn: Connection, serial_or_id: str, status: str, now: datetime | None = None
 ) -> DeviceRecord:
     """Set ``active`` (release), ``quarantined`` or ``revoked``; revocation is final."""
     if status not in STATUSES:
@@ -438,7 +438,7 @@ def set_status(
 
 
 def request_rotation(
-    conn: sqlite3.Connection, serial_or_id: str, now: datetime | None = None
+    conn: Connection, serial_or_id: str, now: datetime | None = None
 ) -> DeviceRecord:
     """Admin-initiated rotation: current sessions end; the next one must bring a new key."""
     record = find(conn, serial_or_id)
@@ -453,7 +453,7 @@ def request_rotation(
 
 
 def replace_key(
-    conn: sqlite3.Connection, device_id: str, public_key: str, now: datetime | None = None
+    conn: Connection, device_id: str, public_key: str, now: datetime | None = None
 ) -> int:
     """Install a new public key (rotation or enrolment); return the new key epoch."""
     stamp = now_iso(now)
@@ -469,7 +469,7 @@ def replace_key(
 # --- sites -----------------------------------------------------------------------------
 
 
-def add_sites(conn: sqlite3.Connection, names: Iterable[str]) -> list[str]:
+def add_sites(conn: Connection, names: Iterable[str]) -> list[str]:
     """Register sites (idempotent); return the ones that were new."""
     added = []
     for name in names:
@@ -482,12 +482,12 @@ def add_sites(conn: sqlite3.Connection, names: Iterable[str]) -> list[str]:
     return added
 
 
-def list_sites(conn: sqlite3.Connection) -> list[str]:
+def list_sites(conn: Connection) -> list[str]:
     """Every registered site, sorted."""
     return [row[0] for row in conn.execute("SELECT site FROM sites ORDER BY site")]
 
 
-def require_site(conn: sqlite3.Connection, site: str) -> None:
+def require_site(conn: Connection, site: str) -> None:
     """Raise :class:`UnknownSite` unless ``site`` is registered."""
     if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
         raise UnknownSite(f"unknown site {site!r} (kiosk provision site add {site})")
@@ -507,7 +507,7 @@ def normalise_code(code: str) -> str:
 
 
 def issue_enrol_code(
-    conn: sqlite3.Connection, serial: str, ttl_s: float = 900.0, now: datetime | None = None
+    conn: Connection, serial: str, ttl_s: float = 900.0, now: datetime | None = None
 ) -> tuple[str, str]:
     """A single-use enrolment code for a registered, non-revoked serial; (code, expires_at).
 
@@ -535,7 +535,7 @@ def issue_enrol_code(
 
 
 def redeem_enrol_code(
-    conn: sqlite3.Connection,
+    conn: Connection,
     serial: str,
     code: str,
     public_key: str,
@@ -578,13 +578,13 @@ def redeem_enrol_code(
 # --- fleet settings and layered configuration ------------------------------------------
 
 
-def get_setting(conn: sqlite3.Connection, key: str, default: str = "") -> str:
+def get_setting(conn: Connection, key: str, default: str = "") -> str:
     """A fleet setting (``server_url``, ``tls_ca``, ``config_version``)."""
     row = conn.execute("SELECT value FROM fleet_settings WHERE key = ?", (key,)).fetchone()
     return str(row[0]) if row else default
 
 
-def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
+def set_setting(conn: Connection, key: str, value: str) -> None:
     """Store a fleet setting."""
     conn.execute(
         "INSERT INTO fleet_settings (key, value) VALUES (?, ?)"
@@ -594,7 +594,7 @@ def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def set_config(
-    conn: sqlite3.Connection,
+    conn: Connection,
     scope: str,
     target: str,
     key: str,
@@ -642,7 +642,7 @@ def set_config(
     return version
 
 
-def merged_config(conn: sqlite3.Connection, device_id: str) -> tuple[int, dict[str, Any]]:
+def merged_config(conn: Connection, device_id: str) -> tuple[int, dict[str, Any]]:
     """The device's configuration: fleet < site < device; (fleet config version, values)."""
     version = int(get_setting(conn, "config_version", "0"))
     row = conn.execute("SELECT site FROM devices WHERE device_id = ?", (device_id,)).fetchone()
@@ -659,7 +659,7 @@ def merged_config(conn: sqlite3.Connection, device_id: str) -> tuple[int, dict[s
     return version, merged
 
 
-def config_layers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def config_layers(conn: Connection) -> list[dict[str, Any]]:
     """Every configured key of every layer (``kiosk provision config list``)."""
     rows = conn.execute(
         "SELECT scope, target, key, value, version, updated_at FROM fleet_config"
@@ -730,7 +730,7 @@ def bulk_answer(report: BulkReport, bundle: BundleFacts | None = None) -> BulkAn
     )
 
 
-def bundle_facts(conn: sqlite3.Connection, sites: Iterable[str]) -> BundleFacts:
+def bundle_facts(conn: Connection, sites: Iterable[str]) -> BundleFacts:
     """What new bundles of these sites need; creates a site's pseudonym key on first use."""
     return BundleFacts(
         server_url=get_setting(conn, "server_url"),
@@ -746,7 +746,7 @@ def created_sites(rows: Sequence[tuple[int, DeviceRow | RowError]], report: Bulk
     return {item.site for n, item in rows if n in created and isinstance(item, DeviceRow)}
 
 
-def register_device(conn: sqlite3.Connection, row: DeviceRow, *, rekey: bool) -> Registered:
+def register_device(conn: Connection, row: DeviceRow, *, rekey: bool) -> Registered:
     """One kiosk with its new public key (``row.public_key``); the site is created if needed.
 
     A known serial raises :class:`SerialExists` unless ``rekey``: then the device keeps its
@@ -791,7 +791,7 @@ def device_info(record: DeviceRecord) -> DeviceInfo:
     return DeviceInfo(**asdict(record))
 
 
-def device_action(conn: sqlite3.Connection, serial_or_id: str, action: str) -> DeviceInfo:
+def device_action(conn: Connection, serial_or_id: str, action: str) -> DeviceInfo:
     """``revoke``, ``quarantine``, ``release`` or ``rotate`` one device."""
     if action == "rotate":
         return device_info(request_rotation(conn, serial_or_id))
@@ -799,6 +799,6 @@ def device_action(conn: sqlite3.Connection, serial_or_id: str, action: str) -> D
     return device_info(set_status(conn, serial_or_id, status))
 
 
-def config_answer(conn: sqlite3.Connection) -> ConfigLayers:
+def config_answer(conn: Connection) -> ConfigLayers:
     """Every configured key of every layer, as the admin API answers it."""
     return ConfigLayers([ConfigLayer(**layer) for layer in config_layers(conn)])

@@ -26,13 +26,13 @@ import hashlib
 import hmac
 import logging
 import secrets
-import sqlite3
 import time
 from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from server.fleet.devices import Device
+from server.storage.connection import Connection
 from server.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def now_iso(now: datetime) -> str:
     return now.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def session_secret(conn: sqlite3.Connection) -> bytes:
+def session_secret(conn: Connection) -> bytes:
     """The HMAC key of session tokens (32 random bytes), created on first use by any process."""
     conn.execute(
         "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?)"
@@ -140,7 +140,7 @@ def _state(row: tuple[object, ...]) -> DeviceState:
     )
 
 
-def load_state(conn: sqlite3.Connection, device_id: str) -> DeviceState | None:
+def load_state(conn: Connection, device_id: str) -> DeviceState | None:
     """One device's state from the database; None when unknown."""
     row = conn.execute(
         f"SELECT {_STATE_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
@@ -148,7 +148,7 @@ def load_state(conn: sqlite3.Connection, device_id: str) -> DeviceState | None:
     return _state(row) if row is not None else None
 
 
-def changed_since(conn: sqlite3.Connection, seq: int) -> tuple[int, list[DeviceState]]:
+def changed_since(conn: Connection, seq: int) -> tuple[int, list[DeviceState]]:
     """(latest change number, states changed after ``seq``); ``seq < 0``: the number only."""
     latest = int(conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM devices").fetchone()[0])
     if seq < 0 or latest == seq:
@@ -252,7 +252,7 @@ class ReplayGuard:
 # --- nonces ------------------------------------------------------------------------------
 
 
-def issue_nonce(conn: sqlite3.Connection, device_id: str, ttl_s: float, now: datetime) -> str:
+def issue_nonce(conn: Connection, device_id: str, ttl_s: float, now: datetime) -> str:
     """A fresh single-use challenge for ``device_id``; expired nonces are purged on the way."""
     conn.execute(
         "DELETE FROM session_nonces WHERE expires_at < ?",
@@ -266,7 +266,7 @@ def issue_nonce(conn: sqlite3.Connection, device_id: str, ttl_s: float, now: dat
     return nonce
 
 
-def nonce_status(conn: sqlite3.Connection, nonce: str, device_id: str, now: datetime) -> str:
+def nonce_status(conn: Connection, nonce: str, device_id: str, now: datetime) -> str:
     """``ok``, ``unknown`` (never issued to this device, or purged), ``used`` or ``expired``."""
     row = conn.execute(
         "SELECT device_id, expires_at, used_at FROM session_nonces WHERE nonce = ?", (nonce,)
@@ -280,7 +280,7 @@ def nonce_status(conn: sqlite3.Connection, nonce: str, device_id: str, now: date
     return "ok"
 
 
-def claim_nonce(conn: sqlite3.Connection, nonce: str, now: datetime) -> bool:
+def claim_nonce(conn: Connection, nonce: str, now: datetime) -> bool:
     """Mark the nonce used; False when someone else used it first."""
     cur = conn.execute(
         "UPDATE session_nonces SET used_at = ? WHERE nonce = ? AND used_at IS NULL",
@@ -289,12 +289,12 @@ def claim_nonce(conn: sqlite3.Connection, nonce: str, now: datetime) -> bool:
     return cur.rowcount == 1
 
 
-def record_skew(conn: sqlite3.Connection, device_id: str, skew_s: float) -> None:
+def record_skew(conn: Connection, device_id: str, skew_s: float) -> None:
     """Remember the device's clock error as seen at its last session start."""
     conn.execute("UPDATE devices SET clock_skew_s = ? WHERE device_id = ?", (skew_s, device_id))
 
 
-def mint_token(conn: sqlite3.Connection, device_id: str, ttl_s: float = 900.0) -> str:
+def mint_token(conn: Connection, device_id: str, ttl_s: float = 900.0) -> str:
     """A session token for ``device_id`` straight from the database (tools and tests).
 
     Whoever can read the database can do this anyway; devices go through

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from server.errors import BadRequest
+from server.errors import BadRequest, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ _CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
+#: Kiosks fall back to their cache at once; this tells other clients when to come back.
+_RETRY = {"Retry-After": "1"}
 
 
 def json_error(
@@ -52,6 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except BadRequest as exc:
         return error_response(400, "bad_request", str(exc))
+    except StorageUnavailable as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(503, "unavailable", "storage unavailable, retry later", _RETRY)
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from server.storage.connection import Connection
+
 SNAPSHOT_KEY = "snapshot"
 
 
@@ -30,7 +31,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def site_key(conn: sqlite3.Connection, site: str) -> str:
+def site_key(conn: Connection, site: str) -> str:
     """Return ``site``'s pseudonym key (32 random bytes, hex), creating it on first use.
 
     Safe against a concurrent first use by another process: the first stored key wins. An
@@ -78,7 +79,7 @@ def _raw_public(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def signing_key(conn: sqlite3.Connection, name: str = SNAPSHOT_KEY) -> SigningKey:
+def signing_key(conn: Connection, name: str = SNAPSHOT_KEY) -> SigningKey:
     """Return the server's key ``name``, generating and storing it on first use.
 
     Safe against a concurrent first use by another process: the first stored key wins.
@@ -94,6 +95,6 @@ def signing_key(conn: sqlite3.Connection, name: str = SNAPSHOT_KEY) -> SigningKe
     return SigningKey(stored, _raw_public(stored.public_key()))
 
 
-def server_public_key(conn: sqlite3.Connection) -> str:
+def server_public_key(conn: Connection) -> str:
     """The snapshot key's raw public key as hex (created on first use)."""
     return signing_key(conn).public_hex

@@ -16,7 +16,6 @@ The format, signing and the kiosk's check are :mod:`core.passes`.
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +27,8 @@ from core.passes import MAX_SITE_LEN, MAX_VALIDITY_S, VERSION, sign_pass
 from server.config import ServerConfig
 from server.errors import PassRefused
 from server.offline.keys import SigningKey, signing_key, site_key
-from server.storage.db import Database
+from server.storage.connection import Connection
+from server.storage.db import Database, open_database
 from server.verify.resilience import ResilientSource
 from server.verify.service import Verification, Verifier
 from server.verify.upstream import configured_sources
@@ -77,7 +77,7 @@ def make_pass(
     return IssuedPass(sign_pass(payload, key.sign), payload)
 
 
-def known_site_key(conn: sqlite3.Connection, site: str) -> str:
+def known_site_key(conn: Connection, site: str) -> str:
     """``site``'s pseudonym key; ``ValueError`` for a site the fleet does not have (a typo
     would otherwise mint a key no kiosk holds, and a pass no kiosk could use)."""
     if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
@@ -125,7 +125,7 @@ async def issue_pass(
     if len(site) > MAX_SITE_LEN or any(ord(c) < 32 for c in site):
         raise ValueError(f"site must be at most {MAX_SITE_LEN} printable characters")
     when = now or datetime.now(UTC)
-    db = Database(config.database)
+    db = open_database(config.database)
     await db.open()
     try:
         verification = await current_decision(config, db, id_number, site=site, now=when)

@@ -35,6 +35,7 @@ from core.idnumbers import pseudonym
 from core.policy import SitePolicy, policy_document
 from server.config import ServerConfig
 from server.offline.keys import SigningKey, site_key
+from server.storage.connection import Connection
 from server.storage.db import Database
 from server.verify.resilience import ResilientSource
 
@@ -67,7 +68,7 @@ class SiteData:
 
 
 def read_site(
-    conn: sqlite3.Connection, key: bytes, site: str, limit: int, local: frozenset[str]
+    conn: Connection, key: bytes, site: str, limit: int, local: frozenset[str]
 ) -> SiteData:
     """Read the site's first ``limit`` people (by ID number) and their facts from the local
     tables of the kinds in ``local``; ``key`` is the site's pseudonym key."""
@@ -119,6 +120,17 @@ def read_site_file(path: str, key: bytes, site: str, limit: int, local: frozense
         return read_site(conn, key, site, limit, local)
     finally:
         conn.close()
+
+
+def read_site_consistent(
+    conn: Connection, key: bytes, site: str, limit: int, local: frozenset[str]
+) -> SiteData:
+    """:func:`read_site` in one read-only snapshot transaction (PostgreSQL's pooled call)."""
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return read_site(conn, key, site, limit, local)
+    finally:
+        conn.execute("COMMIT")
 
 
 def _iso(value: datetime) -> str:
@@ -234,9 +246,11 @@ class SnapshotService:
         config = self._config
         local = frozenset(n for n in self._sources if config.source(n).type == "local")
         key = bytes.fromhex(await self._db.run(site_key, site))
-        data = await asyncio.to_thread(
-            read_site_file, self._db.path, key, site, config.snapshot_max_people, local
-        )
+        limit = config.snapshot_max_people
+        if self._db.dialect == "sqlite":
+            data = await asyncio.to_thread(read_site_file, self._db.target, key, site, limit, local)
+        else:
+            data = await self._db.run(read_site_consistent, key, site, limit, local)
         for name, source in self._sources.items():
             if name not in local:
                 overlay(data.people, source)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -20,6 +19,7 @@ from typing import Any
 from core import idnumbers as identity
 from core.wire import MAX_TOKEN_LEN
 from server.errors import ImportFormatError
+from server.storage.connection import Connection
 from server.storage.db import connect, durable
 from server.verify.qr import token_digest
 
@@ -288,7 +288,7 @@ def check_header(kind: str, header: Sequence[str]) -> list[RowError]:
 
 
 def import_rows(
-    conn: sqlite3.Connection,
+    conn: Connection,
     kind: str,
     rows: Iterable[tuple[int, Mapping[str, str]]],
     *,

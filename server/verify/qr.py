@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Literal, Protocol
 
 from core import idnumbers as identity
 from core.wire import MAX_TOKEN_LEN
+from server.storage.connection import Connection
 from server.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class LocalTokenResolver:
         return await self._db.run(self._query, token_digest(token), now)
 
     @staticmethod
-    def _query(conn: sqlite3.Connection, digest: str, now: datetime) -> Resolution:
+    def _query(conn: Connection, digest: str, now: datetime) -> Resolution:
         row = conn.execute(
             "SELECT id_number, expires_at FROM qr_tokens WHERE token_sha256 = ?", (digest,)
         ).fetchone()

@@ -7,12 +7,12 @@ that ``server.verify.importer`` fills; an adapter for a remote upstream implemen
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from core.checks import HealthCode, NatResult, SourceResult, Travel, Vaccination
+from server.storage.connection import Connection
 from server.storage.db import Database
 
 
@@ -45,7 +45,7 @@ class HealthCodeSource:
         return await self._db.run(self._query, id_number)
 
     @staticmethod
-    def _query(conn: sqlite3.Connection, id_number: str) -> SourceResult[HealthCode]:
+    def _query(conn: Connection, id_number: str) -> SourceResult[HealthCode]:
         row = conn.execute(
             "SELECT colour, reason, updated_at FROM health_codes WHERE id_number = ?",
             (id_number,),
@@ -68,7 +68,7 @@ class NatSource:
         return await self._db.run(self._query, id_number)
 
     @staticmethod
-    def _query(conn: sqlite3.Connection, id_number: str) -> SourceResult[NatResult]:
+    def _query(conn: Connection, id_number: str) -> SourceResult[NatResult]:
         row = conn.execute(
             "SELECT result, sampled_at, lab FROM nat_results WHERE id_number = ?"
             " ORDER BY sampled_at DESC LIMIT 1",
@@ -92,7 +92,7 @@ class VaccinationSource:
         return await self._db.run(self._query, id_number)
 
     @staticmethod
-    def _query(conn: sqlite3.Connection, id_number: str) -> SourceResult[Vaccination]:
+    def _query(conn: Connection, id_number: str) -> SourceResult[Vaccination]:
         row = conn.execute(
             "SELECT COUNT(*), MAX(vaccinated_at) FROM vaccinations WHERE id_number = ?",
             (id_number,),
@@ -115,7 +115,7 @@ class TravelSource:
         return await self._db.run(self._query, id_number)
 
     @staticmethod
-    def _query(conn: sqlite3.Connection, id_number: str) -> SourceResult[Travel]:
+    def _query(conn: Connection, id_number: str) -> SourceResult[Travel]:
         row = conn.execute(
             "SELECT flagged, area, updated_at FROM travel WHERE id_number = ?", (id_number,)
         ).fetchone()

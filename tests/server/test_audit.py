@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle, add_device
+from server.storage.db import connect
 from siheyi.cli import local_fleet
 
 from .conftest import bearer
@@ -73,7 +74,7 @@ async def post(client: TestClient, auth: dict[str, str], events: list[dict[str, 
 
 
 def stored(db_path: Path, device_id: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         return conn.execute(
             "SELECT seq, chain_ok, masked_id, detail FROM audit_events WHERE device_id = ?"
             " ORDER BY seq",
@@ -186,7 +187,7 @@ async def test_late_predecessor_with_wrong_link(client: TestClient, auth: dict[s
 
 
 def conflicts(db_path: Path, device_id: str) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         return conn.execute(
             "SELECT seq, hash, prev_hash, boot_id, latency_ms, detail, hash_ok"
             " FROM audit_conflicts WHERE device_id = ? ORDER BY seq, received_at",
@@ -256,7 +257,7 @@ async def test_reset_journal_loses_nothing(
     assert [(r[0], r[1]) for r in kept] == [(e["seq"], e["hash"]) for e in new[:5]]
     assert {r[3] for r in kept} == {"boot-after-sd-swap"}
     # every acknowledged event of the new journal is stored somewhere
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         hashes = {
             h
             for table in ("audit_events", "audit_conflicts")
@@ -340,7 +341,7 @@ async def test_a_new_journal_epoch_never_collides_with_the_past(
     answer = await post(client, auth, real)
     assert (answer["acked_seq"], answer["conflicts"], answer["chain_breaks"]) == (3, [], [])
     assert conflicts(db_path, device.device_id) == []
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         rows = conn.execute(
             "SELECT epoch, count(*), min(chain_ok) FROM audit_events WHERE device_id = ?"
             " GROUP BY epoch ORDER BY epoch",
@@ -371,12 +372,11 @@ async def test_masked_id_must_have_the_mask_shape(client: TestClient, auth: dict
 
 
 def device_state(db_path: Path, device_id: str) -> dict[str, Any]:
-    with sqlite3.connect(db_path) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute(
-            "SELECT * FROM audit_device_state WHERE device_id = ?", (device_id,)
-        ).fetchone()
-    return dict(row) if row else {}
+    with connect(db_path) as conn:
+        cur = conn.execute("SELECT * FROM audit_device_state WHERE device_id = ?", (device_id,))
+        row = cur.fetchone()
+        names = [d[0] for d in cur.description]
+    return dict(zip(names, row, strict=True)) if row else {}
 
 
 async def test_conflicts_and_breaks_are_kept_as_state_for_alerts(
@@ -393,7 +393,7 @@ async def test_conflicts_and_breaks_are_kept_as_state_for_alerts(
     state = device_state(db_path, device.device_id)
     assert (state["conflicts"], state["chain_breaks"], state["lost"]) == (1, 1, 0)
     assert state["last_problem_at"] is not None
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         listed = alerts(conn)
     assert [(a["device_id"], a["conflicts"]) for a in listed] == [(device.device_id, 1)]
 
@@ -422,7 +422,7 @@ async def test_reported_losses_are_counted_against_what_the_server_lacks(
     await post(client, auth, new)
     await post(client, auth, new)  # a resend counts nothing twice
     assert device_state(db_path, device.device_id)["lost"] == 3  # seq 5, and 2 dropped
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         rows = conn.execute(
             "SELECT lost_epoch, first_seq, last_seq, missing, dropped FROM audit_losses"
         ).fetchall()
@@ -449,7 +449,7 @@ async def test_a_revoked_kiosk_still_hands_in_its_events_flagged(
     pending = [pending[0] | {"hash": event_hash(pending[0])}]
     answer = await post(client, auth, pending)
     assert (answer["acked_seq"], answer["stored"]) == (3, 1)
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         flags = conn.execute("SELECT seq, flagged FROM audit_events ORDER BY seq").fetchall()
     assert flags == [(1, None), (2, None), (3, "revoked")]
     assert device_state(db_path, device.device_id)["flagged"] == 1

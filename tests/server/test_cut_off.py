@@ -7,7 +7,6 @@ takes it (the events are stored flagged), every other route stays ``403``.
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -75,7 +74,7 @@ async def refused_everywhere_else(client: TestClient, token: str, status: str) -
 
 
 def flagged(db_path: Path, device_id: str) -> list[tuple[int, str | None]]:
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         return conn.execute(
             "SELECT seq, flagged FROM audit_events WHERE device_id = ? ORDER BY seq", (device_id,)
         ).fetchall()

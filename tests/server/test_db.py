@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from server.errors import SchemaError
-from server.storage.db import Database, load_migrations, open_connection, schema_version
+from server.storage.db import (
+    connect,
+    load_migrations,
+    open_connection,
+    open_database,
+    schema_version,
+)
+from tests.pgserver import table_columns
 
 
 def test_migrations_apply_once(db_path: Path) -> None:
@@ -19,13 +26,14 @@ def test_migrations_apply_once(db_path: Path) -> None:
     conn = open_connection(db_path)
     rows = conn.execute("SELECT version FROM schema_version").fetchall()
     assert rows == [(v,) for v in sorted(load_migrations())]
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if isinstance(db_path, Path):
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
 
 def test_newer_schema_refused(db_path: Path) -> None:
     open_connection(db_path).close()
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (999)")
     conn.close()
     with pytest.raises(SchemaError, match="newer"):
@@ -34,14 +42,14 @@ def test_newer_schema_refused(db_path: Path) -> None:
 
 def test_audit_table_has_no_clear_id_column(db_path: Path) -> None:
     conn = open_connection(db_path)
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_events)")}
+    columns = table_columns(conn, "audit_events")
     conn.close()
     assert "id_number" not in columns
     assert {"masked_id", "pseudonym", "prev_hash", "hash", "chain_ok"} <= columns
 
 
 async def test_database_runs_off_the_loop(db_path: Path) -> None:
-    db = Database(db_path)
+    db = open_database(db_path)
     await db.open()
     try:
 
@@ -50,7 +58,7 @@ async def test_database_runs_off_the_loop(db_path: Path) -> None:
 
         thread, value = await db.run(where, 41)
         assert value == 41
-        assert thread.startswith("siheyi-db")
+        assert thread.startswith(("siheyi-db", "siheyi-pg"))
         assert thread != threading.current_thread().name
     finally:
         await db.close()

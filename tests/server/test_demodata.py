@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from core.idnumbers import checksum_ok
 from server import cli
 from server.app import create_app
 from server.config import ServerConfig
+from server.storage.db import connect
 from server.verify.demodata import (
     generate_people,
     load_demo_data,
@@ -95,5 +95,5 @@ def test_cli_init_demo_data(db_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "40 people" in capsys.readouterr().out
     args = parser.parse_args(argv)
     assert args.func(args) == 0  # idempotent
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM travel").fetchone()[0] == 40

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle
+from server.storage.db import connect
 
 
 async def test_heartbeat_stores_status(
@@ -27,7 +27,7 @@ async def test_heartbeat_stores_status(
     assert body["commands"] == []
     server_time = datetime.fromisoformat(body["server_time"])
     assert abs((datetime.now(UTC) - server_time).total_seconds()) < 5
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         last, seen = conn.execute(
             "SELECT last_heartbeat, last_seen_at FROM devices WHERE device_id = ?",
             (device.device_id,),
@@ -53,7 +53,7 @@ async def test_a_full_journal_is_kept_as_kiosk_state(
     assert (await resp.json())["audit"] == {"epochs": 0, "events": 0}
     resp = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
     assert resp.status == 200  # a heartbeat without a journal report changes nothing
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         full, kept, problem = conn.execute(
             "SELECT journal_full, journal, last_problem_at FROM audit_device_state"
             " WHERE device_id = ?",
@@ -64,7 +64,7 @@ async def test_a_full_journal_is_kept_as_kiosk_state(
     resp = await client.post(
         "/v1/heartbeat", json={"boot_id": "b", "journal": journal}, headers=auth
     )
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         (full,) = conn.execute("SELECT journal_full FROM audit_device_state").fetchone()
     assert full == 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from core.idnumbers import make_id_number
 from server import cli
 from server.errors import ImportFormatError
+from server.storage.db import connect
 from server.verify.importer import RowError, import_csv
 
 from .conftest import write_csv
@@ -24,7 +24,7 @@ HC = ["id_number", "colour", "reason", "updated_at"]
 
 
 def count(db: Path, table: str) -> int:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
@@ -42,7 +42,7 @@ def test_good_file_and_idempotent_reimport(tmp_path: Path, db_path: Path) -> Non
     report = import_csv(db_path, "health_code", csv)
     assert report.imported == 2
     assert count(db_path, "health_codes") == 2
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         rows = conn.execute(
             "SELECT id_number, colour, updated_at FROM health_codes ORDER BY 1"
         ).fetchall()
@@ -55,7 +55,7 @@ def test_upsert_replaces(tmp_path: Path, db_path: Path) -> None:
     write_csv(tmp_path / "2.csv", HC, [(A, "red", "密接", "2026-11-24T08:00:00+08:00")])
     import_csv(db_path, "health_code", tmp_path / "1.csv")
     import_csv(db_path, "health_code", tmp_path / "2.csv")
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         assert conn.execute("SELECT colour, reason FROM health_codes").fetchall() == [
             ("red", "密接")
         ]
@@ -158,7 +158,7 @@ def test_nat_vaccination_travel(tmp_path: Path, db_path: Path) -> None:
         (5, "dose"),
         (6, "vaccinated_at"),
     ]
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         assert conn.execute(
             "SELECT dose, vaccinated_at FROM vaccinations ORDER BY dose"
         ).fetchall() == [
@@ -177,7 +177,7 @@ def test_nat_vaccination_travel(tmp_path: Path, db_path: Path) -> None:
     )
     report = import_csv(db_path, "travel", travel, skip_bad=True)
     assert [(e.row, e.column) for e in report.errors] == [(4, "flagged")]
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         assert dict(conn.execute("SELECT id_number, flagged FROM travel").fetchall()) == {
             A: 1,
             B: 0,
@@ -268,7 +268,7 @@ def test_permit_numbers_import_for_every_kind(tmp_path: Path, db_path: Path) -> 
     for kind, (header, rows) in files.items():
         report = import_csv(db_path, kind, write_csv(tmp_path / f"{kind}.csv", header, rows))
         assert report.ok and report.imported == 1, (kind, report.errors)
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         assert conn.execute("SELECT id_number FROM health_codes").fetchall() == [(permit,)]
     # still refused: wrong length or digits where letters belong
     bad = write_csv(
@@ -359,7 +359,7 @@ def test_site_people_import(
     out = capsys.readouterr().out
     assert "row 7, column id_number: wrong GB 11643 check character" in out
     assert "4 imported" in out
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         stored = sorted(conn.execute("SELECT site, id_number FROM site_people"))
     assert stored == sorted([("site-a", A), ("site-b", A), ("site-a", B)])
     bad_header = write_csv(tmp_path / "h.csv", ["site", "id"], [("s", A)])

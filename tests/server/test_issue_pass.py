@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from pyzbar import pyzbar
 from core.idnumbers import make_id_number, pseudonym
 from core.passes import ReplayGuard, verify_pass
 from provisioning.registry import DeviceBundle, add_device
+from server.storage.db import connect
 from siheyi.cli import build_parser, local_fleet
 
 from .conftest import People
@@ -123,7 +123,7 @@ def test_a_pass_needs_a_known_site(
     # A typo mints no key and no pass.
     status, out, err = issue(capsys, db_path, people.passing, "--site", "site-z")
     assert (status, out) == (1, "") and "unknown site 'site-z'" in err
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         sites = [r[0] for r in conn.execute("SELECT site FROM site_keys ORDER BY site")]
     assert sites == ["site-a"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle
+from server.storage.db import connect
 
 from .test_audit import chain, event_hash, stored
 
@@ -160,7 +160,7 @@ async def test_heartbeat_clear_id_refused(
     named: str,
 ) -> None:
     assert named in await refused(client, "/v1/heartbeat", auth, doc)
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         (last,) = conn.execute(
             "SELECT last_heartbeat FROM devices WHERE device_id = ?", (device.device_id,)
         ).fetchone()

@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from server.app import create_app
 from server.appkeys import SIGNING_KEY, SNAPSHOTS
 from server.config import ServerConfig
 from server.offline.snapshot import canonical_json, canonical_snapshot, overlay
+from server.storage.db import connect
 from server.verify.importer import import_csv
 from server.verify.resilience import ResilientSource
 from siheyi.cli import local_fleet
@@ -255,7 +255,7 @@ async def test_key_is_stable_and_private_half_stays_put(
     second: TestClient = await aiohttp_client(create_app(config))
     body2 = await get_snapshot(second, auth)
     assert body1["key_id"] == body2["key_id"]  # generated once, stored in the database
-    with sqlite3.connect(db_path) as conn:
+    with connect(db_path) as conn:
         private = conn.execute("SELECT private_key FROM server_keys").fetchone()[0]
     assert private not in caplog.text
     assert private not in repr(first_app[SIGNING_KEY])
