@@ -61,18 +61,28 @@ def _statements(body: str) -> list[tuple[str | None, str]]:
 
 
 def load_migrations(dialect: Dialect = "sqlite") -> dict[int, list[str]]:
-    """Parse ``schema.sql`` into ``{version: [statement, ...]}`` for one backend."""
+    """Parse the migration files into ``{version: [statement, ...]}`` for one backend.
+
+    ``schema.sql`` holds migrations 1-7; each later one has a file of its own
+    (``schema_NN_what.sql``), read in name order.
+    """
     from server.storage.postgres import translate_ddl
 
-    text = resources.files("server.storage").joinpath("schema.sql").read_text(encoding="utf-8")
-    parts = _MIGRATION_HEADER.split(text)
+    folder = resources.files("server.storage")
+    names = sorted(f.name for f in folder.iterdir() if f.name.endswith(".sql"))
     migrations: dict[int, list[str]] = {}
-    # parts = [preamble, "1", body1, "2", body2, ...]
-    for number, body in zip(parts[1::2], parts[2::2], strict=True):
-        statements = [s for only, s in _statements(body) if only in (None, dialect)]
-        if dialect == "postgresql":
-            statements = [translate_ddl(s) for s in statements]
-        migrations[int(number)] = statements
+    for name in names:
+        parts = _MIGRATION_HEADER.split(folder.joinpath(name).read_text(encoding="utf-8"))
+        # parts = [preamble, "1", body1, "2", body2, ...]
+        for number, body in zip(parts[1::2], parts[2::2], strict=True):
+            if int(number) in migrations:
+                raise SchemaError(f"{name}: migration {number} is defined twice")
+            statements = [s for only, s in _statements(body) if only in (None, dialect)]
+            if dialect == "postgresql":
+                statements = [translate_ddl(s) for s in statements]
+            migrations[int(number)] = statements
+    if sorted(migrations) != list(range(1, len(migrations) + 1)):
+        raise SchemaError(f"migrations are not numbered 1..N: {sorted(migrations)}")
     return migrations
 
 

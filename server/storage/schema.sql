@@ -1,9 +1,12 @@
--- Siheyi server schema, as numbered migrations.
+-- Siheyi server schema, as numbered migrations; SQLite and PostgreSQL run the same ones.
 --
 -- Each migration starts with a line "-- migration: N" and runs in one transaction; the
--- applied version is recorded in schema_version. Keep the SQL portable (SQLite today,
--- PostgreSQL later): plain types, no AUTOINCREMENT, no SQLite-only functions. Timestamps are
--- ISO 8601 text in UTC with an explicit offset, so text order is time order.
+-- applied version is recorded in schema_version. This file holds 1-7; each later migration
+-- has a file of its own, schema_NN_what.sql, read in name order. Keep the SQL portable:
+-- plain types (REAL becomes DOUBLE PRECISION on PostgreSQL), no AUTOINCREMENT, no
+-- backend-only functions. A statement containing the line "-- only: sqlite" or
+-- "-- only: postgresql" runs on that backend alone. Timestamps are ISO 8601 text in UTC with
+-- an explicit offset, so text order is time order. Booleans are 0/1 integers.
 
 -- migration: 1
 
