@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return config_error(exc)
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{config.host}:{config.port}"
-    print(f"Siheyi server on {url} (database {config.database})", flush=True)
+    print(f"Siheyi server on {url} (database {describe(config.database)})", flush=True)
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
         asyncio.run(serve(create_app(config), config.host, config.port, ssl_context))
     return 0

@@ -180,9 +180,18 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop, report: FloodReport) ->
 
 
 async def serve(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve ``app`` behind a :class:`ConnectionGuard` until cancelled (or a signal)."""
+    """Serve ``app`` behind a :class:`ConnectionGuard` until cancelled (or a signal).
+
+    ``reuse_port``: bind with ``SO_REUSEPORT`` so several processes share the port and the
+    kernel spreads new connections over them (``kiosk server run --workers N``).
+    """
     limits = app[CONFIG].limits
     fd_limit = raise_fd_limit()
     capacity = max(16, fd_limit - limits.fd_reserve)
@@ -192,7 +201,9 @@ async def serve(
     assert runner.server is not None
     guard = ConnectionGuard(runner.server, capacity, limits.header_timeout_s)
     quiet_accept_errors(loop, guard.report)
-    server = await loop.create_server(guard, host, port, ssl=ssl_context, backlog=1024)
+    server = await loop.create_server(
+        guard, host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse_port or None
+    )
     log.info("file limit %d: at most %d client connections", fd_limit, capacity)
     try:
         await asyncio.Future()
