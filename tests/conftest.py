@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,13 @@ def pg_cluster() -> Iterator[PgCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The database under test: a SQLite file, or a new migrated database on the test
+    PostgreSQL (a ``postgresql://`` URL). Tests taking it run once on each backend."""
+    if request.param == "sqlite":
+        return tmp_path / "siheyi.db"
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()

@@ -51,6 +51,17 @@ def table_columns(conn: Connection, table: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+def dump_text(conn: Connection) -> str:
+    """Every row of every table as text, on either backend (to search for secrets)."""
+    if dialect_of(conn) == "sqlite":
+        return "\n".join(conn.iterdump())  # type: ignore[attr-defined]
+    tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    lines = []
+    for (table,) in tables:
+        lines += [repr(row) for row in conn.execute(f'SELECT * FROM "{table}"')]
+    return "\n".join(lines)
+
+
 class PgCluster:
     """One throw-away cluster; :meth:`new_database` gives each test an empty migrated one."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import stat
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning import registry
 from provisioning.errors import InvalidField
+from server.storage.db import connect
+from tests.pgserver import dump_text
 from tests.provisioning.fleets import local
 from tests.provisioning.test_cli import run
 
@@ -25,13 +26,13 @@ def write(path: Path, rows: list[list[str]], header: str = "serial,site,gate,loc
 
 
 def devices(db: Path) -> dict[str, tuple[str, str]]:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT serial, site, gate FROM devices")}
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "fleet.db"
+def db(any_database: Path | str) -> Path | str:
+    path = any_database
     assert run(["provision", "site", "add", "north", "south", "--database", str(path)]) == 0
     return path
 
@@ -125,9 +126,9 @@ def test_bundles_for_new_devices(db: Path, tmp_path: Path) -> None:
         server_url="https://fleet.example",
     )
     assert len(result.bundles) == 5 and not [p for p in out.iterdir() if p.name.startswith(".")]
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         keys = dict(conn.execute("SELECT serial, public_key FROM devices"))
-        dump = "\n".join(conn.iterdump())
+        dump = dump_text(conn)
     for path in result.bundles:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         data = json.loads(path.read_text())

@@ -28,8 +28,8 @@ from tests.provisioning.fleets import local
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "server.db"
+def db(any_database: Path | str) -> Path | str:
+    path = any_database
     with connect(path) as conn, transaction(conn):
         report = upsert_devices(
             conn,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 from pathlib import Path
 
@@ -23,12 +22,14 @@ from provisioning.registry import (
     revoke_device,
     write_bundle,
 )
+from server.storage.db import connect
+from tests.pgserver import dump_text
 from tests.provisioning.fleets import local
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "siheyi.db"
+def db(any_database: Path | str) -> Path | str:
+    return any_database
 
 
 def test_add_stores_only_the_public_key(db: Path) -> None:
@@ -41,9 +42,9 @@ def test_add_stores_only_the_public_key(db: Path) -> None:
     assert bundle.private_key not in repr(bundle)
     assert bundle.server_url == "https://s.example"
     assert len(bytes.fromhex(bundle.site_key)) == 32
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         row = conn.execute("SELECT * FROM devices").fetchone()
-        dump = "\n".join(conn.iterdump())
+        dump = dump_text(conn)
     assert bundle.public_key in row
     assert bundle.private_key not in dump
     record = get_device(local(db), "SN-1")
@@ -64,7 +65,7 @@ def test_pseudonym_key_is_per_site(db: Path) -> None:
     assert a.site_key != b.site_key
     assert len(bytes.fromhex(b.site_key)) == 32
     assert a.device_id != b.device_id
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         stored = dict(conn.execute("SELECT site, key_hex FROM site_keys").fetchall())
     assert stored == {"site-a": a.site_key, "site-b": b.site_key}
 
@@ -149,7 +150,7 @@ def test_bundle_carries_the_servers_snapshot_public_key(db: Path) -> None:
     b = add_device(local(db), "SN-2", "site-b")
     assert a.server_key == b.server_key  # one server key for the fleet
     public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(a.server_key))
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         stored = conn.execute("SELECT private_key FROM server_keys").fetchall()
     assert len(stored) == 1
     private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(stored[0][0]))

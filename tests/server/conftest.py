@@ -19,7 +19,6 @@ from server.fleet.sessions import mint_token
 from server.storage.db import connect
 from server.verify.importer import import_csv
 from siheyi.cli import local_fleet
-from tests.pgserver import PgCluster
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
@@ -49,13 +48,10 @@ class People:
     unknown: str
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """The database under test: a SQLite file, or a new database on the test PostgreSQL."""
-    if request.param == "sqlite":
-        return tmp_path / "siheyi.db"
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return cluster.new_database()
+@pytest.fixture
+def db_path(any_database: Path | str) -> Path | str:
+    """The server's database: each test using it runs on SQLite and on PostgreSQL."""
+    return any_database
 
 
 @pytest.fixture
