@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from core import idnumbers as identity
 from core.checks import SourceResult
-from server.verify.sources import SourceAdapter
+from server.verify.sources import LocalRecords, SourceAdapter
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,33 @@ class ResilientSource:
     async def lookup(self, id_number: str) -> SourceResult[Any]:
         """Ask the source within the timeout; on failure answer the last-known value (stale)."""
         try:
-            result: SourceResult[Any] = await asyncio.wait_for(
-                self.adapter.lookup(id_number), self.timeout_s
-            )
+            async with asyncio.timeout(self.timeout_s):  # no task per lookup, unlike wait_for
+                result: SourceResult[Any] = await self.adapter.lookup(id_number)
         except TimeoutError:
-            return self._failed(id_number, "timeout", f"timed out after {self.timeout_s} s")
+            return self.timed_out(id_number)
         except Exception as exc:
-            return self._failed(id_number, "failed", f"{type(exc).__name__}: {exc}")
+            return self.raised(id_number, exc)
+        return self.settle(id_number, result)
+
+    def settle(self, id_number: str, result: SourceResult[Any]) -> SourceResult[Any]:
+        """Account for the adapter's answer: remember an ``ok`` value, stale-serve an error."""
         if result.status == "error":
             return self._failed(id_number, result.error or "failed", result.error or "error")
-        self._recovered()
+        if self.failing:
+            self._recovered()
         if result.status == "ok":
             self._remember(id_number, result.value)
-        elif result.status == "missing":
+        elif result.status == "missing" and self._last:
             self._last.pop(id_number, None)  # the record is gone: never resurrect it
         return result
+
+    def timed_out(self, id_number: str) -> SourceResult[Any]:
+        """The answer when the adapter did not answer within the timeout."""
+        return self._failed(id_number, "timeout", f"timed out after {self.timeout_s} s")
+
+    def raised(self, id_number: str, exc: Exception) -> SourceResult[Any]:
+        """The answer when the adapter raised ``exc``."""
+        return self._failed(id_number, "failed", f"{type(exc).__name__}: {exc}")
 
     def peek(self, id_number: str) -> LastKnown | None:
         """The remembered value for ``id_number`` without asking the source (or None)."""
@@ -139,3 +151,43 @@ class ResilientSource:
         if self.failing:
             self.failing = False
             log.info("source %s recovered (%d failed lookups so far)", self.name, self.failures)
+
+
+class ResilientGroup:
+    """Several wrapped local sources answered by one statement (:class:`LocalRecords`).
+
+    One lookup asks the shared records once, bounded by the shortest of the members'
+    timeouts, and each member then accounts for its own part exactly as its own
+    :meth:`ResilientSource.lookup` would (last-known values, once-only logging, counters).
+    """
+
+    def __init__(self, records: LocalRecords, members: Sequence[ResilientSource]) -> None:
+        self.records = records
+        self.members = list(members)
+        self.timeout_s = min(m.timeout_s for m in self.members)
+
+    async def lookup(self, id_number: str) -> dict[str, SourceResult[Any]]:
+        """Every member's answer for ``id_number``, by source name."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                records = await self.records.fetch(id_number)
+        except TimeoutError:
+            return {m.name: m.timed_out(id_number) for m in self.members}
+        except Exception as exc:
+            return {m.name: m.raised(id_number, exc) for m in self.members}
+        return {m.name: m.settle(id_number, records[m.name]) for m in self.members}
+
+
+def group_sources(
+    sources: Sequence[ResilientSource],
+) -> tuple[list[ResilientGroup], list[ResilientSource]]:
+    """Split ``sources`` into groups sharing one :class:`LocalRecords` and the rest."""
+    shared: dict[int, tuple[LocalRecords, list[ResilientSource]]] = {}
+    alone: list[ResilientSource] = []
+    for source in sources:
+        records = getattr(source.adapter, "records", None)
+        if isinstance(records, LocalRecords):
+            shared.setdefault(id(records), (records, []))[1].append(source)
+        else:
+            alone.append(source)
+    return [ResilientGroup(r, members) for r, members in shared.values()], alone
