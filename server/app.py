@@ -25,7 +25,7 @@ from server.appkeys import (
 )
 from server.config import ServerConfig
 from server.fleet import admin, device_views
-from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec, session_secret
+from server.fleet.sessions import DeviceDirectory, TokenCodec, session_secret
 from server.http import views
 from server.http.auth import auth_middleware
 from server.http.loginguard import LoginThrottle
@@ -35,6 +35,7 @@ from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
 from server.storage.db import open_database
+from server.verify.replay import TapReplay
 from server.verify.resilience import ResilientSource
 from server.verify.service import Verifier
 from server.verify.upstream import configured_resolver, configured_sources
@@ -96,13 +97,18 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _identity_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Session tokens, the cached device directory and the tap replay guard."""
+    """Session tokens, the cached device directory and the tap replay memory."""
     db = app[DATABASE]
     identity = app[CONFIG].identity
     app[TOKENS] = TokenCodec(await db.run(session_secret))
     app[DIRECTORY] = DeviceDirectory(db, identity.status_sync_s)
-    app[REPLAY] = ReplayGuard(identity.replay_window)
-    yield
+    replay = TapReplay(db, ttl_s=identity.replay_ttl_s, recent=identity.replay_window)
+    app[REPLAY] = replay
+    replay.start()
+    try:
+        yield
+    finally:
+        await replay.close()
 
 
 def create_app(

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from server.config import ServerConfig
 from server.fleet.devices import Device
-from server.fleet.sessions import DeviceDirectory, ReplayGuard, TokenCodec
+from server.fleet.sessions import DeviceDirectory, TokenCodec
 from server.http.loginguard import LoginThrottle
 from server.offline.keys import SigningKey
 from server.offline.snapshot import SnapshotService
 from server.storage.db import Database
+from server.verify.replay import TapReplay
 from server.verify.service import Verifier
 from server.verify.sources import SourceAdapter
 
@@ -35,6 +36,6 @@ DEVICE = web.RequestKey("device", Device)
 # Fleet identity (server/sessions.py, server/auth.py, server/admin.py).
 TOKENS = web.AppKey("session_tokens", TokenCodec)
 DIRECTORY = web.AppKey("device_directory", DeviceDirectory)
-REPLAY = web.AppKey("replay_guard", ReplayGuard)
+REPLAY = web.AppKey("tap_replay", TapReplay)
 ADMIN = web.RequestKey("admin", str)  # the authenticated administrator's user name
 LOGIN_THROTTLE = web.AppKey("login_throttle", LoginThrottle)

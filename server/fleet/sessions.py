@@ -1,4 +1,4 @@
-"""Device sessions: challenge nonces, session tokens, cached device state, replay guard.
+"""Device sessions: challenge nonces, session tokens, cached device state.
 
 How it scales to several server processes (docs/identity.md):
 
@@ -15,7 +15,8 @@ How it scales to several server processes (docs/identity.md):
   provisioning CLI) is seen within ``status_sync_s``. ``status_sync_s = 0`` reads the device
   row on every request instead.
 * **Nonces** live in the database (``session_nonces``), single use across all processes.
-* **Tap ids** are remembered per device in this process only (the last ``replay_window``).
+* **Tap ids** live in the database too (``tap_replay``, server/verify/replay.py), claimed once
+  across all processes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hmac
 import logging
 import secrets
 import time
-from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -209,44 +209,6 @@ class DeviceDirectory:
                 self._states[state.device.device_id] = state
         self._seq = latest
         self._synced_at = started
-
-
-class ReplayGuard:
-    """Remembers the last ``window`` tap ids of each device (64-bit hashes, in this process).
-
-    Only decided taps are recorded (:meth:`first_time` after the decision): a request refused
-    for a bad body never burns its tap id, so the kiosk's corrected retry is not a replay.
-    """
-
-    def __init__(self, window: int) -> None:
-        self._window = window
-        self._seen: dict[str, tuple[array[int], list[int]]] = {}
-
-    @staticmethod
-    def _digest(tap_id: str) -> int:
-        return int.from_bytes(hashlib.blake2b(tap_id.encode(), digest_size=8).digest(), "little")
-
-    def seen(self, device_id: str, tap_id: str) -> bool:
-        """Whether this device's ``tap_id`` was already decided (nothing is recorded)."""
-        entry = self._seen.get(device_id)
-        return entry is not None and self._digest(tap_id) in entry[0]
-
-    def first_time(self, device_id: str, tap_id: str) -> bool:
-        """Record ``tap_id``; False when this device already sent it."""
-        digest = self._digest(tap_id)
-        entry = self._seen.get(device_id)
-        if entry is None:
-            entry = (array("Q"), [0])
-            self._seen[device_id] = entry
-        ring, cursor = entry
-        if digest in ring:
-            return False
-        if len(ring) < self._window:
-            ring.append(digest)
-        else:
-            ring[cursor[0]] = digest
-            cursor[0] = (cursor[0] + 1) % self._window
-        return True
 
 
 # --- nonces ------------------------------------------------------------------------------

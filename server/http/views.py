@@ -48,9 +48,11 @@ async def healthz(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     """``POST /v1/verify``: the four-in-one decision for one credential.
 
-    The tap id enters replay memory only once the tap is decided: a body refused with ``400``
-    (or a crash) leaves it free for the kiosk's retry. A tap already decided is ``409`` before
-    any work; two concurrent copies are both decided, and the second is still refused.
+    The tap id enters replay memory (shared by every server process, server/verify/replay.py)
+    only once the tap is decided: a body refused with ``400`` (or a crash) leaves it free for
+    the kiosk's retry. A tap this process saw decided is ``409`` before any work, one decided
+    by another process ``409`` once its claim is refused; two concurrent copies are both
+    decided, and the second is still refused.
     """
     body = await read_body(request, wire.VerifyRequest)
     device = request[DEVICE]
@@ -79,7 +81,7 @@ async def verify(request: web.Request) -> web.Response:
         result.decision.outcome,
         ",".join(result.decision.reasons),
     )
-    if not replay.first_time(device.device_id, body.tap_id):
+    if not await replay.claim(device.device_id, body.tap_id):
         raise _replayed(device.device_id)
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
 
