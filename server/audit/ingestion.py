@@ -13,6 +13,12 @@ Events of a revoked or quarantined kiosk are stored with ``flagged`` set to that
 revoking a kiosk does not erase what it saw; nothing else may trust them. Conflicts, chain
 breaks, flagged events and the losses a kiosk reports are counted in ``audit_device_state``,
 the state alerts are raised from (server.audit.state).
+
+At scale (issue 11, part 4): a batch costs a fixed handful of statements whatever its size:
+one read of the epoch's progress, one of its stored events around the batch, one multi-row
+``INSERT … ON CONFLICT DO NOTHING RETURNING seq`` for the new events (one more for
+conflicting versions, if any) and one write of the progress. Events removed by retention
+(server.audit.retention) at or below ``acked_seq`` are acknowledged, never stored again.
 """
 
 from __future__ import annotations
@@ -20,18 +26,19 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import msgspec
 
 from core import audit, wire
-from server.audit import state
+from server.audit import partitions, state
 from server.errors import BadRequest
 from server.http.bodies import convert, refuse_clear_ids
 from server.storage.connection import Connection
-from server.storage.db import durable
+from server.storage.db import durable, lock
 
 log = logging.getLogger(__name__)
 
@@ -158,16 +165,36 @@ _COLUMNS = (
     " pseudonym, offline, cache_age_s, latency_ms, boot_id, mono_ns, clock_trusted, detail,"
     " prev_hash, hash"
 )
-_INSERT = (
-    f"INSERT INTO audit_events ({_COLUMNS}, chain_ok, flagged)"
-    f" VALUES ({', '.join(['?'] * 21)})"
-    " ON CONFLICT (device_id, epoch, seq) DO NOTHING"
-)
-_INSERT_CONFLICT = (
-    f"INSERT INTO audit_conflicts ({_COLUMNS}, hash_ok, flagged)"
-    f" VALUES ({', '.join(['?'] * 21)})"
-    " ON CONFLICT (device_id, epoch, seq, hash) DO NOTHING"
-)
+_EVENT_COLUMNS = f"{_COLUMNS}, chain_ok, flagged, wall_month"
+_CONFLICT_COLUMNS = f"{_COLUMNS}, hash_ok, flagged"
+#: Rows per INSERT statement: a whole batch (500 x 22 values) is one statement, well below
+#: SQLite's (32,766) and PostgreSQL's (65,535) limits on parameters.
+ROWS_PER_STATEMENT = MAX_EVENTS
+
+
+@lru_cache(maxsize=2 * ROWS_PER_STATEMENT)
+def _insert_sql(table: str, columns: str, rows: int) -> str:
+    """``INSERT`` of ``rows`` rows at once that skips stored ones and names those it stored.
+
+    No conflict target: on PostgreSQL the unique key of ``audit_events`` includes the
+    partition key (``wall_month``), on SQLite it does not; either way it is the only one.
+    """
+    one = "(" + ", ".join(["?"] * (columns.count(",") + 1)) + ")"
+    values = ", ".join([one] * rows)
+    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING RETURNING seq"
+
+
+def _insert(
+    conn: Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
+) -> set[int]:
+    """Insert ``rows`` with one statement per :data:`ROWS_PER_STATEMENT`; the seqs stored."""
+    stored: set[int] = set()
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        params = [value for row in chunk for value in row]
+        cur = conn.execute(_insert_sql(table, columns, len(chunk)), params)
+        stored.update(int(r[0]) for r in cur.fetchall())
+    return stored
 
 
 @dataclass
@@ -179,14 +206,21 @@ class _Stored:
 
 @dataclass
 class _Batch:
-    """One batch being stored: where it goes, and what it did so far, event by event."""
+    """One batch being stored: where it goes, what the server held before, what it did."""
 
     conn: Connection
     device_id: str
     epoch: str
     received_at: str
     flagged: str | None
+    #: the epoch's high-water mark before this batch, and the hash of the event there
+    acked: int = 0
+    acked_hash: str | None = None
+    has_progress: bool = False
+    #: stored events of the epoch in the window ``lo..hi`` (the batch and its neighbours)
     known: dict[int, _Stored] = field(default_factory=dict)
+    lo: int = 0
+    hi: int = 0
     stored: int = 0
     duplicates: int = 0
     breaks: list[int] = field(default_factory=list)
@@ -211,16 +245,25 @@ def ingest(
     An event whose (epoch, seq) is already stored with the same hash is a duplicate (a
     resend). One stored with a *different* hash is a conflict: it is stored in full in
     ``audit_conflicts`` — so the kiosk may delete it once acknowledged — and reported in
-    ``conflicts`` and ``chain_breaks``; the first version stays in ``audit_events``.
+    ``conflicts`` and ``chain_breaks``; the first version stays in ``audit_events``. An event
+    at or below the epoch's ``acked_seq`` that is no longer stored was removed by retention
+    (server/audit/retention.py): it is acknowledged again as a duplicate, not stored afresh.
+
+    The batch's stored neighbourhood is read once, then new events go in with one multi-row
+    statement. The transaction holds a per-device lock (PostgreSQL; SQLite transactions are
+    serial already), so two uploads of one kiosk at once, through two server processes,
+    cannot both take the same event for new.
     """
     epoch = events[0].epoch
+    partitions.ensure(conn, received_at)
     with durable(conn):
-        batch = _Batch(conn, device_id, epoch, received_at, _device_flag(conn, device_id))
-        batch.known = _known(batch, events[0].seq - 1, events[-1].seq + 1)
-        for ev in events:
-            _store(batch, ev)
+        lock(conn, f"audit:{device_id}")
+        batch = _open(conn, device_id, epoch, received_at, events)
+        fresh, conflicting = _sort_out(batch, events)
+        conflicting += _store_fresh(batch, fresh)
+        _store_conflicts(batch, conflicting)
         _check_successors(batch)
-        acked = _advance_acked(conn, device_id, epoch)
+        acked = _advance_acked(batch)
         state.count_ingest(conn, device_id, received_at, _counts(batch))
     _log_trouble(batch)
     breaks = tuple(sorted(set(batch.breaks)))
@@ -228,6 +271,26 @@ def ingest(
     return IngestResult(
         acked, batch.stored, batch.duplicates, breaks, tuple(batch.conflicts), held, epoch
     )
+
+
+def _open(
+    conn: Connection,
+    device_id: str,
+    epoch: str,
+    received_at: str,
+    events: Sequence[AuditEvent],
+) -> _Batch:
+    """What the server holds of this epoch that the batch needs: progress and neighbours."""
+    batch = _Batch(conn, device_id, epoch, received_at, _device_flag(conn, device_id))
+    row = conn.execute(
+        "SELECT acked_seq, acked_hash FROM audit_progress WHERE device_id = ? AND epoch = ?",
+        (device_id, epoch),
+    ).fetchone()
+    if row is not None:
+        batch.acked, batch.acked_hash, batch.has_progress = int(row[0]), row[1], True
+    batch.lo, batch.hi = events[0].seq - 1, min(events[-1].seq + 1, wire.MAX_INT)
+    batch.known = _known(batch, batch.lo, batch.hi)
+    return batch
 
 
 def _device_flag(conn: Connection, device_id: str) -> str | None:
@@ -268,33 +331,70 @@ def _known(batch: _Batch, lo: int, hi: int) -> dict[int, _Stored]:
     }
 
 
-def _store(batch: _Batch, ev: AuditEvent) -> None:
-    """Store one event as new, count it as a duplicate or keep it apart as a conflict."""
-    conn = batch.conn
-    before = batch.known.get(ev.seq)
-    if before is None:
-        chain_ok = _chain_ok(ev, batch.known)
-        if conn.execute(_INSERT, batch.row(ev, chain_ok)).rowcount == 1:
-            batch.stored += 1
-            batch.new_seqs.append(ev.seq)
+def _sort_out(
+    batch: _Batch, events: Sequence[AuditEvent]
+) -> tuple[list[tuple[AuditEvent, int | None]], list[AuditEvent]]:
+    """Split a batch into new events (with their chain verdict) and conflicting versions;
+    count the duplicates. New events join ``known`` at once, so each links to the one
+    before it in the same batch."""
+    fresh: list[tuple[AuditEvent, int | None]] = []
+    conflicting: list[AuditEvent] = []
+    for ev in events:
+        before = batch.known.get(ev.seq)
+        if before is not None:
+            if before.hash == ev.hash:
+                batch.duplicates += 1
+            else:
+                conflicting.append(ev)
+        elif ev.seq <= batch.acked:
+            batch.duplicates += 1  # acknowledged before, since removed by retention
+        else:
+            chain_ok = _chain_ok(ev, batch)
             batch.known[ev.seq] = _Stored(ev.hash, ev.prev_hash, chain_ok)
-            if chain_ok == 0:
-                batch.breaks.append(ev.seq)
-            _record_loss(batch, ev)
-            return
-        # stored meanwhile by another server process: compare with that version
-        existing_hash = _stored_hash(batch, ev.seq)
-    else:
-        existing_hash = before.hash
-    if existing_hash == ev.hash:
-        batch.duplicates += 1
+            fresh.append((ev, chain_ok))
+    return fresh, conflicting
+
+
+def _store_fresh(batch: _Batch, fresh: Sequence[tuple[AuditEvent, int | None]]) -> list[AuditEvent]:
+    """Insert the new events in one statement; return any another writer stored first.
+
+    Under the per-device lock nobody can, so that list is empty; were the lock ever
+    bypassed, such an event is compared with the stored version like any resend.
+    """
+    rows = [
+        (*batch.row(ev, chain_ok), partitions.month_key(ev.wall_time)) for ev, chain_ok in fresh
+    ]
+    inserted = _insert(batch.conn, "audit_events", _EVENT_COLUMNS, rows)
+    raced: list[AuditEvent] = []
+    for ev, chain_ok in fresh:
+        if ev.seq not in inserted:
+            del batch.known[ev.seq]
+            if _stored_hash(batch, ev.seq) == ev.hash:
+                batch.duplicates += 1
+            else:
+                raced.append(ev)
+            continue
+        batch.stored += 1
+        batch.new_seqs.append(ev.seq)
+        if chain_ok == 0:
+            batch.breaks.append(ev.seq)
+        _record_loss(batch, ev)
+    return raced
+
+
+def _store_conflicts(batch: _Batch, conflicting: Sequence[AuditEvent]) -> None:
+    """Keep versions that differ from the stored ones apart, each version once."""
+    if not conflicting:
         return
-    if conn.execute(_INSERT_CONFLICT, batch.row(ev, int(ev.hash_ok))).rowcount == 0:
-        batch.duplicates += 1  # this very conflicting version was stored before
-        return
-    batch.stored += 1
-    batch.conflicts.append(ev.seq)
-    batch.breaks.append(ev.seq)
+    rows = [batch.row(ev, int(ev.hash_ok)) for ev in conflicting]
+    inserted = _insert(batch.conn, "audit_conflicts", _CONFLICT_COLUMNS, rows)
+    for ev in sorted(conflicting, key=lambda e: e.seq):
+        if ev.seq not in inserted:
+            batch.duplicates += 1  # this very conflicting version was stored before
+            continue
+        batch.stored += 1
+        batch.conflicts.append(ev.seq)
+        batch.breaks.append(ev.seq)
 
 
 def _stored_hash(batch: _Batch, seq: int) -> str:
@@ -369,44 +469,58 @@ def _log_trouble(batch: _Batch) -> None:
         log.warning("%s is %s: %d event(s) stored flagged", where, batch.flagged, batch.stored)
 
 
-def _chain_ok(ev: AuditEvent, known: Mapping[int, _Stored]) -> int | None:
+def _chain_ok(ev: AuditEvent, batch: _Batch) -> int | None:
+    """1 if ``ev`` links to its stored predecessor, 0 if not, None if that is not here yet.
+
+    A predecessor at ``acked_seq`` removed by retention is checked against the hash kept in
+    ``audit_progress``.
+    """
     if not ev.hash_ok:
         return 0
     if ev.seq == 1:
         return int(ev.prev_hash == audit.GENESIS_HASH)
-    previous = known.get(ev.seq - 1)
-    if previous is None:
-        return None  # predecessor not received yet; checked when it arrives
-    return int(ev.prev_hash == previous.hash)
+    previous = batch.known.get(ev.seq - 1)
+    if previous is not None:
+        return int(ev.prev_hash == previous.hash)
+    if ev.seq - 1 == batch.acked and batch.acked_hash is not None:
+        return int(ev.prev_hash == batch.acked_hash)
+    return None  # predecessor not received yet; checked when it arrives
 
 
-def _advance_acked(conn: Connection, device_id: str, epoch: str) -> int:
-    row = conn.execute(
-        "SELECT acked_seq FROM audit_progress WHERE device_id = ? AND epoch = ?",
-        (device_id, epoch),
-    ).fetchone()
-    start = acked = int(row[0]) if row else 0
-    while True:
-        seqs = [
-            r[0]
-            for r in conn.execute(
-                "SELECT seq FROM audit_events WHERE device_id = ? AND epoch = ? AND seq > ?"
-                " ORDER BY seq LIMIT 1000",
-                (device_id, epoch, acked),
-            )
-        ]
-        for seq in seqs:
-            if seq != acked + 1:
-                break
-            acked = seq
-        else:
-            if len(seqs) == 1000:
-                continue
-        break
-    if row is None or acked != start:
-        conn.execute(
-            "INSERT INTO audit_progress (device_id, epoch, acked_seq) VALUES (?, ?, ?)"
-            " ON CONFLICT (device_id, epoch) DO UPDATE SET acked_seq = excluded.acked_seq",
-            (device_id, epoch, acked),
+def _advance_acked(batch: _Batch) -> int:
+    """Move the epoch's high-water mark over every stored event that follows it.
+
+    The batch's window (``known``) is complete, so a walk that stops inside it found the
+    first hole without another read; only a walk that starts before the window or runs past
+    its end reads on in the table.
+    """
+    acked, tip = batch.acked, batch.acked_hash
+    while acked + 1 in batch.known:
+        acked += 1
+        tip = batch.known[acked].hash
+    if not batch.lo <= acked + 1 <= batch.hi:
+        acked, tip = _scan_acked(batch, acked, tip)
+    if not batch.has_progress or acked != batch.acked:
+        batch.conn.execute(
+            "INSERT INTO audit_progress (device_id, epoch, acked_seq, acked_hash)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (device_id, epoch) DO UPDATE"
+            " SET acked_seq = excluded.acked_seq, acked_hash = excluded.acked_hash",
+            (batch.device_id, batch.epoch, acked, tip),
         )
     return acked
+
+
+def _scan_acked(batch: _Batch, acked: int, tip: str | None) -> tuple[int, str | None]:
+    """Walk the stored events after ``acked`` in the table, a thousand at a time."""
+    while True:
+        rows = batch.conn.execute(
+            "SELECT seq, hash FROM audit_events WHERE device_id = ? AND epoch = ? AND seq > ?"
+            " ORDER BY seq LIMIT 1000",
+            (batch.device_id, batch.epoch, acked),
+        ).fetchall()
+        for seq, hash_ in rows:
+            if seq != acked + 1:
+                return acked, tip
+            acked, tip = seq, hash_
+        if len(rows) < 1000:
+            return acked, tip

@@ -478,5 +478,7 @@ def test_migration_7_keeps_existing_audit_rows(tmp_path: Path) -> None:
     assert conn.execute(
         "SELECT device_id, epoch, seq, hash, flagged FROM audit_events"
     ).fetchall() == [("k1", "", 1, "h1", None)]
-    assert conn.execute("SELECT * FROM audit_progress").fetchall() == [("k1", "", 1)]
+    assert conn.execute(
+        "SELECT device_id, epoch, acked_seq, acked_hash FROM audit_progress"
+    ).fetchall() == [("k1", "", 1, "h1")]  # migration 10 keeps the tip's hash
     conn.close()
