@@ -12,7 +12,8 @@ the accept loop then logged 200,000 "too many open files" lines. So ``kiosk serv
   connection still sending its headers (else the oldest at all), so a flood of idle sockets
   can never keep a kiosk out and ``accept()`` never runs out of descriptors;
 * logs such floods once per interval, with counts, instead of once per connection — and
-  the event loop's own "out of system resource" accept errors likewise.
+  the event loop's own "out of system resource" accept errors likewise;
+* writes the access log (``[server] access_log``) off the loop (server/http/accesslog.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from server.appkeys import CONFIG
+from server.http.accesslog import ACCESS_LOGGER, AccessLog, start_access_log
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,14 @@ async def serve(
     limits = app[CONFIG].limits
     fd_limit = raise_fd_limit()
     capacity = max(16, fd_limit - limits.fd_reserve)
-    runner = web.AppRunner(app, keepalive_timeout=limits.keepalive_s, handle_signals=True)
+    access = logging.getLogger(ACCESS_LOGGER) if app[CONFIG].access_log else None
+    runner = web.AppRunner(
+        app,
+        keepalive_timeout=limits.keepalive_s,
+        handle_signals=True,
+        access_log_class=AccessLog,
+        access_log=access,
+    )
     await runner.setup()
     loop = asyncio.get_running_loop()
     assert runner.server is not None
@@ -205,8 +214,11 @@ async def serve(
         guard, host, port, ssl=ssl_context, backlog=1024, reuse_port=reuse_port or None
     )
     log.info("file limit %d: at most %d client connections", fd_limit, capacity)
+    listener = start_access_log() if access is not None else None
     try:
         await asyncio.Future()
     finally:
         server.close()
         await runner.cleanup()
+        if listener is not None:
+            listener.stop()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from core import wire
@@ -28,11 +29,13 @@ log = logging.getLogger(__name__)
 MAX_HEARTBEAT_BYTES = 16 * 1024
 
 _dumps = partial(json.dumps, ensure_ascii=False)
+_encode = msgspec.json.encode
 
 
 def json_response(body: Any) -> web.Response:
-    """A 200 JSON response, UTF-8 without ``\\u`` escapes."""
-    return web.json_response(body, dumps=_dumps)
+    """A 200 JSON response, UTF-8 without ``\\u`` escapes (msgspec: several times faster than
+    ``json.dumps`` on the verify answer)."""
+    return web.Response(body=_encode(body), content_type="application/json", charset="utf-8")
 
 
 def utc_now_iso(request: web.Request) -> str:
@@ -66,24 +69,30 @@ async def verify(request: web.Request) -> web.Response:
     if isinstance(credential, wire.QrCredential):
         # Opaque: only its length and a short hash are ever logged (server.verify.qr.token_ref).
         result = await request.app[VERIFIER].verify_token(credential.token, now, site_policy)
-        seen = f"qr {token_ref(credential.token)} id {result.masked_id or '-'}"
     else:
         card_type = credential.card_type or "resident"
         result = await request.app[VERIFIER].verify(
             credential.id_number, now, site_policy, card_type=card_type
         )
-        seen = f"id {result.masked_id}"
-    log.debug(
-        "verify tap %s device %s %s -> %s %s",
-        body.tap_id,
-        device.device_id,
-        seen,
-        result.decision.outcome,
-        ",".join(result.decision.reasons),
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "verify tap %s device %s %s -> %s %s",
+            body.tap_id,
+            device.device_id,
+            _seen(credential, result),
+            result.decision.outcome,
+            ",".join(result.decision.reasons),
+        )
     if not await replay.claim(device.device_id, body.tap_id):
         raise _replayed(device.device_id)
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
+
+
+def _seen(credential: wire.Credential, result: Verification) -> str:
+    """What a log line may say of the credential: masked, or a QR token's length and hash."""
+    if isinstance(credential, wire.QrCredential):
+        return f"qr {token_ref(credential.token)} id {result.masked_id or '-'}"
+    return f"id {result.masked_id}"
 
 
 def _replayed(device_id: str) -> web.HTTPException:
