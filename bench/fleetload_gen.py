@@ -193,6 +193,7 @@ class Player:
             for i, (device_id, token) in enumerate(spec["kiosks"])
         ]
         self.idle_uploads = bool(spec.get("idle_uploads", False))
+        self.mix = frozenset(spec.get("mix", KINDS))
         self.warmup = float(spec["warmup"])
         self.duration = float(spec["duration"])
         self.latencies: dict[str, list[float]] = {k: [] for k in KINDS}
@@ -206,6 +207,8 @@ class Player:
         end = t0 + self.warmup + self.duration
         events: list[tuple[float, int, int]] = []
         for k, period in enumerate((VERIFY_S, HEARTBEAT_S, AUDIT_S)):
+            if KINDS[k] not in self.mix:
+                continue
             for i in range(len(self.kiosks)):
                 t = t0 + self.rng.uniform(0, period)
                 while t < end:
