@@ -76,6 +76,7 @@ class PassCheck:
     masked_id: str = ""
     outcome: str = ""
     expires_at: int | None = None  # unix seconds
+    nonce: str = ""  # the pass's `n`: what the kiosk claims at the server (docs/passes.md)
 
 
 class ReplayGuard:
@@ -228,7 +229,7 @@ def verify_pass(
     exp: int = doc["exp"]
 
     def verdict(reason: str) -> PassCheck:
-        return PassCheck(reason == "ok", reason, doc["pid"], doc["m"], doc["o"], exp)
+        return PassCheck(reason == "ok", reason, doc["pid"], doc["m"], doc["o"], exp, doc["n"])
 
     if exp < iat:
         return verdict("bad_payload")

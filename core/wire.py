@@ -439,3 +439,21 @@ class StatusRefusal(Struct):
 
 class Health(Struct):
     status: Literal["ok"]
+
+
+PassNonce = Annotated[str, Meta(pattern=whole("[0-9a-f]{16}"))]
+
+
+class PassClaim(Struct):
+    """``POST /v1/passes/claim``: a kiosk accepted a signed pass and claims its nonce, so
+    that no other kiosk accepts it again before it expires (docs/passes.md)."""
+
+    nonce: Annotated[PassNonce, Meta(description="the pass's `n`: 16 lower-case hex")]
+    expires_at: Annotated[int, Meta(ge=0, le=2**40, description="the pass's `exp`, unix seconds")]
+
+
+class PassClaimAnswer(Struct):
+    """The claim is this kiosk's (a second claim anywhere gets ``409 replay``)."""
+
+    nonce: PassNonce
+    claimed_at: Annotated[int, Meta(description="unix seconds, server clock")]

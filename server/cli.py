@@ -33,7 +33,9 @@ from server.errors import (
     SchemaError,
     StorageUnavailable,
 )
+from server.events import install_events
 from server.http.serving import serve
+from server.http.workers import per_worker_limits, supervise
 from server.offline.passes import issue_pass
 from server.storage.connection import describe
 from server.storage.db import connect
@@ -75,7 +77,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Serve the API until interrupted."""
+    """Serve the API until interrupted, in one process or ``--workers N`` (the database is
+    opened and migrated once, before any worker starts)."""
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -100,12 +103,26 @@ def cmd_run(args: argparse.Namespace) -> int:
             ssl_context = server_context(args.tls_cert, args.tls_key)
         except ConfigError as exc:
             return config_error(exc)
+    workers = args.workers if args.workers is not None else config.workers
+    if workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    config = replace(config, workers=workers, limits=per_worker_limits(config.limits, workers))
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{config.host}:{config.port}"
-    print(f"Siheyi server on {url} (database {describe(config.database)})", flush=True)
-    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
-        asyncio.run(serve(create_app(config), config.host, config.port, ssl_context))
-    return 0
+    processes = f", {workers} workers" if workers > 1 else ""
+    print(f"Siheyi server on {url} (database {describe(config.database)}{processes})", flush=True)
+
+    def worker(_index: int) -> None:
+        app = create_app(config)
+        install_events(app)
+        with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
+            asyncio.run(serve(app, config.host, config.port, ssl_context, reuse_port=workers > 1))
+
+    if workers == 1:
+        worker(0)
+        return 0
+    return supervise(worker, workers)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -227,6 +244,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--database", metavar="PATH", help="SQLite file (overrides the config)")
     run.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: certificate chain (PEM)")
     run.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: private key (PEM)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port with SO_REUSEPORT (default: [server] workers)",
+    )
 
     imp = verbs.add_parser("import", help="import a CSV file into one source table")
     imp.add_argument("kind", choices=sorted(KINDS), metavar="KIND", help=", ".join(sorted(KINDS)))

@@ -121,7 +121,8 @@ async def test_signed_pass_decides_offline_once(
         agent._verifier.clock.observe_server_time(dt.datetime.now(dt.UTC).isoformat())
         first = await submit(agent, qr(token))
         assert first.decision.outcome == "pass" and first.decision.offline
-        assert first.decision.reasons == ("signed_pass",) and first.latency_ms is not None
+        assert first.decision.reasons == ("signed_pass", "pass_claim_unavailable")
+        assert first.latency_ms is not None
         replay = await submit(agent, qr(token))
         assert replay.decision.outcome == "invalid_credential"
         assert replay.decision.reasons == ("pass_replayed",)
@@ -162,7 +163,7 @@ async def test_a_pass_shown_to_the_camera_opens_the_gate(
         results: asyncio.Queue[TapResult] = asyncio.Queue()
         agent.add_listener(results.put_nowait)
         first = await asyncio.wait_for(results.get(), timeout=10)
-        assert first.decision.reasons == ("signed_pass",), first.decision
+        assert first.decision.reasons == ("signed_pass", "pass_claimed"), first.decision
         assert first.decision.outcome == "pass"
         assert True in [s.state for s in factory.pin(17).states]  # the gate opened
         garbage = await asyncio.wait_for(results.get(), timeout=10)

@@ -24,7 +24,7 @@ import msgspec
 from core import wire
 from core.idnumbers import pseudonym
 from core.outcomes import is_decision
-from core.passes import ReplayGuard, is_pass, verify_pass
+from core.passes import PassCheck, ReplayGuard, is_pass, verify_pass
 from device.deciding.cache import KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust, server_datetime
 from device.deciding.fallback import decide_offline
@@ -111,7 +111,7 @@ class Verifier:
         if local is not None:
             return self._decision(ident, "invalid_credential", False, (local,))
         if cred.kind == "qr" and is_pass(cred.token):
-            return self._signed_pass(ident, cred.token)
+            return await self._signed_pass(ident, cred)
         if not self.breaker.allow():
             return await self._fallback(ident, cred, ["circuit_open"], "circuit open")
         return await self._ask_server(ident, cred)
@@ -145,13 +145,17 @@ class Verifier:
             return await self._fallback(ident, cred, ["server_unavailable"], error)
         return self._online(ident, cred, answer, self._monotonic() - asked)
 
+    def _refused_once(self, exc: ServerRejected) -> None:
+        """Log a refusal once per kind (a cut-off kiosk is refused on every tap)."""
+        if exc.error != self._last_refusal:
+            log.error("server refused the lookup: %s", exc)
+        self._last_refusal = exc.error
+
     def _refused(self, ident: _Identity, exc: ServerRejected) -> Decision:
         """The server is there and refuses this kiosk or this request (revoked, quarantined,
         not enrolled, malformed): the cache must not open the gate for a kiosk that has been
         cut off, and a refusal is not an outage for the breaker."""
-        if exc.error != self._last_refusal:
-            log.error("server refused the lookup: %s", exc)
-        self._last_refusal = exc.error
+        self._refused_once(exc)
         reason = f"server_refused:{exc.error or exc.status}"
         return self._decision(ident, "check", False, (reason,), error=str(exc))
 
@@ -240,13 +244,19 @@ class Verifier:
         return None
 
     # -- signed offline passes ---------------------------------------------------------------
-    def _signed_pass(self, ident: _Identity, token: str) -> Decision:
-        """A pass the server signed for a person: checked here, with or without the server."""
+    async def _signed_pass(self, ident: _Identity, cred: Credential) -> Decision:
+        """A pass the server signed for a person: checked here, with or without the server.
+
+        Once the pass checks out here, a reachable server is asked to claim its nonce within
+        what is left of the deadline, so the same pass is refused at every other kiosk; a
+        server that is down (or an open breaker) leaves this kiosk's own memory as the only
+        guard (docs/passes.md).
+        """
         if not self._server_key:
             return self._decision(ident, "invalid_credential", False, ("pass_key_missing",))
         trusted = self.clock.trusted()
         check = verify_pass(
-            token,
+            cred.token,
             self._server_key,
             now=self._wall(),
             clock_trusted=trusted,
@@ -259,7 +269,42 @@ class Verifier:
             outcome = "check" if check.reason == "clock_untrusted" else "invalid_credential"
             return self._decision(ident, outcome, True, (f"pass_{check.reason}",))
         outcome = check.outcome if is_decision(check.outcome) else "check"
-        return self._decision(ident, outcome, True, ("signed_pass",))
+        claimed = await self._claim_pass(check, cred)
+        if claimed == "replayed":
+            return self._decision(ident, "invalid_credential", False, ("pass_replayed",))
+        if claimed == "refused":
+            return self._decision(ident, "check", False, ("pass_claim_refused",))
+        if claimed == "claimed":
+            return self._decision(ident, outcome, False, ("signed_pass", "pass_claimed"))
+        return self._decision(ident, outcome, True, ("signed_pass", f"pass_claim_{claimed}"))
+
+    async def _claim_pass(self, check: PassCheck, cred: Credential) -> str:
+        """``claimed``, ``replayed`` (used at another kiosk), ``refused`` (this kiosk is cut
+        off), or why the server was not asked: ``offline`` (breaker open), ``unavailable``,
+        ``unsupported`` (a server without the route)."""
+        if not self.breaker.allow():
+            return "offline"
+        remaining = self.deadline_s - (self._monotonic() - cred.completed_at)
+        try:
+            if remaining <= 0 or check.expires_at is None:
+                raise TimeoutError("deadline already spent before the pass claim")
+            await asyncio.wait_for(
+                self._client.claim_pass(check.nonce, check.expires_at, remaining), remaining
+            )
+        except ServerRejected as exc:
+            if exc.status == 409 and exc.error == "replay":
+                log.warning("pass refused: already used at another kiosk")
+                return "replayed"
+            if exc.status == 404:
+                return "unsupported"
+            self._refused_once(exc)
+            return "refused"
+        except (ServerError, TimeoutError, ValueError) as exc:
+            self.breaker.failure()
+            log.info("pass claim not made, deciding on this kiosk's memory: %s", exc)
+            return "unavailable"
+        self.breaker.success()
+        return "claimed"
 
     # -- the cache -------------------------------------------------------------------------
     def _remember(self, alias: str, checks: Mapping[str, Any], server_time: Any) -> None:

@@ -442,6 +442,16 @@ class ServerClient:
         body: dict[str, Any] = msgspec.to_builtins(wire.VerifyRequest(tap_id, credential))
         return body
 
+    async def claim_pass(self, nonce: str, expires_at: int, timeout_s: float) -> None:
+        """``POST /v1/passes/claim``: make a pass accepted here unusable at every other kiosk.
+
+        Returns when the claim is this kiosk's; :class:`ServerRejected` ``409 replay`` when
+        the pass was already used elsewhere; :class:`ServerUnavailable` as for any call.
+        """
+        body = msgspec.to_builtins(wire.PassClaim(nonce, expires_at))
+        answer = await self.post("/v1/passes/claim", body, timeout_s)
+        checked(answer, wire.PassClaimAnswer, "/v1/passes/claim")
+
     async def upload(self, events: list[dict[str, Any]], timeout_s: float = 10.0) -> dict[str, Any]:
         """``POST /v1/audit``; the acknowledgement is checked before anything is deleted."""
         answer = await self.post("/v1/audit", {"events": events}, timeout_s)

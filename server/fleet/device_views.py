@@ -5,7 +5,9 @@ single-use code. ``POST /v1/session/challenge`` hands out a nonce; ``POST /v1/se
 the kiosk's signature over it (the only signature check of a session's life) and answers a
 token; a revoked or quarantined kiosk gets its ``403`` with an audit-only token instead. A
 pending rotation makes the session demand a new key, proven by signatures of both keys. The
-heartbeat answer is extended with the kiosk's merged configuration.
+heartbeat answer is extended with the kiosk's merged configuration (and publishes
+``kiosk_up`` on the event bus). ``POST /v1/passes/claim`` claims a signed pass's nonce for the
+whole fleet (server/fleet/pass_claims.py).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from core.signing import enrol_message, session_message, signature_ok
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.audit import state as audit_state
 from server.errors import EnrolRefused
+from server.events import publish
+from server.fleet import pass_claims, sessions
 from server.fleet import registry as fleet
-from server.fleet import sessions
 from server.fleet.sessions import (
     DeviceState,
     claim_nonce,
@@ -239,7 +242,30 @@ async def heartbeat(request: web.Request) -> web.Response:
     answer = wire.HeartbeatAnswer(
         now, [], version, config, UNSET if skew is None else skew, history
     )
+    device = request[DEVICE]
+    publish(request.app, "kiosk_up", device_id=device.device_id, site=device.site, gate=device.gate)
     return views.json_response(msgspec.to_builtins(answer))
+
+
+async def claim_pass(request: web.Request) -> web.Response:
+    """``POST /v1/passes/claim {nonce, expires_at}``: 200 when this kiosk is the first to
+    use the pass, ``409 replay`` when any kiosk claimed it before (until it expires)."""
+    body = await read_body(request, wire.PassClaim)
+    device = request[DEVICE]
+    now = int(sessions.utc_now().timestamp())
+    first = await request.app[DATABASE].run(
+        pass_claims.claim_and_purge,
+        body.nonce,
+        device.device_id,
+        body.expires_at,
+        now,
+        pass_claims.purge_due(),
+    )
+    if not first:
+        log.warning("pass replay refused at device %s", device.device_id)
+        raise json_error(web.HTTPConflict, "replay", "this pass was already used")
+    publish(request.app, "pass_claimed", device_id=device.device_id, site=device.site)
+    return views.json_response(msgspec.to_builtins(wire.PassClaimAnswer(body.nonce, now)))
 
 
 def _heartbeat_extras(
@@ -258,6 +284,16 @@ def _heartbeat_extras(
 
 
 OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "POST",
+        "/v1/passes/claim",
+        claim_pass,
+        "device",
+        "Claim a signed pass's nonce: refused (409 replay) once any kiosk has used it",
+        request=wire.PassClaim,
+        response=wire.PassClaimAnswer,
+        errors=(409,),
+    ),
     Operation(
         "POST",
         "/v1/heartbeat",

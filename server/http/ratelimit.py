@@ -11,7 +11,10 @@ Two mechanisms, chosen per route class:
   say, thousands of requests whose bodies never arrive — cannot take every slot.
 
 ``Retry-After`` is whole seconds (at least 1); kiosks add their own jitter
-(device/client.py). ``/healthz`` is never limited. Limits are per server process.
+(device/client.py). ``/healthz`` is never limited, nor the admin event stream (a few open
+dashboards must not hold every admin slot; the bus caps them). Limits are per server process:
+the bucket rates are the server's total divided by the number of workers
+(server/http/workers.py), the in-flight ceilings bound each process's own memory and loop.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def _classify(path: str) -> str:
         return "enrol"
     if path == "/v1/admin/login":
         return ""  # throttled per account and source by the handler (loginguard)
+    if path == "/v1/admin/events":
+        return ""  # a long-lived stream, capped per process by the event bus
     if path.startswith("/v1/admin/"):
         return "admin"
     if path.startswith("/v1/"):

@@ -21,7 +21,7 @@ from device.config import VoiceConfig
 from device.deciding.cache import KioskCache, facts_from_checks
 from device.deciding.clock import ClockTrust
 from device.deciding.verifier import Decision, Verifier
-from device.errors import ServerUnavailable
+from device.errors import ServerRejected, ServerUnavailable
 from device.link.breaker import CircuitBreaker
 from device.link.client import ServerClient
 from device.sources.credentials import Credential
@@ -77,6 +77,7 @@ class FakeServer:
         self.outcome = outcome
         self.up = True
         self.lookups = 0
+        self.claims: set[str] = set()
 
     async def lookup(self, tap_id: str, *args: Any, **kwargs: Any) -> wire.VerifyResponse:
         self.lookups += 1
@@ -95,6 +96,14 @@ class FakeServer:
             },
             wire.VerifyResponse,
         )
+
+    async def claim_pass(self, nonce: str, expires_at: int, timeout_s: float) -> None:
+        """``POST /v1/passes/claim``: the first claim of a nonce wins."""
+        if not self.up:
+            raise ServerUnavailable("connection refused")
+        if nonce in self.claims:
+            raise ServerRejected(409, "replay", "this pass was already used")
+        self.claims.add(nonce)
 
     async def health(self, timeout_s: float = 2.0) -> dict[str, Any]:
         if not self.up:
@@ -383,6 +392,7 @@ async def test_signed_passes_need_a_trusted_clock(clock_state: str) -> None:
         clocks.step(-2 * DAY)
     d = await v.decide(signed_pass(), "t")
     trusted = clock_state == "agreed"
-    want = ("pass", ("signed_pass",)) if trusted else ("check", ("pass_clock_untrusted",))
+    claimed = ("pass", ("signed_pass", "pass_claimed"))
+    want = claimed if trusted else ("check", ("pass_clock_untrusted",))
     assert ((d.outcome, d.reasons), d.clock_trusted) == (want, trusted)
     assert server.lookups == 0
