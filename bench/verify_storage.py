@@ -3,9 +3,9 @@
 1. **The person read** (the four local sources, ``server.verify.sources.PERSON_SQL``):
    inline on the event loop (``db.fetch``, what the server does) against a hop to the
    database thread per read (``db.run``), and against the four statements it replaced.
-2. **The replay claim** (``server.verify.replay``): an inline autocommit insert on the loop,
-   one thread hop per claim, and the queued batches the server uses (64 claims in flight,
-   as under 64 connections).
+2. **The replay claim** (``server.verify.claims``): an inline autocommit insert on the loop,
+   one thread hop per claim, and batches of 64 claims in flight (as under 64 connections)
+   written inline (what the server does) or on the database thread.
 
 Times are wall-clock microseconds per operation in this process, measured in one run; the
 last line printed is JSON.
@@ -87,12 +87,13 @@ async def claims(db: Database, n: int) -> dict[str, float]:
         "thread_hop_each_us": await per_op(n, lambda i: db.run(claim, f"hop-{i}")),
     }
     inline.close()
-    replay = TapReplay(db, ttl_s=60, recent=16)
-    started = time.perf_counter()
-    for j in range(n // 64):
-        await asyncio.gather(*(replay.claim("d", f"batch-{j}-{k}") for k in range(64)))
-    result["queued_batches_us"] = round((time.perf_counter() - started) / (n // 64 * 64) * 1e6, 1)
-    await replay.close()
+    for name, inline_batches in (("inline_batches_us", True), ("thread_batches_us", False)):
+        replay = TapReplay(db, ttl_s=60, recent=16, inline=inline_batches)
+        started = time.perf_counter()
+        for j in range(n // 64):
+            await asyncio.gather(*(replay.claim("d", f"{name}-{j}-{k}") for k in range(64)))
+        result[name] = round((time.perf_counter() - started) / (n // 64 * 64) * 1e6, 1)
+        await replay.close()
     return result
 
 

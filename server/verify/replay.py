@@ -8,15 +8,10 @@ two concurrent copies both are decided and the second claim is refused. A claim 
 ``[identity] replay_ttl_s``; an expired row no longer counts (the claim takes it over) and
 is purged in bounded batches by a background task, off the request path.
 
-How a claim reaches the database, measured (``bench/verify_storage.py``):
-
-* **SQLite**: claims queue on the loop and go to the database thread in batches, one
-  transaction per batch (group commit). An inline autocommit insert costs a commit (a WAL
-  append, now and then a checkpoint's fsync) on the event loop per request, and waits for the
-  write lock of every other process on the file; one thread hop per claim costs more still.
-  A batch costs the loop one hop however many claims it carries, and only the database
-  thread ever waits on the busy timeout.
-* **PostgreSQL**: one ``INSERT … RETURNING`` on the asyncio pool (no thread hop).
+How a claim reaches the database differs by backend (server/verify/claims.py): on SQLite
+the claims of one loop turn are written inline in one transaction (the database thread takes
+them when another writer holds the lock); on PostgreSQL one ``INSERT … RETURNING`` on the
+asyncio pool.
 
 In front of the table, each process keeps the taps it saw decided last (:class:`RecentTaps`,
 ``[identity] replay_window`` of them): a kiosk's retry of a decided tap usually comes back to
@@ -31,32 +26,26 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
 
 from server.storage.connection import Connection
-from server.storage.db import Database, transaction
+from server.storage.db import Database
+from server.verify.claims import (
+    CLAIM_SQL,
+    ClaimWriter,
+    PostgresClaims,
+    SqliteClaims,
+    UnixClock,
+    claim_taps,
+)
+
+__all__ = ["CLAIM_SQL", "RecentTaps", "TapReplay", "claim_taps", "purge_expired"]
 
 log = logging.getLogger(__name__)
 
-UnixClock = Callable[[], float]
-
-#: Insert a claim, or take over an expired one; a live row makes it a no-op (rowcount 0).
-CLAIM_SQL = (
-    "INSERT INTO tap_replay (device_id, tap_id, expires_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (device_id, tap_id) DO UPDATE SET expires_at = excluded.expires_at"
-    " WHERE tap_replay.expires_at <= ?"
-)
 #: Rows removed per purge statement: keeps each write transaction short.
 PURGE_BATCH = 5000
 #: Seconds between purges (each process purges; deleting expired rows is idempotent).
 PURGE_EVERY_S = 30.0
-
-
-def claim_taps(conn: Connection, taps: Sequence[tuple[str, str]], now: int, ttl: int) -> list[bool]:
-    """Claim each ``(device_id, tap_id)`` in one transaction; True where it was free."""
-    params = [(d, t, now + ttl, now) for d, t in taps]
-    with transaction(conn):
-        return [conn.execute(CLAIM_SQL, p).rowcount == 1 for p in params]
 
 
 def purge_expired(conn: Connection, now: int, limit: int = PURGE_BATCH) -> int:
@@ -100,7 +89,8 @@ class TapReplay:
     """The replay check of ``POST /v1/verify``: :meth:`seen` before, :meth:`claim` after.
 
     ``ttl_s`` is how long a tap id stays refused; ``recent`` bounds the in-process front
-    cache; ``clock`` gives unix seconds (tests move it).
+    cache; ``clock`` gives unix seconds (tests move it). On SQLite ``inline`` chooses the
+    inline batches (default) or the database thread for every claim.
     """
 
     def __init__(
@@ -111,16 +101,19 @@ class TapReplay:
         recent: int,
         clock: UnixClock = time.time,
         purge_every_s: float = PURGE_EVERY_S,
+        inline: bool = True,
     ) -> None:
         self._db = db
         self.ttl = int(ttl_s)
         self.recent = RecentTaps(recent, clock)
         self._clock = clock
         self._purge_every_s = purge_every_s
-        self._queue: list[tuple[str, str, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self.writer: ClaimWriter = (
+            SqliteClaims(db, self.ttl, clock, inline=inline)
+            if db.dialect == "sqlite"
+            else PostgresClaims(db, self.ttl, clock)
+        )
         self._purger: asyncio.Task[None] | None = None
-        self.batches = 0
 
     def seen(self, device_id: str, tap_id: str) -> bool:
         """Whether this process saw the tap decided (a fast ``409``; nothing is recorded)."""
@@ -128,43 +121,9 @@ class TapReplay:
 
     async def claim(self, device_id: str, tap_id: str) -> bool:
         """Record a decided tap; False when it was decided before (by any process)."""
-        if self._db.dialect == "sqlite":
-            first = await self._queued(device_id, tap_id)
-        else:
-            now = int(self._clock())
-            rows = await self._db.fetch(
-                f"{CLAIM_SQL} RETURNING 1", (device_id, tap_id, now + self.ttl, now)
-            )
-            first = bool(rows)
+        first = await self.writer.claim(device_id, tap_id)
         self.recent.add((device_id, tap_id), self._clock() + self.ttl)
         return first
-
-    async def _queued(self, device_id: str, tap_id: str) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((device_id, tap_id, future))
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        """Hand the queued claims to the database thread, one batch at a time, until none."""
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    taps = [(d, t) for d, t, _ in batch]
-                    answers = await self._db.run(claim_taps, taps, int(self._clock()), self.ttl)
-                except Exception as exc:
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self.batches += 1
-                for (*_, future), first in zip(batch, answers, strict=True):
-                    if not future.done():
-                        future.set_result(first)
-        finally:
-            self._writer = None
 
     async def purge(self, limit: int = PURGE_BATCH) -> int:
         """Delete expired claims, ``limit`` per transaction, until none are left."""
@@ -176,8 +135,9 @@ class TapReplay:
                 return total
 
     def start(self) -> None:
-        """Start the periodic purge."""
+        """Start the periodic purge (and, on SQLite, the claims' checkpoints)."""
         self._purger = asyncio.ensure_future(self._purge_forever())
+        self.writer.start()
 
     async def _purge_forever(self) -> None:
         while True:
@@ -197,5 +157,4 @@ class TapReplay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
             self._purger = None
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self.writer.close()
