@@ -64,6 +64,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         detail = "request body too large" if exc.status == 413 else exc.reason
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, code, detail, headers)
+    except ConnectionResetError:
+        # The client left before its body arrived (a kiosk rebooting, a load generator
+        # stopping): nobody to answer, nothing wrong with the server.
+        log.debug("%s %s: client gone before its body arrived", request.method, request.path)
+        return error_response(400, "connection_lost", "connection lost")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", "internal server error")
