@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument(
         "--profile", help="py-spy record the server's last verify run (collapsed stacks) here"
     )
+    parser.add_argument("--server-log", help="keep a copy of the server's log here")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="siheyi-bench-") as tmp:
@@ -247,6 +249,8 @@ def main() -> None:
                     proc.wait(timeout=30)
             log.close()
         log_lines = sum(1 for _ in (folder / "server.log").open("rb"))
+        if args.server_log:
+            shutil.copyfile(folder / "server.log", args.server_log)
     echo_rps = statistics.median(x["echo"]["rps"] for x in rounds)
     verify_rps = statistics.median(x["verify"]["rps"] for x in rounds)
     print(
