@@ -28,13 +28,12 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import msgspec
 
 from core import audit, wire
-from server.audit import partitions, state
+from server.audit import bulk, partitions, state
 from server.errors import BadRequest
 from server.http.bodies import convert, refuse_clear_ids
 from server.storage.connection import Connection
@@ -167,37 +166,9 @@ _COLUMNS = (
 )
 _EVENT_COLUMNS = f"{_COLUMNS}, chain_ok, flagged, wall_month"
 _CONFLICT_COLUMNS = f"{_COLUMNS}, hash_ok, flagged"
-#: Rows per INSERT statement: a whole batch (500 x 22 values) is one statement, well below
-#: SQLite's (32,766) and PostgreSQL's (65,535) limits on parameters.
-ROWS_PER_STATEMENT = MAX_EVENTS
 
 
-@lru_cache(maxsize=2 * ROWS_PER_STATEMENT)
-def _insert_sql(table: str, columns: str, rows: int) -> str:
-    """``INSERT`` of ``rows`` rows at once that skips stored ones and names those it stored.
-
-    No conflict target: on PostgreSQL the unique key of ``audit_events`` includes the
-    partition key (``wall_month``), on SQLite it does not; either way it is the only one.
-    """
-    one = "(" + ", ".join(["?"] * (columns.count(",") + 1)) + ")"
-    values = ", ".join([one] * rows)
-    return f"INSERT INTO {table} ({columns}) VALUES {values} ON CONFLICT DO NOTHING RETURNING seq"
-
-
-def _insert(
-    conn: Connection, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
-) -> set[int]:
-    """Insert ``rows`` with one statement per :data:`ROWS_PER_STATEMENT`; the seqs stored."""
-    stored: set[int] = set()
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        params = [value for row in chunk for value in row]
-        cur = conn.execute(_insert_sql(table, columns, len(chunk)), params)
-        stored.update(int(r[0]) for r in cur.fetchall())
-    return stored
-
-
-@dataclass
+@dataclass(slots=True)
 class _Stored:
     hash: str
     prev_hash: str
@@ -228,12 +199,14 @@ class _Batch:
     new_seqs: list[int] = field(default_factory=list)
     lost: int = 0
 
-    def row(self, ev: AuditEvent, last: int | None) -> tuple[Any, ...]:
+    def row(self, ev: AuditEvent, last: int | None, *extra: Any) -> tuple[Any, ...]:
+        """The event's values in ``_COLUMNS`` order, then ``last`` (chain_ok or hash_ok),
+        ``flagged`` and ``extra`` (wall_month for audit_events)."""
         return (
             self.device_id, self.epoch, ev.seq, ev.wall_time, self.received_at, ev.kind,
             ev.outcome, ev.prompt, ev.masked_id, ev.pseudonym, int(ev.offline), ev.cache_age_s,
             ev.latency_ms, ev.boot_id, ev.mono_ns, int(ev.clock_trusted), ev.detail_json,
-            ev.prev_hash, ev.hash, last, self.flagged,
+            ev.prev_hash, ev.hash, last, self.flagged, *extra,
         )  # fmt: skip
 
 
@@ -361,10 +334,8 @@ def _store_fresh(batch: _Batch, fresh: Sequence[tuple[AuditEvent, int | None]]) 
     Under the per-device lock nobody can, so that list is empty; were the lock ever
     bypassed, such an event is compared with the stored version like any resend.
     """
-    rows = [
-        (*batch.row(ev, chain_ok), partitions.month_key(ev.wall_time)) for ev, chain_ok in fresh
-    ]
-    inserted = _insert(batch.conn, "audit_events", _EVENT_COLUMNS, rows)
+    rows = [batch.row(ev, chain_ok, partitions.month_key(ev.wall_time)) for ev, chain_ok in fresh]
+    inserted = bulk.insert(batch.conn, "audit_events", _EVENT_COLUMNS, rows)
     raced: list[AuditEvent] = []
     for ev, chain_ok in fresh:
         if ev.seq not in inserted:
@@ -387,7 +358,7 @@ def _store_conflicts(batch: _Batch, conflicting: Sequence[AuditEvent]) -> None:
     if not conflicting:
         return
     rows = [batch.row(ev, int(ev.hash_ok)) for ev in conflicting]
-    inserted = _insert(batch.conn, "audit_conflicts", _CONFLICT_COLUMNS, rows)
+    inserted = bulk.insert(batch.conn, "audit_conflicts", _CONFLICT_COLUMNS, rows)
     for ev in sorted(conflicting, key=lambda e: e.seq):
         if ev.seq not in inserted:
             batch.duplicates += 1  # this very conflicting version was stored before

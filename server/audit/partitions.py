@@ -27,6 +27,7 @@ import logging
 import re
 import threading
 from datetime import datetime
+from functools import lru_cache
 
 from server.storage.connection import Connection, dialect_of
 from server.storage.db import lock, transaction
@@ -49,9 +50,24 @@ _ensured_lock = threading.Lock()
 
 
 def month_key(timestamp: str) -> int:
-    """``YYYYMM`` of an ISO 8601 timestamp as written (its own offset, not converted)."""
+    """``YYYYMM`` of an ISO 8601 timestamp as written (its own offset, not converted).
+
+    The usual ``YYYY-MM-…`` form is read off the text (this runs for every stored event);
+    any other form ``datetime.fromisoformat`` accepts is parsed.
+    """
+    key = _prefix_month(timestamp[:7])
+    if key:
+        return key
     parsed = datetime.fromisoformat(timestamp)
     return parsed.year * 100 + parsed.month
+
+
+@lru_cache(maxsize=256)
+def _prefix_month(prefix: str) -> int:
+    """``YYYYMM`` of a ``YYYY-MM`` prefix, 0 if it is not one."""
+    if len(prefix) == 7 and prefix[4] == "-" and prefix[:4].isdigit() and prefix[5:].isdigit():
+        return int(prefix[:4]) * 100 + int(prefix[5:])
+    return 0
 
 
 def add_months(key: int, months: int) -> int:

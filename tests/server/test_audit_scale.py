@@ -70,16 +70,18 @@ def rows(target: Path | str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return [tuple(r) for r in conn.execute(sql, tuple(params)).fetchall()]
 
 
-class _CountingPg(PgConnection):
-    """A PostgreSQL connection that remembers the statements it ran."""
+class _CountingRaw:
+    """A psycopg connection that remembers the statements it ran."""
 
-    def __init__(self, inner: PgConnection, seen: list[str]) -> None:
-        super().__init__(inner.raw)
-        self.seen = seen
+    def __init__(self, raw: Any, seen: list[str]) -> None:
+        self._raw, self._seen = raw, seen
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
-        self.seen.append(sql)
-        return super().execute(sql, parameters)
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        self._seen.append(str(query))
+        return self._raw.execute(query, params, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 @contextmanager
@@ -92,7 +94,7 @@ def statements(target: Path | str) -> Iterator[tuple[Connection, list[str]]]:
             yield conn, seen
         else:
             assert isinstance(conn, PgConnection)
-            yield _CountingPg(conn, seen), seen
+            yield PgConnection(_CountingRaw(conn.raw, seen)), seen  # type: ignore[arg-type]
 
 
 def test_a_batch_of_500_is_one_insert_and_a_replay_stores_nothing(db_path: Path) -> None:
