@@ -16,7 +16,8 @@ from aiohttp.typedefs import Handler
 import server.fleet.admin as admin_module
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
-from server.http.loginguard import LoginThrottle
+from server.http.loginguard import FORGET_S, LoginThrottle
+from server.storage.db import Database, connect, open_database
 
 from .test_admin import PASSWORD, admin_db  # noqa: F401 - admin_db is a fixture
 
@@ -157,3 +158,73 @@ async def test_totp_second_factor(server: TestClient) -> None:
     removed = await server.delete("/v1/admin/totp", headers=headers)
     assert (await removed.json()) == {"enabled": False}
     assert (await attempt(server, PASSWORD, "198.51.100.5"))[0] == 200
+
+
+# --- strikes shared by several server processes (the database) ----------------------------
+
+
+async def shared_guesses(
+    throttles: list[LoginThrottle], db: Database, clock: FakeClock, seconds: float, source: str
+) -> int:
+    """Like :func:`guesses_in` (one source), each guess sent to the next process in turn."""
+    checked = 0
+    end = clock.now + seconds
+    turn = 0
+    while clock.now < end:
+        throttle = throttles[turn % len(throttles)]
+        turn += 1
+        if await throttle.wait_shared(db, "ops", source) == 0:
+            checked += 1
+            await throttle.failed_shared(db, "ops", source)
+        clock.now += 1.0
+    return checked
+
+
+async def test_two_processes_give_a_guesser_no_more_guesses_than_one(db_path: Path) -> None:
+    """Two throttles over one database are two server processes: a guesser alternating
+    between them gets what one process gives (3 free failures, then 60 s doubling)."""
+    clock = FakeClock()
+    limits = LimitSettings(login_per_s=1000)
+    one = [LoginThrottle(limits, clock, clock)]
+    two = [LoginThrottle(limits, clock, clock), LoginThrottle(limits, clock, clock)]
+    db = open_database(db_path)
+    await db.open()
+    try:
+        start = clock.now
+        alone = await shared_guesses(one, db, clock, HOUR, "10.0.0.1")
+        await db.run(lambda conn: conn.execute("DELETE FROM login_strikes"))
+        clock.now = start
+        together = await shared_guesses(two, db, clock, HOUR, "10.0.0.1")
+        clock.now = start
+        in_memory = guesses_in(LoginThrottle(limits, clock), clock, HOUR, "10.0.0.1")
+        assert alone == together == in_memory
+        assert 3 <= together <= 8
+        # the other process sees the block; another place and the owner are not held back
+        assert await two[1].wait_shared(db, "ops", "10.0.0.1") > 0
+        assert await two[0].wait_shared(db, "ops", "10.0.0.9") == 0
+        await two[0].succeeded_shared(db, "ops", "10.0.0.9")
+        assert await two[1].wait_shared(db, "ops", "10.0.0.9") == 0
+        # a user name with a NUL (legal JSON) is a key like any other, on both backends
+        await two[0].failed_shared(db, "o\x00ps", "10.0.0.1")
+        assert await two[1].wait_shared(db, "o\x00ps", "10.0.0.5") == 0
+    finally:
+        await db.close()
+
+
+async def test_shared_strikes_are_forgotten_after_a_quiet_day(db_path: Path) -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(LimitSettings(login_per_s=1000), clock, clock)
+    db = open_database(db_path)
+    await db.open()
+    try:
+        for _ in range(5):
+            await throttle.failed_shared(db, "ops", "10.0.0.1")
+        assert await throttle.wait_shared(db, "ops", "10.0.0.1") > 0
+        clock.now += FORGET_S + 1
+        assert await throttle.wait_shared(db, "ops", "10.0.0.1") == 0
+        await throttle.failed_shared(db, "ops", "10.0.0.2")  # purges the quiet keys
+        with connect(db_path) as conn:
+            keys = conn.execute("SELECT key FROM login_strikes ORDER BY key").fetchall()
+        assert "10.0.0.1" not in [k[0] for k in keys]
+    finally:
+        await db.close()

@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.signing import session_message
 from provisioning.registry import DeviceBundle
+from server.config import LimitSettings
 from server.fleet.admin import create_admin, hash_password
 from server.fleet.sessions import mint_token
+from server.http.workers import per_worker_limits
 from server.storage.db import connect, transaction
 
 from .multiproc import children, servers, start, stop, wait_ready
@@ -205,3 +207,16 @@ async def test_workers_share_one_port_restart_a_crashed_worker_and_stop_on_sigte
     assert code == 0, server.output()
     assert not children(server.process.pid)
     assert "worker 0 died" in server.output() or "worker 1 died" in server.output()
+
+
+def test_the_configured_bucket_rates_are_the_servers_total() -> None:
+    limits = LimitSettings(session_per_s=500, session_burst=1000, enrol_per_s=20, login_per_s=2)
+    assert per_worker_limits(limits, 1) is limits
+    each = per_worker_limits(limits, 4)
+    assert (each.session_per_s, each.session_burst, each.enrol_per_s, each.login_per_s) == (
+        125,
+        250,
+        5,
+        0.5,
+    )
+    assert each.device_inflight == limits.device_inflight  # each process's own memory
