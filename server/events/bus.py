@@ -161,11 +161,14 @@ class LocalEventBus(EventBus):
     """In this process only (SQLite): publish delivers at once."""
 
 
+def encode_one(event: Event) -> str:
+    """One event as compact JSON text."""
+    return json.dumps(msgspec.to_builtins(event), ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(events: list[Event]) -> str:
     """Events as one compact JSON array (a NOTIFY payload)."""
-    return json.dumps(
-        [msgspec.to_builtins(e) for e in events], ensure_ascii=False, separators=(",", ":")
-    )
+    return "[" + ",".join(encode_one(e) for e in events) + "]"
 
 
 def decode(payload: str) -> list[Event]:

@@ -21,7 +21,7 @@ import logging
 
 import psycopg
 
-from server.events.bus import Event, EventBus, decode, encode
+from server.events.bus import Event, EventBus, decode, encode_one
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +37,23 @@ RETRY_MAX_S = 5.0
 
 def batches(events: list[Event]) -> list[str]:
     """The events as JSON-array payloads, each under :data:`MAX_PAYLOAD` bytes (an event too
-    big on its own is dropped)."""
+    big on its own is dropped). Each event is encoded once: a flush may hold thousands."""
     payloads: list[str] = []
-    current: list[Event] = []
+    current: list[str] = []
+    size = 2  # the brackets
     for event in events:
-        if len(encode([event]).encode()) > MAX_PAYLOAD:
+        piece = encode_one(event)
+        length = len(piece.encode())
+        if length + 2 > MAX_PAYLOAD:
             log.error("a %s event over %d bytes was not published", event.kind, MAX_PAYLOAD)
             continue
-        if current and len(encode([*current, event]).encode()) > MAX_PAYLOAD:
-            payloads.append(encode(current))
-            current = []
-        current.append(event)
+        if current and size + 1 + length > MAX_PAYLOAD:
+            payloads.append("[" + ",".join(current) + "]")
+            current, size = [], 2
+        size += length + (1 if current else 0)
+        current.append(piece)
     if current:
-        payloads.append(encode(current))
+        payloads.append("[" + ",".join(current) + "]")
     return payloads
 
 
@@ -99,8 +103,9 @@ class PgEventBus(EventBus):
                     self._listening.set()
                     retry = RETRY_FIRST_S
                     async for note in conn.notifies():
-                        for event in decode(note.payload):
-                            self.deliver(event)
+                        if self.subscribers:  # nobody watching here: nothing to decode
+                            for event in decode(note.payload):
+                                self.deliver(event)
             except psycopg.Error as exc:
                 self._listening.clear()
                 self.reconnects += 1
