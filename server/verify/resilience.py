@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from core import idnumbers as identity
@@ -36,9 +36,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class LastKnown:
-    """A source's last ``ok`` value for one person and when it was fetched."""
+class LastKnown(NamedTuple):
+    """A source's last ``ok`` value for one person and when it was fetched (a named tuple:
+    one is made per source and verify, and a frozen dataclass costs several times more)."""
 
     value: Any
     fetched_at: datetime
@@ -92,14 +92,17 @@ class ResilientSource:
             return self.raised(id_number, exc)
         return self.settle(id_number, result)
 
-    def settle(self, id_number: str, result: SourceResult[Any]) -> SourceResult[Any]:
-        """Account for the adapter's answer: remember an ``ok`` value, stale-serve an error."""
+    def settle(
+        self, id_number: str, result: SourceResult[Any], now: datetime | None = None
+    ) -> SourceResult[Any]:
+        """Account for the adapter's answer: remember an ``ok`` value (fetched ``now``, default
+        the clock's time), stale-serve an error."""
         if result.status == "error":
             return self._failed(id_number, result.error or "failed", result.error or "error")
         if self.failing:
             self._recovered()
         if result.status == "ok":
-            self._remember(id_number, result.value)
+            self._remember(id_number, result.value, now)
         elif result.status == "missing" and self._last:
             self._last.pop(id_number, None)  # the record is gone: never resurrect it
         return result
@@ -112,6 +115,10 @@ class ResilientSource:
         """The answer when the adapter raised ``exc``."""
         return self._failed(id_number, "failed", f"{type(exc).__name__}: {exc}")
 
+    def now(self) -> datetime:
+        """The wrapper's clock."""
+        return self._clock()
+
     def peek(self, id_number: str) -> LastKnown | None:
         """The remembered value for ``id_number`` without asking the source (or None)."""
         return self._last.get(id_number)
@@ -122,10 +129,10 @@ class ResilientSource:
             self.name, self.failing, self.failures, self.stale_served, len(self._last)
         )
 
-    def _remember(self, id_number: str, value: Any) -> None:
+    def _remember(self, id_number: str, value: Any, now: datetime | None = None) -> None:
         if self.max_entries <= 0:
             return
-        self._last[id_number] = LastKnown(value, self._clock())
+        self._last[id_number] = LastKnown(value, now or self._clock())
         self._last.move_to_end(id_number)
         while len(self._last) > self.max_entries:
             self._last.popitem(last=False)
@@ -180,7 +187,8 @@ class ResilientGroup:
             return {m.name: m.timed_out(id_number) for m in self.members}
         except Exception as exc:
             return {m.name: m.raised(id_number, exc) for m in self.members}
-        return {m.name: m.settle(id_number, records[m.name]) for m in self.members}
+        now = self.members[0].now()
+        return {m.name: m.settle(id_number, records[m.name], now) for m in self.members}
 
 
 def group_sources(
