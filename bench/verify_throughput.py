@@ -149,19 +149,31 @@ def lua_script(folder: Path, name: str, path: str, tokens: list[str], people: li
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(port: int, path: str, script: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """One wrk run: requests/s, p50/p99 in ms, and the count of non-2xx answers."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, path: str, script: Path, args: argparse.Namespace, pid: int) -> dict[str, Any]:
+    """One wrk run: requests/s, p50/p99 in ms, the count of non-2xx answers, and the
+    server's CPU time per request (less sensitive than requests/s to other load on the
+    machine)."""
+    cpu = cpu_seconds(pid)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}{path}"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
+    cpu = cpu_seconds(pid) - cpu
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": round(rps),
+        "cpu_us_per_request": round(cpu / max(total, 1) * 1e6, 1),
         "p50_ms": _ms(lat["50"]),
         "p99_ms": _ms(lat["99"]),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
@@ -229,7 +241,7 @@ def main() -> None:
             for r in range(args.rounds):
                 echo_lua = lua_script(folder, f"e{r}", "/echo", tokens, people)
                 verify_lua = lua_script(folder, f"v{r}", "/v1/verify", tokens, people)
-                e = wrk(echo_port, "/echo", echo_lua, args)
+                e = wrk(echo_port, "/echo", echo_lua, args, echo.pid)
                 if args.profile and r == args.rounds - 1:
                     spy = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-o",
@@ -237,7 +249,7 @@ def main() -> None:
                          "200", "--nonblocking"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
-                v = wrk(server_port, "/v1/verify", verify_lua, args)
+                v = wrk(server_port, "/v1/verify", verify_lua, args, server.pid)
                 rounds.append({"echo": e, "verify": v})
                 print(json.dumps({"round": r + 1, **rounds[-1]}), flush=True)
             if spy is not None:
@@ -253,6 +265,8 @@ def main() -> None:
             shutil.copyfile(folder / "server.log", args.server_log)
     echo_rps = statistics.median(x["echo"]["rps"] for x in rounds)
     verify_rps = statistics.median(x["verify"]["rps"] for x in rounds)
+    echo_cpu = statistics.median(x["echo"]["cpu_us_per_request"] for x in rounds)
+    verify_cpu = statistics.median(x["verify"]["cpu_us_per_request"] for x in rounds)
     print(
         json.dumps(
             {
@@ -260,6 +274,9 @@ def main() -> None:
                 "verify_rps": round(verify_rps),
                 "ratio": round(verify_rps / echo_rps, 3),
                 "verify_p99_ms": statistics.median(x["verify"]["p99_ms"] for x in rounds),
+                "cpu_ratio": round(echo_cpu / verify_cpu, 3),
+                "echo_cpu_us": echo_cpu,
+                "verify_cpu_us": verify_cpu,
                 "echo_p99_ms": statistics.median(x["echo"]["p99_ms"] for x in rounds),
                 "verify_non_2xx": sum(x["verify"]["non_2xx"] for x in rounds),
                 "backend": "postgresql" if args.database else "sqlite",
