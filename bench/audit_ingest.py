@@ -25,7 +25,7 @@ PostgreSQL: a throw-away cluster started like the tests' (tests/pgserver.py: ``f
 ``synchronous_commit=off``, so commits cost no disk flush on either side), or ``--pg-url``.
 
     .venv/bin/python bench/audit_ingest.py [--backends sqlite,postgresql] [--no-kill]
-        [--devices 16] [--batches 25] [--batch-size 500] [--pg-url URL]
+        [--devices 16] [--batches 25] [--batch-size 500] [--kill-devices 4] [--pg-url URL]
 
 Prints one line per backend, then a final JSON line.
 """
@@ -281,7 +281,7 @@ def kill_nine(target: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     started = ctx.Event()
     child = ctx.Process(
-        target=_child, args=(target, args.devices, args.batches, args.batch_size, started)
+        target=_child, args=(target, args.kill_devices, args.batches, args.batch_size, started)
     )
     child.start()
     started.wait(30)
@@ -289,7 +289,7 @@ def kill_nine(target: str, args: argparse.Namespace) -> dict[str, Any]:
     assert child.pid is not None
     os.kill(child.pid, signal.SIGKILL)
     child.join()
-    ing = fleet("kill", args.devices, args.batches, args.batch_size)
+    ing = fleet("kill", args.kill_devices, args.batches, args.batch_size)
     with connect(target) as conn:
         (before,) = conn.execute(
             "SELECT count(*) FROM audit_events WHERE device_id LIKE 'kill-%'"
@@ -361,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the SIGKILL check on SQLite (default: on)",
     )
     parser.add_argument("--kill-after", type=float, default=1.0, metavar="S")
+    parser.add_argument("--kill-devices", type=int, default=4, metavar="N")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
