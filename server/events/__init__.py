@@ -17,18 +17,21 @@ Which bus (:func:`events_ctx`):
   to the one writer lock the verify path needs. Several processes that need a complete live
   view run on PostgreSQL (docs/server.md).
 
+``kiosk_down`` is announced by one process for the fleet (:mod:`server.events.presence`).
 Events carry masked ids only: an event holding anything that looks like a clear ID number
 is dropped (and counted) rather than sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from server.appkeys import CONFIG
+from server.events import presence
 from server.events.bus import EVENT_KINDS, Event, EventBus, LocalEventBus
 from server.storage.connection import is_postgres
 
@@ -65,9 +68,12 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         bus = LocalEventBus()
     await bus.start()
     app[EVENTS] = bus
+    watcher = asyncio.create_task(presence.watch(app, publish), name="kiosk-presence")
     try:
         yield
     finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         await bus.close()
 
 

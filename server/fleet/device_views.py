@@ -26,7 +26,7 @@ from core.signing import enrol_message, session_message, signature_ok
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.audit import state as audit_state
 from server.errors import EnrolRefused
-from server.events import publish
+from server.events import presence, publish
 from server.fleet import pass_claims, sessions
 from server.fleet import registry as fleet
 from server.fleet.sessions import (
@@ -236,14 +236,21 @@ async def heartbeat(request: web.Request) -> web.Response:
     skew = None
     if beat.sent_at is not None:
         skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
-    version, config, history = await request.app[DATABASE].run(
+    version, config, history, back = await request.app[DATABASE].run(
         _heartbeat_extras, request[DEVICE].device_id, skew, beat.journal, now
     )
     answer = wire.HeartbeatAnswer(
         now, [], version, config, UNSET if skew is None else skew, history
     )
     device = request[DEVICE]
-    publish(request.app, "kiosk_up", device_id=device.device_id, site=device.site, gate=device.gate)
+    publish(
+        request.app,
+        "kiosk_up",
+        device_id=device.device_id,
+        site=device.site,
+        gate=device.gate,
+        back=back,
+    )
     return views.json_response(msgspec.to_builtins(answer))
 
 
@@ -274,13 +281,16 @@ def _heartbeat_extras(
     skew_s: float | None,
     journal: wire.JournalState | None,
     now: str,
-) -> tuple[int, dict[str, Any], wire.AuditHistory]:
+) -> tuple[int, dict[str, Any], wire.AuditHistory, bool]:
+    """The heartbeat's writes and the answer's facts; the last: whether the kiosk had been
+    announced down (server/events/presence.py)."""
     if skew_s is not None:
         record_skew(conn, device_id, skew_s)
     if journal is not None:
         audit_state.record_journal(conn, device_id, journal, now)
     version, config = fleet.merged_config(conn, device_id)
-    return version, config, audit_state.history(conn, device_id)
+    back = presence.back_up(conn, device_id)
+    return version, config, audit_state.history(conn, device_id), back
 
 
 OPERATIONS: tuple[Operation, ...] = (

@@ -35,3 +35,10 @@ CREATE TABLE login_trusted (
     at       DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (account, source)
 );
+
+-- Kiosks announced down on the event stream (no heartbeat for a while): one row per kiosk
+-- while it is down, so that of several processes watching, one announces it, once.
+CREATE TABLE kiosk_down (
+    device_id  TEXT PRIMARY KEY,
+    since      TEXT NOT NULL
+);

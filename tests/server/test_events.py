@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import ServerConfig
-from server.events import EVENTS, install_events
+from server.events import EVENTS, install_events, presence
 from server.events.bus import QUEUE_SIZE, Event, EventBus, LocalEventBus, decode, encode
 from server.events.postgres import MAX_PAYLOAD, PgEventBus, batches
+from server.storage.db import connect
 from tests.pgserver import PgCluster
 
 from .test_admin import PASSWORD, admin_db  # noqa: F401 - admin_db is a fixture
@@ -146,4 +148,28 @@ async def test_the_admin_stream_carries_heartbeats_as_kiosk_up(
                 pass
     event = json.loads(line[6:])
     assert event["kind"] == "kiosk_up"
-    assert event["data"] == {"device_id": device.device_id, "site": "site-a", "gate": "gate-1"}
+    assert event["data"] == {
+        "device_id": device.device_id,
+        "site": "site-a",
+        "gate": "gate-1",
+        "back": False,
+    }
+
+
+def test_a_quiet_kiosk_is_announced_down_once_and_back_by_its_heartbeat(
+    db_path: Path, device: Any
+) -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    seen = now - timedelta(seconds=presence.DOWN_AFTER_S - 1)
+    with connect(db_path) as conn:
+        conn.execute(
+            "UPDATE devices SET last_seen_at = ? WHERE device_id = ?",
+            (seen.isoformat(timespec="seconds"), device.device_id),
+        )
+        assert presence.newly_down(conn, now) == []  # not quiet long enough
+        later = now + timedelta(seconds=2)
+        first = presence.newly_down(conn, later)  # one process claims the announcement
+        second = presence.newly_down(conn, later)  # the other finds it claimed
+        assert first == [(device.device_id, "site-a", "gate-1")] and second == []
+        assert presence.back_up(conn, device.device_id)
+        assert not presence.back_up(conn, device.device_id)
