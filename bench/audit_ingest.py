@@ -39,6 +39,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -267,25 +268,30 @@ def measure(target: str, args: argparse.Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ kill -9
 
 
-def _child(target: str, devices: int, batches: int, size: int, started: Any) -> None:
+def _child(target: str, devices: int, batches: int, size: int, done: Any) -> None:
+    """Ingest every batch of the ``kill`` fleet, counting the batches committed in ``done``."""
     ing = fleet("kill", devices, batches, size)
     with connect(target) as conn:
-        started.set()
         for device, device_batches in ing.batches.items():
             for batch in device_batches:
                 ingest(conn, device, batch, RECEIVED)
+                with done.get_lock():
+                    done.value += 1
 
 
 def kill_nine(target: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Kill an ingesting process at a random moment; resend everything; check."""
+    """SIGKILL an ingesting process half-way through its batches, a random fraction of a
+    batch after one committed; resend everything; check."""
     ctx = multiprocessing.get_context("spawn")
-    started = ctx.Event()
+    done = ctx.Value("i", 0)
     child = ctx.Process(
-        target=_child, args=(target, args.kill_devices, args.batches, args.batch_size, started)
+        target=_child, args=(target, args.kill_devices, args.batches, args.batch_size, done)
     )
     child.start()
-    started.wait(30)
-    time.sleep(args.kill_after)
+    half, deadline = args.kill_devices * args.batches // 2, time.monotonic() + 60
+    while done.value < half and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(random.uniform(0, 0.01))  # the typical batch takes ~10 ms
     assert child.pid is not None
     os.kill(child.pid, signal.SIGKILL)
     child.join()
@@ -300,7 +306,10 @@ def kill_nine(target: str, args: argparse.Namespace) -> dict[str, Any]:
                 stored += ingest(conn, device, batch, RECEIVED).stored
         result = check(conn, ing, "kill")
     result.update(
-        held_at_kill=int(before), stored_on_resend=stored, exit_signal=-(child.exitcode or 0)
+        committed_at_kill=done.value,
+        held_at_kill=int(before),
+        stored_on_resend=stored,
+        exit_signal=-(child.exitcode or 0),
     )
     return result
 
@@ -360,7 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=True,
         help="the SIGKILL check on SQLite (default: on)",
     )
-    parser.add_argument("--kill-after", type=float, default=1.0, metavar="S")
     parser.add_argument("--kill-devices", type=int, default=4, metavar="N")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {}
