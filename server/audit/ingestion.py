@@ -359,7 +359,8 @@ def _store_fresh(batch: _Batch, fresh: Sequence[tuple[AuditEvent, int | None]]) 
         batch.new_seqs.append(ev.seq)
         if chain_ok == 0:
             batch.breaks.append(ev.seq)
-        _record_loss(batch, ev)
+        if ev.kind == "system":  # the only kind that reports losses
+            _record_loss(batch, ev)
     return raced
 
 
