@@ -21,7 +21,7 @@ a fraction of one core over the measured window, so a generator near 100 % of a 
 visible as the bottleneck.
 
     .venv/bin/python bench/fleet_load.py --quick     # < 3 min
-    .venv/bin/python bench/fleet_load.py             # full search, 15 s steps
+    .venv/bin/python bench/fleet_load.py             # full search, 12 s steps
 
 The plot (verify p50/p99 against kiosks, per set-up) goes to bench/fleet_load.png; it needs
 matplotlib, a bench-only dependency: ``.venv/bin/pip install matplotlib`` (skipped with a
@@ -71,8 +71,8 @@ class Plan:
     retries: int
 
 
-QUICK = Plan(2, 4, 600, 2.0, 1.35, 12_000, 3, 1, 0)
-FULL = Plan(3, 15, 600, 1.5, 1.08, 40_000, 8, 2, 1)
+QUICK = Plan(1.5, 3, 400, 2.0, 1.5, 4_000, 3, 1, 0)
+FULL = Plan(3, 12, 600, 1.5, 1.08, 40_000, 8, 2, 1)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -204,7 +204,8 @@ def short(step: dict[str, Any]) -> str:
     return (
         f"{step['kiosks']:6d} kiosks  verify {v['rps']:7.1f}/s p50 {v['p50_ms']:7.2f}"
         f" p99 {v['p99_ms']:8.2f} ms  audit p99 {a['p99_ms']:8.2f} ms  errors {step['errors']}"
-        f"  cpu {step['cpu']} gen {step['generator_cpu']} load {step['loadavg_1m']}"
+        f"  cpu {step['cpu']} gen {step['generator_cpu']} lag {step['generator_max_lag_ms']} ms"
+        f" load {step['loadavg_1m']}"
         f"  {'ok' if step['ok'] else 'FAIL'}"
     )
 
