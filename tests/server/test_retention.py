@@ -109,6 +109,23 @@ def test_a_resend_after_pruning_is_acknowledged_and_the_chain_goes_on(db_path: P
     assert upload(db_path, forged, received=OCT_LATE).chain_breaks == (13,)
 
 
+def test_a_long_read_does_not_stop_a_prune(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: dropping a partition needs an exclusive lock a long read (an export) keeps
+    from it; after the lock timeout the rows are deleted instead. SQLite: readers never
+    block the writer."""
+    from server.audit import retention
+
+    upload(db_path, journal(1, 5, wall="2026-09-09T20:00:00+08:00"), received=SEP)
+    monkeypatch.setattr(retention, "LOCK_TIMEOUT", "200ms")
+    with connect(db_path) as reader:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM audit_events").fetchone()[0] == 5
+        report = pruned(db_path, CUT)
+        reader.execute("ROLLBACK")
+    assert (report.events, report.partitions_dropped) == (5, ())
+    assert rows(db_path, "SELECT count(*) FROM audit_events") == [(0,)]
+
+
 def test_the_configured_retention_gives_the_default_cut() -> None:
     now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
     assert default_cut(now, 0) is None  # keep for ever
