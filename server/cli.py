@@ -35,7 +35,7 @@ from server.errors import (
 )
 from server.events import install_events
 from server.http.serving import serve
-from server.http.workers import per_worker_limits, supervise
+from server.http.workers import check_port, per_worker_limits, supervise
 from server.offline.passes import issue_pass
 from server.storage.connection import describe
 from server.storage.db import connect
@@ -108,6 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     config = replace(config, workers=workers, limits=per_worker_limits(config.limits, workers))
+    try:
+        check_port(config.host, config.port, reuse_port=workers > 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"error: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr)
+        return 2
     scheme = "https" if ssl_context is not None else "http"
     url = f"{scheme}://{config.host}:{config.port}"
     processes = f", {workers} workers" if workers > 1 else ""

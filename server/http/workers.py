@@ -27,6 +27,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,22 @@ STOP_GRACE_S = 15.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 Worker = Callable[[int], None]
+
+
+def check_port(host: str, port: int, *, reuse_port: bool) -> None:
+    """Bind (and release) every address ``host`` resolves to; ``OSError`` when one cannot be
+    had — a port held by another program, or one below 1024 without the right. Checked once
+    before forking: a worker that cannot bind would otherwise die and be restarted forever.
+    """
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
 
 
 def per_worker_limits(limits: LimitSettings, workers: int) -> LimitSettings:

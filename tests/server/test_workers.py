@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,17 @@ def test_the_configured_bucket_rates_are_the_servers_total() -> None:
         0.5,
     )
     assert each.device_inflight == limits.device_inflight  # each process's own memory
+
+
+def test_a_port_held_by_another_program_is_an_error_not_a_restart_loop(
+    db_path: Path | str, tmp_path: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = start(db_path, tmp_path, "--host", "127.0.0.1", "--workers", "2", port=port)
+        code = server.process.wait(timeout=60)
+    assert code == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in server.output()
+    assert "worker 0 started" not in server.output()
