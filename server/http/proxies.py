@@ -11,6 +11,11 @@ the client or by proxies we do not know, so cannot be believed), as nginx's
 ``real_ip_recursive on`` picks it. ``X-Forwarded-Proto``
 (``http`` or ``https``, the last value when proxies chained) sets ``request.scheme``. A
 malformed header changes nothing and is logged at debug level: it never fails the request.
+
+The handler gets a clone of the request (``request.clone(remote=…, scheme=…)``). aiohttp's
+access logger still holds the original, so what the inner middlewares store on the clone
+(the authenticated device) is copied back onto it afterwards, and the client address is
+kept on it under :data:`CLIENT_ADDRESS` for the access log to print instead of the proxy's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SCHEMES = frozenset({"http", "https"})
+
+#: Request key: the client address taken from ``X-Forwarded-For`` (set on the original request
+#: and its clone when a trusted proxy named one).
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 
 def parse_address(text: str) -> Address | None:
@@ -98,8 +107,14 @@ def proxy_middleware(trusted: Sequence[str]) -> Middleware:
                 log.debug("X-Forwarded-Proto ignored: %r", forwarded_proto[:40])
         if remote is None and scheme is None:
             return await handler(request)
-        return await handler(
-            request.clone(remote=remote or request.remote or "", scheme=scheme or request.scheme)
+        if remote is not None:
+            request[CLIENT_ADDRESS] = remote
+        clone = request.clone(
+            remote=remote or request.remote or "", scheme=scheme or request.scheme
         )
+        try:
+            return await handler(clone)
+        finally:
+            request.update(clone)  # the device auth stored, for the access log
 
     return middleware

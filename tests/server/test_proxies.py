@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.typedefs import Handler
+from aiohttp.web_request import BaseRequest
 
 from server.http.middleware import error_middleware
-from server.http.proxies import TrustedProxies, parse_address, proxy_middleware
+from server.http.proxies import CLIENT_ADDRESS, TrustedProxies, parse_address, proxy_middleware
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
@@ -123,3 +126,38 @@ def test_trusted_networks_by_family() -> None:
     assert parse_address("fd12::1") in proxies
     assert parse_address("11.0.0.1") not in proxies
     assert None not in proxies
+
+
+WHO = web.RequestKey("who", str)
+
+
+class Seen(AbstractAccessLogger):
+    """An access logger recording what it is shown: aiohttp hands it the original request."""
+
+    lines: ClassVar[list[tuple[str | None, str | None, object]]] = []
+
+    @property
+    def enabled(self) -> bool:
+        return True
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.lines.append((request.remote, request.get(CLIENT_ADDRESS), request.get(WHO)))
+
+
+async def test_access_log_sees_client_and_what_inner_middlewares_stored() -> None:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[WHO] = "k-1"  # as auth_middleware stores the device
+        return await handler(request)
+
+    app = web.Application(
+        middlewares=[error_middleware, proxy_middleware(["127.0.0.1"]), authenticate]
+    )
+    app.router.add_get("/whoami", whoami)
+    Seen.lines.clear()
+    server = TestServer(app)
+    await server.start_server(access_log_class=Seen)
+    async with TestClient(server) as client:
+        answer = await ask(client, {"X-Forwarded-For": "203.0.113.7"})
+    assert answer["remote"] == "203.0.113.7"
+    assert Seen.lines == [("127.0.0.1", "203.0.113.7", "k-1")]
