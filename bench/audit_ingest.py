@@ -289,9 +289,13 @@ def kill_nine(target: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     child.start()
     half, deadline = args.kill_devices * args.batches // 2, time.monotonic() + 60
+    while done.value < 1 and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    first = time.monotonic()
     while done.value < half and child.is_alive() and time.monotonic() < deadline:
         time.sleep(0.001)
-    time.sleep(random.uniform(0, 0.01))  # the typical batch takes ~10 ms
+    per_batch = (time.monotonic() - first) / max(1, done.value - 1)
+    time.sleep(random.uniform(0, per_batch))  # anywhere in the next batch, commit included
     assert child.pid is not None
     os.kill(child.pid, signal.SIGKILL)
     child.join()
