@@ -242,16 +242,25 @@ async def heartbeat(request: web.Request) -> web.Response:
     answer = wire.HeartbeatAnswer(
         now, [], version, config, UNSET if skew is None else skew, history
     )
-    device = request[DEVICE]
-    publish(
-        request.app,
-        "kiosk_up",
-        device_id=device.device_id,
-        site=device.site,
-        gate=device.gate,
-        back=back,
-    )
+    _announce(request, back, beat.journal)
     return views.json_response(msgspec.to_builtins(answer))
+
+
+def _announce(request: web.Request, back: bool, journal: wire.JournalState | None) -> None:
+    """The heartbeat on the event stream: ``kiosk_up``, and an ``alert`` while the kiosk's
+    journal is full or has lost events (the state ``GET /v1/admin/audit/alerts`` reports)."""
+    device = request[DEVICE]
+    where = {"device_id": device.device_id, "site": device.site}
+    publish(request.app, "kiosk_up", **where, gate=device.gate, back=back)
+    if journal is not None and (journal.full or journal.lost or journal.dead_letters):
+        publish(
+            request.app,
+            "alert",
+            **where,
+            journal_full=journal.full,
+            lost=journal.lost,
+            dead_letters=journal.dead_letters,
+        )
 
 
 async def claim_pass(request: web.Request) -> web.Response:

@@ -146,6 +146,22 @@ async def test_the_admin_stream_carries_heartbeats_as_kiosk_up(
         async with asyncio.timeout(10):
             while not (line := await stream.content.readline()).startswith(b"data: "):
                 pass
+        full = {"boot_id": "b", "journal": {"full": True, "lost": 2}}
+        beat = await streaming.post("/v1/heartbeat", json=full, headers=auth)
+        assert beat.status == 200
+        kinds = []
+        async with asyncio.timeout(10):
+            while len(kinds) < 2:
+                if (raw := await stream.content.readline()).startswith(b"data: "):
+                    kinds.append(json.loads(raw[6:]))
+    assert [k["kind"] for k in kinds] == ["kiosk_up", "alert"]
+    assert kinds[1]["data"] == {
+        "device_id": device.device_id,
+        "site": "site-a",
+        "journal_full": True,
+        "lost": 2,
+        "dead_letters": 0,
+    }
     event = json.loads(line[6:])
     assert event["kind"] == "kiosk_up"
     assert event["data"] == {
