@@ -22,6 +22,8 @@ not fork at all: the server runs in the calling process, as it always did.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -48,6 +50,7 @@ STABLE_S = 60.0
 STOP_GRACE_S = 15.0
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PR_SET_PDEATHSIG = 1
 
 Worker = Callable[[int], None]
 
@@ -212,7 +215,14 @@ class Supervisor:
 
 def _run_worker(target: Worker, index: int) -> None:
     """The child: the parent's signal handlers are not ours; aiohttp installs its own. A
-    stop signal held since the fork now ends the worker before it serves."""
+    stop signal held since the fork now ends the worker before it serves.
+
+    The worker leaves the terminal's process group, so a Ctrl-C reaches it once, forwarded
+    by the parent, rather than twice (a second one cuts its clean shutdown short); and it
+    is sent ``SIGTERM`` should the parent die without forwarding anything.
+    """
+    os.setpgid(0, 0)
+    _stop_with_parent()
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -229,6 +239,15 @@ def _run_worker(target: Worker, index: int) -> None:
         # would wait for forever: the worker is done, so it leaves at once.
         logging.shutdown()
         os._exit(code)
+
+
+def _stop_with_parent() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGTERM)`` where there is one (Linux); best effort."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.debug("no prctl: a worker outlives a killed supervisor")
 
 
 def supervise(target: Worker, workers: int) -> int:

@@ -235,3 +235,22 @@ def test_a_port_held_by_another_program_is_an_error_not_a_restart_loop(
     assert code == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in server.output()
     assert "worker 0 started" not in server.output()
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(
+    db_path: Path | str, tmp_path: Path
+) -> None:
+    server = start(db_path, tmp_path, "--workers", "2")
+    try:
+        await wait_ready(server)
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        server.process.kill()  # SIGKILL: nothing is forwarded
+        server.process.wait()
+        deadline = time.monotonic() + SEEN_WITHIN_S
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, f"workers left running:\n{server.output()}"
+            await asyncio.sleep(0.1)
+    finally:
+        for pid in children(server.process.pid):
+            os.kill(pid, signal.SIGKILL)
