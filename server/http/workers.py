@@ -6,8 +6,10 @@ over them. Why this rather than gunicorn's aiohttp worker:
 
 * no extra dependency, and nothing between the kernel and aiohttp (gunicorn's arbiter
   forwards nothing but signals anyway);
-* the kernel balances connections across the listening sockets by a hash of the 4-tuple,
-  so a busy worker does not starve the others the way one shared accept queue can;
+* the kernel balances new connections across the listening sockets by a hash of the
+  4-tuple, evenly, where with one shared accept queue the worker that wakes first tends to
+  take most of them (the price: a stalled worker still gets its share until it dies and
+  is restarted);
 * each worker is the same single process a one-worker server is — same code, same start
   line, same tests — and holds no state that matters: everything that must hold across
   workers is in the database (docs/server.md "Several processes").
