@@ -4,8 +4,9 @@ Each worker is a plain asyncio process running :func:`server.http.serving.serve`
 ``SO_REUSEPORT``: every worker binds the same address and the kernel spreads new connections
 over them. Why this rather than gunicorn's aiohttp worker:
 
-* no extra dependency, and nothing between the kernel and aiohttp (gunicorn's arbiter
-  forwards nothing but signals anyway);
+* no extra dependency: gunicorn's aiohttp worker brings its pre-fork arbiter, its own
+  configuration, logging and worker heartbeats — a model ``kiosk demo`` and a one-host
+  deployment do not need;
 * the kernel balances new connections across the listening sockets by a hash of the
   4-tuple, evenly, where with one shared accept queue the worker that wakes first tends to
   take most of them (the price: a stalled worker still gets its share until it dies and
