@@ -1,4 +1,4 @@
-"""``kiosk server …`` verbs: run, import, init-demo-data, issue-pass.
+"""``kiosk server …`` verbs: run, import, init-demo-data, issue-pass, prune.
 
 ``register(subparsers)`` adds the ``server`` command to the top-level ``kiosk`` parser; each
 verb is one function returning an exit status, chosen through ``args.func``.
@@ -25,6 +25,7 @@ from aiohttp import web
 from core.idnumbers import mask, normalise
 from core.passes import MAX_VALIDITY_S
 from server.app import create_app
+from server.audit.retention import default_cut, prune
 from server.config import ServerConfig, load_config, resolve_database
 from server.errors import (
     ConfigError,
@@ -216,11 +217,62 @@ def cmd_issue_pass(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cut(text: str) -> datetime:
+    """``--before``: an ISO 8601 date (midnight) or time; without an offset it is UTC."""
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.utcoffset() is not None else parsed.replace(tzinfo=UTC)
+
+
+def _prune_cut(args: argparse.Namespace, config: ServerConfig) -> datetime | None:
+    """The cut ``--before`` names, else ``[audit] retention_days`` ago; None: refused (said)."""
+    if args.before:
+        try:
+            return _cut(args.before)
+        except ValueError:
+            print(f"error: --before: not an ISO 8601 date or time: {args.before}", file=sys.stderr)
+            return None
+    cut = default_cut(datetime.now(UTC), config.audit_retention_days)
+    if cut is None:
+        print(
+            "error: nothing to prune: give --before DATE or set [audit] retention_days",
+            file=sys.stderr,
+        )
+    return cut
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Remove the audit rows received before the cut; print what went."""
+    try:
+        config = load_config(args.config) if args.config else ServerConfig.default()
+        database = resolve_database(args.config, args.database)
+    except ConfigError as exc:
+        return config_error(exc)
+    before = _prune_cut(args, config)
+    if before is None:
+        return 2
+    try:
+        with connect(database) as conn:
+            report = prune(conn, before)
+    except DATABASE_ERRORS as exc:
+        return database_error(database, exc)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+    dropped = report.partitions_dropped
+    print(
+        f"audit rows received before {report.before} removed: {report.events} event(s),"
+        f" {report.conflicts} conflict(s), {report.losses} loss report(s)"
+        + (f"; partitions dropped: {', '.join(dropped)}" if dropped else "")
+    )
+    return 0
+
+
 VERBS: dict[str, Verb] = {
     "run": cmd_run,
     "import": cmd_import,
     "init-demo-data": cmd_init_demo_data,
     "issue-pass": cmd_issue_pass,
+    "prune": cmd_prune,
 }
 
 
@@ -289,8 +341,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue.add_argument("--png", metavar="FILE", help="also write the pass as a QR image (segno)")
     add_database_options(issue)
 
+    prune_verb = verbs.add_parser(
+        "prune", help="remove audit events received before a date (retention)"
+    )
+    prune_verb.add_argument(
+        "--before",
+        metavar="DATE",
+        help="ISO 8601 date or time, UTC unless it has an offset"
+        " (default: now minus [audit] retention_days)",
+    )
+    add_database_options(prune_verb)
+    prune_verb.add_argument("--json", action="store_true", help="print the report as JSON")
+
     for name, parser in (
         ("run", run),
+        ("prune", prune_verb),
         ("import", imp),
         ("init-demo-data", demo),
         ("issue-pass", issue),

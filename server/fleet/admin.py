@@ -211,28 +211,29 @@ def _use_code(conn: Connection, username: str, secret: str, code: str | None) ->
 async def login(request: web.Request) -> web.Response:
     """``POST /v1/admin/login``: ``{username, password, totp?}`` → ``{token, expires_at}``.
 
-    Throttled per account and source before any password work (server/http/loginguard.py);
+    Throttled per account and source before any password work, with the strikes in the
+    database so every server process counts the same guesses (server/http/loginguard.py);
     every refusal reads the same, whether the name, the password or the code was wrong.
     """
     body = await read_body(request, LoginRequest)
     throttle = request.app[LOGIN_THROTTLE]
     source = request.remote or "-"
-    wait = throttle.wait(body.username, source)
+    db = request.app[DATABASE]
+    wait = await throttle.wait_shared(db, body.username, source)
     if wait > 0:
         return overloaded(wait, "login")
-    db = request.app[DATABASE]
     stored, secret = await db.run(_login_facts, body.username)
     ok = await asyncio.to_thread(password_ok, stored or _DUMMY_HASH, body.password)
     ok = ok and stored is not None
     if ok and secret is not None:
         ok = await db.run(_use_code, body.username, secret, body.totp)
     if not ok:
-        throttle.failed(body.username, source)
+        await throttle.failed_shared(db, body.username, source)
         log.warning("admin login failed for %r from %s", body.username[:64], source)
         raise json_error(
             web.HTTPUnauthorized, "unauthenticated", "wrong user name, password or one-time code"
         )
-    throttle.succeeded(body.username, source)
+    await throttle.succeeded_shared(db, body.username, source)
     now = utc_now()
     ttl = request.app[CONFIG].identity.admin_token_ttl_s
     token = secrets.token_urlsafe(32)

@@ -186,3 +186,22 @@ def test_migration_10_keeps_existing_events_and_their_idempotence(unmigrated: An
     if dialect_of(conn) == "postgresql":
         assert "audit_events_legacy" in report.partitions_dropped
     assert [tuple(r) for r in conn.execute("SELECT seq FROM audit_events")] == [(4,)]
+
+
+def test_kiosk_server_prune_cuts_at_before_or_the_configured_retention(
+    db_path: Path | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from siheyi.cli import main
+
+    upload(db_path, journal(1, 2, wall="2026-09-09T20:00:00+08:00"), received=SEP)
+    assert main(["server", "prune", "--database", str(db_path)]) == 2  # no cut at all
+    assert "retention_days" in capsys.readouterr().err
+    assert main(["server", "prune", "--before", "mid-october", "--database", str(db_path)]) == 2
+    assert main(["server", "prune", "--before", "2026-09-01", "--database", str(db_path)]) == 0
+    assert rows(db_path, "SELECT count(*) FROM audit_events") == [(2,)]
+    config = tmp_path / "server.toml"
+    config.write_text(f'[server]\ndatabase = "{db_path}"\n[audit]\nretention_days = 30\n')
+    capsys.readouterr()
+    assert main(["server", "prune", "--config", str(config), "--json"]) == 0
+    assert '"events": 2' in capsys.readouterr().out
+    assert rows(db_path, "SELECT count(*) FROM audit_events") == [(0,)]
