@@ -23,7 +23,6 @@ from typing import Literal, Protocol
 
 from core import idnumbers as identity
 from core.wire import MAX_TOKEN_LEN
-from server.storage.connection import Connection
 from server.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -95,16 +94,15 @@ class LocalTokenResolver:
         self._db = db
 
     async def resolve(self, token: str, now: datetime) -> Resolution:
-        """Look the token's hash up; an expired row is unknown."""
-        return await self._db.run(self._query, token_digest(token), now)
-
-    @staticmethod
-    def _query(conn: Connection, digest: str, now: datetime) -> Resolution:
-        row = conn.execute(
-            "SELECT id_number, expires_at FROM qr_tokens WHERE token_sha256 = ?", (digest,)
-        ).fetchone()
-        if row is None:
+        """Look the token's hash up (one point read through ``db.fetch``: inline on SQLite,
+        the asyncio pool on PostgreSQL); an expired row is unknown."""
+        rows = await self._db.fetch(
+            "SELECT id_number, expires_at FROM qr_tokens WHERE token_sha256 = ?",
+            (token_digest(token),),
+        )
+        if not rows:
             return Resolution.unknown()
+        row = rows[0]
         if datetime.fromisoformat(row[1]) <= now.astimezone(UTC):
             return Resolution.unknown()
         number = valid_number(str(row[0]))
