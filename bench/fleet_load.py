@@ -309,7 +309,12 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, steps in results.items():
-        ordered = sorted(steps, key=lambda s: s["kiosks"])
+        by_n: dict[int, dict[str, Any]] = {}
+        for step in steps:  # of a step run twice, the attempt the search went by (the better)
+            kept = by_n.get(step["kiosks"])
+            if kept is None or step["verify"]["p99_ms"] < kept["verify"]["p99_ms"]:
+                by_n[step["kiosks"]] = step
+        ordered = [by_n[n] for n in sorted(by_n)]
         xs = [s["kiosks"] for s in ordered]
         (line,) = ax.plot(xs, [s["verify"]["p99_ms"] for s in ordered], "o-", label=f"{name} p99")
         ax.plot(
@@ -319,7 +324,8 @@ def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
     ax.axhline(P99_LIMIT_MS, color="grey", linestyle=":", label="50 ms")
     ax.axvline(21_390, color="red", linestyle=":", label="city peak 21,390")
     ax.set_yscale("log")
-    ax.set_xlabel("kiosks (verify every 3 s, heartbeat 30 s, audit upload 2 s)")
+    ax.set_xscale("log")
+    ax.set_xlabel("kiosks (verify every 3 s, heartbeat 30 s, audit upload 2 s; log)")
     ax.set_ylabel("verify latency, ms (log)")
     ax.set_title("bench/fleet_load.py: verify latency against fleet size (2 cores, all shared)")
     ax.legend(fontsize=8)
@@ -343,7 +349,12 @@ def main() -> None:
     parser.add_argument("--max-kiosks", type=int, help="upper bound of the search")
     parser.add_argument("--only", choices=[s[0] for s in SETUPS], action="append")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "fleet_load.png")
+    parser.add_argument("--steps-json", type=Path, help="also write every step's figures here")
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw a --steps-json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text())["steps"], args.plot)
+        return
     plan = QUICK if args.quick else FULL
     if args.max_kiosks:
         plan = Plan(**{**plan.__dict__, "max_kiosks": args.max_kiosks})
@@ -374,6 +385,8 @@ def main() -> None:
             if pg is not None:
                 pg.close()
     plot(results, args.plot)
+    if args.steps_json:
+        args.steps_json.write_text(json.dumps({"steps": results, "wrk": figures}, indent=1))
     summary: dict[str, Any] = {
         "echo_rps": figures.get("echo_rps"),
         "verify_rps": figures.get("verify_rps"),
