@@ -219,7 +219,7 @@ async def login(request: web.Request) -> web.Response:
     throttle = request.app[LOGIN_THROTTLE]
     source = request.remote or "-"
     db = request.app[DATABASE]
-    wait = await throttle.wait_shared(db, body.username, source)
+    wait = await throttle.wait(db, body.username, source)
     if wait > 0:
         return overloaded(wait, "login")
     stored, secret = await db.run(_login_facts, body.username)
@@ -228,12 +228,12 @@ async def login(request: web.Request) -> web.Response:
     if ok and secret is not None:
         ok = await db.run(_use_code, body.username, secret, body.totp)
     if not ok:
-        await throttle.failed_shared(db, body.username, source)
+        await throttle.failed(db, body.username, source)
         log.warning("admin login failed for %r from %s", body.username[:64], source)
         raise json_error(
             web.HTTPUnauthorized, "unauthenticated", "wrong user name, password or one-time code"
         )
-    await throttle.succeeded_shared(db, body.username, source)
+    await throttle.succeeded(db, body.username, source)
     now = utc_now()
     ttl = request.app[CONFIG].identity.admin_token_ttl_s
     token = secrets.token_urlsafe(32)
