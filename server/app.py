@@ -24,6 +24,8 @@ from server.appkeys import (
     SourceFactory,
 )
 from server.config import ServerConfig
+from server.events import end_streams, events_ctx
+from server.events import views as events_views
 from server.fleet import admin, device_views
 from server.fleet.sessions import DeviceDirectory, TokenCodec, session_secret
 from server.http import views
@@ -49,6 +51,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *views.OPERATIONS,
     *device_views.OPERATIONS,
     *admin.OPERATIONS,
+    *events_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 
@@ -142,5 +145,7 @@ def create_app(
     app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_identity_ctx)
+    app.cleanup_ctx.append(events_ctx)
+    app.on_shutdown.append(end_streams)  # open event streams end before handlers are awaited
     app.add_routes(ROUTES)
     return app

@@ -34,7 +34,6 @@ from server.errors import (
     SchemaError,
     StorageUnavailable,
 )
-from server.events import install_events
 from server.http.serving import serve
 from server.http.workers import check_port, per_worker_limits, supervise
 from server.offline.passes import issue_pass
@@ -122,7 +121,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def worker(_index: int) -> None:
         app = create_app(config)
-        install_events(app)
         with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
             asyncio.run(serve(app, config.host, config.port, ssl_context, reuse_port=workers > 1))
 

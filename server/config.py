@@ -250,7 +250,13 @@ class IdentitySettings(Struct, frozen=True, forbid_unknown_fields=True):
         float, Meta(ge=60, le=86400, description="admin bearer token lifetime")
     ] = 3600.0
     replay_window: Annotated[
-        int, Meta(ge=16, le=1_000_000, description="tap ids remembered per device (replays)")
+        int,
+        Meta(
+            ge=16,
+            le=1_000_000,
+            description="decided tap ids each process keeps in memory in front of the "
+            "database's replay memory (a replay found there is refused before any work)",
+        ),
     ] = 4096
     replay_ttl_s: Annotated[
         float,

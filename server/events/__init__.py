@@ -41,8 +41,8 @@ __all__ = [
     "Event",
     "EventBus",
     "LocalEventBus",
+    "end_streams",
     "events_ctx",
-    "install_events",
     "publish",
 ]
 
@@ -77,23 +77,8 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         await bus.close()
 
 
-async def _end_streams(app: web.Application) -> None:
+async def end_streams(app: web.Application) -> None:
     """On shutdown, before aiohttp waits for handlers: end every open event stream."""
     bus = app.get(EVENTS)
     if bus is not None:
         bus.end_subscriptions()
-
-
-def install_events(app: web.Application) -> None:
-    """Give an app built by ``create_app`` its event bus and ``GET /v1/admin/events``
-    (``kiosk server run`` does; a no-op for an app that already has them)."""
-    if any(getattr(ctx, "__name__", "") == "events_ctx" for ctx in app.cleanup_ctx):
-        return
-    from server.events.views import OPERATIONS
-
-    app.cleanup_ctx.append(events_ctx)
-    app.on_shutdown.append(_end_streams)
-    if not any(
-        r.resource and r.resource.canonical == OPERATIONS[0].path for r in app.router.routes()
-    ):
-        app.add_routes([op.route() for op in OPERATIONS])

@@ -16,6 +16,7 @@ from core import wire
 from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, VERIFIER
 from server.audit import ingestion as audit
 from server.errors import BadRequest
+from server.events import publish
 from server.fleet.devices import record_heartbeat
 from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
 from server.http.middleware import json_error
@@ -85,6 +86,14 @@ async def verify(request: web.Request) -> web.Response:
         )
     if not await replay.claim(device.device_id, body.tap_id):
         raise _replayed(device.device_id)
+    publish(
+        request.app,
+        "tap",
+        device_id=device.device_id,
+        site=device.site,
+        outcome=result.decision.outcome,
+        masked_id=result.masked_id,
+    )
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
 
 
@@ -130,6 +139,15 @@ async def audit_upload(request: web.Request) -> web.Response:
     result = await request.app[DATABASE].run(
         audit.ingest, device.device_id, events, utc_now_iso(request)
     )
+    if result.chain_breaks or result.conflicts:
+        publish(
+            request.app,
+            "alert",
+            device_id=device.device_id,
+            site=device.site,
+            chain_breaks=len(result.chain_breaks),
+            conflicts=len(result.conflicts),
+        )
     return json_response(result.to_json())
 
 

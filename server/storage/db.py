@@ -243,7 +243,8 @@ class Database(ABC):
 
     @abstractmethod
     async def fetch(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
-        """All rows of one read-only statement."""
+        """All rows of one statement. On PostgreSQL the pool is in autocommit, so a write
+        (``INSERT … RETURNING``) commits at once: server/verify/claims.py relies on it."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -264,7 +265,7 @@ class SqliteDatabase(Database):
 
     Writes are serialised on the thread, so the event loop never waits on a commit. Reads
     through :meth:`fetch` run inline: a point read of a page-cached file takes microseconds,
-    less than the hop to a thread (``bench/verify_throughput.py`` measured both).
+    less than the hop to a thread (``bench/verify_storage.py`` measured both).
     """
 
     dialect: Dialect = "sqlite"

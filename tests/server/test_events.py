@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import ServerConfig
-from server.events import EVENTS, install_events, presence
+from server.events import EVENTS, presence
 from server.events.bus import QUEUE_SIZE, Event, EventBus, LocalEventBus, decode, encode
 from server.events.postgres import MAX_PAYLOAD, PgEventBus, batches
 from server.storage.db import connect
@@ -122,10 +122,7 @@ async def test_the_listener_comes_back_after_a_postgresql_restart(pg_cluster: Pg
 
 @pytest.fixture
 async def streaming(aiohttp_client: Any, config: ServerConfig, admin_db: Path) -> TestClient:  # noqa: F811
-    app = create_app(config)
-    install_events(app)
-    install_events(app)  # twice is once
-    return await aiohttp_client(app)  # type: ignore[no-any-return]
+    return await aiohttp_client(create_app(config))  # type: ignore[no-any-return]
 
 
 async def test_the_admin_stream_carries_heartbeats_as_kiosk_up(
@@ -189,3 +186,24 @@ def test_a_quiet_kiosk_is_announced_down_once_and_back_by_its_heartbeat(
         assert first == [(device.device_id, "site-a", "gate-1")] and second == []
         assert presence.back_up(conn, device.device_id)
         assert not presence.back_up(conn, device.device_id)
+
+
+async def test_a_verify_is_a_tap_event_with_the_masked_number_only(
+    client: TestClient, auth: dict[str, str], people: Any, device: Any
+) -> None:
+    app: web.Application = client.app
+    sub = app[EVENTS].subscribe()
+    if isinstance(app[EVENTS], PgEventBus):
+        await app[EVENTS].listening()
+    body = {"tap_id": "t-events-1", "credential": {"kind": "id_card", "id_number": people.passing}}
+    resp = await client.post("/v1/verify", json=body, headers=auth)
+    assert resp.status == 200
+    event = await next_event(sub)
+    assert (event.kind, event.data["device_id"], event.data["outcome"]) == (
+        "tap",
+        device.device_id,
+        "pass",
+    )
+    assert event.data["masked_id"] == (await resp.json())["masked_id"]
+    assert people.passing not in json.dumps(event.data)
+    app[EVENTS].end_subscriptions()
