@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: Seconds ``open()`` waits for the first connections.
+OPEN_TIMEOUT_S = 2 * CONNECT_TIMEOUT_S
 #: What a lost or refused connection raises: turned into StorageUnavailable.
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
@@ -82,8 +84,11 @@ class PostgresDatabase(Database):
         )
         try:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, partial(self._pool.open, wait=True))
-            await self._apool.open(wait=True)
+            # Bounded: a database that is down at start-up is an error within seconds, and a
+            # stop signal during start-up is not held up by a 30 s default.
+            opening = partial(self._pool.open, wait=True, timeout=OPEN_TIMEOUT_S)
+            await loop.run_in_executor(self._executor, opening)
+            await self._apool.open(wait=True, timeout=OPEN_TIMEOUT_S)
             await self.run(migrate)
         except BaseException:
             await self.close()
@@ -127,4 +132,5 @@ class PostgresDatabase(Database):
         if pool is not None and executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, pool.close)
         if executor is not None:
-            executor.shutdown(wait=True)
+            # Its work is done (the pool closed on it); never block the loop on a straggler.
+            executor.shutdown(wait=False, cancel_futures=True)
