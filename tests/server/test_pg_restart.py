@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from core.audit import GENESIS_HASH, hash_event
 from core.idnumbers import make_id_number
 from device.config import VoiceConfig
 from device.deciding.cache import KioskCache
@@ -37,7 +38,6 @@ from server.storage.postgres import CONNECT_TIMEOUT_S
 from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
 from siheyi.cli import local_fleet
 from tests.pgserver import PgCluster
-from tests.server.test_audit import chain
 
 Client = TestClient[web.Request, web.Application]
 
@@ -71,6 +71,25 @@ def auth(url: str) -> dict[str, str]:
     device = add_device(local_fleet(None, url), "SN-R1", "site-a", "gate-1", server_url="http://t")
     with connect(url) as conn:
         return {"Authorization": f"Bearer {mint_token(conn, device.device_id)}"}
+
+
+def chain(first: int, last: int) -> list[dict[str, Any]]:
+    """Journal events first..last, hash-chained as a kiosk writes them."""
+    events, prev = [], GENESIS_HASH
+    for seq in range(first, last + 1):
+        event: dict[str, Any] = {
+            "seq": seq,
+            "wall_time": "2026-11-23T08:00:00+08:00",
+            "mono_ns": seq,
+            "boot_id": "boot-1",
+            "clock_trusted": True,
+            "kind": "system",
+            "offline": False,
+            "prev_hash": prev,
+        }
+        event["hash"] = prev = hash_event(event)
+        events.append(event)
+    return events
 
 
 def person(n: int) -> str:
