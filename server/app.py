@@ -33,6 +33,7 @@ from server.http.auth import auth_middleware
 from server.http.loginguard import LoginThrottle
 from server.http.middleware import PROTOCOL_LOG, error_middleware
 from server.http.operations import Operation
+from server.http.proxies import proxy_middleware
 from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
@@ -130,6 +131,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             error_middleware,
+            *([proxy_middleware(config.trusted_proxies)] if config.trusted_proxies else []),
             ratelimit_middleware(config.limits),
             auth_middleware,
             device_share_middleware(config.limits),

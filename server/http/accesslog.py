@@ -29,6 +29,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from server.appkeys import DEVICE
+from server.http.proxies import CLIENT_ADDRESS
 
 ACCESS_LOGGER = "siheyi.access"
 #: Seconds between the writer thread's drains of the queue.
@@ -49,7 +50,7 @@ class AccessLog(AbstractAccessLogger):
         self.entries.put(
             (
                 time.time(),
-                request.remote or "-",
+                request.get(CLIENT_ADDRESS) or request.remote or "-",
                 device.device_id if device is not None else "-",
                 request.method,
                 request.path,

@@ -161,3 +161,24 @@ async def test_access_log_sees_client_and_what_inner_middlewares_stored() -> Non
         answer = await ask(client, {"X-Forwarded-For": "203.0.113.7"})
     assert answer["remote"] == "203.0.113.7"
     assert Seen.lines == [("127.0.0.1", "203.0.113.7", "k-1")]
+
+
+@pytest.mark.parametrize("trusted", [(), ("127.0.0.1",)])
+async def test_the_server_sees_the_client_behind_a_configured_proxy_only(
+    aiohttp_client: ClientFactory,
+    db_path: Any,
+    trusted: tuple[str, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from server.app import create_app
+    from server.config import ServerConfig
+
+    config = ServerConfig.default(database=db_path, trusted_proxies=trusted)
+    client = await aiohttp_client(create_app(config))
+    caplog.set_level(logging.WARNING, logger="server.fleet.admin")
+    headers = {"X-Forwarded-For": "203.0.113.7"}
+    body = {"username": "nobody", "password": "wrong-password"}
+    resp = await client.post("/v1/admin/login", json=body, headers=headers)
+    assert resp.status == 401
+    expected = "203.0.113.7" if trusted else "127.0.0.1"
+    assert f"from {expected}" in caplog.text
