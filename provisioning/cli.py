@@ -362,8 +362,9 @@ def _add_location_options(parser: argparse.ArgumentParser, *, has_url: bool = Fa
     )
     parser.add_argument(
         "--database",
-        metavar="PATH",
-        help="the server's SQLite file (overrides the config; default siheyi.db here)",
+        metavar="PATH|URL",
+        help="the server's SQLite file or postgresql:// URL (overrides the config; default"
+        " siheyi.db here)",
     )
     if not has_url:
         parser.add_argument(
@@ -408,7 +409,11 @@ def register(subparsers: Subparsers, local: LocalOpener) -> None:
         parser.set_defaults(func=VERBS[name], local_fleet=local)
         if name == "init":
             parser.add_argument("--config", metavar="FILE", help="the server's configuration")
-            parser.add_argument("--database", metavar="PATH", help="the server's SQLite file")
+            parser.add_argument(
+                "--database",
+                metavar="PATH|URL",
+                help="the server's SQLite file or postgresql:// URL",
+            )
         elif name not in ("site", "config"):
             _add_location_options(parser, has_url=name == "add")
     for leaf in leaves:

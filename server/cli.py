@@ -283,8 +283,9 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--database",
-        metavar="PATH",
-        help="SQLite file (overrides the config; default siheyi.db in the current directory)",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL (overrides the config; default siheyi.db in"
+        " the current directory)",
     )
 
 
@@ -297,7 +298,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--config", metavar="FILE", help="TOML configuration file")
     run.add_argument("--host", help="listen address (overrides the config)")
     run.add_argument("--port", type=int, help="listen port (overrides the config)")
-    run.add_argument("--database", metavar="PATH", help="SQLite file (overrides the config)")
+    run.add_argument(
+        "--database",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL (overrides the config)",
+    )
     run.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS: certificate chain (PEM)")
     run.add_argument("--tls-key", metavar="FILE", help="serve HTTPS: private key (PEM)")
     run.add_argument(
