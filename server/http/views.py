@@ -136,8 +136,8 @@ async def audit_upload(request: web.Request) -> web.Response:
     """``POST /v1/audit``: store a batch of journal events, idempotently."""
     events = audit.parse_batch(await read_object(request))
     device = request[DEVICE]
-    result = await request.app[DATABASE].run(
-        audit.ingest, device.device_id, events, utc_now_iso(request)
+    result = await audit.submit(
+        request.app[DATABASE], device.device_id, events, utc_now_iso(request)
     )
     if result.chain_breaks or result.conflicts:
         publish(
