@@ -10,8 +10,8 @@ is purged in bounded batches by a background task, off the request path.
 
 How a claim reaches the database differs by backend (server/verify/claims.py): on SQLite
 the claims of one loop turn are written inline in one transaction (the database thread takes
-them when another writer holds the lock); on PostgreSQL one ``INSERT … RETURNING`` on the
-asyncio pool.
+them when another writer holds the lock); on PostgreSQL the claims of one loop turn in one
+``INSERT … RETURNING`` on the asyncio pool.
 
 In front of the table, each process keeps the taps it saw decided last (:class:`RecentTaps`,
 ``[identity] replay_window`` of them): a kiosk's retry of a decided tap usually comes back to
