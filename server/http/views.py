@@ -17,7 +17,7 @@ from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, V
 from server.audit import ingestion as audit
 from server.errors import BadRequest
 from server.events import publish
-from server.fleet.devices import record_heartbeat
+from server.fleet.devices import store_heartbeat
 from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
 from server.http.middleware import json_error
 from server.http.openapi import openapi_json
@@ -164,7 +164,7 @@ async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str]:
     if len(status_json.encode("utf-8")) > MAX_HEARTBEAT_BYTES:
         raise BadRequest(f"body: heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
     now = utc_now_iso(request)
-    await request.app[DATABASE].run(record_heartbeat, request[DEVICE].device_id, status_json, now)
+    await store_heartbeat(request.app[DATABASE], request[DEVICE].device_id, status_json, now)
     return heartbeat, now
 
 
