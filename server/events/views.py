@@ -61,5 +61,6 @@ OPERATIONS: tuple[Operation, ...] = (
         stream,
         "admin",
         "Live server events (server-sent events): kiosk up/down, alerts, taps, pass claims",
+        media_type="text/event-stream",
     ),
 )

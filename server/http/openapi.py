@@ -129,8 +129,10 @@ def _operation(op: Operation, schema_of: dict[type, Any]) -> dict[str, Any]:
 
 def _responses(op: Operation, schema_of: dict[type, Any]) -> dict[str, Any]:
     body = schema_of[op.response] if op.response is not None else {"type": "object"}
+    if op.media_type != "application/json":
+        body = {"type": "string"}
     answers: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": body}}}
+        "200": {"description": "OK", "content": {op.media_type: {"schema": body}}}
     }
     error = {"application/json": {"schema": schema_of[ErrorBody]}}
     for status in sorted(set(_error_statuses(op))):

@@ -37,6 +37,8 @@ class Operation:
     errors: Sequence[int] = field(default_factory=tuple)
     #: Query parameters: name → description.
     query: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    #: The 200 answer's media type (a stream, say, is not JSON).
+    media_type: str = "application/json"
 
     def route(self) -> web.RouteDef:
         """The aiohttp route for this operation."""

@@ -40,7 +40,7 @@ def test_every_operation_is_documented_with_its_models() -> None:
         if op.request is not None:
             ref = item["requestBody"]["content"]["application/json"]["schema"]["$ref"]
             assert ref == f"#/components/schemas/{op.request.__name__}"
-        ok = item["responses"]["200"]["content"]["application/json"]["schema"]
+        ok = item["responses"]["200"]["content"][op.media_type]["schema"]
         if op.response is not None:
             assert ok["$ref"] == f"#/components/schemas/{op.response.__name__}"
         for status, answer in item["responses"].items():
