@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.storage.connection import Connection
-from server.storage.db import Database, transaction
+from server.storage.db import Database
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,12 @@ async def store_heartbeat(db: Database, device_id: str, status_json: str, seen_a
     """Record a heartbeat the cheapest way for the backend: it is status, not audit data.
 
     SQLite: in the database thread's group commit with the audit uploads queued meanwhile
-    (``Database.write``: no transaction of its own). PostgreSQL: without waiting for the WAL
-    flush (``synchronous_commit = off`` for this transaction only): a crash of PostgreSQL can
-    lose the last fraction of a second of ``last_seen_at``, which the next heartbeat, 30 s
-    later, writes again.
+    (``Database.write``: no transaction of its own). PostgreSQL: one autocommit ``UPDATE``.
+    A transaction with ``SET LOCAL synchronous_commit = off`` was measured slower there
+    (four round trips instead of one: 1029-2212 against 2236-2674 heartbeats/s, 10 at a
+    time), so the one round trip stays.
     """
     if db.dialect == "sqlite":
         await db.write(record_heartbeat, device_id, status_json, seen_at)
     else:
-        await db.run(_record_heartbeat_lazily, device_id, status_json, seen_at)
-
-
-def _record_heartbeat_lazily(
-    conn: Connection, device_id: str, status_json: str, seen_at: str
-) -> None:
-    with transaction(conn):
-        conn.execute("SET LOCAL synchronous_commit = off")
-        record_heartbeat(conn, device_id, status_json, seen_at)
+        await db.run(record_heartbeat, device_id, status_json, seen_at)
