@@ -120,6 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Siheyi server on {url} (database {describe(config.database)}{processes})", flush=True)
 
     def worker(_index: int) -> None:
+        # The database thread (audit ingest is Python-heavy) and the event loop share the
+        # GIL; handing it over every 0.5 ms instead of 5 ms took verify p99 at 1,200 kiosks
+        # on SQLite from 152 to 80 ms and from 58 to 42 ms in two alternated pairs.
+        sys.setswitchinterval(0.0005)
         app = create_app(config)
         with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # a signal: stop cleanly
             asyncio.run(serve(app, config.host, config.port, ssl_context, reuse_port=workers > 1))
