@@ -73,7 +73,9 @@ class PostgresDatabase(Database):
         if self._executor is not None:
             raise RuntimeError("database already open")
         common: dict[str, Any] = {
-            "min_size": 1,
+            # Every connection opened up front: growing under a burst opens them one at a
+            # time while requests queue (PoolTimeout 503s at fleet start in bench/fleet_load).
+            "min_size": self.pool_size,
             "max_size": self.pool_size,
             "kwargs": {"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S) + 2},
             "timeout": CONNECT_TIMEOUT_S,
