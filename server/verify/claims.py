@@ -78,7 +78,26 @@ BATCH_CLAIM_SQL = (
 )
 
 
-class PostgresClaims:
+class _PerLoopTurn:
+    """Collects the claims made during one turn of the event loop for one write."""
+
+    _queue: Pending
+    _flush: asyncio.Handle | None
+
+    async def claim(self, device_id: str, tap_id: str) -> bool:
+        """Whether this tap id was free (and is now taken), once its batch is written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._queue.append((device_id, tap_id, future))
+        if self._flush is None:
+            self._flush = loop.call_soon(self._write_queued)
+        return await future
+
+    def _write_queued(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresClaims(_PerLoopTurn):
     """The claims of one loop turn in one statement on the asyncio pool.
 
     One round trip per loop turn instead of one per claim (the pool's ten connections were
@@ -94,14 +113,6 @@ class PostgresClaims:
         self._flush: asyncio.Handle | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self.batches = 0
-
-    async def claim(self, device_id: str, tap_id: str) -> bool:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._queue.append((device_id, tap_id, future))
-        if self._flush is None:
-            self._flush = loop.call_soon(self._write_queued)
-        return await future
 
     def _write_queued(self) -> None:
         self._flush = None
@@ -164,7 +175,7 @@ def _fail(batch: Pending, exc: BaseException) -> None:
             future.set_exception(exc)
 
 
-class SqliteClaims:
+class SqliteClaims(_PerLoopTurn):
     """Claims batched per loop turn, written inline; to the database thread when locked.
 
     ``inline=False`` sends every batch to the database thread (the alternative measured).
@@ -183,14 +194,6 @@ class SqliteClaims:
         self._checkpointer: asyncio.Task[None] | None = None
         self.inline_batches = 0
         self.thread_batches = 0
-
-    async def claim(self, device_id: str, tap_id: str) -> bool:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._queue.append((device_id, tap_id, future))
-        if self._flush is None:
-            self._flush = loop.call_soon(self._write_queued)
-        return await future
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
