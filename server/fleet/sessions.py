@@ -170,17 +170,6 @@ def load_state(conn: Connection, device_id: str) -> DeviceState | None:
     return _state(row) if row is not None else None
 
 
-def changed_since(conn: Connection, seq: int) -> tuple[int, list[DeviceState]]:
-    """(latest change number, states changed after ``seq``); ``seq < 0``: the number only."""
-    latest = int(conn.execute("SELECT COALESCE(MAX(change_seq), 0) FROM devices").fetchone()[0])
-    if seq < 0 or latest == seq:
-        return latest, []
-    rows = conn.execute(
-        f"SELECT {_STATE_COLUMNS} FROM devices WHERE change_seq > ?", (seq,)
-    ).fetchall()
-    return latest, [_state(r) for r in rows]
-
-
 class DeviceDirectory:
     """Per-process cache of device states, refreshed from ``devices.change_seq``."""
 
@@ -195,15 +184,31 @@ class DeviceDirectory:
     async def get(self, device_id: str) -> DeviceState | None:
         """The device's state, never older than ``status_sync_s``; None when unknown."""
         if self._sync_s <= 0:
-            return await self._db.run(load_state, device_id)
+            return await self._read_state(device_id)
         if time.monotonic() - self._synced_at >= self._sync_s:
             await self._sync()
         state = self._states.get(device_id)
         if state is None:
-            state = await self._db.run(load_state, device_id)
+            state = await self._read_state(device_id)
             if state is not None:
                 self._states[device_id] = state
         return state
+
+    # Reads go through Database.fetch (inline on SQLite, the asyncio pool on PostgreSQL): on
+    # the database thread they queued behind audit commits, and every request of a kiosk
+    # waited whenever a sync fell due (bench/fleet_load.py profile, 1,200 kiosks).
+    async def _read_state(self, device_id: str) -> DeviceState | None:
+        sql = f"SELECT {_STATE_COLUMNS} FROM devices WHERE device_id = ?"
+        rows = await self._db.fetch(sql, (device_id,))
+        return _state(rows[0]) if rows else None
+
+    async def _read_changes(self, seq: int) -> tuple[int, list[DeviceState]]:
+        rows = await self._db.fetch("SELECT COALESCE(MAX(change_seq), 0) FROM devices")
+        latest = int(rows[0][0])
+        if seq < 0 or latest == seq:
+            return latest, []
+        sql = f"SELECT {_STATE_COLUMNS} FROM devices WHERE change_seq > ?"
+        return latest, [_state(r) for r in await self._db.fetch(sql, (seq,))]
 
     def invalidate(self, device_id: str | None = None) -> None:
         """Forget one device (or all): its next request reads the database."""
@@ -225,7 +230,7 @@ class DeviceDirectory:
 
     async def _run_sync(self) -> None:
         started = time.monotonic()
-        latest, changed = await self._db.run(changed_since, self._seq)
+        latest, changed = await self._read_changes(self._seq)
         for state in changed:
             if state.device.device_id in self._states:
                 self._states[state.device.device_id] = state
