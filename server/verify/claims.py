@@ -11,8 +11,8 @@
   than the insert, and a database thread busy with claims holds the GIL against the loop
   (the verify rate fell). The inline connection never waits for a lock: its busy timeout is
   0, and a batch that finds the write lock taken (another process, or this process's
-  database thread writing) goes to the database thread, which waits its full busy timeout
-  there, off the loop. It never checkpoints either (a checkpoint syncs the file): the
+  database thread writing) joins the writes queued on the database thread
+  (``Database.write``'s group commit), which waits its full busy timeout there, off the loop. It never checkpoints either (a checkpoint syncs the file): the
   database thread runs a passive checkpoint every second instead.
 """
 
@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
 
 from server.storage.connection import Connection
 from server.storage.db import Database, transaction
@@ -43,11 +43,15 @@ CLAIM_SQL = (
 CHECKPOINT_EVERY_S = 1.0
 
 
+def claim_rows(conn: Connection, taps: Sequence[tuple[str, str]], now: int, ttl: int) -> list[bool]:
+    """Claim each ``(device_id, tap_id)`` in the caller's transaction; True where it was free."""
+    return [conn.execute(CLAIM_SQL, (d, t, now + ttl, now)).rowcount == 1 for d, t in taps]
+
+
 def claim_taps(conn: Connection, taps: Sequence[tuple[str, str]], now: int, ttl: int) -> list[bool]:
-    """Claim each ``(device_id, tap_id)`` in one transaction; True where it was free."""
-    params = [(d, t, now + ttl, now) for d, t in taps]
+    """:func:`claim_rows` in one transaction of its own."""
     with transaction(conn):
-        return [conn.execute(CLAIM_SQL, p).rowcount == 1 for p in params]
+        return claim_rows(conn, taps, now, ttl)
 
 
 def checkpoint(conn: Connection) -> None:
@@ -81,8 +85,13 @@ BATCH_CLAIM_SQL = (
 class _PerLoopTurn:
     """Collects the claims made during one turn of the event loop for one write."""
 
-    _queue: Pending
-    _flush: asyncio.Handle | None
+    def __init__(self, db: Database, ttl: int, clock: UnixClock) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._clock = clock
+        self._queue: Pending = []
+        self._flush: asyncio.Handle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def claim(self, device_id: str, tap_id: str) -> bool:
         """Whether this tap id was free (and is now taken), once its batch is written."""
@@ -96,6 +105,20 @@ class _PerLoopTurn:
     def _write_queued(self) -> None:
         raise NotImplementedError
 
+    def _in_background(self, write: Coroutine[Any, Any, None]) -> None:
+        """Run a batch's write as a task that :meth:`_drain` waits for."""
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _drain(self) -> None:
+        """Write what is queued and wait for every write under way."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._write_queued()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
 
 class PostgresClaims(_PerLoopTurn):
     """The claims of one loop turn in one statement on the asyncio pool.
@@ -106,20 +129,13 @@ class PostgresClaims(_PerLoopTurn):
     """
 
     def __init__(self, db: Database, ttl: int, clock: UnixClock) -> None:
-        self._db = db
-        self._ttl = ttl
-        self._clock = clock
-        self._queue: Pending = []
-        self._flush: asyncio.Handle | None = None
-        self._writes: set[asyncio.Task[None]] = set()
+        super().__init__(db, ttl, clock)
         self.batches = 0
 
     def _write_queued(self) -> None:
         self._flush = None
         batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._write(batch))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._in_background(self._write(batch))
 
     async def _write(self, batch: Pending) -> None:
         first: dict[tuple[str, str], int] = {}
@@ -141,11 +157,7 @@ class PostgresClaims(_PerLoopTurn):
         pass
 
     async def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._write_queued()
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._drain()
 
 
 def _claim_statement(
@@ -182,15 +194,9 @@ class SqliteClaims(_PerLoopTurn):
     """
 
     def __init__(self, db: Database, ttl: int, clock: UnixClock, *, inline: bool = True) -> None:
-        self._db = db
-        self._ttl = ttl
-        self._clock = clock
+        super().__init__(db, ttl, clock)
         self.inline = inline
         self._conn: sqlite3.Connection | None = None
-        self._queue: Pending = []
-        self._flush: asyncio.Handle | None = None
-        self._spilled: Pending = []
-        self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self.inline_batches = 0
         self.thread_batches = 0
@@ -229,25 +235,19 @@ class SqliteClaims(_PerLoopTurn):
         return int(self._clock()), self._ttl
 
     def _spill(self, batch: Pending) -> None:
-        self._spilled.extend(batch)
-        if self._writer is None:
-            self._writer = asyncio.ensure_future(self._write_spilled())
+        self._in_background(self._write_on_thread(batch))
 
-    async def _write_spilled(self) -> None:
-        """Hand spilled claims to the database thread, one batch at a time, until none."""
+    async def _write_on_thread(self, batch: Pending) -> None:
+        """Claim on the database thread, in the group commit of the writes queued there
+        (:meth:`~server.storage.db.Database.write`), waiting out another writer's lock."""
+        taps = [(d, t) for d, t, _ in batch]
         try:
-            while self._spilled:
-                batch, self._spilled = self._spilled, []
-                taps = [(d, t) for d, t, _ in batch]
-                try:
-                    answers = await self._db.run(claim_taps, taps, *self._now())
-                except Exception as exc:
-                    _fail(batch, exc)
-                    continue
-                self.thread_batches += 1
-                _settle(batch, answers)
-        finally:
-            self._writer = None
+            answers = await self._db.write(claim_rows, taps, *self._now())
+        except Exception as exc:
+            _fail(batch, exc)
+            return
+        self.thread_batches += 1
+        _settle(batch, answers)
 
     def start(self) -> None:
         if self.inline:
@@ -271,11 +271,7 @@ class SqliteClaims(_PerLoopTurn):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
             self._checkpointer = None
-        if self._flush is not None:
-            self._flush.cancel()
-            self._write_queued()
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._drain()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
