@@ -27,14 +27,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+# bench/ is on the path (this script's folder); the root too, for fleetload_setup's imports.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fleetload_setup import free_port, wait_port
 
 ECHO_APP = """
 import sys
@@ -74,24 +77,6 @@ request = function()
   return wrk.format("POST", "%(path)s", headers, body)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"server on port {port} did not start") from None
-            time.sleep(0.05)
 
 
 def seed(database: str, kiosks: int, people: int) -> tuple[list[str], list[str]]:
@@ -235,11 +220,11 @@ def main() -> None:
         echo: subprocess.Popen[bytes] | None = None
         spy: subprocess.Popen[bytes] | None = None
         try:
-            wait_listening(server, server_port)
+            wait_port(server_port, server, 30)
             size = response_size(server_port, tokens, people)
             pad = max(0, size - 150)
             echo = subprocess.Popen([sys.executable, "-c", ECHO_APP, str(echo_port), str(pad)])
-            wait_listening(echo, echo_port)
+            wait_port(echo_port, echo, 30)
             rounds = []
             for r in range(args.rounds):
                 echo_lua = lua_script(folder, f"e{r}", "/echo", tokens, people)
