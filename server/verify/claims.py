@@ -12,8 +12,9 @@
   (the verify rate fell). The inline connection never waits for a lock: its busy timeout is
   0, and a batch that finds the write lock taken (another process, or this process's
   database thread writing) joins the writes queued on the database thread
-  (``Database.write``'s group commit), which waits its full busy timeout there, off the loop. It never checkpoints either (a checkpoint syncs the file): the
-  database thread runs a passive checkpoint every second instead.
+  (``Database.write``'s group commit), which waits its full busy timeout there, off the
+  loop. It never checkpoints either (a checkpoint syncs the file): the database thread runs
+  a passive checkpoint every second instead.
 """
 
 from __future__ import annotations
