@@ -162,11 +162,13 @@ def _state(row: tuple[object, ...]) -> DeviceState:
     )
 
 
+#: One device's state by its id.
+_STATE_SQL = f"SELECT {_STATE_COLUMNS} FROM devices WHERE device_id = ?"
+
+
 def load_state(conn: Connection, device_id: str) -> DeviceState | None:
     """One device's state from the database; None when unknown."""
-    row = conn.execute(
-        f"SELECT {_STATE_COLUMNS} FROM devices WHERE device_id = ?", (device_id,)
-    ).fetchone()
+    row = conn.execute(_STATE_SQL, (device_id,)).fetchone()
     return _state(row) if row is not None else None
 
 
@@ -198,8 +200,7 @@ class DeviceDirectory:
     # the database thread they queued behind audit commits, and every request of a kiosk
     # waited whenever a sync fell due (bench/fleet_load.py profile, 1,200 kiosks).
     async def _read_state(self, device_id: str) -> DeviceState | None:
-        sql = f"SELECT {_STATE_COLUMNS} FROM devices WHERE device_id = ?"
-        rows = await self._db.fetch(sql, (device_id,))
+        rows = await self._db.fetch(_STATE_SQL, (device_id,))
         return _state(rows[0]) if rows else None
 
     async def _read_changes(self, seq: int) -> tuple[int, list[DeviceState]]:

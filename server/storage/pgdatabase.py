@@ -52,10 +52,6 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("SET synchronous_commit = off")
 
 
-def _configure_sync(conn: psycopg.Connection[Any]) -> None:
-    configure(conn)
-
-
 class PostgresDatabase(Database):
     """``pool_size`` connections for :meth:`run` (one thread each) and as many for :meth:`fetch`."""
 
@@ -84,7 +80,7 @@ class PostgresDatabase(Database):
         self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="siheyi-pg")
         self._pool = ConnectionPool(
             self.target,
-            configure=_configure_sync,
+            configure=configure,
             check=ConnectionPool.check_connection,
             **common,
         )
