@@ -117,7 +117,10 @@ async def tap(agent: Agent, sim: SimulatedReaderPort, id_number: str) -> TapResu
         agent._listeners.clear()
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+async def wait_for(predicate: Any, timeout: float = 20.0) -> None:
+    """Poll until ``predicate`` holds. The limit is generous because CI runs these next to
+    PostgreSQL tests whose fsyncs can stall a journal write for seconds; a condition that
+    holds returns at once, so only a real failure pays for the wait."""
     deadline = time.monotonic() + timeout
     while not await predicate():
         assert time.monotonic() < deadline, "condition not met in time"
