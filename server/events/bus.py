@@ -19,9 +19,24 @@ from core.idnumbers import find_clear_ids
 
 log = logging.getLogger(__name__)
 
-#: What is published: a kiosk seen (heartbeat) or gone quiet, an audit alert, a decided tap,
-#: a pass claimed at the server, and ``dropped`` (a subscriber's queue overflowed).
-EVENT_KINDS = ("kiosk_up", "kiosk_down", "alert", "tap", "pass_claimed", "dropped")
+#: What is published: a kiosk seen (heartbeat) or gone quiet, its reported health, an audit
+#: alert, a decided tap, a pass claimed at the server; guard alerts raised, cleared and
+#: acknowledged (server/alerts); a command for a kiosk connected to another process and its
+#: acknowledgement (server/commands); and ``dropped`` (a subscriber's queue overflowed).
+EVENT_KINDS = (
+    "kiosk_up",
+    "kiosk_down",
+    "kiosk_health",
+    "alert",
+    "alert_raised",
+    "alert_cleared",
+    "alert_acked",
+    "tap",
+    "pass_claimed",
+    "command",
+    "command_ack",
+    "dropped",
+)
 #: Events waiting per subscriber; beyond this the oldest are dropped.
 QUEUE_SIZE = 1000
 #: Streams open at once per process (each holds a queue and a connection).
