@@ -70,8 +70,9 @@ def free_port() -> int:
 
 def prepare(db: Path) -> dict[str, str]:
     """Fleet database: keys, sites, an administrator (not timed)."""
+    from server.accounts.passwords import hash_password
     from server.fleet import registry as fleet
-    from server.fleet.admin import create_admin, hash_password
+    from server.fleet.admin import create_admin
 
     with connect(db) as conn, transaction(conn):
         sites = [f"site-{i:02d}" for i in range(SITES)]

@@ -51,6 +51,40 @@ class LoginAnswer(Struct):
     expires_at: str
 
 
+class UserLoginAnswer(Struct):
+    """``POST /v1/login``: a bearer token, the account's role and (for a guard) its sites."""
+
+    token: str
+    role: str
+    sites: list[str]
+    expires_at: str
+
+
+class UserRequest(Struct):
+    """``POST /v1/admin/users``: create an account or replace its role, sites and password
+    (a guard needs at least one site; admins and auditors see every site)."""
+
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    role: Literal["admin", "guard", "auditor"]
+    password: Annotated[str, Meta(min_length=10, max_length=1024)]
+    sites: list[Annotated[str, Meta(min_length=1, max_length=64)]] = []
+
+
+class UserInfo(Struct):
+    """One account, without its password."""
+
+    username: str
+    role: str
+    sites: list[str]
+    created_at: str
+
+
+class UserList(Struct):
+    """``GET /v1/admin/users``."""
+
+    users: list[UserInfo]
+
+
 class TotpSecret(Struct):
     """A second factor being enrolled: put ``uri`` (or ``secret``, base32) into an
     authenticator app, then confirm with one of its codes."""

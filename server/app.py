@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from server.accounts import admin_users
+from server.accounts import login as accounts_login
 from server.appkeys import (
     CLIENT_SESSION,
     CLOCK,
@@ -30,6 +32,7 @@ from server.fleet import admin, device_views
 from server.fleet.sessions import DeviceDirectory, TokenCodec, session_secret
 from server.http import views
 from server.http.auth import auth_middleware
+from server.http.headers import security_headers_middleware
 from server.http.loginguard import LoginThrottle
 from server.http.middleware import PROTOCOL_LOG, error_middleware
 from server.http.operations import Operation
@@ -52,6 +55,8 @@ OPERATIONS: tuple[Operation, ...] = (
     *views.OPERATIONS,
     *device_views.OPERATIONS,
     *admin.OPERATIONS,
+    *accounts_login.OPERATIONS,
+    *admin_users.OPERATIONS,
     *events_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
@@ -131,6 +136,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             error_middleware,
+            security_headers_middleware,
             *([proxy_middleware(config.trusted_proxies)] if config.trusted_proxies else []),
             ratelimit_middleware(config.limits),
             auth_middleware,

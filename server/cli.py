@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from core.idnumbers import mask, normalise
 from core.passes import MAX_VALIDITY_S
+from server.accounts import cli as accounts_cli
 from server.app import create_app
 from server.audit.retention import default_cut, prune
 from server.config import ServerConfig, load_config, resolve_database
@@ -293,6 +295,15 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _database_or_none(args: argparse.Namespace) -> str | Path | None:
+    """The database a verb names, or None once a configuration error is printed."""
+    try:
+        return resolve_database(args.config, args.database)
+    except ConfigError as exc:
+        config_error(exc)
+        return None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``server`` and its verbs to the top-level ``kiosk`` parser."""
     server = subparsers.add_parser("server", help="run the verification server, import data")
@@ -360,6 +371,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_database_options(prune_verb)
     prune_verb.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    accounts_cli.register(verbs, add_database_options, _database_or_none)
     for name, parser in (
         ("run", run),
         ("prune", prune_verb),

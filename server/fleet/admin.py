@@ -10,20 +10,14 @@ speaks from an administrator's laptop.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import re
-import secrets
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TypeVar
 
 import msgspec
 import pyotp
 from aiohttp import web
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from core.wire_admin import (
     AuditAlerts,
@@ -47,11 +41,20 @@ from core.wire_admin import (
     TotpSecret,
     TotpState,
 )
-from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY, LOGIN_THROTTLE
+from server.accounts.login import check_password, refused
+from server.accounts.passwords import (
+    TOTP,
+    TOTP_PENDING,
+    TOTP_USED,
+    get_secret,
+    put_secret,
+)
+from server.accounts.websession import issue_token
+from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY
 from server.audit import state as audit_state
 from server.errors import BadRequest, FleetError, SerialExists
 from server.fleet import registry as fleet
-from server.fleet.sessions import now_iso, utc_now
+from server.fleet.sessions import utc_now
 from server.http.bodies import decode_body, read_body, read_raw
 from server.http.middleware import json_error
 from server.http.operations import Operation
@@ -64,26 +67,6 @@ log = logging.getLogger(__name__)
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 #: Bulk registration bodies may be larger than device requests: up to 16 MiB (~100,000 rows).
 MAX_BULK_BYTES = 16 * 1024 * 1024
-#: ``server_secrets`` names (no schema change): an account's TOTP secret, one being enrolled,
-#: and the time step of its last accepted code.
-TOTP, TOTP_PENDING, TOTP_USED = "totp:", "totp-pending:", "totp-used:"
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("no such administrator")
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash (with its own salt and parameters) of ``password``."""
-    if len(password) < 10:
-        raise ValueError("an admin password needs at least 10 characters")
-    return _hasher.hash(password)
-
-
-def password_ok(stored: str, password: str) -> bool:
-    """Constant-work check of ``password`` against an argon2 hash."""
-    try:
-        return _hasher.verify(stored, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 def create_admin(conn: Connection, username: str, password_hash: str, now: str) -> None:
@@ -95,49 +78,6 @@ def create_admin(conn: Connection, username: str, password_hash: str, now: str) 
         " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
         (username, password_hash, now),
     )
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _stored_hash(conn: Connection, username: str) -> str | None:
-    row = conn.execute(
-        "SELECT password_hash FROM admins WHERE username = ?", (username,)
-    ).fetchone()
-    return str(row[0]) if row else None
-
-
-def _store_token(
-    conn: Connection, token_hash: str, username: str, expires_at: str, now: str
-) -> None:
-    conn.execute("DELETE FROM admin_tokens WHERE expires_at < ?", (now,))
-    conn.execute(
-        "INSERT INTO admin_tokens (token_hash, username, expires_at) VALUES (?, ?, ?)",
-        (token_hash, username, expires_at),
-    )
-
-
-def _token_owner(conn: Connection, token_hash: str, now: str) -> str | None:
-    row = conn.execute(
-        "SELECT username FROM admin_tokens WHERE token_hash = ? AND expires_at > ?",
-        (token_hash, now),
-    ).fetchone()
-    return str(row[0]) if row else None
-
-
-async def authenticate_admin(request: web.Request, token: str) -> str:
-    """The administrator a bearer token belongs to, or a 401."""
-    now = now_iso(utc_now())
-    owner = await request.app[DATABASE].run(_token_owner, _token_hash(token), now)
-    if owner is None:
-        raise json_error(
-            web.HTTPUnauthorized,
-            "unauthenticated",
-            "invalid or expired admin token",
-            {"WWW-Authenticate": "Bearer"},
-        )
-    return owner
 
 
 T = TypeVar("T")
@@ -168,77 +108,20 @@ async def _in_transaction(request: web.Request, work: Callable[[Connection], T])
         raise BadRequest(str(exc)) from exc
 
 
-def _login_facts(conn: Connection, username: str) -> tuple[str | None, str | None]:
-    """The account's password hash and TOTP secret (None: no such account / no second factor)."""
-    return _stored_hash(conn, username), _secret(conn, f"{TOTP}{username}")
-
-
-def _secret(conn: Connection, name: str) -> str | None:
-    row = conn.execute("SELECT secret FROM server_secrets WHERE name = ?", (name,)).fetchone()
-    return str(row[0]) if row else None
-
-
-def _put_secret(conn: Connection, name: str, secret: str | None) -> None:
-    if secret is None:
-        conn.execute("DELETE FROM server_secrets WHERE name = ?", (name,))
-        return
-    conn.execute(
-        "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (name) DO UPDATE SET secret = excluded.secret",
-        (name, secret, now_iso(utc_now())),
-    )
-
-
-def _use_code(conn: Connection, username: str, secret: str, code: str | None) -> bool:
-    """Whether ``code`` is the account's current one-time code (±30 s) and not used before:
-    the time step of the last good code is kept, so a code seen once cannot log in again."""
-    if code is None:
-        return False
-    totp = pyotp.TOTP(secret)
-    now = utc_now()
-    steps = [s for s in (-1, 0, 1) if totp.verify(code, for_time=now + timedelta(seconds=30 * s))]
-    if not steps:
-        return False
-    step = totp.timecode(now) + steps[0]
-    with transaction(conn):
-        last = _secret(conn, f"{TOTP_USED}{username}")
-        if last is not None and int(last) >= step:
-            return False
-        _put_secret(conn, f"{TOTP_USED}{username}", str(step))
-    return True
-
-
-async def login(request: web.Request) -> web.Response:
+async def login(request: web.Request) -> web.StreamResponse:
     """``POST /v1/admin/login``: ``{username, password, totp?}`` → ``{token, expires_at}``.
 
-    Throttled per account and source before any password work, with the strikes in the
-    database so every server process counts the same guesses (server/http/loginguard.py);
-    every refusal reads the same, whether the name, the password or the code was wrong.
+    The same check as ``POST /v1/login`` (server/accounts/login.py: throttled per account
+    and source before any password work, with the strikes in the database so every server
+    process counts the same guesses); the token only opens ``/v1/admin/*`` for an admin.
     """
     body = await read_body(request, LoginRequest)
-    throttle = request.app[LOGIN_THROTTLE]
-    source = request.remote or "-"
-    db = request.app[DATABASE]
-    wait = await throttle.wait(db, body.username, source)
-    if wait > 0:
-        return overloaded(wait, "login")
-    stored, secret = await db.run(_login_facts, body.username)
-    ok = await asyncio.to_thread(password_ok, stored or _DUMMY_HASH, body.password)
-    ok = ok and stored is not None
-    if ok and secret is not None:
-        ok = await db.run(_use_code, body.username, secret, body.totp)
-    if not ok:
-        await throttle.failed(db, body.username, source)
-        log.warning("admin login failed for %r from %s", body.username[:64], source)
-        raise json_error(
-            web.HTTPUnauthorized, "unauthenticated", "wrong user name, password or one-time code"
-        )
-    await throttle.succeeded(db, body.username, source)
-    now = utc_now()
-    ttl = request.app[CONFIG].identity.admin_token_ttl_s
-    token = secrets.token_urlsafe(32)
-    expires = now_iso(now + timedelta(seconds=ttl))
-    await db.run(_store_token, _token_hash(token), body.username, expires, now_iso(now))
+    verdict = await check_password(request, body.username, body.password, body.totp)
+    if isinstance(verdict, float):
+        return overloaded(verdict, "login")
+    if verdict != "ok":
+        raise refused()
+    token, expires = await issue_token(request, body.username, "bearer")
     log.info("admin %s logged in", body.username)
     return _answer(LoginAnswer(token, expires))
 
@@ -249,7 +132,7 @@ async def totp_begin(request: web.Request) -> web.Response:
     user = request[ADMIN]
     secret = pyotp.random_base32()
     uri = pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name="Siheyi")
-    await _in_transaction(request, lambda conn: _put_secret(conn, f"{TOTP_PENDING}{user}", secret))
+    await _in_transaction(request, lambda conn: put_secret(conn, f"{TOTP_PENDING}{user}", secret))
     log.info("admin %s: second factor enrolment started", user)
     return _answer(TotpSecret(secret, uri))
 
@@ -260,11 +143,11 @@ async def totp_confirm(request: web.Request) -> web.Response:
     code = (await read_body(request, TotpConfirm)).code
 
     def confirm(conn: Connection) -> bool:
-        pending = _secret(conn, f"{TOTP_PENDING}{user}")
+        pending = get_secret(conn, f"{TOTP_PENDING}{user}")
         if pending is None or not pyotp.TOTP(pending).verify(code, valid_window=1):
             return False
-        _put_secret(conn, f"{TOTP}{user}", pending)
-        _put_secret(conn, f"{TOTP_PENDING}{user}", None)
+        put_secret(conn, f"{TOTP}{user}", pending)
+        put_secret(conn, f"{TOTP_PENDING}{user}", None)
         return True
 
     if not await _in_transaction(request, confirm):
@@ -279,7 +162,7 @@ async def totp_remove(request: web.Request) -> web.Response:
 
     def remove(conn: Connection) -> None:
         for prefix in (TOTP, TOTP_PENDING, TOTP_USED):
-            _put_secret(conn, f"{prefix}{user}", None)
+            put_secret(conn, f"{prefix}{user}", None)
 
     await _in_transaction(request, remove)
     log.info("admin %s: second factor removed", user)

@@ -28,9 +28,10 @@ from core.wire_admin import (
     SiteList,
     SitesAdded,
 )
+from server.accounts.passwords import hash_password
 from server.errors import InvalidField
 from server.fleet import registry as fleet
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.offline.keys import signing_key
 from server.storage.db import connect, transaction
 

@@ -1,4 +1,10 @@
-"""Request authentication: device session tokens on ``/v1/*``, admin tokens on ``/v1/admin/*``.
+"""Request authentication: device session tokens on ``/v1/*``; people (admins, guards,
+auditors: server/accounts) on ``/v1/admin/*`` (admins only), ``/v1/guard/*``, the audit read
+API under ``/v1/audit/`` and the board's pages under ``/board/``.
+
+People send a bearer token (``POST /v1/login``) or, from the board, the session cookie; a
+cookie-authenticated request that changes something must carry the session's CSRF token
+(header ``X-CSRF-Token`` or form field ``csrf_token``), checked here so no route can forget.
 
 Devices send ``Authorization: Bearer <session token>`` (``POST /v1/session``, docs/identity.md).
 Checking a token costs one HMAC and a dictionary lookup: no signature, no database read
@@ -13,15 +19,17 @@ sessions. Tap-id replays are refused by the verify handler once the body is vali
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.appkeys import ADMIN, DEVICE, DIRECTORY, TOKENS
+from server.accounts import users, websession
+from server.accounts.principal import USER, Principal
+from server.appkeys import ADMIN, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.fleet import sessions
-from server.fleet.admin import authenticate_admin
 from server.fleet.devices import Device
 from server.http.middleware import json_error
 
@@ -33,8 +41,18 @@ ADMIN_PREFIX = "/v1/admin/"
 AUDIT_PATH = "/v1/audit"
 #: Device endpoints that authenticate themselves (with a signature or an enrolment code).
 OPEN_PATHS = frozenset(
-    {"/v1/session/challenge", "/v1/session", "/v1/enrol", "/v1/admin/login", "/v1/openapi.json"}
+    {
+        "/v1/session/challenge",
+        "/v1/session",
+        "/v1/enrol",
+        "/v1/admin/login",
+        "/v1/login",
+        "/v1/openapi.json",
+    }
 )
+#: Paths for people (any role; the handler checks role and site).
+PEOPLE_PREFIXES = ("/v1/guard/", "/v1/audit/", "/v1/users")
+BOARD_PREFIX = "/board"
 
 
 def unauthenticated(detail: str, code: str = "unauthenticated") -> web.HTTPException:
@@ -87,13 +105,62 @@ async def authenticate(request: web.Request) -> Device:
     return state.device
 
 
+async def person(request: web.Request, *, required: bool) -> Principal | None:
+    """The person a bearer token or the board's session cookie belongs to."""
+    token: str | None
+    if "Authorization" in request.headers:
+        token, via = bearer_token(request), "bearer"
+    else:
+        token, via = websession.session_cookie(request), "cookie"
+    found = None
+    if token is not None:
+        now = sessions.now_iso(sessions.utc_now())
+        found = await request.app[DATABASE].run(
+            users.principal_for_token, websession.token_hash(token), now
+        )
+    if found is None:
+        if required:
+            raise unauthenticated("invalid or expired token: log in again")
+        return None
+    if via == "cookie":
+        assert token is not None
+        await _check_csrf(request, token)
+    return dataclasses.replace(found, via="cookie" if via == "cookie" else "bearer")
+
+
+async def _check_csrf(request: web.Request, session_token: str) -> None:
+    """A cookie-authenticated change needs the session's CSRF token: a page on another site
+    can make the browser send the cookie, but cannot read the token."""
+    if request.method in websession.SAFE_METHODS:
+        return
+    offered = request.headers.get(websession.CSRF_HEADER)
+    if offered is None and request.content_type == "application/x-www-form-urlencoded":
+        offered = str((await request.post()).get(websession.CSRF_FIELD, "")) or None
+    if not websession.csrf_ok(session_token, offered):
+        log.warning("CSRF token missing or wrong on %s %s", request.method, request.path)
+        raise json_error(web.HTTPForbidden, "csrf", "missing or wrong CSRF token: reload the page")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate ``/v1/*``: admins under ``/v1/admin/``, devices elsewhere."""
+    """Authenticate people and devices by path (see the module docstring)."""
     path = request.path
-    if path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS:
+    if path.startswith(BOARD_PREFIX):
+        user = await person(request, required=False)
+        if user is not None:
+            request[USER] = user
+    elif path.startswith(PROTECTED_PREFIX) and path not in OPEN_PATHS:
         if path.startswith(ADMIN_PREFIX):
-            request[ADMIN] = await authenticate_admin(request, bearer_token(request))
+            admin = await person(request, required=True)
+            assert admin is not None
+            if admin.role != "admin":
+                raise json_error(web.HTTPForbidden, "forbidden", "this needs the role admin")
+            request[USER] = admin
+            request[ADMIN] = admin.username
+        elif path.startswith(PEOPLE_PREFIXES):
+            someone = await person(request, required=True)
+            assert someone is not None
+            request[USER] = someone
         else:
             request[DEVICE] = await authenticate(request)
     return await handler(request)

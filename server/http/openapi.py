@@ -29,12 +29,14 @@ _BY_AUTH: dict[str, tuple[int, ...]] = {
     "none": (),
     "device": (401, 403),
     "admin": (401, 403),
+    "user": (401, 403),
 }
 _REASONS = {
     200: "OK",
     400: "Bad request: the detail names the field (``events[3].seq: …``)",
     401: "Unauthenticated (missing, forged or expired token; bad signature or code)",
-    403: "Refused: revoked, quarantined, not enrolled, rotation required, wrong serial",
+    403: "Refused: revoked, quarantined, not enrolled, rotation required, wrong serial; "
+    "another site's data; a missing CSRF token",
     404: "Not found",
     409: "Replay or refused state change",
     413: "Body too large",
@@ -43,6 +45,7 @@ _REASONS = {
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "device": [{"deviceSession": []}],
     "admin": [{"adminToken": []}],
+    "user": [{"userToken": []}, {"boardSession": []}],
     "none": [],
 }
 _SCHEMES = {
@@ -54,7 +57,20 @@ _SCHEMES = {
     "adminToken": {
         "type": "http",
         "scheme": "bearer",
-        "description": "An administrator's token from POST /v1/admin/login.",
+        "description": "An administrator's token from POST /v1/admin/login or /v1/login.",
+    },
+    "userToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A person's token from POST /v1/login; the role and sites it carries "
+        "decide what the route answers (a guard: 403 for another site).",
+    },
+    "boardSession": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "siheyi_session",
+        "description": "The board's session cookie; requests that change something also need "
+        "the header X-CSRF-Token.",
     },
 }
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")

@@ -16,8 +16,9 @@ from typing import Literal
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: ``none``: anyone; ``device``: a kiosk's session token; ``admin``: an admin's bearer token.
-Auth = Literal["none", "device", "admin"]
+#: ``none``: anyone; ``device``: a kiosk's session token; ``admin``: an admin's bearer token;
+#: ``user``: any person's bearer token or board session (the handler checks role and site).
+Auth = Literal["none", "device", "admin", "user"]
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning.registry import DeviceBundle, add_device, revoke_device
+from server.accounts.passwords import hash_password
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.storage.db import connect, transaction
 from siheyi.cli import local_fleet
 

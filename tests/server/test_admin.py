@@ -10,9 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.accounts.passwords import hash_password
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.storage.db import connect, transaction
 
 from .conftest import bearer

@@ -11,9 +11,10 @@ from aiohttp.test_utils import TestClient
 
 from core.wire_admin import AuditAlerts
 from provisioning.registry import DeviceBundle, add_device, revoke_device
+from server.accounts.passwords import hash_password
 from server.app import create_app
 from server.config import ServerConfig
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.storage.db import connect, transaction
 from siheyi.cli import local_fleet
 

@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from server.accounts.passwords import hash_password
 from server.app import OPERATIONS, create_app
 from server.config import ServerConfig
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.fleet.registry import device_row, register_device
 from server.fleet.sessions import mint_token
 from server.http.openapi import build, render

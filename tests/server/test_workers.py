@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.signing import session_message
 from provisioning.registry import DeviceBundle
+from server.accounts.passwords import hash_password
 from server.config import LimitSettings
-from server.fleet.admin import create_admin, hash_password
+from server.fleet.admin import create_admin
 from server.fleet.sessions import mint_token
 from server.http.workers import per_worker_limits
 from server.storage.db import connect, transaction
