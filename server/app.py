@@ -135,8 +135,8 @@ def create_app(
     """
     app = web.Application(
         middlewares=[
+            security_headers_middleware,  # outermost: error answers get the headers too
             error_middleware,
-            security_headers_middleware,
             *([proxy_middleware(config.trusted_proxies)] if config.trusted_proxies else []),
             ratelimit_middleware(config.limits),
             auth_middleware,
