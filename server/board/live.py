@@ -1,0 +1,78 @@
+"""``GET /v1/guard/events``: the live event stream, cut to the caller's sites.
+
+The same server-sent events as ``GET /v1/admin/events`` (server/events/views.py): one
+``data:`` line of JSON ``{"kind", "at", "data"}`` per event and a keep-alive comment every
+:data:`~server.events.views.KEEPALIVE_S`. A guard gets only events whose ``data.site`` is
+one of the assigned sites; an event naming no site is withheld from guards, except
+``dropped`` (it tells the board to reload, and carries nothing but a count). The board's
+script opens it with ``EventSource`` (which sends the session cookie by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+from aiohttp import web
+
+from server.accounts.principal import Principal, current_user
+from server.events import EVENTS, Event
+from server.events.views import KEEPALIVE_S
+from server.http.middleware import json_error
+from server.http.operations import Operation
+
+PATH = "/v1/guard/events"
+
+
+def visible(user: Principal, event: Event) -> bool:
+    """Whether ``user`` may see ``event``."""
+    if event.kind == "dropped" or user.all_sites:
+        return True
+    site = event.data.get("site")
+    return isinstance(site, str) and user.sees_site(site)
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """The events of the caller's sites, as they happen."""
+    user = current_user(request)
+    bus = request.app.get(EVENTS)
+    if bus is None:
+        raise json_error(web.HTTPServiceUnavailable, "unavailable", "no event bus")
+    try:
+        sub = bus.subscribe()
+    except RuntimeError as exc:
+        raise json_error(web.HTTPServiceUnavailable, "overloaded", str(exc)) from exc
+    async with sub:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        await response.write(b": stream open\n\n")
+        iterator = aiter(sub)
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(iterator), KEEPALIVE_S)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            except StopAsyncIteration:
+                break
+            if visible(user, event):
+                await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+    return response
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        PATH,
+        stream,
+        "admin",
+        "Live events of the caller's sites (server-sent events): kiosk up/down/health, taps,"
+        " alerts, command acknowledgements",
+        media_type="text/event-stream",
+    ),
+)

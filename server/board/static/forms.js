@@ -1,0 +1,60 @@
+// The board's actions: the remote gate (kiosk page) and the 一键三查 lookup.
+
+import { call, clock, el, t } from "./util.js";
+
+/** Show `text` in an <output>, marked ok or fault. */
+function say(out, text, ok) {
+  out.textContent = text;
+  out.className = ok ? "ok" : "fault";
+}
+
+/** "Open gate": POST with the required reason; shows the kiosk's acknowledgement. */
+export function gate(form) {
+  const out = form.querySelector("output");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    say(out, "…", true);
+    const url = `/v1/guard/kiosks/${encodeURIComponent(form.dataset.device)}/gate`;
+    try {
+      const answer = await call("POST", url, { reason: form.elements.reason.value });
+      say(out, `${t("gate_acked")} ${clock(answer.acked_at)}`, true);
+      form.elements.reason.value = "";
+    } catch (error) {
+      say(out, `${t("failed")}: ${error.message}`, false);
+    }
+  });
+}
+
+const list = (items, show) => el("ul", {}, ...(items || []).map((i) => el("li", {}, show(i))));
+const recovery = (item) => (typeof item === "string" ? item : `${item.reason}: ${item.text}`);
+
+/** The checks as a definition list: one line per check, its fields as "key: value". */
+function checks(all) {
+  const dl = el("dl", {});
+  for (const [name, value] of Object.entries(all || {})) {
+    const text = typeof value === "object" && value !== null ? JSON.stringify(value) : value;
+    dl.append(el("dt", {}, t(name)), el("dd", {}, text));
+  }
+  return dl;
+}
+
+/** The lookup: the number goes in a POST body, never a URL; the field is cleared after. */
+export function lookup(form) {
+  const out = document.getElementById("lookup-result");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const { id_number: id, phone } = form.elements;
+    const body = id.value.trim() ? { id_number: id.value.trim() } : { phone: phone.value.trim() };
+    id.value = phone.value = "";
+    try {
+      const r = await call("POST", "/v1/guard/lookup", body);
+      out.replaceChildren(
+        el("h3", { class: r.outcome, id: "lookup-outcome" }, `${r.masked_id || ""} · ${t(r.outcome)}`),
+        el("h4", {}, t("reasons")), list(r.reasons, t),
+        el("h4", {}, t("recovery")), list(r.recovery, recovery),
+        el("h4", {}, t("checks")), checks(r.checks));
+    } catch (error) {
+      out.replaceChildren(el("p", { class: "fault" }, `${t("failed")}: ${error.message}`));
+    }
+  });
+}

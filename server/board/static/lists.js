@@ -1,0 +1,63 @@
+// Lists read from the public API: open alerts (acknowledged with a note) and the audit trail.
+
+import { call, clock, el, row, t } from "./util.js";
+
+function ackForm(alert, reload) {
+  const note = el("input", { name: "note", required: "", placeholder: t("note") });
+  const form = el("form", { class: "inline" }, note, el("button", { type: "submit" }, t("ack")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await call("POST", `/v1/guard/alerts/${encodeURIComponent(alert.id)}/ack`, { note: note.value });
+    reload();
+  });
+  return form;
+}
+
+/** The alerts page: reloaded whenever an alert event arrives. */
+export function alerts(tbody) {
+  const reload = async () => {
+    const { alerts: found = [] } = await call("GET", "/v1/guard/alerts");
+    tbody.replaceChildren(...found.map((a) => row(a.level || a.kind,
+      clock(a.raised_at), a.site, a.gate || "", a.serial || a.device_id || "", a.kind,
+      a.detail ? JSON.stringify(a.detail) : "",
+      a.acked_at ? `${t("acked")} · ${a.acked_by || ""} · ${a.note || ""}` : ackForm(a, reload))));
+    document.getElementById("no-alerts").hidden = found.length > 0;
+  };
+  document.addEventListener("board-event", (e) => {
+    if (e.detail.kind.startsWith("alert_")) reload();
+  });
+  return reload();
+}
+
+const reasons = (e) => (e.reasons || e.detail?.reasons || []).join(", ");
+
+/** The audit page: the filter form queries /v1/audit/events; "more" follows `next`. */
+export function audit(form) {
+  const tbody = document.getElementById("events");
+  const more = document.getElementById("more");
+  let next = null;
+  let query = "";
+  const load = async (append) => {
+    const cursor = append && next ? `&cursor=${encodeURIComponent(next)}` : "";
+    const page = await call("GET", `/v1/audit/events?${query}${cursor}`);
+    const rows = page.events.map((e) => row(e.outcome || e.kind, e.wall_time || e.at,
+      e.site || "", e.gate || "", e.device_id, e.kind, e.masked_id || "—",
+      e.outcome ? t(e.outcome) : "", reasons(e), e.offline ? t("yes") : t("no")));
+    if (append) tbody.append(...rows);
+    else tbody.replaceChildren(...rows);
+    next = page.next;
+    more.hidden = !next;
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) if (value) params.set(name, value);
+    query = params.toString();
+    for (const link of document.querySelectorAll("a[data-format]")) {
+      link.href = `/v1/audit/export?format=${link.dataset.format}&${query}`;
+    }
+    load(false);
+  });
+  more.addEventListener("click", () => load(true));
+  form.requestSubmit();
+}
