@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SITE = "demo-site"
 DEMO_SERIAL = "DEMO-0001"
+DEMO_GUARD = "demo-guard"
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛"]
 AREAS = {
@@ -260,7 +262,25 @@ async def _server_and_bundle(
     )
     write_bundle(issued, bundle_path)
     print(f"server:    {server_url}  (SQLite {db_path}, {args.people} people)", file=info)
+    password = await asyncio.to_thread(add_demo_guard, db_path)
+    print(f"board:     {server_url}/board/", file=info)
+    print(f"login:     {DEMO_GUARD} / {password}  (a guard of {DEMO_SITE})", file=info)
     return server_url, load_bundle(bundle_path), ids
+
+
+def add_demo_guard(db_path: Path) -> str:
+    """A guard account for the demo site with a fresh password (printed, never stored clear)."""
+    from server.accounts import users
+    from server.accounts.passwords import hash_password
+    from server.fleet.sessions import now_iso, utc_now
+    from server.storage.db import connect, transaction
+
+    password = secrets.token_urlsafe(9)
+    with connect(db_path) as conn, transaction(conn):
+        users.save_user(
+            conn, DEMO_GUARD, "guard", [DEMO_SITE], hash_password(password), now_iso(utc_now())
+        )
+    return password
 
 
 async def kiosk_with_history(server_url: str, bundle: Bundle, bundle_path: Path) -> str:

@@ -123,6 +123,8 @@ def test_demo_json_taps() -> None:
         assert d["outcome"] in {"pass", "check", "nat_expired", "invalid_credential"}
         assert d["prompt"] and d["offline"] is False and d["latency_ms"] < 1000
         assert "*" in d["masked_id"]
+    # The board's address and a demo guard's login go to stderr with the other set-up lines.
+    assert "/board/" in proc.stderr and "demo-guard / " in proc.stderr
 
 
 def test_demo_against_an_external_server(tmp_path: Path) -> None:
