@@ -1,4 +1,5 @@
-"""CSV import of the four source tables (and the site people list), validated row by row.
+"""CSV import of the four source tables (and the site people list, QR tokens and phone
+numbers), validated row by row.
 
 Every row is checked (header, ID checksum or permit-number shape, ISO 8601 timestamps with
 an offset, enums, dose ≥ 1) and every problem reported with its row number (the header is
@@ -19,6 +20,7 @@ from typing import Any
 from core import idnumbers as identity
 from core.wire import MAX_TOKEN_LEN
 from server.errors import ImportFormatError
+from server.lookup.phones import normalise_phone, phone_hash, phone_key
 from server.storage.connection import Connection
 from server.storage.db import connect, durable
 from server.verify.qr import token_digest
@@ -210,13 +212,34 @@ def _qr_token(r: _Row) -> Params:
     return (token_digest(token), r.id_number(), r.timestamp("expires_at"))
 
 
+def _phone(r: _Row) -> Params:
+    # Never echo the number in a problem report; the normalised form is hashed before storing.
+    phone = normalise_phone(r.values.get("phone", ""))
+    if phone is None:
+        r.fail(
+            "phone",
+            "not a phone number: 11 digits of a mainland mobile (optionally +86)"
+            " or + and the country code",
+        )
+    return (phone or "", r.id_number())
+
+
+def _hash_phones(conn: Connection, rows: Sequence[Params]) -> list[Params]:
+    """Replace each row's normalised phone by its keyed hash (server.lookup.phones)."""
+    key = phone_key(conn)
+    return [(phone_hash(key, phone), number) for phone, number in rows]
+
+
 @dataclass(frozen=True)
 class Kind:
-    """How one kind of CSV maps onto its table."""
+    """How one kind of CSV maps onto its table; ``prepare`` turns the valid rows into the
+    upsert's parameters inside the import's transaction (for values that need a key the
+    database holds), where the rows are not stored as parsed."""
 
     columns: tuple[str, ...]
     parse: Callable[[_Row], Params]
     upsert: str
+    prepare: Callable[[Connection, Sequence[Params]], Sequence[Params]] | None = None
 
 
 KINDS: Mapping[str, Kind] = {
@@ -262,6 +285,14 @@ KINDS: Mapping[str, Kind] = {
         "INSERT INTO qr_tokens (token_sha256, id_number, expires_at) VALUES (?, ?, ?)"
         " ON CONFLICT (token_sha256) DO UPDATE SET id_number = excluded.id_number,"
         " expires_at = excluded.expires_at",
+    ),
+    # Not a source: phone → person for the guard's lookup, by keyed hash only (never clear).
+    "phones": Kind(
+        ("id_number", "phone"),
+        _phone,
+        "INSERT INTO person_phones (phone_hash, id_number) VALUES (?, ?)"
+        " ON CONFLICT (phone_hash) DO UPDATE SET id_number = excluded.id_number",
+        prepare=_hash_phones,
     ),
 }
 
@@ -321,7 +352,7 @@ def import_rows(
         return report
     report.skipped = bad_rows
     with durable(conn):
-        conn.executemany(spec.upsert, good)
+        conn.executemany(spec.upsert, spec.prepare(conn, good) if spec.prepare else good)
     report.imported = len(good)
     return report
 
