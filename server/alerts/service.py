@@ -23,13 +23,22 @@ from server.alerts import store
 from server.alerts.rules import Backlogs
 from server.alerts.settings import AlertSettings
 from server.alerts.store import Alert
-from server.events import publish
+from server.events import EVENTS
 from server.storage.db import Database
 
 log = logging.getLogger(__name__)
 
 #: Invalid-tap counts are kept in buckets of this many seconds.
 BUCKET_S = 10
+
+
+def emit(app: web.Application, event: str, data: dict[str, Any]) -> None:
+    """Publish an ``alert_*`` event. Through the bus itself, not ``server.events.publish``:
+    the data has a key ``kind`` (the alert's), which ``publish(app, kind, **data)`` would
+    take for its own argument."""
+    bus = app.get(EVENTS)
+    if bus is not None:
+        bus.publish(event, data)
 
 
 def iso(moment: datetime) -> str:
@@ -183,4 +192,4 @@ class AlertService:
         )  # fmt: skip
         if self.for_site(alert.site).webhook:
             self.wake.set()
-        publish(self.app, kind, **alert.event())
+        emit(self.app, kind, alert.event())

@@ -15,11 +15,10 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from server.accounts.principal import require_role, require_site
-from server.alerts import store
+from server.alerts import service, store
 from server.alerts.service import iso
 from server.appkeys import CLOCK, DATABASE
 from server.errors import BadRequest
-from server.events import publish
 from server.http.bodies import read_body, refuse_clear_ids
 from server.http.middleware import json_error
 from server.http.operations import Operation
@@ -110,19 +109,17 @@ async def ack_alert(request: web.Request) -> web.Response:
         "alert %s (%s at %s/%s) acknowledged by %s",
         acked.id, acked.kind, acked.site, acked.gate, user.username,
     )  # fmt: skip
-    publish(request.app, "alert_acked", **acked.event(), acked_by=user.username, acked_at=at)
+    event = {**acked.event(), "acked_by": user.username, "acked_at": at}
+    service.emit(request.app, "alert_acked", event)
     return _answer(acked.to_json())
 
-
-#: TODO(lead): auth "user" once server.http.operations.Auth has it; "admin" until then.
-_AUTH: Any = "admin"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         "/v1/guard/alerts",
         list_alerts,
-        _AUTH,
+        "user",
         "Alerts of the caller's sites, latest first",
         response=AlertList,
         errors=(400, 401, 403),
@@ -136,7 +133,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST",
         "/v1/guard/alerts/{id}/ack",
         ack_alert,
-        _AUTH,
+        "user",
         "Acknowledge an alert with a note (kept with who and when)",
         request=AckRequest,
         response=AlertInfo,
