@@ -1,0 +1,212 @@
+"""The board in real headless Chromium (Debian's /usr/bin/chromium through Playwright),
+against a real server on loopback with a real kiosk agent tapping simulated cards.
+
+Every page is checked for Content-Security-Policy violations: the board must work with no
+inline script or style. The test that shows the board with live data writes docs/board.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from provisioning.registry import DeviceBundle
+from server.app import OPERATIONS
+from server.events import presence
+from server.verify.demodata import generate_people, load_demo_data, pick_demo_people
+from tests.board.live import Kiosk, Live
+from tests.e2e_support import NOW, PEOPLE, SEED
+from tests.server.users_support import PASSWORD, add_user
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "board.png"
+#: Waits for what the page shows: generous for a loaded CI machine; a page that is right
+#: passes at once.
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Scene:
+    live: Live
+    kiosk: Kiosk  # site-a, gate-1: a real agent
+    a2: DeviceBundle  # site-a, gate-2: heard from, reader unplugged
+    a3: DeviceBundle  # site-a, gate-2: never heard from
+    b1: DeviceBundle  # site-b
+    people: dict[str, list[str]]
+
+
+@pytest.fixture
+def scene(tmp_path: Path, prompt_cache: Path) -> Iterator[Scene]:
+    db = tmp_path / "server.db"
+    load_demo_data(db, PEOPLE, SEED, now=NOW)
+    picked = pick_demo_people(generate_people(PEOPLE, SEED, NOW), NOW, {"pass": 2, "check": 2})
+    people: dict[str, list[str]] = {}
+    for outcome, number in picked:
+        people.setdefault(outcome, []).append(number)
+    add_user(db, "guard-a", "guard", ["site-a"])
+    add_user(db, "guard-b", "guard", ["site-b"])
+    live = Live(db)
+    try:
+        a1 = live.add_kiosk("SN-0101", "site-a", "东门 gate-1")
+        a2 = live.add_kiosk("SN-0102", "site-a", "北门 gate-2")
+        a3 = live.add_kiosk("SN-0103", "site-a", "北门 gate-2")
+        b1 = live.add_kiosk("SN-0201", "site-b", "gate-1")
+        taps = [("pass", [], False), ("check", ["code_yellow"], False), ("pass", [], True)]
+        live.report(a2, taps, reader={"connected": False}, journal_pending=17)
+        live.report(b1, [("pass", [], False)])
+        (tmp_path / "a1").mkdir()
+        kiosk = Kiosk(live, a1, tmp_path / "a1", prompt_cache)
+        try:
+            yield Scene(live, kiosk, a2, a3, b1, people)
+        finally:
+            kiosk.stop()
+    finally:
+        live.close()
+
+
+@pytest.fixture
+def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "prompts"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
+    opened = context.new_page()
+    refused: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(message.text)
+
+    opened.on("console", watch)
+    yield opened
+    context.close()
+    assert refused == [], "the board broke its Content-Security-Policy"
+
+
+def log_in(page: Page, live: Live, username: str) -> None:
+    page.goto(f"{live.url}/board/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live.url}/board/")
+    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)  # the event stream is open
+
+
+def card(page: Page, device_id: str):  # type: ignore[no-untyped-def]
+    return page.locator(f"#kiosk-{device_id}")
+
+
+def test_log_in_and_see_the_own_sites_kiosks(page: Page, scene: Scene) -> None:
+    page.goto(f"{scene.live.url}/board/")
+    expect(page).to_have_url(f"{scene.live.url}/board/login")
+    page.fill("input[name=username]", "guard-a")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_have_text("用户名或密码错误")
+    log_in(page, scene.live, "guard-a")
+    kiosk_id = scene.kiosk.bundle.device_id
+    expect(card(page, kiosk_id)).to_have_class("kiosk up")
+    expect(card(page, scene.a2.device_id).locator("[data-field=reader]")).to_have_text("故障")
+    expect(card(page, scene.a3.device_id)).to_have_class("kiosk down")
+    assert page.locator("article.kiosk").count() == 3
+    assert "SN-0201" not in page.content()
+    page.click("a.lang")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(card(page, scene.a2.device_id).locator("[data-field=reader]")).to_have_text("fault")
+
+
+def test_another_sites_kiosk_page_is_refused(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-b")
+    assert page.locator("article.kiosk").count() == 1
+    own = page.goto(f"{scene.live.url}/board/kiosks/{scene.b1.device_id}")
+    assert own is not None and own.status == 200
+    other = page.goto(f"{scene.live.url}/board/kiosks/{scene.kiosk.bundle.device_id}")
+    assert other is not None and other.status == 403
+    assert "SN-0101" not in page.content()
+    api = page.request.get(f"{scene.live.url}/v1/guard/kiosks/{scene.a2.device_id}")
+    assert api.status == 403
+
+
+def test_a_tap_appears_live_and_the_screenshot(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    kiosk = card(page, scene.kiosk.bundle.device_id)
+    expect(kiosk.locator("[data-count=pass] b")).to_have_text("0")
+    person = scene.people["pass"][0]
+    assert scene.kiosk.tap(person) == "pass"
+    masked = person[:4] + "*" * 10 + person[-4:]
+    expect(page.locator("#taps tr").first).to_contain_text(masked, timeout=WAIT_MS)
+    expect(kiosk.locator("[data-count=pass] b")).to_have_text("1")
+    expect(page.locator("[data-total=pass] b")).to_have_text("3")  # 2 uploaded + this one
+    expect(kiosk.locator("[data-field=last_tap]")).to_contain_text("通行")
+    other = scene.people["check"][0]
+    assert scene.kiosk.tap(other) == "check"
+    expect(page.locator("#taps tr").first).to_contain_text(other[-4:], timeout=WAIT_MS)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_a_kiosk_going_offline_appears(
+    page: Page, scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat fallback, made fast: a kiosk quiet for 2 s is announced down (the
+    command socket, when the kiosk holds one, marks it down as soon as it closes)."""
+    monkeypatch.setattr(presence, "WATCH_EVERY_S", 0.2)
+    monkeypatch.setattr(presence, "DOWN_AFTER_S", 2.0)
+    log_in(page, scene.live, "guard-a")
+    kiosk = card(page, scene.kiosk.bundle.device_id)
+    expect(kiosk).to_have_class("kiosk up")
+    scene.kiosk.stop()
+    expect(kiosk).to_have_class("kiosk down", timeout=WAIT_MS)
+    expect(kiosk.locator("[data-field=online]")).to_have_text("离线")
+
+
+def test_a_change_without_the_csrf_token_is_refused(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    status = page.evaluate(
+        """async () => (await fetch('/board/logout', {method: 'POST'})).status"""
+    )
+    assert status == 403
+    page.reload()
+    expect(page).to_have_url(f"{scene.live.url}/board/")  # still logged in
+    page.click("header form button[type=submit]")  # the real logout form carries the token
+    expect(page).to_have_url(f"{scene.live.url}/board/login")
+
+
+def wired(path: str) -> bool:
+    return any(op.path == path for op in OPERATIONS)
+
+
+@pytest.mark.skipif(not wired("/v1/guard/kiosks/{device_id}/gate"), reason="gate route")
+def test_the_remote_gate_opens_the_relay(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    page.goto(f"{scene.live.url}/board/kiosks/{scene.kiosk.bundle.device_id}")
+    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)
+    relay = scene.kiosk.pins.pin(17)
+    before = len(relay.states)
+    page.fill("#gate-form input[name=reason]", "送货车辆")
+    page.click("#gate-form button[type=submit]")
+    expect(page.locator("#gate-result")).to_contain_text("终端已确认开闸", timeout=WAIT_MS)
+    assert True in [s.state for s in relay.states[before:]]
