@@ -220,8 +220,8 @@ def list_alerts(
 
 
 def acknowledge(conn: Connection, alert_id: str, username: str, note: str, at: str) -> Alert | None:
-    """Record who acknowledged the alert, when and why (kept in ``alert_acks`` for every
-    acknowledgement; the alert holds the latest). None: no such alert."""
+    """Record who acknowledged the alert, when and why (every acknowledgement is kept in
+    ``alert_acks``, numbered; the alert row holds the latest). None: no such alert."""
     row = conn.execute(
         f"UPDATE alerts SET acked_by = ?, acked_at = ?, note = ? WHERE id = ? RETURNING {_COLUMNS}",
         (username, at, note, alert_id),
@@ -229,9 +229,9 @@ def acknowledge(conn: Connection, alert_id: str, username: str, note: str, at: s
     if row is None:
         return None
     conn.execute(
-        "INSERT INTO alert_acks (alert_id, acked_by, acked_at, note) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING",
-        (alert_id, username, at, note),
+        "INSERT INTO alert_acks (alert_id, n, acked_by, acked_at, note)"
+        " SELECT ?, COALESCE(MAX(n), 0) + 1, ?, ?, ? FROM alert_acks WHERE alert_id = ?",
+        (alert_id, username, at, note, alert_id),
     )
     return Alert.from_row(row)
 
@@ -239,7 +239,7 @@ def acknowledge(conn: Connection, alert_id: str, username: str, note: str, at: s
 def acks(conn: Connection, alert_id: str) -> list[tuple[str, str, str]]:
     """(who, when, note) of every acknowledgement of an alert, oldest first."""
     rows = conn.execute(
-        "SELECT acked_by, acked_at, note FROM alert_acks WHERE alert_id = ? ORDER BY acked_at",
+        "SELECT acked_by, acked_at, note FROM alert_acks WHERE alert_id = ? ORDER BY n",
         (alert_id,),
     ).fetchall()
     return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -30,12 +30,15 @@ CREATE INDEX alerts_site_raised ON alerts (site, raised_at);
 CREATE INDEX alerts_raised ON alerts (raised_at);
 
 -- Every acknowledgement, with who and the note (the alert row keeps the latest).
+-- n: 1, 2, … per alert (two acknowledgements in one second are both kept, in order); the
+-- UPDATE of the alert row in the same transaction serialises acknowledgements of one alert.
 CREATE TABLE alert_acks (
     alert_id  TEXT NOT NULL,
+    n         INTEGER NOT NULL,
     acked_by  TEXT NOT NULL,
     acked_at  TEXT NOT NULL,
     note      TEXT NOT NULL,
-    PRIMARY KEY (alert_id, acked_at, acked_by)
+    PRIMARY KEY (alert_id, n)
 );
 
 -- Webhook deliveries: one row per alert change ('raised', 'cleared') of a site with a
