@@ -54,15 +54,17 @@ def normalise_phone(text: str) -> str | None:
 
 
 def phone_key(conn: Connection) -> bytes:
-    """The HMAC key of phone hashes, created on first use by whichever process needs it."""
-    conn.execute(
-        "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (name) DO NOTHING",
-        (PHONE_SECRET, secrets.token_hex(32), datetime.now(UTC).isoformat(timespec="seconds")),
-    )
-    row = conn.execute(
-        "SELECT secret FROM server_secrets WHERE name = ?", (PHONE_SECRET,)
-    ).fetchone()
+    """The HMAC key of phone hashes, created on first use by whichever process needs it
+    (read first: a lookup then writes nothing)."""
+    select = "SELECT secret FROM server_secrets WHERE name = ?"
+    row = conn.execute(select, (PHONE_SECRET,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO server_secrets (name, secret, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (PHONE_SECRET, secrets.token_hex(32), datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+        row = conn.execute(select, (PHONE_SECRET,)).fetchone()
     return bytes.fromhex(row[0])
 
 
