@@ -1,4 +1,9 @@
-"""``kiosk_down`` events: a kiosk whose heartbeats stopped is announced once, by one process.
+"""Whether a kiosk is online, and ``kiosk_down`` events announced once, by one process.
+
+A kiosk is **online** when it holds its command socket (``kiosk_links``, kept by
+server/commands: its close marks the kiosk down at once, pings find a vanished one within
+30 s) or, the fallback, when it was heard from (``last_seen_at``, its heartbeat) within
+:data:`DOWN_AFTER_S` and has not been announced down since (:func:`online_devices`).
 
 Every process watches (every :data:`WATCH_EVERY_S`) for active kiosks last seen more than
 :data:`DOWN_AFTER_S` ago — three missed heartbeats at the default 30 s. Announcing is a
@@ -25,29 +30,79 @@ DOWN_AFTER_S = 90.0
 WATCH_EVERY_S = 10.0
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """A moment as the ISO-8601 UTC text the presence tables hold."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+#: A command link not refreshed by its process for this long is dead (server/commands/links).
+LINK_STALE_S = 45.0
+
+_LINKED = (
+    "EXISTS (SELECT 1 FROM kiosk_links l WHERE l.device_id = d.device_id AND l.refreshed_at >= ?)"
+)
+_HEARD = (
+    "(d.last_seen_at IS NOT NULL AND d.last_seen_at >= ?"
+    " AND NOT EXISTS (SELECT 1 FROM kiosk_down k WHERE k.device_id = d.device_id))"
+)
+
+
+def online_devices(conn: Connection, now: datetime) -> set[str]:
+    """The device ids of the kiosks online now: linked, or heard from lately and not
+    announced down since (one statement, for the board's kiosk list)."""
+    rows = conn.execute(
+        f"SELECT d.device_id FROM devices d WHERE {_LINKED} OR {_HEARD}", _cutoffs(now)
+    ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def kiosk_online(conn: Connection, device_id: str, now: datetime) -> bool:
+    """Whether one kiosk is online (:func:`online_devices`' rule)."""
+    row = conn.execute(
+        f"SELECT 1 FROM devices d WHERE d.device_id = ? AND ({_LINKED} OR {_HEARD})",
+        (device_id, *_cutoffs(now)),
+    ).fetchone()
+    return row is not None
+
+
+async def kiosks_online(app: web.Application) -> set[str]:
+    """:func:`online_devices` now, through the app's database (the board's one call)."""
+    return await app[DATABASE].run(online_devices, app[CLOCK]())
+
+
+def _cutoffs(now: datetime) -> tuple[str, str]:
+    return (
+        iso(now - timedelta(seconds=LINK_STALE_S)),
+        iso(now - timedelta(seconds=DOWN_AFTER_S)),
+    )
+
+
+def mark_down(conn: Connection, device_id: str, now: datetime) -> bool:
+    """Announce ``device_id`` down now (its socket closed); False if it already was."""
+    cur = conn.execute(
+        "INSERT INTO kiosk_down (device_id, since) VALUES (?, ?)"
+        " ON CONFLICT (device_id) DO NOTHING",
+        (device_id, iso(now)),
+    )
+    return cur.rowcount == 1
+
+
 def newly_down(conn: Connection, now: datetime) -> list[tuple[str, str, str]]:
-    """(device id, site, gate) of the active kiosks this call found gone quiet first."""
-    cutoff = _iso(now - timedelta(seconds=DOWN_AFTER_S))
+    """(device id, site, gate) of the active kiosks this call found gone quiet first: no
+    heartbeat for :data:`DOWN_AFTER_S` and no live command socket."""
+    link_cutoff, cutoff = _cutoffs(now)
     quiet = conn.execute(
         "SELECT d.device_id, d.site, d.gate FROM devices d WHERE d.status = 'active'"
         " AND d.last_seen_at IS NOT NULL AND d.last_seen_at < ?"
+        f" AND NOT {_LINKED}"
         " AND NOT EXISTS (SELECT 1 FROM kiosk_down k WHERE k.device_id = d.device_id)",
-        (cutoff,),
+        (cutoff, link_cutoff),
     ).fetchall()
-    claimed = []
-    for device_id, site, gate in quiet:
-        cur = conn.execute(
-            "INSERT INTO kiosk_down (device_id, since) VALUES (?, ?)"
-            " ON CONFLICT (device_id) DO NOTHING",
-            (device_id, _iso(now)),
-        )
-        if cur.rowcount == 1:
-            claimed.append((str(device_id), str(site), str(gate or "")))
-    return claimed
+    return [
+        (str(device_id), str(site), str(gate or ""))
+        for device_id, site, gate in quiet
+        if mark_down(conn, str(device_id), now)
+    ]
 
 
 def back_up(conn: Connection, device_id: str) -> bool:
