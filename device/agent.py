@@ -6,7 +6,9 @@ A kill -9 at any point of a tap then leaves either no actuation at all or an act
 decision is already durable. Speaking while the journal write is in flight was measured and
 rejected: it saves one fsync (bench/RESULTS.md: the online p99 holds the 150 ms target with
 30 ms and 100 ms fsyncs), and a kill in that window would leave a spoken pass with no record.
-Background tasks upload the journal and send heartbeats.
+Background tasks upload the journal and send heartbeats, and hold the command channel
+(device/link/commands.py): a guard's signed remote gate open is journalled as a ``guard``
+event before the relay moves, like a tap's decision.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from core.commands import SignedCommand
 from core.errors import SettingError
 from core.settings import check_remote_setting
 from device.acting.voice import Voice
+from device.config import TEST_PROMPT
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Decision, Verifier
 from device.errors import JournalFull, KioskError, ServerError, VoiceError
 from device.link.client import ServerClient, jittered
+from device.link.commands import CommandLink
 from device.recording.journal import Journal
 from device.recording.uploader import Uploader
 from device.sources.credentials import Credential
@@ -103,6 +108,9 @@ class Agent:
         boot_id: str | None = None,
         fault_prompt: str = "设备故障，请联系工作人员",
         snapshots: SnapshotLoader | None = None,
+        server_key_hex: str = "",
+        gate_prompt: str = "",
+        test_prompt: str = TEST_PROMPT,
     ) -> None:
         self.device_id = device_id
         self.boot_id = boot_id or uuid.uuid4().hex
@@ -129,6 +137,20 @@ class Agent:
         self._fault_prompt = fault_prompt
         self._snapshots = snapshots
         self.config_version: int | None = None
+        self._gate_prompt = gate_prompt
+        self._test_prompt = test_prompt
+        # the command channel needs the server's key to check commands: none, no channel
+        self.commands: CommandLink | None = (
+            CommandLink(
+                client,
+                device_id,
+                server_key_hex,
+                self.execute_command,
+                on_refused=self._command_refused,
+            )
+            if server_key_hex
+            else None
+        )
 
     def add_listener(self, listener: TapListener) -> None:
         self._listeners.append(listener)
@@ -171,6 +193,8 @@ class Agent:
         ]
         if self._snapshots is not None:
             self._tasks.append(asyncio.create_task(self._snapshots.run(), name="snapshot"))
+        if self.commands is not None:
+            self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
         for source in self._sources:
             source.start(self.submit_threadsafe, self._reader_event_threadsafe)
         await self._journal_system("agent_started", {"version": VERSION})
@@ -321,6 +345,53 @@ class Agent:
         detail = {"version": version, "applied": applied, "ignored": refused}
         self._spawn(self._journal_system("config_applied", detail), "config")
 
+    # -- guards' commands (verified by device/link/commands.py) ----------------------------
+    async def execute_command(self, cmd: SignedCommand) -> str:
+        """Carry out a verified command: "" when done, else what went wrong."""
+        try:
+            if cmd.command == "gate_open":
+                return await self._guard_open(cmd)
+            if cmd.command == "config_reload":
+                self._client.config_version = None  # the answer's config is applied again
+                await self._client.heartbeat(await self.status())
+                return ""
+            if cmd.command == "speak_test":
+                await self._voice.say(self._test_prompt, outcome="generic")
+                return ""
+        except (KioskError, ValueError) as exc:
+            log.error("command %s (%s) failed: %s", cmd.command, cmd.id, exc)
+            return f"{type(exc).__name__}: {exc}"[:200]
+        return "unknown command"
+
+    async def _guard_open(self, cmd: SignedCommand) -> str:
+        """A guard's remote gate open: journalled (who, why) before the relay pulses."""
+        if self._gate is None:
+            return "this kiosk drives no gate"
+        spoken = bool(self._gate_prompt)
+        detail = {
+            "command": cmd.command,
+            "by": str(cmd.args.get("by", "")),
+            "reason": str(cmd.args.get("reason", "")),
+            "command_id": cmd.id,
+        }
+        await self._journal.append(
+            {**self._system_fields("guard", detail), "prompt": self._gate_prompt or None}
+        )
+        self._uploader.poke()
+        try:
+            self._gate.open_pulse()
+        except Exception as exc:
+            await self.record_fault("gate_fault", f"remote open: {exc}", speak=False)
+            return f"gate: {exc}"[:200]
+        if spoken:
+            with contextlib.suppress(KioskError):
+                await self._voice.say(self._gate_prompt, outcome="generic")
+        return ""
+
+    async def _command_refused(self, command_id: str, why: str) -> None:
+        """A command that failed its check (forged, another kiosk's, expired) is audited."""
+        await self._journal_system("command_refused", {"command_id": command_id, "why": why})
+
     # -- faults ----------------------------------------------------------------------------
     def _reader_event_threadsafe(self, what: str, detail: dict[str, Any]) -> None:
         loop = self._loop
@@ -399,21 +470,23 @@ class Agent:
         self._uploader.poke()
 
     async def _journal_system(self, what: str, detail: dict[str, Any]) -> None:
-        await self._journal.append(
-            {
-                "kind": "system",
-                "outcome": None,
-                "prompt": None,
-                "masked_id": None,
-                "pseudonym": None,
-                "offline": False,
-                "cache_age_s": None,
-                "latency_ms": None,
-                "clock_trusted": self._verifier.clock.trusted(),
-                "detail": {"event": what, **detail},
-            }
-        )
+        await self._journal.append(self._system_fields("system", {"event": what, **detail}))
         self._uploader.poke()
+
+    def _system_fields(self, kind: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """A journal event that is no tap: nobody's id, no outcome."""
+        return {
+            "kind": kind,
+            "outcome": None,
+            "prompt": None,
+            "masked_id": None,
+            "pseudonym": None,
+            "offline": False,
+            "cache_age_s": None,
+            "latency_ms": None,
+            "clock_trusted": self._verifier.clock.trusted(),
+            "detail": detail,
+        }
 
     # -- health ----------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -428,6 +501,15 @@ class Agent:
             "journal_pending": await self._journal.count(),
             "journal": await self._journal.state(),  # full, reserve, dead letters, lost
             "taps": self._taps,
+            "command_link": (
+                {
+                    "connected": self.commands.connected,
+                    "executed": self.commands.executed,
+                    "refused": dict(self.commands.refused),
+                }
+                if self.commands is not None
+                else None
+            ),
             "config_version": self.config_version,
             "dropped_credentials": self.dropped_credentials,
             "upload": {"uploaded": self._uploader.uploaded, "failures": self._uploader.failures},
@@ -457,6 +539,8 @@ class Agent:
                 server_time = answer.get("server_time")
                 if isinstance(server_time, str):
                     self._verifier.clock.observe_server_time(server_time, time.monotonic() - sent)
+                if self.commands is not None and answer.get("commands"):
+                    await self.commands.accept_all(answer["commands"])
                 if failing:
                     log.info("heartbeat recovered")
                 failing = False

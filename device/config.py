@@ -31,6 +31,9 @@ from device.errors import ConfigError
 PLAYERS = "aplay, aplay:DEVICE, null, file:DIR or mock"
 
 
+#: Spoken by the "speak test prompt" command unless configured otherwise.
+TEST_PROMPT = "语音测试"
+
 #: A duration in seconds; fields add their own description (and tighter bounds).
 Seconds = Annotated[float, Meta(gt=0)]
 
@@ -199,6 +202,21 @@ class HeartbeatConfig:
     interval_s: Annotated[Seconds, Meta(description="health report period")] = 30.0
 
 
+@dataclass(frozen=True)
+class CommandsConfig:
+    """Guards' commands over the command channel (signed by the server, docs/commands.md)."""
+
+    enabled: Annotated[
+        bool, Meta(description="hold the command socket (remote gate open, reload, speak test)")
+    ] = True
+    gate_prompt: Annotated[
+        str, Meta(max_length=100, description='spoken when a guard opens the gate ("": silence)')
+    ] = ""
+    test_prompt: Annotated[
+        str, Meta(min_length=1, max_length=100, description='spoken by the "speak test" command')
+    ] = TEST_PROMPT
+
+
 def load_bundle(path: Path) -> Bundle:
     """Read and check a bundle file (:mod:`core.bundle`); errors name the file and the key."""
     try:
@@ -229,6 +247,7 @@ class DeviceConfig:
     sscard: SsCardConfig = field(default_factory=SsCardConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:
