@@ -17,6 +17,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
+from server.alerts import rules
 from server.storage.connection import Connection
 
 BOARD_TZ: Final = timezone(timedelta(hours=8), "CST")
@@ -42,28 +43,21 @@ def _site_filter(sites: Sites, column: str) -> tuple[str, list[Any]]:
     return f" AND {column} IN ({', '.join('?' for _ in sites)})", list(sites)
 
 
-def _flag(value: Any) -> str:
-    """A part's state from what the kiosk reports: ``ok``, ``fault`` or ``absent``."""
-    if value is None:
-        return "absent"
-    if isinstance(value, dict):
-        for key in ("ok", "connected", "available"):
-            if key in value:
-                return "ok" if value[key] else "fault"
-        return "ok"
-    if isinstance(value, str):
-        return "ok" if value in ("ok", "ready", "connected") else "fault"
-    return "ok" if value else "fault"
-
-
-def _camera(status: dict[str, Any]) -> Any:
-    """The camera's report: a dedicated ``camera`` entry, else the first capture source."""
-    if "camera" in status:
-        return status["camera"]
-    for source in status.get("sources") or []:
-        if isinstance(source, dict) and "live" in source:
-            return source
-    return None
+def _parts(status: dict[str, Any]) -> dict[str, str]:
+    """Reader, camera and audio by the alert rules' verdicts (server/alerts/rules.py), so the
+    board and the alerts never disagree: ``ok``, ``fault``, or ``absent`` (none reported)."""
+    verdicts = {**rules.source_verdicts(status), **rules.audio_verdict(status)}
+    sources = [s for s in (status.get("reader"), *(status.get("sources") or ())) if s]
+    cameras = [s for s in sources if isinstance(s, dict) and ("frames" in s or "fps" in s)]
+    fitted = {
+        "reader": len(sources) > len(cameras),
+        "camera": bool(cameras),
+        "audio": "audio_fault" in verdicts,
+    }
+    return {
+        part: "absent" if not fitted[part] else "fault" if verdicts.get(f"{part}_fault") else "ok"
+        for part in ("reader", "camera", "audio")
+    }
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -78,9 +72,7 @@ def health_of(heartbeat: str | None, skew_s: float | None) -> dict[str, Any]:
         status = {}
     journal, circuit = _dict(status.get("journal")), _dict(status.get("circuit"))
     return {
-        "reader": _flag(status.get("reader")),
-        "camera": _flag(_camera(status)),
-        "audio": _flag(status.get("audio", status.get("voice"))),
+        **_parts(status),
         "clock_trusted": status.get("clock_trusted"),
         "clock_skew_s": skew_s,
         "circuit": circuit.get("state"),

@@ -12,16 +12,26 @@ from typing import Any
 from aiohttp import web
 
 from server import board
+from server.alerts import views as alerts_views
 from server.app import OPERATIONS, create_app
+from server.audit import read_views
 from server.board.kiosks import BOARD_TZ
 from server.config import ServerConfig
+from server.http.operations import Operation
+from server.lookup import views as lookup_views
+
+
+def _pages_use() -> tuple[Operation, ...]:
+    """The other parts' routes the board's pages call (alerts, lookup, audit read)."""
+    return (*alerts_views.OPERATIONS, *lookup_views.OPERATIONS, *read_views.OPERATIONS)
 
 
 def board_app(database: Path | str, **kwargs: Any) -> web.Application:
-    """``create_app`` plus the board's routes and templates (when the app lacks them)."""
+    """``create_app`` plus the board's routes and templates, and the routes its pages call
+    (each only when server/app.py does not wire it yet)."""
     app = create_app(ServerConfig.default(database=database), **kwargs)
     served = {(op.method, op.path) for op in OPERATIONS}
-    for op in board.OPERATIONS:
+    for op in (*board.OPERATIONS, *_pages_use()):
         if (op.method, op.path) not in served:
             app.router.add_route(op.method, op.path, op.handler)
     if not any(getattr(r, "name", None) == "board-static" for r in app.router.resources()):
@@ -81,7 +91,7 @@ def status(**changes: Any) -> dict[str, Any]:
         "journal_pending": 3,
         "journal": {"full": False, "reserve": "ready", "held": 0, "dead_letters": 0, "lost": 0},
         "reader": {"url": "/dev/ttyUSB0", "connected": True, "reads": 4, "errors": {}},
-        "sources": [{"source": "/dev/video0", "live": True, "connected": True}],
+        "sources": [{"source": "/dev/video0", "live": True, "connected": True, "frames": 90}],
         "circuit": {"state": "closed", "opened": 0},
     }
     body.update(changes)

@@ -210,3 +210,71 @@ def test_the_remote_gate_opens_the_relay(page: Page, scene: Scene) -> None:
     page.click("#gate-form button[type=submit]")
     expect(page.locator("#gate-result")).to_contain_text("终端已确认开闸", timeout=WAIT_MS)
     assert True in [s.state for s in relay.states[before:]]
+
+
+def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    page.click("nav a[href='/board/lookup']")
+    person = scene.people["check"][0]
+    page.fill("#lookup-form input[name=id_number]", person)
+    page.click("#lookup-form button[type=submit]")
+    outcome = page.locator("#lookup-outcome")
+    expect(outcome).to_contain_text("核查", timeout=WAIT_MS)
+    expect(outcome).to_contain_text(person[-4:])
+    assert person not in page.content()  # masked on screen, and the field was cleared
+    result = page.locator("#lookup-result")
+    assert result.locator("ul").first.locator("li").count() >= 1  # reasons
+    assert result.locator("ul").nth(1).locator("li").count() >= 1  # recovery texts
+    expect(result.locator("[data-check=health_code]")).not_to_be_empty()
+
+
+def test_the_audit_trail_pages_with_more(page: Page, scene: Scene) -> None:
+    scene.live.report(scene.a3, [("pass", [], False)] * 12)
+    log_in(page, scene.live, "guard-a")
+    page.click("nav a[href='/board/audit']")
+    rows = page.locator("#events tr")
+    expect(rows.first).to_be_visible(timeout=WAIT_MS)
+    page.select_option("select[name=limit]", "10")
+    page.fill("input[name=device]", scene.a3.device_id)
+    page.click("#audit-form button[type=submit]")
+    expect(rows).to_have_count(10)
+    page.click("#more")
+    expect(rows).to_have_count(12)
+    expect(page.locator("#more")).to_be_hidden()
+    page.fill("input[name=device]", "")
+    page.select_option("select[name=outcome]", "check")
+    page.click("#audit-form button[type=submit]")
+    expect(rows).to_have_count(1)  # SN-0102's one check (site-b's taps are never shown)
+    expect(rows.first).to_contain_text("code_yellow")
+    href = page.locator("a[data-format=csv]").get_attribute("href")
+    assert href is not None and "outcome=check" in href and "limit" not in href
+    export = page.request.get(scene.live.url + href)
+    assert export.status == 200 and export.text().count("1101**********0002") == 1
+
+
+def alerts_hooked() -> bool:
+    """Whether heartbeats reach the alert rules (server/fleet/device_views.py, the lead)."""
+    import inspect
+
+    from server.fleet import device_views
+
+    return "observe_heartbeat" in inspect.getsource(device_views)
+
+
+@pytest.mark.skipif(not alerts_hooked(), reason="heartbeats do not reach the alert rules yet")
+def test_a_reader_unplug_raises_an_alert_a_guard_acknowledges(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    page.click("nav a[href='/board/alerts']")
+    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)
+    device_id = scene.kiosk.bundle.device_id
+    alert = page.locator("#alerts tr", has_text=device_id).filter(has_text="读卡器故障")
+    expect(alert).to_have_count(0)
+    scene.kiosk.sim.stop()  # the reader's cable is pulled
+    expect(alert).to_have_count(1, timeout=WAIT_MS)
+    alert.locator("input[name=note]").fill("已重新插好读卡器")
+    alert.locator("button[type=submit]").click()
+    expect(alert).to_contain_text("已确认", timeout=WAIT_MS)
+    expect(alert).to_contain_text("guard-a")
+    page.goto(f"{scene.live.url}/board/")
+    reader = card(page, device_id).locator("[data-field=reader]")
+    expect(reader).to_have_text("故障")

@@ -28,12 +28,21 @@ export function gate(form) {
 const list = (items, show) => el("ul", {}, ...(items || []).map((i) => el("li", {}, show(i))));
 const recovery = (item) => (typeof item === "string" ? item : `${item.reason}: ${item.text}`);
 
-/** The checks as a definition list: one line per check, its fields as "key: value". */
+/** One line of facts: "key: value" for each field given, lists item by item. */
+function facts(value) {
+  if (Array.isArray(value)) return value.map(facts).join(" / ");
+  if (typeof value !== "object" || value === null) return t(String(value));
+  return Object.entries(value)
+    .filter(([k, v]) => v !== null && v !== "" && k !== "origin" && !(Array.isArray(v) && !v.length))
+    .map(([k, v]) => (typeof v === "object" ? facts(v) : `${t(k)}: ${t(String(v))}`))
+    .join(" · ");
+}
+
+/** The four checks behind the decision, one line each. */
 function checks(all) {
-  const dl = el("dl", {});
+  const dl = el("dl", { class: "checks" });
   for (const [name, value] of Object.entries(all || {})) {
-    const text = typeof value === "object" && value !== null ? JSON.stringify(value) : value;
-    dl.append(el("dt", {}, t(name)), el("dd", {}, text));
+    dl.append(el("dt", {}, t(name)), el("dd", { "data-check": name }, facts(value)));
   }
   return dl;
 }
@@ -45,6 +54,7 @@ export function lookup(form) {
     event.preventDefault();
     const { id_number: id, phone } = form.elements;
     const body = id.value.trim() ? { id_number: id.value.trim() } : { phone: phone.value.trim() };
+    body.lang = document.documentElement.lang;
     id.value = phone.value = "";
     try {
       const r = await call("POST", "/v1/guard/lookup", body);

@@ -1,6 +1,6 @@
 // Lists read from the public API: open alerts (acknowledged with a note) and the audit trail.
 
-import { call, clock, el, row, t } from "./util.js";
+import { call, clock, el, row, t, when } from "./util.js";
 
 function ackForm(alert, reload) {
   const note = el("input", { name: "note", required: "", placeholder: t("note") });
@@ -18,8 +18,8 @@ export function alerts(tbody) {
   const reload = async () => {
     const { alerts: found = [] } = await call("GET", "/v1/guard/alerts");
     tbody.replaceChildren(...found.map((a) => row(a.level || a.kind,
-      clock(a.raised_at), a.site, a.gate || "", a.serial || a.device_id || "", a.kind,
-      a.detail ? JSON.stringify(a.detail) : "",
+      when(a.raised_at), a.site, a.gate || "", a.device_id || "", t(a.kind),
+      Object.entries(a.detail || {}).map(([k, v]) => `${t(k)}: ${v}`).join("; "),
       a.acked_at ? `${t("acked")} · ${a.acked_by || ""} · ${a.note || ""}` : ackForm(a, reload))));
     document.getElementById("no-alerts").hidden = found.length > 0;
   };
@@ -29,6 +29,7 @@ export function alerts(tbody) {
   return reload();
 }
 
+const LOCAL_TIMES = new Set(["since", "until"]);
 const reasons = (e) => (e.reasons || e.detail?.reasons || []).join(", ");
 
 /** The audit page: the filter form queries /v1/audit/events; "more" follows `next`. */
@@ -40,8 +41,8 @@ export function audit(form) {
   const load = async (append) => {
     const cursor = append && next ? `&cursor=${encodeURIComponent(next)}` : "";
     const page = await call("GET", `/v1/audit/events?${query}${cursor}`);
-    const rows = page.events.map((e) => row(e.outcome || e.kind, e.wall_time || e.at,
-      e.site || "", e.gate || "", e.device_id, e.kind, e.masked_id || "—",
+    const rows = page.events.map((e) => row(e.outcome || e.kind, when(e.wall_time),
+      e.site || "", e.gate || "", e.device_id, t(e.kind), e.masked_id || "—",
       e.outcome ? t(e.outcome) : "", reasons(e), e.offline ? t("yes") : t("no")));
     if (append) tbody.append(...rows);
     else tbody.replaceChildren(...rows);
@@ -51,10 +52,14 @@ export function audit(form) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const params = new URLSearchParams();
-    for (const [name, value] of new FormData(form)) if (value) params.set(name, value);
+    for (const [name, value] of new FormData(form)) {
+      // datetime-local has no offset: the board's times are China time
+      if (value) params.set(name, LOCAL_TIMES.has(name) ? `${value}:00+08:00` : value);
+    }
     query = params.toString();
+    params.delete("limit"); // an export has every matching event
     for (const link of document.querySelectorAll("a[data-format]")) {
-      link.href = `/v1/audit/export?format=${link.dataset.format}&${query}`;
+      link.href = `/v1/audit/export?format=${link.dataset.format}&${params}`;
     }
     load(false);
   });

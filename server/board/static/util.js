@@ -13,6 +13,13 @@ export function clock(at) {
   return moment.toLocaleTimeString("en-GB", { timeZone: "Asia/Shanghai", hour12: false });
 }
 
+/** YYYY-MM-DD HH:MM:SS in China time (the audit trail's rows). */
+export function when(at) {
+  const moment = new Date(at);
+  if (!at || Number.isNaN(moment.getTime())) return at ? String(at) : "—";
+  return moment.toLocaleString("sv-SE", { timeZone: "Asia/Shanghai" });
+}
+
 /** An element with attributes and children (strings become text: never parsed as HTML). */
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
