@@ -64,12 +64,14 @@ async def observe_heartbeat(app: web.Application, device: Device, status: dict[s
 async def observe_presence(
     app: web.Application, device_id: str, site: str, gate: str, online: bool
 ) -> None:
-    """A kiosk went quiet (no heartbeat, no live link) or came back."""
+    """A kiosk went quiet (no heartbeat, no live link) or came back. Rare, so it asks the
+    database rather than this process's belief: the process that hears a kiosk come back
+    is often not the one that saw it go."""
     service = app.get(ALERTS)
     if service is None:
         return
     detail: dict[str, Any] | None = None if online else {"since": iso(service.clock())}
-    await service.apply({"kiosk_offline": detail}, site, gate, device_id)
+    await service.apply({"kiosk_offline": detail}, site, gate, device_id, trust_belief=False)
     if not online:
         service.backlogs.forget(device_id)
 

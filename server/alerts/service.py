@@ -123,14 +123,23 @@ class AlertService:
             self._announce("alert_raised", alert)
 
     async def apply(
-        self, verdicts: dict[str, dict[str, Any] | None], site: str, gate: str, device_id: str
+        self,
+        verdicts: dict[str, dict[str, Any] | None],
+        site: str,
+        gate: str,
+        device_id: str,
+        *,
+        trust_belief: bool = True,
     ) -> None:
-        """Bring a kiosk's alerts in line with ``verdicts``; only changes touch the database."""
+        """Bring a kiosk's alerts in line with ``verdicts``. Trusting this process's belief
+        (the heartbeat path), only changes touch the database; otherwise (rare facts such
+        as a kiosk coming back, which another process may have seen go) a clear is always
+        tried."""
         for kind, detail in verdicts.items():
             is_open = self.is_open(device_id, kind)
             if detail is not None and not is_open:
                 await self.raise_(kind, site, gate, device_id, detail)
-            elif detail is None and is_open:
+            elif detail is None and (is_open or not trust_belief):
                 await self.clear(device_id, kind, site)
 
     async def count_invalid(self, site: str, gate: str, taps: int) -> None:

@@ -3,6 +3,7 @@ published — shared by the alert tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,10 +61,12 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Published:
 
 
 def alert_app(
-    config: ServerConfig, clock: Clock, settings: AlertSettings | None = None
+    config: ServerConfig,
+    clock: Callable[[], datetime] | None,
+    settings: AlertSettings | None = None,
 ) -> web.Application:
     """The real app with the alert context and routes (added here unless the app factory
-    already wires them)."""
+    already wires them); ``clock`` None: the real one."""
     app = create_app(config, clock=clock)
     app[ALERT_SETTINGS] = settings or AlertSettings()
     if alerts_ctx not in app.cleanup_ctx:
