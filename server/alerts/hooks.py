@@ -35,7 +35,7 @@ ALERTS = web.AppKey("alerts", AlertService)
 ALERT_SETTINGS = web.AppKey("alert_settings", AlertSettings)
 #: Seconds between two runs of the time-based rules and re-reads of the open alerts.
 TICK_S = 5.0
-#: Invalid-tap buckets are purged once every this many ticks.
+#: Alerts of revoked kiosks are cleared and invalid-tap buckets purged every this many ticks.
 PURGE_EVERY = 12
 
 
@@ -159,4 +159,5 @@ async def tick(service: AlertService, *, purge: bool = False) -> None:
     alerts = await service.refresh()
     await service.check_time_rules(alerts)
     if purge:
+        await service.clear_orphans()
         await service.purge()

@@ -184,6 +184,11 @@ class AlertService:
                 if quiet.total_seconds() >= s.audit_quiet_s:
                     await self.clear(alert.subject, alert.kind, alert.site)
 
+    async def clear_orphans(self) -> None:
+        """Clear the alerts of kiosks revoked or removed."""
+        for alert in await self.db.run(store.orphaned):
+            await self.clear(alert.subject, alert.kind, alert.site)
+
     async def purge(self) -> None:
         """Forget invalid-tap buckets older than any site's window."""
         longest = max(

@@ -31,10 +31,11 @@ KINDS = (
     "invalid_credentials",
 )
 
-_COLUMNS = (
-    "id, site, device_id, gate, kind, detail, raised_at, updated_at, cleared_at,"
-    " acked_by, acked_at, note"
-)
+_NAMES = (
+    "id", "site", "device_id", "gate", "kind", "detail", "raised_at", "updated_at",
+    "cleared_at", "acked_by", "acked_at", "note",
+)  # fmt: skip
+_COLUMNS = ", ".join(_NAMES)
 #: Letters only: an id can never look like an ID number (the event bus drops those).
 _ID_LETTERS = string.ascii_lowercase
 _ID_LENGTH = 16
@@ -187,6 +188,18 @@ def _add_counts(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def open_alerts(conn: Connection) -> list[Alert]:
     """Every open alert (the per-process view of what is open is refreshed from this)."""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE cleared_at IS NULL").fetchall()
+    return [Alert.from_row(r) for r in rows]
+
+
+def orphaned(conn: Connection) -> list[Alert]:
+    """Open alerts of kiosks revoked or removed since: nobody will ever clear them
+    from the kiosk's facts again."""
+    rows = conn.execute(
+        f"SELECT {', '.join('a.' + name for name in _NAMES)} FROM alerts AS a"
+        " LEFT JOIN devices AS d ON d.device_id = a.device_id"
+        " WHERE a.cleared_at IS NULL AND a.device_id IS NOT NULL"
+        " AND (d.device_id IS NULL OR d.status = 'revoked')"
+    ).fetchall()
     return [Alert.from_row(r) for r in rows]
 
 

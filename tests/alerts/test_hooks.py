@@ -4,16 +4,20 @@ uploads and time, on SQLite and PostgreSQL, one open alert across several proces
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from provisioning.registry import add_device
 from server.alerts import hooks, store
 from server.alerts.settings import AlertSettings, SiteAlerts
 from server.alerts.store import Alert
 from server.appkeys import CLOCK, DATABASE
 from server.config import ServerConfig
+from server.storage.db import connect, transaction
+from siheyi.cli import local_fleet
 
 from .support import KIOSK, OTHER, Clock, Published, alert_app, alerts_of, beat, published
 
@@ -211,3 +215,20 @@ async def test_invalid_taps_counted_by_two_processes_add_up_to_one_alert(
     [alert] = await open_alerts(one)
     assert alert.kind == "invalid_credentials"
     assert published.kinds("invalid_credentials") == ["alert_raised"]
+
+
+async def test_the_alerts_of_a_revoked_or_removed_kiosk_are_cleared(
+    aiohttp_client: Any, config: ServerConfig, db_path: Path | str, published: Published
+) -> None:
+    kept = add_device(local_fleet(None, db_path), "SN-K", "site-a", "gate-1")
+    gone = add_device(local_fleet(None, db_path), "SN-G", "site-a", "gate-2")
+    app = await started(aiohttp_client, alert_app(config, Clock()))
+    for bundle in (kept, gone):
+        await hooks.observe_presence(app, bundle.device_id, "site-a", "gate-1", False)
+    await hooks.observe_presence(app, "never-enrolled", "site-a", "gate-3", False)
+    with connect(db_path) as conn, transaction(conn):
+        conn.execute("UPDATE devices SET status = 'revoked' WHERE device_id = ?", (gone.device_id,))
+    await hooks.tick(alerts_of(app))  # not every tick: the orphan check runs with the purge
+    assert len(await open_alerts(app)) == 3
+    await hooks.tick(alerts_of(app), purge=True)
+    assert [a.device_id for a in await open_alerts(app)] == [kept.device_id]
