@@ -38,6 +38,7 @@ from server.http.middleware import PROTOCOL_LOG, error_middleware
 from server.http.operations import Operation
 from server.http.proxies import proxy_middleware
 from server.http.ratelimit import device_share_middleware, ratelimit_middleware
+from server.lookup import views as lookup_views
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
 from server.storage.db import open_database
@@ -58,6 +59,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *accounts_login.OPERATIONS,
     *admin_users.OPERATIONS,
     *events_views.OPERATIONS,
+    *lookup_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 

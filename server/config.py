@@ -32,6 +32,7 @@ from core.configschema import NOT_BLANK, KeyPath
 from core.outcomes import DECISIONS, DEFAULT_PROMPTS, DecisionName
 from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
 from server.errors import ConfigError
+from server.lookup.settings import LookupSettings, LookupTable, lookup_settings
 from server.storage.connection import is_postgres
 
 #: The outcomes a site may give prompts for (core.outcomes.DecisionName as values).
@@ -339,6 +340,7 @@ class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):
 
     server: ServerTable = ServerTable()
     audit: AuditTable = AuditTable()
+    lookup: LookupTable = LookupTable()
     policy: PolicyTable = msgspec.field(default_factory=PolicyTable)
     sites: Annotated[
         dict[Annotated[str, Meta(pattern=NOT_BLANK)], PolicyTable],
@@ -427,6 +429,7 @@ class ServerConfig:
     snapshot_cache_s: float = _DEFAULTS.snapshot.cache_s
     identity: IdentitySettings = _DEFAULTS.identity
     limits: LimitSettings = _DEFAULTS.limits
+    lookup: LookupSettings = field(default_factory=LookupSettings)
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -506,6 +509,7 @@ def parse_config(
         snapshot_cache_s=file.snapshot.cache_s,
         identity=file.identity,
         limits=file.limits,
+        lookup=lookup_settings(file.lookup, source),
     )
 
 

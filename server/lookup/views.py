@@ -29,7 +29,7 @@ from server.http.operations import Operation
 from server.http.ratelimit import overloaded
 from server.lookup import facts, store
 from server.lookup.phones import find_person, normalise_phone
-from server.lookup.settings import DEFAULT_SETTINGS, LookupSettings
+from server.lookup.settings import LookupSettings
 from server.lookup.texts import Lang
 from server.lookup.wire import LookupAnswer, LookupRequest, RecoveryText
 from server.verify.service import Verification
@@ -38,10 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def lookup_settings(app: web.Application) -> LookupSettings:
-    """``[lookup]`` of the app's configuration (``ServerConfig.lookup``), the built-in
-    settings while the configuration has none."""
-    found = getattr(app[CONFIG], "lookup", None)
-    return found if isinstance(found, LookupSettings) else DEFAULT_SETTINGS
+    """``[lookup]`` of the app's configuration (``ServerConfig.lookup``)."""
+    return app[CONFIG].lookup
 
 
 def checked_id(text: str) -> str:
