@@ -1,9 +1,10 @@
 """What the board knows of kiosks: state and health from the last heartbeat, and today's
 taps from the audit trail.
 
-Everything here is a plain read over ``devices``, ``kiosk_down`` and ``audit_events``, run
-in the database thread (``await db.run(fn, ...)``). A guard's reads are limited to the
-sites given (``None``: every site) in SQL, not after the fact.
+Everything here is a plain read over ``devices`` and ``audit_events``, run in the database
+thread (``await db.run(fn, ...)``); online is :mod:`server.events.presence`'s rule (a live
+command socket, or a heartbeat within 90 s and not announced down since). A guard's reads
+are limited to the sites given (``None``: every site) in SQL, not after the fact.
 
 "Today" is the calendar day in :data:`BOARD_TZ` (China Standard Time, where the gates
 are), counted by ``received_at``: the server's own clock, one format, indexed. A tap decided
@@ -18,12 +19,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
 from server.alerts import rules
+from server.events import presence
 from server.storage.connection import Connection
 
 BOARD_TZ: Final = timezone(timedelta(hours=8), "CST")
-#: A kiosk is online while heard from this recently (three missed 30 s heartbeats) and not
-#: announced down (server/events/presence.py).
-ONLINE_WITHIN_S: Final = 90.0
 RECENT_TAPS: Final = 30
 
 Sites = list[str] | None  # None: every site
@@ -84,33 +83,21 @@ def health_of(heartbeat: str | None, skew_s: float | None) -> dict[str, Any]:
     }
 
 
-def is_online(last_seen_at: str | None, down_since: str | None, now: datetime) -> bool:
-    """Heard from within :data:`ONLINE_WITHIN_S` and not announced down."""
-    if last_seen_at is None or down_since is not None:
-        return False
-    seen = datetime.fromisoformat(last_seen_at)
-    if seen.tzinfo is None:
-        seen = seen.replace(tzinfo=UTC)
-    return (now - seen).total_seconds() <= ONLINE_WITHIN_S
-
-
 _KIOSKS = (
     "SELECT d.device_id, d.serial, d.site, d.gate, d.location, d.last_seen_at,"
-    " d.last_heartbeat, d.clock_skew_s, k.since"
-    " FROM devices d LEFT JOIN kiosk_down k ON k.device_id = d.device_id"
-    " WHERE d.status <> 'revoked'"
+    " d.last_heartbeat, d.clock_skew_s FROM devices d WHERE d.status <> 'revoked'"
 )
 
 
-def _kiosk(row: Any, now: datetime) -> dict[str, Any]:
-    device_id, serial, site, gate, location, seen, beat, skew, down = row
+def _kiosk(row: Any, online: bool) -> dict[str, Any]:
+    device_id, serial, site, gate, location, seen, beat, skew = row
     return {
         "device_id": device_id,
         "serial": serial,
         "site": site,
         "gate": gate or "",
         "location": location or "",
-        "online": is_online(seen, down, now),
+        "online": online,
         "last_seen": seen,
         "health": health_of(beat, skew),
     }
@@ -120,7 +107,8 @@ def list_kiosks(conn: Connection, sites: Sites, now: datetime) -> list[dict[str,
     """The kiosks of ``sites`` with state, health and last tap today, by site, gate, serial."""
     where, params = _site_filter(sites, "d.site")
     rows = conn.execute(_KIOSKS + where + " ORDER BY d.site, d.gate, d.serial", params)
-    kiosks = [_kiosk(row, now) for row in rows.fetchall()]
+    online = presence.online_devices(conn, now)
+    kiosks = [_kiosk(row, row[0] in online) for row in rows.fetchall()]
     last = last_taps(conn, sites, day_start(now))
     for kiosk in kiosks:
         kiosk["health"]["last_tap"] = last.get(kiosk["device_id"])
@@ -140,7 +128,7 @@ def one_kiosk(conn: Connection, device_id: str, now: datetime) -> dict[str, Any]
     row = conn.execute(_KIOSKS + " AND d.device_id = ?", (device_id,)).fetchone()
     if row is None:
         return None
-    kiosk = _kiosk(row, now)
+    kiosk = _kiosk(row, presence.kiosk_online(conn, device_id, now))
     since = day_start(now)
     taps = recent_taps(conn, None, since, device_id=device_id)
     kiosk["health"]["last_tap"] = taps[0] if taps else None
