@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from core.audit import GENESIS_HASH, hash_event
 from provisioning.registry import add_device
-from server.audit import ingestion
+from server.app import create_app
+from server.audit import ingestion, read_views
+from server.config import ServerConfig
 from server.storage.db import connect
 from siheyi.cli import local_fleet
 
@@ -61,3 +65,12 @@ def store(db: Path | str, device_id: str, batch: list[dict[str, Any]], received_
 def at(second: int) -> str:
     """A ``received_at`` ``second`` seconds after 2026-11-23T00:00:00Z."""
     return f"2026-11-23T{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}+00:00"
+
+
+def audit_app(config: ServerConfig) -> web.Application:
+    """The app, with the audit read routes added if the app factory does not have them yet."""
+    app = create_app(config)
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    missing = [op for op in read_views.OPERATIONS if (op.method, op.path) not in served]
+    app.router.add_routes([op.route() for op in missing])
+    return app

@@ -12,26 +12,15 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 
 from core.wire_audit import AuditEventPage, ChainReport
-from server.app import create_app
 from server.audit import read_views
 from server.audit.query import FIELDS
 from server.config import ServerConfig
 from server.storage.db import connect, transaction
 
-from .audit_read_support import at, events, kiosk, store
+from .audit_read_support import at, audit_app, events, kiosk, store
 from .users_support import Client, add_user, bearer, token_for
-
-
-def audit_app(config: ServerConfig) -> web.Application:
-    """The app, with the audit read routes added if the app factory does not have them yet."""
-    app = create_app(config)
-    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
-    missing = [op for op in read_views.OPERATIONS if (op.method, op.path) not in served]
-    app.router.add_routes([op.route() for op in missing])
-    return app
 
 
 @dataclass
