@@ -38,6 +38,10 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
     claims = request.app[TOKENS].check(bearer_token(request))
     device = request[DEVICE]
     ws = web.WebSocketResponse(heartbeat=PING_S, max_msg_size=MAX_MESSAGE, autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise json_error(
+            web.HTTPBadRequest, "websocket_required", "a WebSocket endpoint: send Upgrade"
+        )
     await ws.prepare(request)
     link = Link(device, ws, float(claims.expires) if claims is not None else 0.0)
     try:

@@ -120,6 +120,7 @@ OPERATIONS: tuple[Operation, ...] = (
         device_socket,
         "device",
         "The kiosk's command channel (WebSocket; server pings every 10 s)",
+        errors=(400, 403),
         media_type="application/octet-stream",
     ),
     Operation(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from provisioning.registry import DeviceBundle
+from server.appkeys import DIRECTORY
 from server.commands import HUB, device_socket, hub
 from server.config import ServerConfig
 from server.events import presence
@@ -220,9 +221,13 @@ async def test_a_newer_socket_replaces_the_older_without_a_down(
     await next_of(sub, "kiosk_down")
 
 
-async def test_the_socket_needs_a_device_session(client: Client) -> None:
+async def test_the_socket_needs_a_device_session_and_an_upgrade(
+    client: Client, auth: dict[str, str]
+) -> None:
     resp = await client.get("/v1/device/ws")
     assert resp.status == 401
+    plain = await client.get("/v1/device/ws", headers=auth)
+    assert plain.status == 400 and (await plain.json())["error"] == "websocket_required"
 
 
 async def test_online_is_linked_or_heard_from_lately_and_not_down(
@@ -241,3 +246,22 @@ async def test_online_is_linked_or_heard_from_lately_and_not_down(
     assert resp.status == 200
     with connect(db_path) as conn:
         assert presence.kiosk_online(conn, device.device_id, datetime.now(UTC))
+
+
+async def test_a_revoked_kiosks_socket_is_closed(
+    client: Client, db_path: Path, device: DeviceBundle, auth: dict[str, str]
+) -> None:
+    ws = await client.ws_connect("/v1/device/ws", headers=auth)
+    await linked(client, device.device_id)
+    with connect(db_path) as conn:
+        conn.execute(
+            "UPDATE devices SET status = 'revoked' WHERE device_id = ?", (device.device_id,)
+        )
+        if hasattr(conn, "commit"):
+            conn.commit()
+    client.app[DIRECTORY].invalidate(device.device_id)
+    await client.app[HUB]._close_ended()  # what the hub's keeper does every 10 s
+    closed = await ws.receive()
+    assert closed.data == hub.CLOSE_SESSION
+    again = await client.get("/v1/device/ws", headers=auth)
+    assert again.status == 403
