@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from server.alerts.hooks import observe_presence
 from server.appkeys import CLOCK, DATABASE, DIRECTORY, SIGNING_KEY
 from server.commands.hub import CommandHub, publisher
 from server.commands.keys import HUB
@@ -33,6 +34,9 @@ async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DIRECTORY],
         app[CLOCK],
         publisher(app),
+        on_presence=lambda device, online: observe_presence(
+            app, device.device_id, device.site, device.gate, online
+        ),
     )
     app[HUB] = hub
     tasks = [

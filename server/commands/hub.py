@@ -19,7 +19,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,10 @@ ACK_TIMEOUT_S = 2.0
 #: Close codes the kiosk sees (4000-4999 are the application's).
 CLOSE_REPLACED = 4000
 CLOSE_SESSION = 4001
+
+
+#: Told when a kiosk's link comes up or goes down: (device, online) — the alerts hook.
+PresenceHook = Callable[[Device, bool], Awaitable[None]]
 
 
 class Offline(Exception):
@@ -83,6 +87,7 @@ class CommandHub:
         directory: DeviceDirectory,
         clock: Callable[[], datetime],
         publish_to: Callable[..., None],
+        on_presence: PresenceHook | None = None,
     ) -> None:
         self._db = db
         self._bus = bus
@@ -90,6 +95,7 @@ class CommandHub:
         self._directory = directory
         self._clock = clock
         self._publish = publish_to
+        self._on_presence = on_presence
         self.process = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.links: dict[str, Link] = {}
         self._waiters: dict[str, asyncio.Future[Ack]] = {}
@@ -109,6 +115,7 @@ class CommandHub:
             links.link_up, device.device_id, self.process, link.id, self._clock()
         )
         self._publish("kiosk_up", **_where(device), back=back, link=True)
+        await self._presence(device, True)
         now_s = int(self._clock().timestamp())
         for signed in await self._db.run(links.pending_commands, device.device_id, now_s):
             await self._send(link, signed)
@@ -131,6 +138,15 @@ class CommandHub:
             return
         if await self._db.run(links.link_down, device.device_id, link.id, self._clock()):
             self._publish("kiosk_down", **_where(device), link=True)
+            await self._presence(device, False)
+
+    async def _presence(self, device: Device, online: bool) -> None:
+        if self._on_presence is None:
+            return
+        try:
+            await self._on_presence(device, online)
+        except Exception:  # alerts are a view: the link itself must not fail for them
+            log.exception("presence hook failed for %s", device.device_id)
 
     async def close_all(self) -> None:
         """Shutdown: close every socket (kiosks reconnect to another process) and forget this

@@ -122,3 +122,14 @@ async def watch(app: web.Application, publish: Callable[..., None]) -> None:
             continue
         for device_id, site, gate in down:
             publish(app, "kiosk_down", device_id=device_id, site=site, gate=gate)
+            await _observe(app, device_id, site, gate)
+
+
+async def _observe(app: web.Application, device_id: str, site: str, gate: str) -> None:
+    """Tell the alerts (imported here: server.alerts publishes through server.events)."""
+    from server.alerts.hooks import observe_presence
+
+    try:
+        await observe_presence(app, device_id, site, gate, False)
+    except Exception:
+        log.exception("offline alert for %s failed", device_id)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from provisioning.registry import DeviceBundle
+from server.alerts.hooks import alerts_ctx
 from server.appkeys import DIRECTORY
 from server.commands import HUB, device_socket, hub
 from server.config import ServerConfig
@@ -265,3 +266,28 @@ async def test_a_revoked_kiosks_socket_is_closed(
     assert closed.data == hub.CLOSE_SESSION
     again = await client.get("/v1/device/ws", headers=auth)
     assert again.status == 403
+
+
+async def test_a_closed_socket_raises_the_offline_alert_and_a_reconnect_clears_it(
+    aiohttp_client: Any,
+    db_path: Path,
+    config: ServerConfig,
+    device: DeviceBundle,
+    auth: dict[str, str],
+) -> None:
+    app = command_app(config)
+    if alerts_ctx not in list(app.cleanup_ctx):
+        app.cleanup_ctx.append(alerts_ctx)
+    client: Client = await aiohttp_client(app)
+    sql = "SELECT cleared_at FROM alerts WHERE device_id = ? AND kind = 'kiosk_offline'"
+    ws = await client.ws_connect("/v1/device/ws", headers=auth)
+    await linked(client, device.device_id)
+    await ws.close()
+    async with asyncio.timeout(10):
+        while rows(db_path, sql, device.device_id) != [(None,)]:
+            await asyncio.sleep(0.02)
+    ws = await client.ws_connect("/v1/device/ws", headers=auth)
+    async with asyncio.timeout(10):
+        while rows(db_path, sql, device.device_id)[0][0] is None:
+            await asyncio.sleep(0.02)
+    await ws.close()
