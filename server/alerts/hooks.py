@@ -35,6 +35,8 @@ ALERTS = web.AppKey("alerts", AlertService)
 ALERT_SETTINGS = web.AppKey("alert_settings", AlertSettings)
 #: Seconds between two runs of the time-based rules and re-reads of the open alerts.
 TICK_S = 5.0
+#: Another interval for this app (tests that run :func:`tick` themselves set it long).
+ALERT_TICK_S = web.AppKey("alert_tick_s", float)
 #: Alerts of revoked kiosks are cleared and invalid-tap buckets purged every this many ticks.
 PURGE_EVERY = 12
 
@@ -127,7 +129,8 @@ async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
     """The process's alert service, the time-based rules and the webhook sender."""
     service = AlertService(app, app[DATABASE], settings_of(app), app[CLOCK])
     app[ALERTS] = service
-    tasks = [asyncio.create_task(_tick(service), name="alerts-tick")]
+    every = app.get(ALERT_TICK_S, TICK_S)
+    tasks = [asyncio.create_task(_tick(service, every), name="alerts-tick")]
     session: aiohttp.ClientSession | None = None
     if service.settings.webhook_sites():
         session = aiohttp.ClientSession()
@@ -142,20 +145,21 @@ async def alerts_ctx(app: web.Application) -> AsyncIterator[None]:
             await session.close()
 
 
-async def _tick(service: AlertService) -> None:
+async def _tick(service: AlertService, every: float) -> None:
     """Refresh what is open and run the time-based rules, until cancelled."""
     turn = 0
     while True:
+        await asyncio.sleep(every)
         try:
             await tick(service, purge=turn % PURGE_EVERY == 0)
         except Exception as exc:
             log.warning("alert check failed: %s", exc)
         turn += 1
-        await asyncio.sleep(TICK_S)
 
 
 async def tick(service: AlertService, *, purge: bool = False) -> None:
     """One turn of the background task (tests call it directly)."""
+    await service.reconcile_offline()
     alerts = await service.refresh()
     await service.check_time_rules(alerts)
     if purge:

@@ -61,6 +61,8 @@ class AlertService:
         self.clock = clock
         #: (subject, kind) → id of the alerts this process believes open.
         self.open: dict[tuple[str, str], str] = {}
+        #: This process's own changes while a refresh reads (None: no refresh running).
+        self._during_refresh: dict[tuple[str, str], str | None] | None = None
         self.backlogs = Backlogs()
         #: Set when this process queued a webhook delivery: the sender wakes at once.
         self.wake = asyncio.Event()
@@ -93,14 +95,14 @@ class AlertService:
         raised = await self.db.write(store.raise_alert, alert, deliver_at=self._deliver_at(site))
         key = (alert.subject, kind)
         # Not raised: another process's alert is open; its id comes with the next refresh.
-        self.open[key] = alert.id if raised else self.open.get(key, "")
+        self._believe(key, alert.id if raised else self.open.get(key, ""))
         if raised:
             self._announce("alert_raised", alert)
         return bool(raised)
 
     async def clear(self, subject: str, kind: str, site: str) -> bool:
         """Clear the open alert of ``subject`` and ``kind``; whether this call did."""
-        self.open.pop((subject, kind), None)
+        self._believe((subject, kind), None)
         cleared = await self.db.write(
             store.clear_alert,
             subject,
@@ -118,7 +120,7 @@ class AlertService:
         raised, current = await self.db.write(
             store.raise_or_touch, alert, deliver_at=self._deliver_at(alert.site)
         )
-        self.open[(alert.subject, alert.kind)] = current.id
+        self._believe((alert.subject, alert.kind), current.id)
         if raised:
             self._announce("alert_raised", alert)
 
@@ -164,9 +166,28 @@ class AlertService:
 
     async def refresh(self) -> list[Alert]:
         """Re-read what is open from the database (the truth across processes)."""
-        alerts = await self.db.run(store.open_alerts)
-        self.open = {(a.subject, a.kind): a.id for a in alerts}
+        self._during_refresh = {}
+        try:
+            alerts = await self.db.run(store.open_alerts)
+        finally:
+            changed, self._during_refresh = self._during_refresh, None
+        fresh: dict[tuple[str, str], str] = {(a.subject, a.kind): a.id for a in alerts}
+        for key, alert_id in changed.items():  # newer than what the read saw
+            if alert_id is None:
+                fresh.pop(key, None)
+            else:
+                fresh[key] = alert_id
+        self.open = fresh
         return alerts
+
+    def _believe(self, key: tuple[str, str], alert_id: str | None) -> None:
+        """Record this process's own change (None: cleared), also for a refresh running."""
+        if alert_id is None:
+            self.open.pop(key, None)
+        else:
+            self.open[key] = alert_id
+        if self._during_refresh is not None:
+            self._during_refresh[key] = alert_id
 
     async def check_time_rules(self, alerts: list[Alert]) -> None:
         """The rules time alone settles: a gate's invalid taps fell off the window, an
@@ -183,6 +204,15 @@ class AlertService:
                 quiet = now - datetime.fromisoformat(alert.updated_at)
                 if quiet.total_seconds() >= s.audit_quiet_s:
                     await self.clear(alert.subject, alert.kind, alert.site)
+
+    async def reconcile_offline(self) -> None:
+        """``kiosk_offline`` alerts in line with the presence table (``kiosk_down``), so
+        they follow every way a kiosk is announced down or heard from again, whichever
+        process saw it, even where no hook was called."""
+        for device_id, site, gate, since in await self.db.run(store.offline_unraised):
+            await self.raise_("kiosk_offline", site, gate, device_id, {"since": since})
+        for alert in await self.db.run(store.offline_back):
+            await self.clear(alert.subject, alert.kind, alert.site)
 
     async def clear_orphans(self) -> None:
         """Clear the alerts of kiosks revoked or removed."""

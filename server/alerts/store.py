@@ -203,6 +203,32 @@ def orphaned(conn: Connection) -> list[Alert]:
     return [Alert.from_row(r) for r in rows]
 
 
+def offline_unraised(conn: Connection) -> list[tuple[str, str, str, str]]:
+    """(device id, site, gate, since) of the active kiosks announced down
+    (``kiosk_down``, server/events/presence.py) without an open ``kiosk_offline`` alert."""
+    rows = conn.execute(
+        "SELECT k.device_id, d.site, d.gate, k.since FROM kiosk_down AS k"
+        " JOIN devices AS d ON d.device_id = k.device_id WHERE d.status = 'active'"
+        " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.subject = k.device_id"
+        " AND a.kind = 'kiosk_offline' AND a.cleared_at IS NULL)"
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), str(r[2] or ""), str(r[3])) for r in rows]
+
+
+def offline_back(conn: Connection) -> list[Alert]:
+    """Open ``kiosk_offline`` alerts of kiosks no longer announced down and heard from
+    (a heartbeat, or a command link refreshed) since the alert was raised."""
+    rows = conn.execute(
+        f"SELECT {', '.join('a.' + name for name in _NAMES)} FROM alerts AS a"
+        " JOIN devices AS d ON d.device_id = a.device_id"
+        " WHERE a.kind = 'kiosk_offline' AND a.cleared_at IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM kiosk_down AS k WHERE k.device_id = a.device_id)"
+        " AND (d.last_seen_at > a.raised_at OR EXISTS (SELECT 1 FROM kiosk_links AS l"
+        " WHERE l.device_id = a.device_id AND l.refreshed_at > a.raised_at))"
+    ).fetchall()
+    return [Alert.from_row(r) for r in rows]
+
+
 def get_alert(conn: Connection, alert_id: str) -> Alert | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
     return None if row is None else Alert.from_row(row)

@@ -12,13 +12,14 @@ import pytest
 from aiohttp import web
 
 from server.alerts import hooks, service
-from server.alerts.hooks import ALERT_SETTINGS, ALERTS, alerts_ctx
+from server.alerts.hooks import ALERT_SETTINGS, ALERT_TICK_S, ALERTS, alerts_ctx
 from server.alerts.service import AlertService
 from server.alerts.settings import AlertSettings
 from server.alerts.views import OPERATIONS
 from server.app import create_app
 from server.config import ServerConfig
 from server.fleet.devices import Device
+from server.storage.db import connect, transaction
 
 KIOSK = Device("dev-a1", "SN-A1", "site-a", "gate-1", "east", "active")
 OTHER = Device("dev-b1", "SN-B1", "site-b", "gate-9", "west", "active")
@@ -67,13 +68,27 @@ def alert_app(
 ) -> web.Application:
     """The real app with the alert context and routes (added here unless the app factory
     already wires them); ``clock`` None: the real one."""
+    register(config.database, KIOSK, OTHER)
     app = create_app(config, clock=clock)
     app[ALERT_SETTINGS] = settings or AlertSettings()
+    app[ALERT_TICK_S] = 3600.0  # the tests run hooks.tick themselves
     if alerts_ctx not in app.cleanup_ctx:
         app.cleanup_ctx.append(alerts_ctx)
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     app.add_routes([op.route() for op in OPERATIONS if op.path not in paths])
     return app
+
+
+def register(database: str, *devices: Device) -> None:
+    """Put kiosks in the devices table as they are (the background check clears the
+    alerts of kiosks it does not find there)."""
+    with connect(database) as conn, transaction(conn):
+        for d in devices:
+            conn.execute(
+                "INSERT INTO devices (device_id, serial, site, gate, location, status,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (d.device_id, d.serial, d.site, d.gate, d.location, d.status, "2026-01-01"),
+            )
 
 
 def alerts_of(app: web.Application) -> AlertService:

@@ -16,6 +16,8 @@ from server.alerts.settings import AlertSettings, SiteAlerts
 from server.alerts.store import Alert
 from server.appkeys import CLOCK, DATABASE
 from server.config import ServerConfig
+from server.events import presence
+from server.fleet.devices import record_heartbeat
 from server.storage.db import connect, transaction
 from siheyi.cli import local_fleet
 
@@ -232,3 +234,30 @@ async def test_the_alerts_of_a_revoked_or_removed_kiosk_are_cleared(
     assert len(await open_alerts(app)) == 3
     await hooks.tick(alerts_of(app), purge=True)
     assert [a.device_id for a in await open_alerts(app)] == [kept.device_id]
+
+
+async def test_offline_alerts_follow_the_presence_table_without_any_hook(
+    aiohttp_client: Any, config: ServerConfig, db_path: Path | str, published: Published
+) -> None:
+    """Whichever process announced the kiosk down (heartbeats stopped, socket closed), and
+    whichever heard it again, the background check raises and clears from ``kiosk_down``."""
+    bundle = add_device(local_fleet(None, db_path), "SN-P", "site-a", "gate-4")
+    clock = Clock()
+    app = await started(aiohttp_client, alert_app(config, clock))
+    await app[DATABASE].run(lambda conn: presence.mark_down(conn, bundle.device_id, clock()))
+    await hooks.tick(alerts_of(app))
+    await hooks.tick(alerts_of(app))
+    [alert] = await open_alerts(app)
+    assert (alert.kind, alert.device_id) == ("kiosk_offline", bundle.device_id)
+    assert alert.gate == "gate-4"
+    clock.advance(30)
+    seen = clock().isoformat()
+
+    def heard(conn: Any) -> None:
+        presence.back_up(conn, bundle.device_id)
+        record_heartbeat(conn, bundle.device_id, "{}", seen)
+
+    await app[DATABASE].run(heard)
+    await hooks.tick(alerts_of(app))
+    assert await open_alerts(app) == []
+    assert published.kinds("kiosk_offline") == ["alert_raised", "alert_cleared"]
