@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -85,6 +86,16 @@ class Live:
                 body = {"events": decisions(taps, datetime.now(UTC))}
                 async with http.post("/v1/audit", json=body) as resp:
                     assert resp.status == 200, await resp.text()
+
+    def wait_for_rows(self, sql: str, params: Sequence[Any], timeout: float = 20.0) -> list[Any]:
+        """The rows of ``sql`` once there are some (the kiosk uploads its journal by itself)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with connect(self.db) as conn:
+                rows = conn.execute(sql, tuple(params)).fetchall()
+            if rows or time.monotonic() > deadline:
+                return list(rows)
+            time.sleep(0.1)
 
     def close(self) -> None:
         if self._runner is not None:

@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server import board
+from server import board, commands
 from server.alerts import views as alerts_views
+from server.alerts.hooks import alerts_ctx
 from server.app import OPERATIONS, create_app
 from server.audit import read_views
 from server.board.kiosks import BOARD_TZ
@@ -34,6 +35,11 @@ def board_app(database: Path | str, **kwargs: Any) -> web.Application:
     for op in (*board.OPERATIONS, *_pages_use()):
         if (op.method, op.path) not in served:
             app.router.add_route(op.method, op.path, op.handler)
+    if ("GET", "/v1/guard/alerts") not in served:
+        app.cleanup_ctx.append(alerts_ctx)
+    if ("POST", "/v1/guard/kiosks/{device_id}/gate") not in served:
+        app.router.add_routes([op.route() for op in commands.OPERATIONS])
+        commands.install(app)
     if not any(getattr(r, "name", None) == "board-static" for r in app.router.resources()):
         board.setup(app)
     return app
