@@ -261,3 +261,30 @@ async def test_offline_alerts_follow_the_presence_table_without_any_hook(
     await hooks.tick(alerts_of(app))
     assert await open_alerts(app) == []
     assert published.kinds("kiosk_offline") == ["alert_raised", "alert_cleared"]
+
+
+async def test_a_refresh_keeps_what_this_process_changed_while_it_read(
+    aiohttp_client: Any, config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await started(aiohttp_client, alert_app(config, Clock()))
+    service = alerts_of(app)
+    db = app[DATABASE]
+    real_run = db.run
+    read, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = await real_run(fn, *args, **kwargs)
+        if fn is store.open_alerts:  # the refresh has read; hold its answer back
+            read.set()
+            await release.wait()
+        return answer
+
+    monkeypatch.setattr(db, "run", slow_run)
+    refresh = asyncio.create_task(service.refresh())
+    await read.wait()
+    await beat(app, clock_trusted=False)  # raised after the refresh read
+    release.set()
+    await refresh
+    assert service.is_open(KIOSK.device_id, "clock_untrusted")
+    await beat(app, clock_trusted=True)  # so this heartbeat clears it
+    assert await open_alerts(app) == []
