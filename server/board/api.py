@@ -64,7 +64,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/guard/kiosks",
         list_kiosks,
-        "admin",
+        "user",
         "The caller's kiosks: online, last seen and health (reader, camera, audio, clock,"
         " circuit, journal backlog, version, last tap today)",
         response=KioskList,
@@ -73,7 +73,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/guard/kiosks/{device_id}",
         get_kiosk,
-        "admin",
+        "user",
         "One kiosk: health, today's decisions per outcome and its recent taps (masked ids)",
         response=KioskDetail,
         errors=(403, 404),

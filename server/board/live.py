@@ -70,7 +70,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         PATH,
         stream,
-        "admin",
+        "user",
         "Live events of the caller's sites (server-sent events): kiosk up/down/health, taps,"
         " alerts, command acknowledgements",
         media_type="text/event-stream",
