@@ -79,7 +79,8 @@ def single_values(
 
 
 def _text(name: str, value: str, max_len: int = 100) -> str:
-    if not value or len(value) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in value):
+    printable = value.isprintable() and value.encode("utf-8", "replace").decode() == value
+    if not value or len(value) > max_len or not printable:
         raise BadRequest(f"{name}: 1-{max_len} printable characters")
     return value
 
@@ -92,7 +93,10 @@ def _time(name: str, value: str) -> str:
         raise BadRequest(f"{name}: not an ISO 8601 time") from None
     if parsed.utcoffset() is None:
         raise BadRequest(f"{name}: needs a UTC offset (Z or +08:00)")
-    return parsed.astimezone(UTC).isoformat(timespec="seconds")
+    try:
+        return parsed.astimezone(UTC).isoformat(timespec="seconds")
+    except OverflowError:  # 9999-12-31T23:00-05:00
+        raise BadRequest(f"{name}: out of range") from None
 
 
 def _choice(name: str, value: str, allowed: frozenset[str]) -> str:
@@ -146,7 +150,7 @@ def parse_paging(values: Mapping[str, str]) -> tuple[query.Cursor | None, int]:
     limit = query.DEFAULT_LIMIT
     if "limit" in values:
         text = values["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= query.MAX_LIMIT:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= query.MAX_LIMIT:
             raise BadRequest(f"limit: a whole number from 1 to {query.MAX_LIMIT}")
         limit = int(text)
     return after, limit

@@ -120,6 +120,8 @@ async def test_pages_while_events_arrive(trail: Trail) -> None:
         ({"limit": "0"}, "limit"),
         ({"limit": "1001"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "²"}, "limit"),
+        ({"since": "9999-12-31T23:00:00-05:00"}, "since"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-11-23T08:00:00"}, "until"),
