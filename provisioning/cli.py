@@ -286,29 +286,56 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Online/offline (last heartbeat), software versions and clock skew."""
+    """Online/offline (last heartbeat), versions, and the health each kiosk reports (reader,
+    journal backlog, clock); ``--offline`` / ``--unhealthy`` keep only those (both: either)."""
 
     def work(fleet: FleetBackend) -> int:
         devices = registry.list_devices(fleet, **_filters(args))
-        rows = registry.status_rows(devices, args.offline_after)
+        limits = registry.HealthLimits(args.backlog, args.max_skew)
+        rows = _selected(registry.status_rows(devices, args.offline_after, limits), args)
         if args.json:
             _print_json(rows)
             return 0
-        online = sum(1 for r in rows if r["online"])
-        versions: dict[str, int] = {}
-        for r in rows:
-            versions[r["version"] or "-"] = versions.get(r["version"] or "-", 0) + 1
-        print(f"{len(rows)} device(s): {online} online, {len(rows) - online} offline")
-        print("versions: " + ", ".join(f"{v} × {n}" for v, n in sorted(versions.items())))
-        for r in rows:
-            state = "online" if r["online"] else "offline"
-            print(
-                f"{r['serial']:<20} {r['site']:<16} {r['status']:<12} {state:<8}"
-                f" {r['last_seen_at'] or '-':<26} {r['version'] or '-'}"
-            )
+        _print_status(rows)
         return 0
 
     return _run(args, work)
+
+
+def _selected(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    if not (args.offline or args.unhealthy):
+        return rows
+    return [
+        r
+        for r in rows
+        if (args.offline and not r["online"]) or (args.unhealthy and not r["healthy"])
+    ]
+
+
+def _print_status(rows: list[dict[str, Any]]) -> None:
+    online = sum(1 for r in rows if r["online"])
+    unhealthy = sum(1 for r in rows if not r["healthy"])
+    versions: dict[str, int] = {}
+    for r in rows:
+        versions[r["version"] or "-"] = versions.get(r["version"] or "-", 0) + 1
+    print(
+        f"{len(rows)} device(s): {online} online, {len(rows) - online} offline,"
+        f" {unhealthy} unhealthy"
+    )
+    print("versions: " + ", ".join(f"{v} × {n}" for v, n in sorted(versions.items())))
+    print(
+        f"{'SERIAL':<20} {'SITE':<16} {'STATUS':<12} {'STATE':<8} {'LAST SEEN':<26}"
+        f" {'VERSION':<10} {'READER':<7} {'BACKLOG':>7} {'SKEW':>8}  PROBLEMS"
+    )
+    for r in rows:
+        state = "online" if r["online"] else "offline"
+        backlog = "-" if r["journal_backlog"] is None else str(r["journal_backlog"])
+        skew = "-" if r["clock_skew_s"] is None else f"{r['clock_skew_s']:+.1f}s"
+        print(
+            f"{r['serial']:<20} {r['site']:<16} {r['status']:<12} {state:<8}"
+            f" {r['last_seen_at'] or '-':<26} {r['version'] or '-':<10} {r['reader'] or '-':<7}"
+            f" {backlog:>7} {skew:>8}  {'; '.join(r['problems']) or '-'}"
+        )
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -483,10 +510,33 @@ def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
         parsers[name] = verbs.add_parser(name, help=text)
         parsers[name].add_argument("serial_or_id", metavar="SERIAL_OR_ID")
     _add_filters(parsers.setdefault("list", verbs.add_parser("list", help="list kiosks")))
-    status = parsers["status"] = verbs.add_parser("status", help="online/offline, versions")
+    status = parsers["status"] = verbs.add_parser(
+        "status", help="online/offline, versions, reported health (reader, backlog, clock)"
+    )
     _add_filters(status)
     status.add_argument(
         "--offline-after", type=float, default=120.0, metavar="S", help="default 120 s"
+    )
+    status.add_argument("--offline", action="store_true", help="only kiosks that are offline")
+    status.add_argument(
+        "--unhealthy",
+        action="store_true",
+        help="only kiosks reporting a problem (reader, camera or audio fault, untrusted clock,"
+        " skew, journal backlog or full, server unreachable)",
+    )
+    status.add_argument(
+        "--backlog",
+        type=int,
+        default=registry.BACKLOG_LIMIT,
+        metavar="N",
+        help=f"a journal backlog from N events is a problem (default {registry.BACKLOG_LIMIT})",
+    )
+    status.add_argument(
+        "--max-skew",
+        type=float,
+        default=registry.SKEW_LIMIT_S,
+        metavar="S",
+        help=f"a clock skew beyond S seconds is a problem (default {registry.SKEW_LIMIT_S:g})",
     )
     return parsers
 

@@ -537,20 +537,74 @@ def online(record: DeviceRecord, offline_after_s: float, now: datetime | None = 
     return ((now or datetime.now(UTC)) - seen).total_seconds() <= offline_after_s
 
 
-def status_rows(records: Sequence[DeviceRecord], offline_after_s: float) -> list[dict[str, Any]]:
-    """``kiosk provision status`` rows: online/offline, last heartbeat, version, clock skew."""
-    now = datetime.now(UTC)
-    return [
-        {
-            "serial": r.serial,
-            "device_id": r.device_id,
-            "site": r.site,
-            "status": r.status,
-            "enrolled": r.enrolled,
-            "online": online(r, offline_after_s, now),
-            "last_seen_at": r.last_seen_at,
-            "version": r.version,
-            "clock_skew_s": r.clock_skew_s,
-        }
-        for r in records
+#: ``kiosk provision status --unhealthy`` limits: a journal backlog as the alerts' default
+#: (server/alerts/settings.py ``backlog_threshold``) and a clock skew in seconds.
+BACKLOG_LIMIT = 500
+SKEW_LIMIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class HealthLimits:
+    """Where reported health turns into a problem."""
+
+    backlog: int = BACKLOG_LIMIT
+    skew_s: float = SKEW_LIMIT_S
+
+
+def health_problems(record: DeviceRecord, limits: HealthLimits) -> list[str]:
+    """What is wrong in what a kiosk last reported, in words; empty when nothing is (or
+    nothing was reported: an offline kiosk is offline, not unhealthy).
+
+    The health is the board's summary of the last heartbeat (``health`` of the admin API's
+    device; absent from servers older than issue 12).
+    """
+    health: Mapping[str, Any] = getattr(record, "health", None) or {}
+    problems = [
+        f"{part} fault" for part in ("reader", "camera", "audio") if health.get(part) == "fault"
     ]
+    if health.get("clock_trusted") is False:
+        problems.append("clock not trusted")
+    skew = record.clock_skew_s
+    if skew is not None and abs(skew) > limits.skew_s:
+        problems.append(f"clock skew {skew:+.1f} s")
+    backlog = health.get("journal_backlog")
+    if isinstance(backlog, int) and backlog >= limits.backlog:
+        problems.append(f"journal backlog {backlog}")
+    if health.get("journal_full"):
+        problems.append("journal full")
+    if health.get("circuit") == "open":
+        problems.append("server unreachable (circuit open)")
+    return problems
+
+
+def status_rows(
+    records: Sequence[DeviceRecord], offline_after_s: float, limits: HealthLimits | None = None
+) -> list[dict[str, Any]]:
+    """``kiosk provision status`` rows: online/offline, last heartbeat, version, clock skew,
+    and the health the kiosk reported (reader, journal backlog, clock) with its problems."""
+    now = datetime.now(UTC)
+    limits = limits or HealthLimits()
+    rows = []
+    for r in records:
+        health: Mapping[str, Any] = getattr(r, "health", None) or {}
+        problems = health_problems(r, limits)
+        rows.append(
+            {
+                "serial": r.serial,
+                "device_id": r.device_id,
+                "site": r.site,
+                "gate": r.gate,
+                "status": r.status,
+                "enrolled": r.enrolled,
+                "online": online(r, offline_after_s, now),
+                "last_seen_at": r.last_seen_at,
+                "version": r.version,
+                "clock_skew_s": r.clock_skew_s,
+                "reader": health.get("reader"),
+                "journal_backlog": health.get("journal_backlog"),
+                "clock_trusted": health.get("clock_trusted"),
+                "healthy": not problems,
+                "problems": problems,
+            }
+        )
+    return rows
