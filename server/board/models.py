@@ -3,10 +3,12 @@ same fields as plain dicts in server/board/kiosks.py; a test holds the two equal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
+
+Part = Literal["ok", "fault", "absent"]
 
 
 class Tap(Struct):
@@ -25,9 +27,9 @@ class Tap(Struct):
 class KioskHealth(Struct):
     """From the kiosk's last heartbeat. Parts: ``ok``, ``fault`` or ``absent`` (not reported)."""
 
-    reader: str
-    camera: str
-    audio: str
+    reader: Part
+    camera: Part
+    audio: Part
     clock_trusted: bool | None
     clock_skew_s: float | None
     circuit: str | None
