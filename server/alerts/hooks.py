@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,17 +51,29 @@ def settings_of(app: web.Application) -> AlertSettings:
     return configured if isinstance(configured, AlertSettings) else AlertSettings()
 
 
+@contextmanager
+def _guarded(what: str) -> Iterator[None]:
+    """A hook never fails its caller (a heartbeat, an upload): an alert that could not be
+    raised now is raised by a later fact or the background check."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning("alerts: %s not observed: %s", what, exc)
+
+
 async def observe_heartbeat(app: web.Application, device: Device, status: dict[str, Any]) -> None:
     """A kiosk's heartbeat (the body as sent): it is online, and its reader, cameras,
     audio, clock, cache and journal backlog are what it says."""
     service = app.get(ALERTS)
     if service is None:
         return
-    now = service.clock().timestamp()
-    verdicts = rules.heartbeat_verdicts(status, now)
-    verdicts |= service.backlogs.verdict(device.device_id, status, service.for_site(device.site))
-    verdicts["kiosk_offline"] = None
-    await service.apply(verdicts, device.site, device.gate, device.device_id)
+    with _guarded("heartbeat"):
+        now = service.clock().timestamp()
+        verdicts = rules.heartbeat_verdicts(status, now)
+        site = service.for_site(device.site)
+        verdicts |= service.backlogs.verdict(device.device_id, status, site)
+        verdicts["kiosk_offline"] = None
+        await service.apply(verdicts, device.site, device.gate, device.device_id)
 
 
 async def observe_presence(
@@ -73,7 +86,8 @@ async def observe_presence(
     if service is None:
         return
     detail: dict[str, Any] | None = None if online else {"since": iso(service.clock())}
-    await service.apply({"kiosk_offline": detail}, site, gate, device_id, trust_belief=False)
+    with _guarded("presence"):
+        await service.apply({"kiosk_offline": detail}, site, gate, device_id, trust_belief=False)
     if not online:
         service.backlogs.forget(device_id)
 
@@ -91,15 +105,16 @@ async def observe_audit(
     service = app.get(ALERTS)
     if service is None:
         return
-    if chain_breaks or conflicts:
-        now = iso(service.clock())
-        detail = {"chain_breaks": len(chain_breaks), "conflicts": len(conflicts), "last_at": now}
-        alert = Alert(
-            new_id(), device.site, device.device_id, device.gate, "audit_chain", detail, now, now
-        )
-        await service.raise_or_touch(alert)
-    if invalid_taps > 0:
-        await service.count_invalid(device.site, device.gate, invalid_taps)
+    with _guarded("audit upload"):
+        if chain_breaks or conflicts:
+            now = iso(service.clock())
+            counts = {"chain_breaks": len(chain_breaks), "conflicts": len(conflicts)}
+            detail = {**counts, "last_at": now}
+            site, gate = device.site, device.gate
+            alert = Alert(new_id(), site, device.device_id, gate, "audit_chain", detail, now, now)
+            await service.raise_or_touch(alert)
+        if invalid_taps > 0:
+            await service.count_invalid(device.site, device.gate, invalid_taps)
 
 
 def recent_invalid_taps(app: web.Application, outcomes: Iterable[tuple[str | None, str]]) -> int:

@@ -288,3 +288,21 @@ async def test_a_refresh_keeps_what_this_process_changed_while_it_read(
     assert service.is_open(KIOSK.device_id, "clock_untrusted")
     await beat(app, clock_trusted=True)  # so this heartbeat clears it
     assert await open_alerts(app) == []
+
+
+async def test_a_failing_database_never_fails_the_heartbeat_or_upload_it_observes(
+    aiohttp_client: Any, config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await started(aiohttp_client, alert_app(config, Clock()))
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("database gone")
+
+    monkeypatch.setattr(app[DATABASE], "write", broken)
+    await beat(app, clock_trusted=False)
+    await hooks.observe_audit(app, KIOSK, [3], [], 9)
+    await hooks.observe_presence(app, KIOSK.device_id, KIOSK.site, KIOSK.gate, False)
+    monkeypatch.undo()
+    assert await open_alerts(app) == []
+    await beat(app, clock_trusted=False)  # the next heartbeat raises it
+    assert [a.kind for a in await open_alerts(app)] == ["clock_untrusted"]
