@@ -115,6 +115,12 @@ def list_kiosks(conn: Connection, sites: Sites, now: datetime) -> list[dict[str,
     return kiosks
 
 
+def site_names(conn: Connection) -> list[str]:
+    """Every site with a kiosk (what an admin picks from)."""
+    rows = conn.execute("SELECT DISTINCT site FROM devices ORDER BY site").fetchall()
+    return [str(row[0]) for row in rows]
+
+
 def kiosk_site(conn: Connection, device_id: str) -> str | None:
     """The site of a (not revoked) kiosk, or None for an unknown one."""
     row = conn.execute(

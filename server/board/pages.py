@@ -21,7 +21,7 @@ from aiohttp import web
 from server.accounts import login, users, websession
 from server.accounts.principal import USER, Principal
 from server.appkeys import DATABASE
-from server.board import api, texts
+from server.board import api, kiosks, texts
 from server.board.kiosks import BOARD_TZ
 
 LOGIN = "/board/login"
@@ -148,7 +148,10 @@ def static_page(name: str) -> Any:
 
     async def handler(request: web.Request) -> web.Response:
         user = person(request)
-        return render(request, f"{name}.html", name, sites=sorted(user.sites))
+        sites = sorted(user.sites)
+        if user.all_sites:
+            sites = await request.app[DATABASE].run(kiosks.site_names)
+        return render(request, f"{name}.html", name, sites=sites)
 
     handler.__doc__ = f"``/board/{name}``"
     return handler

@@ -68,6 +68,7 @@ def scene(tmp_path: Path, prompt_cache: Path) -> Iterator[Scene]:
         people.setdefault(outcome, []).append(number)
     add_user(db, "guard-a", "guard", ["site-a"])
     add_user(db, "guard-b", "guard", ["site-b"])
+    add_user(db, "boss", "admin")
     live = Live(db)
     try:
         a1 = live.add_kiosk("SN-0101", "site-a", "东门 gate-1")
@@ -227,6 +228,16 @@ def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:
     assert result.locator("ul").first.locator("li").count() >= 1  # reasons
     assert result.locator("ul").nth(1).locator("li").count() >= 1  # recovery texts
     expect(result.locator("[data-check=health_code]")).not_to_be_empty()
+
+
+def test_an_admin_looks_up_at_a_chosen_site(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "boss")
+    assert page.locator("article.kiosk").count() == 4  # every site
+    page.goto(f"{scene.live.url}/board/lookup?lang=en")
+    page.select_option("#lookup-form select[name=site]", "site-b")
+    page.fill("#lookup-form input[name=id_number]", scene.people["pass"][0])
+    page.click("#lookup-form button[type=submit]")
+    expect(page.locator("#lookup-outcome")).to_contain_text("pass", timeout=WAIT_MS)
 
 
 def test_the_audit_trail_pages_with_more(page: Page, scene: Scene) -> None:

@@ -55,6 +55,7 @@ export function lookup(form) {
     const { id_number: id, phone } = form.elements;
     const body = id.value.trim() ? { id_number: id.value.trim() } : { phone: phone.value.trim() };
     body.lang = document.documentElement.lang;
+    if (form.elements.site) body.site = form.elements.site.value;
     id.value = phone.value = "";
     try {
       const r = await call("POST", "/v1/guard/lookup", body);
