@@ -4,8 +4,10 @@ The same server-sent events as ``GET /v1/admin/events`` (server/events/views.py)
 ``data:`` line of JSON ``{"kind", "at", "data"}`` per event and a keep-alive comment every
 :data:`~server.events.views.KEEPALIVE_S`. A guard gets only events whose ``data.site`` is
 one of the assigned sites; an event naming no site is withheld from guards, except
-``dropped`` (it tells the board to reload, and carries nothing but a count). The board's
-script opens it with ``EventSource`` (which sends the session cookie by itself).
+``dropped`` (it tells the board to reload, and carries nothing but a count). Nobody gets
+the internal ``command`` relay (a signed command on its way to the process holding the
+kiosk's socket; the board sees ``command_ack``). The board's script opens the stream with
+``EventSource``, which sends the session cookie by itself.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from server.http.middleware import json_error
 from server.http.operations import Operation
 
 PATH = "/v1/guard/events"
+#: Kinds that are plumbing between server processes, never for a browser: ``command``
+#: carries a signed command on its way to the process holding the kiosk's socket.
+INTERNAL = frozenset({"command"})
 
 
 def visible(user: Principal, event: Event) -> bool:
     """Whether ``user`` may see ``event``."""
+    if event.kind in INTERNAL:
+        return False
     if event.kind == "dropped" or user.all_sites:
         return True
     site = event.data.get("site")

@@ -216,6 +216,7 @@ async def test_the_event_stream_holds_the_callers_sites_only(client: Client, sce
     publish(app, "tap", device_id=scene.b1.device_id, site="site-b", outcome="pass")
     publish(app, "kiosk_down", device_id=scene.a1.device_id, site="site-a", gate="gate-1")
     publish(app, "kiosk_health", device_id="?")  # no site: guards never see it
+    publish(app, "command", device_id=scene.a1.device_id, site="site-a", signed={})  # plumbing
     publish(app, "tap", device_id=scene.a2.device_id, site="site-a", outcome="check")
     seen_by_guard, seen_by_admin = await asyncio.gather(*readers)
     assert [(e["kind"], e["data"]["site"]) for e in seen_by_guard] == [
