@@ -116,6 +116,10 @@ def _voice(config: DeviceConfig, state: Path, player: Player | None) -> Voice:
     cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
     renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
     prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
+    # Prompts a guard's command may ask for are rendered with the rest, before any tap.
+    prompts["speak_test"] = config.commands.test_prompt
+    if config.commands.gate_prompt:
+        prompts["guard_open"] = config.commands.gate_prompt
     return Voice(renderer, player or make_player(config.voice.player), prompts)
 
 
@@ -259,6 +263,9 @@ async def built_agent(
             boot_id=boot_id,
             fault_prompt=config.voice.prompt("fault"),
             snapshots=_snapshots(config, bundle, client, cache),
+            server_key_hex=bundle.server_key if config.commands.enabled else "",
+            gate_prompt=config.commands.gate_prompt,
+            test_prompt=config.commands.test_prompt,
         )
         client.on_config = agent.apply_config
         stack.push_async_callback(agent.stop)

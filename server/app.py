@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from server import commands
 from server.accounts import admin_users
 from server.accounts import login as accounts_login
 from server.appkeys import (
@@ -60,6 +61,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *admin_users.OPERATIONS,
     *events_views.OPERATIONS,
     *lookup_views.OPERATIONS,
+    *commands.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 
@@ -156,6 +158,7 @@ def create_app(
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_identity_ctx)
     app.cleanup_ctx.append(events_ctx)
+    commands.install(app)  # after the bus: the hub relays commands over it
     app.on_shutdown.append(end_streams)  # open event streams end before handlers are awaited
     app.add_routes(ROUTES)
     return app

@@ -286,6 +286,14 @@ class LimitSettings(Struct, frozen=True, forbid_unknown_fields=True):
     admin_inflight: Annotated[
         int, Meta(ge=1, le=1000, description="admin requests handled at once")
     ] = 4
+    people_inflight: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="guard, auditor and board requests handled at once (not the live streams)",
+        ),
+    ] = 64
     device_inflight_each: Annotated[
         int,
         Meta(ge=1, le=10_000, description="requests of one kiosk handled at once (its share)"),

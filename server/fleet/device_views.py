@@ -25,6 +25,7 @@ from core import wire
 from core.signing import enrol_message, session_message, signature_ok
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.audit import state as audit_state
+from server.commands import links
 from server.errors import EnrolRefused
 from server.events import presence, publish
 from server.fleet import pass_claims, sessions
@@ -236,11 +237,11 @@ async def heartbeat(request: web.Request) -> web.Response:
     skew = None
     if beat.sent_at is not None:
         skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
-    version, config, history, back = await request.app[DATABASE].run(
+    version, config, history, back, pending = await request.app[DATABASE].run(
         _heartbeat_extras, request[DEVICE].device_id, skew, beat.journal, now
     )
     answer = wire.HeartbeatAnswer(
-        now, [], version, config, UNSET if skew is None else skew, history
+        now, pending, version, config, UNSET if skew is None else skew, history
     )
     _announce(request, back, beat.journal)
     return views.json_response(msgspec.to_builtins(answer))
@@ -290,16 +291,18 @@ def _heartbeat_extras(
     skew_s: float | None,
     journal: wire.JournalState | None,
     now: str,
-) -> tuple[int, dict[str, Any], wire.AuditHistory, bool]:
-    """The heartbeat's writes and the answer's facts; the last: whether the kiosk had been
-    announced down (server/events/presence.py)."""
+) -> tuple[int, dict[str, Any], wire.AuditHistory, bool, list[dict[str, object]]]:
+    """The heartbeat's writes and the answer's facts: whether the kiosk had been announced
+    down (server/events/presence.py), and its signed commands not yet acknowledged (the
+    fallback for a kiosk whose command socket cannot be held, server/commands)."""
     if skew_s is not None:
         record_skew(conn, device_id, skew_s)
     if journal is not None:
         audit_state.record_journal(conn, device_id, journal, now)
     version, config = fleet.merged_config(conn, device_id)
     back = presence.back_up(conn, device_id)
-    return version, config, audit_state.history(conn, device_id), back
+    pending = links.pending_commands(conn, device_id, int(sessions.utc_now().timestamp()))
+    return version, config, audit_state.history(conn, device_id), back, pending
 
 
 OPERATIONS: tuple[Operation, ...] = (

@@ -37,6 +37,12 @@ def _classify(path: str) -> str:
         return "enrol"
     if path == "/v1/admin/login":
         return ""  # throttled per account and source by the handler (loginguard)
+    if path == "/v1/device/ws":
+        return ""  # a kiosk's long-lived command socket: one per kiosk (a new one replaces it)
+    if path in ("/v1/login", "/v1/guard/events"):
+        return ""  # throttled per account and source / a long-lived stream capped per process
+    if path.startswith(("/v1/guard/", "/v1/audit/")):
+        return "people"  # guards and auditors: their own ceiling, apart from kiosks and admins
     if path == "/v1/admin/events":
         return ""  # a long-lived stream, capped per process by the event bus
     if path.startswith("/v1/admin/"):
@@ -60,8 +66,12 @@ def ratelimit_middleware(limits: LimitSettings) -> Middleware:
         "session": TokenBucket(limits.session_per_s, limits.session_burst),
         "enrol": TokenBucket(limits.enrol_per_s, max(1.0, limits.enrol_per_s * 2)),
     }
-    ceilings = {"device": limits.device_inflight, "admin": limits.admin_inflight}
-    inflight = {"device": 0, "admin": 0}
+    ceilings = {
+        "device": limits.device_inflight,
+        "admin": limits.admin_inflight,
+        "people": limits.people_inflight,
+    }
+    inflight = dict.fromkeys(ceilings, 0)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -93,7 +103,7 @@ def device_share_middleware(limits: LimitSettings) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         device = request.get(DEVICE)
-        if device is None:
+        if device is None or request.path == "/v1/device/ws":
             return await handler(request)
         device_id = device.device_id
         held = inflight.get(device_id, 0)
