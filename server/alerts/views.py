@@ -31,7 +31,7 @@ DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 
 
-class AckRequest(Struct, forbid_unknown_fields=True):
+class AckRequest(Struct):
     """Why the guard acknowledges the alert (kept with who and when)."""
 
     note: Annotated[str, Meta(min_length=1, max_length=500, pattern=r"\S")]
