@@ -208,10 +208,25 @@ def test_the_remote_gate_opens_the_relay_and_is_journalled(page: Page, scene: Sc
     expect(page.locator("#gate-result")).to_contain_text("终端已确认开闸", timeout=WAIT_MS)
     assert True in [s.state for s in relay.states[before:]]
     expect(page.locator("#gate-form input[name=reason]")).to_have_value("")
+    page.click("#commands button[data-command=speak_test]")
+    expect(page.locator("#command-result")).to_contain_text("终端已确认", timeout=WAIT_MS)
     guard_events = scene.live.wait_for_rows(
         "SELECT detail FROM audit_events WHERE device_id = ? AND kind = 'guard'", (device_id,)
     )
     assert "guard-a" in guard_events[0][0] and "送货车辆" in guard_events[0][0]
+
+
+def test_the_gate_of_a_kiosk_without_a_link_is_refused_in_words(page: Page, scene: Scene) -> None:
+    log_in(page, scene.live, "guard-a")
+    page.goto(f"{scene.live.url}/board/kiosks/{scene.a3.device_id}")
+    page.click("#gate-form button[type=submit]")  # the reason is required: nothing is sent
+    expect(page.locator("#gate-result")).to_be_empty()
+    page.fill("#gate-form input[name=reason]", "测试")
+    page.click("#gate-form button[type=submit]")
+    result = page.locator("#gate-result")
+    expect(result).to_contain_text("失败", timeout=WAIT_MS)
+    expect(result).to_contain_text("no live connection")  # 409 offline, not 403 csrf
+    expect(result).to_have_class("fault")
 
 
 def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:

@@ -25,6 +25,23 @@ export function gate(form) {
   });
 }
 
+/** The site-check buttons: speak the test prompt, reload the configuration. */
+export function commands(box) {
+  const out = box.querySelector("output");
+  const url = `/v1/guard/kiosks/${encodeURIComponent(box.dataset.device)}/commands`;
+  for (const button of box.querySelectorAll("button[data-command]")) {
+    button.addEventListener("click", async () => {
+      say(out, "…", true);
+      try {
+        const answer = await call("POST", url, { command: button.dataset.command });
+        say(out, `${t("command_acked")} ${clock(answer.acked_at)}`, true);
+      } catch (error) {
+        say(out, `${t("failed")}: ${error.message}`, false);
+      }
+    });
+  }
+}
+
 const list = (items, show) => el("ul", {}, ...(items || []).map((i) => el("li", {}, show(i))));
 const recovery = (item) => (typeof item === "string" ? item : `${item.reason}: ${item.text}`);
 
