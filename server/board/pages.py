@@ -11,6 +11,7 @@ script or style).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -143,7 +144,7 @@ async def kiosk_card(request: web.Request) -> web.Response:
     )
 
 
-def static_page(name: str) -> Any:
+def static_page(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A page whose content the script fetches from the public API (alerts, lookup, audit)."""
 
     async def handler(request: web.Request) -> web.Response:
@@ -172,11 +173,12 @@ async def login_post(request: web.Request) -> web.Response:
     password = str(form.get("password", ""))[:1024]
     totp = str(form.get("totp", "")).strip() or None
     verdict = await login.check_password(request, username, password, totp)
+    if isinstance(verdict, float):
+        return render(request, "login.html", "login", status=429, failed="login_throttled")
     if verdict != "ok":
-        status = 429 if isinstance(verdict, float) else 401
-        return render(request, "login.html", "login", status=status, failed=True)
+        return render(request, "login.html", "login", status=401, failed="login_failed")
     if await request.app[DATABASE].run(users.role_and_sites, username) is None:
-        return render(request, "login.html", "login", status=401, failed=True)
+        return render(request, "login.html", "login", status=401, failed="login_failed")
     token, _ = await websession.issue_token(request, username, "session")
     response = web.HTTPSeeOther("/board/")
     websession.set_session_cookie(request, response, token)

@@ -229,3 +229,13 @@ async def test_the_event_stream_holds_the_callers_sites_only(client: Client, sce
 def _subscribers(app: web.Application, n: int) -> bool:
     bus = app.get(EVENTS)
     return bus is not None and bus.subscribers >= n
+
+
+async def test_repeated_wrong_passwords_are_throttled_in_words(
+    client: Client, scene: Scene
+) -> None:
+    """The board's form shares the login throttle of POST /v1/login."""
+    statuses = [await log_in(client, "guard-a", "wrong password") for _ in range(5)]
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    page = await client.post("/board/login", data={"username": "guard-a", "password": "x"})
+    assert page.status == 429 and "尝试次数过多" in await page.text()

@@ -99,9 +99,12 @@ def page(browser: Browser) -> Iterator[Page]:
             refused.append(message.text)
 
     opened.on("console", watch)
+    crashed: list[str] = []
+    opened.on("pageerror", lambda error: crashed.append(str(error)))
     yield opened
     context.close()
     assert refused == [], "the board broke its Content-Security-Policy"
+    assert crashed == [], "the board's script failed"
 
 
 def log_in(page: Page, live: Live, username: str) -> None:
