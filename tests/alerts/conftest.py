@@ -1,7 +1,8 @@
-"""Fixtures for the alert tests: the server tests' database (both backends) and config."""
+"""Fixtures for the alert tests: the server tests' database (both backends), config and
+provisioned kiosk."""
 
 from __future__ import annotations
 
-from tests.server.conftest import config, db_path
+from tests.server.conftest import config, db_path, device
 
-__all__ = ["config", "db_path"]
+__all__ = ["config", "db_path", "device"]
