@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import boardfanout_accounts as accounts  # bench/ is on the path when run as a script
 import boardfanout_match as match
 import fleetload_setup as setup
-from boardfanout_procs import Child, memory_kib, start_server, worker_pids
+from boardfanout_procs import (
+    Child,
+    hottest,
+    log_summary,
+    memory_kib,
+    profile,
+    start_server,
+    stop_group,
+    worker_pids,
+)
 
 from core.idnumbers import mask
 from server.storage.db import connect
@@ -73,10 +83,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64, help="connects at once each")
     parser.add_argument("--people", type=int, default=500, help="demo people who tap")
     parser.add_argument("--logins", type=int, default=2, help="boards logging in for real")
+    parser.add_argument(
+        "--hold-seconds", type=float, default=10.0, help="window for the CPU of holding"
+    )
     parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait after taps")
     parser.add_argument("--max-streams", type=int, help="event streams per worker (bus ceiling)")
     parser.add_argument("--config", help="server TOML configuration (e.g. [limits])")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare baseline")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy each worker while the taps run"
+    )
     return parser.parse_args(argv)
 
 
@@ -87,6 +103,13 @@ def kib_per(before: dict[str, int], after: dict[str, int], count: int) -> dict[s
         "rss": round((after["rss_kib"] - before["rss_kib"]) / count, 1),
         "pss": round((after["pss_kib"] - before["pss_kib"]) / count, 1),
     }
+
+
+def cpu_cores(pids: list[int], seconds: float) -> float:
+    """The cores ``pids`` use over the next ``seconds``."""
+    cpu0, wall0 = setup.process_cpu_s(pids), time.perf_counter()
+    time.sleep(seconds)
+    return round((setup.process_cpu_s(pids) - cpu0) / (time.perf_counter() - wall0), 2)
 
 
 def hold_kiosks(url: str, tokens: list[str], clients: int, concurrency: int) -> list[Child]:
@@ -158,13 +181,20 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
         time.sleep(3.0)  # the last attaches' database writes and events settle
         held, failed = connected(children)
         with_kiosks = memory_kib(pids)
+        hold_cpu = cpu_cores(pids, args.hold_seconds)
         print(
             f"  {held} kiosks held in {connect_s:.1f} s, refused {failed}; "
-            f"per process {links_per_process(database)}; memory {idle} → {with_kiosks}",
+            f"per process {links_per_process(database)}; memory {idle} → {with_kiosks}; "
+            f"holding them costs {hold_cpu} cores",
             flush=True,
         )
-        events = fan_out(args, url, fleet, boards, pids, database)
+        client_pids = [child.proc.pid for child in children]
+        events = fan_out(args, url, fleet, boards, (pids, client_pids), tmp)
         still = [child.stop("still_open") for child in children]
+        close_codes: dict[str, int] = {}
+        for answer in still:
+            for code, n in answer["close_codes"].items():
+                close_codes[code] = close_codes.get(code, 0) + int(n)
         with_boards = events.pop("memory_with_boards")
         return {
             "kiosks": held,
@@ -173,6 +203,8 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
             "links_per_process": links_per_process(database),
             "kiosks_still_open": sum(int(s["still_open"]) for s in still),
             "kiosks_closed_early": sum(int(s["closed_early"]) for s in still),
+            "close_codes": close_codes,
+            "hold_cpu_cores": hold_cpu,
             "memory_idle": idle,
             "memory_with_kiosks": with_kiosks,
             "memory_with_boards": with_boards,
@@ -181,9 +213,11 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
             **events,
         }
     finally:
+        stop_group(server)
         for child in children:
             child.kill()
-        setup.stop([server])
+        for line in log_summary(tmp / "server.log"):
+            print(f"  server log: {line}", flush=True)
 
 
 def fan_out(
@@ -191,10 +225,12 @@ def fan_out(
     url: str,
     fleet: setup.Fleet,
     boards: list[accounts.Board],
-    pids: list[int],
-    database: str,
+    watched: tuple[list[int], list[int]],
+    tmp: Path,
 ) -> dict[str, Any]:
-    """Open the boards, tap, collect what every board received; the delivery figures."""
+    """Open the boards, tap, collect what every board received; the delivery figures.
+    ``watched``: the server workers' and the kiosk clients' pids (their CPU is reported)."""
+    pids, client_pids = watched
     watcher = Child(
         "boardfanout_boards.py",
         {"url": url + "/v1/guard/events", "tokens": [b.token for b in boards]},
@@ -206,7 +242,13 @@ def fan_out(
         print(f"  boards: {ready}; memory {with_boards}", flush=True)
         people = match.unique_masks(fleet.ids)
         tappers = fleet.kiosks[: args.tappers or max(1, int(args.rate * 10))]
+        load0 = os.getloadavg()[0]
         cpu0, wall0 = setup.process_cpu_s(pids), time.perf_counter()
+        client0 = setup.process_cpu_s(client_pids)
+        spies = [
+            (pid, profile(pid, args.seconds, tmp / f"spy-{pid}.txt"))
+            for pid in (pids if args.profile else [])
+        ]
         taps = Child(
             "boardfanout_taps.py",
             {
@@ -219,9 +261,18 @@ def fan_out(
             },
         )
         sent = taps.wait_for("sent", args.seconds + 120)
-        cpu = (setup.process_cpu_s(pids) - cpu0) / (time.perf_counter() - wall0)
+        wall = time.perf_counter() - wall0
+        cpu = (setup.process_cpu_s(pids) - cpu0) / wall
+        client_cpu = (setup.process_cpu_s(client_pids) - client0) / wall
+        load = [round(load0, 2), round(os.getloadavg()[0], 2)]
         time.sleep(args.drain)
         received = watcher.stop("arrivals", 120)
+        for pid, spy in spies:
+            if spy is not None:
+                spy.wait(timeout=60)
+                print(f"  py-spy of worker {pid} while tapping (own time):", flush=True)
+                for line in hottest(tmp / f"spy-{pid}.txt"):
+                    print(f"    {line}", flush=True)
     finally:
         watcher.kill()
     sites = match.sites_of(fleet.kiosks, setup.SITES)
@@ -232,7 +283,10 @@ def fan_out(
         "boards_refused": ready["refused"],
         "memory_with_boards": with_boards,
         "server_cpu_cores": round(cpu, 2),
+        "kiosk_clients_cpu_cores": round(client_cpu, 2),
+        "loadavg_1m_during_taps": load,
         "tap_p99_ms": match.ms(match.percentile(sent["latencies_s"], 0.99)),
+        "tap_statuses": dict(Counter(str(status) for *_, status in sent["sent"])),
         "kinds_received": received["kinds"],
         "dropped_notices": received["dropped"],
         "streams_ended_early": received["ended_early"],
@@ -277,7 +331,7 @@ def bare_phase(count: int, workers: int, clients: int, concurrency: int) -> dict
     finally:
         for child in children:
             child.kill()
-        setup.stop([proc])
+        stop_group(proc)
 
 
 def summary(result: dict[str, Any], bare: dict[str, Any] | None) -> dict[str, Any]:

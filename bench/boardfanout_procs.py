@@ -8,13 +8,17 @@ which splits the pages forked workers share instead of counting them once per wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +117,58 @@ def memory_kib(pids: list[int]) -> dict[str, int]:
         except OSError:
             continue
     return {"rss_kib": rss, "pss_kib": pss}
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM the process's group (its workers too), SIGKILL whatever is left after
+    ``grace_s``: a server closing thousands of sockets may take longer than it should, and
+    must not outlive the bench."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        print(f"  process group {proc.pid} still running after {grace_s:.0f} s: killed")
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def log_summary(log: Path, top: int = 8) -> list[str]:
+    """The server log's warnings and errors, digits folded, most frequent first."""
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        for level in (" WARNING ", " ERROR ", " CRITICAL "):
+            if level in line:
+                counts[re.sub(r"\d+", "#", line.split(level, 1)[1])[:140]] += 1
+    return [f"{n} × {text}" for text, n in counts.most_common(top)]
+
+
+def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of ``pid`` for ``seconds`` (raw collapsed stacks), if installed."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        print("  no profile: py-spy is not installed (.venv/bin/pip install py-spy)")
+        return None
+    return subprocess.Popen(
+        [str(spy), "record", "--format", "raw", "--nonblocking", "-r", "50", "-d",
+         str(max(1, int(seconds))), "-o", str(out), "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def hottest(raw: Path, top: int = 12) -> list[str]:
+    """The functions most often on top of the sampled stacks (own time), as percentages."""
+    own: Counter[str] = Counter()
+    total = 0
+    if not raw.exists():
+        return []
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        own[frames[-1][:110]] += int(count)
+        total += int(count)
+    return [f"{100 * n / total:5.1f}% {frame}" for frame, n in own.most_common(top)]

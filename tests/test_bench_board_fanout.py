@@ -86,7 +86,7 @@ def test_the_bench_runs_at_a_tiny_scale(pg_cluster: PgCluster) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "board_fanout.py"), "--database", database,
          "--kiosks", "50", "--boards", "3", "--admins", "1", "--seconds", "2", "--rate", "5",
-         "--people", "200", "--logins", "1", "--drain", "2"],
+         "--people", "200", "--logins", "1", "--drain", "2", "--hold-seconds", "1"],
         capture_output=True, text=True, cwd=ROOT, timeout=220, check=True,
     ).stdout  # fmt: skip
     summary = json.loads(out.strip().splitlines()[-1])
