@@ -215,6 +215,10 @@ class DeviceInfo(Struct):
     #: The software version of the last heartbeat.
     version: str | None
     clock_skew_s: float | None
+    #: The last heartbeat's health as the board shows it (server.board.kiosks.health_of):
+    #: reader, camera, audio ("ok", "fault" or "absent"), clock_trusted, clock_skew_s, circuit,
+    #: journal_backlog, journal_full, journal_lost, version, uptime_s; null before the first.
+    health: dict[str, Any] | None = None
 
 
 class DeviceList(Struct):

@@ -26,6 +26,7 @@ from server.appkeys import (
     Clock,
     SourceFactory,
 )
+from server.audit import read_views as audit_read_views
 from server.config import ServerConfig
 from server.events import end_streams, events_ctx
 from server.events import views as events_views
@@ -62,6 +63,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *events_views.OPERATIONS,
     *lookup_views.OPERATIONS,
     *commands.OPERATIONS,
+    *audit_read_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 

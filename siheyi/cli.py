@@ -1,7 +1,8 @@
 """`kiosk`: one command line for every part of Siheyi.
 
-Each part registers its own verbs (`server`, `provision`, `reader`, `device`, `demo`); every verb
-is one function returning an exit code, reached through the parser's dispatch table.
+Each part registers its own verbs (`server`, `provision`, `audit`, `reader`, `device`,
+`demo`); every verb is one function returning an exit code, reached through the parser's
+dispatch table.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from siheyi import __version__
+from siheyi import __version__, audit_cli
 
 if TYPE_CHECKING:
     from provisioning.backend import LocalFleetBackend
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     server_cli.register(sub)
     provisioning_cli.register(sub, local_fleet)
+    audit_cli.register(sub)
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)

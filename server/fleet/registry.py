@@ -35,6 +35,7 @@ from core.wire_admin import (
     RowDone,
     RowFailure,
 )
+from server.board.kiosks import health_of
 from server.errors import (
     DeviceNotFound,
     DeviceRevoked,
@@ -96,6 +97,7 @@ class DeviceRecord:
     rotate_pending: bool = False
     version: str | None = None
     clock_skew_s: float | None = None
+    health: dict[str, Any] | None = None
 
 
 _RECORD_COLUMNS = (
@@ -125,6 +127,7 @@ def _record(row: Sequence[Any]) -> DeviceRecord:
         rotate_pending=bool(row[9]),
         version=str(version) if version is not None else None,
         clock_skew_s=row[11],
+        health=health_of(row[10], row[11]) if row[10] else None,
     )
 
 
