@@ -240,6 +240,22 @@ class ServerClient:
             raise ServerUnavailable(f"{path}: no answer within {timeout_s:.2f} s") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def ws_connect(self, path: str, *, heartbeat: float) -> aiohttp.ClientWebSocketResponse:
+        """A WebSocket to ``path`` with the session token, on the same pinned TLS session as
+        every other request; a refused token (401) makes the next attempt sign a new one."""
+        token = await self._bearer()
+        try:
+            return await self._get_session().ws_connect(
+                self._base + path,
+                headers={"Authorization": f"Bearer {token}"},
+                heartbeat=heartbeat,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                await self.authenticate(force=True)
+            raise
+
     # --- sessions --------------------------------------------------------------------------
 
     async def _bearer(self, *, audit: bool = False) -> str:

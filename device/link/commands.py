@@ -108,20 +108,7 @@ class CommandLink:
         log.info("command channel closed (%s)", ws.close_code)
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        """Open the socket with the session token; a refused token is renewed first."""
-        url, session = self._client._base + PATH, self._client._get_session()
-        token = await self._client._bearer()
-        try:
-            return await session.ws_connect(
-                url,
-                headers={"Authorization": f"Bearer {token}"},
-                heartbeat=PING_S,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status == 401:
-                await self._client.authenticate(force=True)
-            raise
+        return await self._client.ws_connect(PATH, heartbeat=PING_S)
 
     async def _on_text(self, text: str) -> None:
         try:
