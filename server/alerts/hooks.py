@@ -67,13 +67,16 @@ async def observe_heartbeat(app: web.Application, device: Device, status: dict[s
     service = app.get(ALERTS)
     if service is None:
         return
-    with _guarded("heartbeat"):
+    try:  # not _guarded: this runs on every heartbeat, a generator context costs
         now = service.clock().timestamp()
         verdicts = rules.heartbeat_verdicts(status, now)
         site = service.for_site(device.site)
         verdicts |= service.backlogs.verdict(device.device_id, status, site)
         verdicts["kiosk_offline"] = None
-        await service.apply(verdicts, device.site, device.gate, device.device_id)
+        if service.changes(verdicts, device.device_id):
+            await service.apply(verdicts, device.site, device.gate, device.device_id)
+    except Exception as exc:
+        log.warning("alerts: heartbeat not observed: %s", exc)
 
 
 async def observe_presence(

@@ -48,13 +48,13 @@ def _is_recording(health: Mapping[str, Any]) -> bool:
 
 
 def _down(health: Any) -> bool:
-    return isinstance(health, Mapping) and health.get("connected") is False
+    return isinstance(health, dict) and health.get("connected") is False
 
 
 def source_verdicts(status: Mapping[str, Any]) -> Verdicts:
     """``reader_fault`` and ``camera_fault`` from ``reader`` and ``sources``."""
-    others = [s for s in status.get("sources") or () if isinstance(s, Mapping)]
-    readers = [r for r in (status.get("reader"), *others) if isinstance(r, Mapping)]
+    others = [s for s in status.get("sources") or () if isinstance(s, dict)]
+    readers = [r for r in (status.get("reader"), *others) if isinstance(r, dict)]
     readers = [r for r in readers if not _is_camera(r)]
     cameras = [c for c in others if _is_camera(c) and not _is_recording(c)]
     verdicts: Verdicts = {}
@@ -70,7 +70,7 @@ def source_verdicts(status: Mapping[str, Any]) -> Verdicts:
 def audio_verdict(status: Mapping[str, Any]) -> Verdicts:
     """``audio_fault`` from ``audio.ok`` (kiosks that do not report audio: no opinion)."""
     audio = status.get("audio")
-    if not isinstance(audio, Mapping) or not isinstance(audio.get("ok"), bool):
+    if not isinstance(audio, dict) or not isinstance(audio.get("ok"), bool):
         return {}
     if audio["ok"]:
         return {"audio_fault": None}
@@ -94,7 +94,7 @@ def cache_verdict(status: Mapping[str, Any], now: float) -> Verdicts:
     snapshots but never installed one (``snapshot_at`` null) is stale too.
     """
     cache = status.get("cache")
-    if not isinstance(cache, Mapping) or "snapshot_at" not in cache:
+    if not isinstance(cache, dict) or "snapshot_at" not in cache:
         return {}
     limit, at = cache.get("max_age_s"), cache.get("snapshot_at")
     if not isinstance(limit, int | float) or isinstance(limit, bool):

@@ -124,6 +124,15 @@ class AlertService:
         if raised:
             self._announce("alert_raised", alert)
 
+    def changes(self, verdicts: dict[str, dict[str, Any] | None], device_id: str) -> bool:
+        """Whether ``verdicts`` differ from what this process believes open (no await:
+        the common heartbeat ends here)."""
+        open_ = self.open
+        return any(
+            (detail is not None) != ((device_id, kind) in open_)
+            for kind, detail in verdicts.items()
+        )
+
     async def apply(
         self,
         verdicts: dict[str, dict[str, Any] | None],
