@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from server.alerts.settings import AlertSettings
 
@@ -30,9 +31,14 @@ _MAX_NAME = 120
 
 
 def _name(health: Mapping[str, Any]) -> str:
+    """What names a source in an alert; a URL without any user or password in it."""
     for field in _NAME_FIELDS:
         value = health.get(field)
         if isinstance(value, str) and value:
+            if "@" in value and "://" in value:
+                parts = urlsplit(value)
+                host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+                value = urlunsplit(parts._replace(netloc=host))
             return value[:_MAX_NAME]
     return "?"
 

@@ -74,3 +74,8 @@ def test_a_backlog_raises_at_its_threshold_or_when_it_keeps_rising() -> None:
     assert pending(60, "r") == {"pending": 60, "threshold": 1000, "rising": True}
     assert pending(60, "r") == "-"  # still higher than three beats ago: stays open
     assert pending(60, "r") is None  # flat for three beats: no longer growing
+
+
+def test_a_source_is_named_without_credentials_in_its_url() -> None:
+    reader = {"url": "http://kiosk:s3cret@10.0.0.5:8000/reader", "connected": False}
+    assert verdicts(reader=reader)["reader_fault"] == {"readers": ["http://10.0.0.5:8000/reader"]}
