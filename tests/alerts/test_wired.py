@@ -14,10 +14,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from provisioning.registry import DeviceBundle
-from server.alerts.hooks import alerts_ctx
+from server.alerts.hooks import ALERT_TICK_S, ALERTS, alerts_ctx, tick
 from server.alerts.settings import AlertSettings
 from server.app import create_app
+from server.appkeys import CLOCK, DATABASE
 from server.config import ServerConfig
+from server.events import presence
 from tests.server.conftest import bearer as device_bearer
 from tests.server.test_audit import GENESIS, event_hash
 from tests.server.users_support import add_user, bearer, token_for
@@ -89,3 +91,20 @@ async def test_invalid_credentials_uploaded_from_one_gate_raise_a_gate_alert(
         "invalid_credentials", None, "site-a", "gate-1",
     )  # fmt: skip
     assert alert["detail"]["taps"] == 3
+
+
+async def test_a_kiosk_announced_down_is_alerted_and_its_next_heartbeat_clears_it(
+    aiohttp_client: Any, config: ServerConfig, db_path: Path | str, device: DeviceBundle
+) -> None:
+    add_user(db_path, "guard-a", "guard", ["site-a"])
+    app = create_app(config)
+    app[ALERT_TICK_S] = 3600.0  # this test runs the background check itself
+    client: Client = await aiohttp_client(app)
+    auth = device_bearer(db_path, device)  # type: ignore[arg-type]
+    assert (await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)).status == 200
+    await app[DATABASE].run(lambda conn: presence.mark_down(conn, device.device_id, app[CLOCK]()))
+    await tick(app[ALERTS])
+    [alert] = await guard_alerts(client)
+    assert (alert["kind"], alert["device_id"]) == ("kiosk_offline", device.device_id)
+    assert (await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)).status == 200
+    assert await guard_alerts(client) == []
