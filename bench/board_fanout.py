@@ -55,8 +55,10 @@ from boardfanout_procs import (
     Child,
     hottest,
     log_summary,
+    loop_lags,
     memory_kib,
     profile,
+    schedstat_s,
     start_server,
     stop_group,
     worker_pids,
@@ -182,9 +184,10 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
         held, failed = connected(children)
         with_kiosks = memory_kib(pids)
         hold_cpu = cpu_cores(pids, args.hold_seconds)
+        per_process = links_per_process(database)
         print(
             f"  {held} kiosks held in {connect_s:.1f} s, refused {failed}; "
-            f"per process {links_per_process(database)}; memory {idle} → {with_kiosks}; "
+            f"per process {per_process}; memory {idle} → {with_kiosks}; "
             f"holding them costs {hold_cpu} cores",
             flush=True,
         )
@@ -200,7 +203,7 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
             "kiosks": held,
             "kiosks_refused": failed,
             "connect_s": round(connect_s, 1),
-            "links_per_process": links_per_process(database),
+            "links_per_process": per_process,
             "kiosks_still_open": sum(int(s["still_open"]) for s in still),
             "kiosks_closed_early": sum(int(s["closed_early"]) for s in still),
             "close_codes": close_codes,
@@ -242,7 +245,7 @@ def fan_out(
         print(f"  boards: {ready}; memory {with_boards}", flush=True)
         people = match.unique_masks(fleet.ids)
         tappers = fleet.kiosks[: args.tappers or max(1, int(args.rate * 10))]
-        load0 = os.getloadavg()[0]
+        load0, since, sched0 = os.getloadavg()[0], time.time(), schedstat_s(pids)
         cpu0, wall0 = setup.process_cpu_s(pids), time.perf_counter()
         client0 = setup.process_cpu_s(client_pids)
         spies = [
@@ -262,6 +265,8 @@ def fan_out(
         )
         sent = taps.wait_for("sent", args.seconds + 120)
         wall = time.perf_counter() - wall0
+        lags = loop_lags(tmp, since, time.time())
+        sched = [round((b - a) / wall, 2) for a, b in zip(sched0, schedstat_s(pids), strict=True)]
         cpu = (setup.process_cpu_s(pids) - cpu0) / wall
         client_cpu = (setup.process_cpu_s(client_pids) - client0) / wall
         load = [round(load0, 2), round(os.getloadavg()[0], 2)]
@@ -284,6 +289,8 @@ def fan_out(
         "memory_with_boards": with_boards,
         "server_cpu_cores": round(cpu, 2),
         "kiosk_clients_cpu_cores": round(client_cpu, 2),
+        "server_threads_ran_waited_per_s": sched,
+        "server_loop_lag": lags,
         "loadavg_1m_during_taps": load,
         "tap_p99_ms": match.ms(match.percentile(sent["latencies_s"], 0.99)),
         "tap_statuses": dict(Counter(str(status) for *_, status in sent["sent"])),

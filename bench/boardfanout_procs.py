@@ -83,7 +83,7 @@ def start_server(
         [sys.executable, str(ROOT / "bench" / "boardfanout_server.py"), "server", "run",
          "--database", database, "--port", str(port), "--workers", str(workers), *extra],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "BOARDFANOUT_LAG_DIR": str(log.parent)},
     )  # fmt: skip
     setup.wait_port(port, proc)
     wait_workers(proc, workers)
@@ -172,3 +172,38 @@ def hottest(raw: Path, top: int = 12) -> list[str]:
         own[frames[-1][:110]] += int(count)
         total += int(count)
     return [f"{100 * n / total:5.1f}% {frame}" for frame, n in own.most_common(top)]
+
+
+def schedstat_s(pids: list[int]) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) so far, over every thread of
+    ``pids`` (``/proc/PID/task/TID/schedstat``): the wait is what other processes on the
+    machine cost the server, told apart from what it does itself."""
+    ran = waited = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except OSError:
+                continue
+            ran += int(fields[0])
+            waited += int(fields[1])
+    return ran / 1e9, waited / 1e9
+
+
+def loop_lags(lag_dir: Path, since: float, until: float) -> dict[str, float]:
+    """The workers' event-loop lag between ``since`` and ``until`` (unix seconds), from the
+    probes bench/boardfanout_server.py runs in each worker: p50/p99/max in ms."""
+    lags: list[float] = []
+    for path in lag_dir.glob("lag-*.txt"):
+        for line in path.read_text().splitlines():
+            at, lag = (float(x) for x in line.split())
+            if since <= at <= until:
+                lags.append(lag)
+    lags.sort()
+    if not lags:
+        return {}
+
+    def pick(q: float) -> float:
+        return round(1000 * lags[min(len(lags) - 1, int(q * len(lags)))], 1)
+
+    return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1.0)}

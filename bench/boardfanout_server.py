@@ -6,6 +6,11 @@ serving, limits), except that the application factory adds the kiosk command cha
 /v1/guard/events``, server/board/live.py) when ``server/app.py`` does not wire them yet.
 Once it does, this adds nothing and the bench measures the shipped server unchanged.
 
+With ``BOARDFANOUT_LAG_DIR`` set, each worker also runs a probe that sleeps
+:data:`PROBE_S` at a time and appends ``<unix time> <lag s>`` (how late it woke: time the
+event loop was busy elsewhere) to ``lag-<pid>.txt`` there — instrumentation of the bench,
+not of the server.
+
 ``--max-streams N`` (consumed here, not passed on) sets the event bus's per-process ceiling
 of open streams (``server.events.bus.MAX_SUBSCRIBERS``), so the bench can say how many
 boards the shipped ceiling admits and what the fan-out costs beyond it.
@@ -15,7 +20,10 @@ boards the shipped ceiling admits and what the fan-out costs beyond it.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,24 @@ from server.events import bus
 from server.http.operations import Operation
 
 SOCKET = ("GET", "/v1/device/ws")
+PROBE_S = 0.05
+LAGS: web.AppKey[asyncio.Task[None]] = web.AppKey("boardfanout_lags", asyncio.Task)
+
+
+async def probe(path: Path) -> None:
+    """Append how late each :data:`PROBE_S` sleep woke, until cancelled."""
+    loop = asyncio.get_running_loop()
+    with path.open("a", buffering=1) as out:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(PROBE_S)
+            out.write(f"{time.time():.3f} {loop.time() - before - PROBE_S:.4f}\n")
+
+
+async def start_probe(app: web.Application) -> None:
+    lag_dir = os.environ.get("BOARDFANOUT_LAG_DIR")
+    if lag_dir:
+        app[LAGS] = asyncio.create_task(probe(Path(lag_dir) / f"lag-{os.getpid()}.txt"))
 
 
 def _missing(ops: tuple[Operation, ...]) -> list[Operation]:
@@ -48,6 +74,7 @@ def create_app(config: ServerConfig, **kwargs: Any) -> web.Application:
         commands.install(app)
     for op in (*channel, *_missing(live.OPERATIONS)):
         app.router.add_route(op.method, op.path, op.handler)
+    app.on_startup.append(start_probe)
     return app
 
 
