@@ -1,6 +1,6 @@
 // The board's actions: the remote gate (kiosk page) and the 一键三查 lookup.
 
-import { call, clock, el, t } from "./util.js";
+import { call, clock, el, t, when } from "./util.js";
 
 /** Show `text` in an <output>, marked ok or fault. */
 function say(out, text, ok) {
@@ -43,15 +43,16 @@ export function commands(box) {
 }
 
 const list = (items, show) => el("ul", {}, ...(items || []).map((i) => el("li", {}, show(i))));
-const recovery = (item) => (typeof item === "string" ? item : `${item.reason}: ${item.text}`);
+const recovery = (item) => (typeof item === "string" ? item : `${t(item.reason)}：${item.text}`);
+const shown = (k, v) => (k.endsWith("_at") ? when(v) : t(String(v)));
 
 /** One line of facts: "key: value" for each field given, lists item by item. */
-function facts(value) {
-  if (Array.isArray(value)) return value.map(facts).join(" / ");
-  if (typeof value !== "object" || value === null) return t(String(value));
-  return Object.entries(value)
+function facts(item) {
+  if (Array.isArray(item)) return item.map(facts).join(" / ");
+  if (typeof item !== "object" || item === null) return t(String(item));
+  return Object.entries(item)
     .filter(([k, v]) => v !== null && v !== "" && k !== "origin" && !(Array.isArray(v) && !v.length))
-    .map(([k, v]) => (typeof v === "object" ? facts(v) : `${t(k)}: ${t(String(v))}`))
+    .map(([k, v]) => (typeof v === "object" ? facts(v) : `${t(k)}: ${shown(k, v)}`))
     .join(" · ");
 }
 
