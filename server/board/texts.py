@@ -121,6 +121,7 @@ ZH: Final[dict[str, str]] = {
     "area": "地区",
     "updated_at": "更新时间",
     "stale": "数据过期",
+    "missing": "无记录",
     "lab": "检测机构",
     "dose": "剂次",
     "date": "日期",

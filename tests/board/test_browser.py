@@ -246,7 +246,7 @@ def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:
     assert result.locator("ul").first.locator("li").count() >= 1  # reasons
     assert result.locator("ul").nth(1).locator("li").count() >= 1  # recovery texts
     expect(result.locator("[data-check=health_code]")).to_contain_text("颜色")
-    expect(result.locator("[data-check=nat]")).to_contain_text("采样时间")
+    expect(result.locator("[data-check=nat]")).to_contain_text("状态")
 
 
 def test_an_admin_looks_up_at_a_chosen_site(page: Page, scene: Scene) -> None:
