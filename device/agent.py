@@ -519,16 +519,25 @@ class Agent:
                 "state": self._verifier.breaker.state,
                 "opened": self._verifier.breaker.opened,
             },
-            "cache": (
-                {
-                    "hits": self._verifier.cache.hits,
-                    "misses": self._verifier.cache.misses,
-                    "expired": self._verifier.cache.expired,
-                }
-                if self._verifier.cache is not None
-                else None
-            ),
+            "audio": self._voice.health(),
+            "cache": self._cache_status(),
         }
+
+    def _cache_status(self) -> dict[str, Any] | None:
+        """The cache's counters, its age limit and, when site snapshots are loaded, the
+        installed one's ``generated_at`` (the server alerts when it is past the limit)."""
+        cache = self._verifier.cache
+        if cache is None:
+            return None
+        status: dict[str, Any] = {
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "expired": cache.expired,
+            "max_age_s": cache.max_age_s,
+        }
+        if self._snapshots is not None:
+            status["snapshot_at"] = cache.snapshot_at
+        return status
 
     async def _heartbeat_loop(self) -> None:
         failing = False

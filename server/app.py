@@ -10,6 +10,8 @@ from aiohttp import web
 from server import commands
 from server.accounts import admin_users
 from server.accounts import login as accounts_login
+from server.alerts import hooks as alerts
+from server.alerts import views as alert_views
 from server.appkeys import (
     CLIENT_SESSION,
     CLOCK,
@@ -64,6 +66,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *lookup_views.OPERATIONS,
     *commands.OPERATIONS,
     *audit_read_views.OPERATIONS,
+    *alert_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 
@@ -161,6 +164,7 @@ def create_app(
     app.cleanup_ctx.append(_identity_ctx)
     app.cleanup_ctx.append(events_ctx)
     commands.install(app)  # after the bus: the hub relays commands over it
+    app.cleanup_ctx.append(alerts.alerts_ctx)  # after the bus: it publishes on it
     app.on_shutdown.append(end_streams)  # open event streams end before handlers are awaited
     app.add_routes(ROUTES)
     return app

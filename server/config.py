@@ -31,6 +31,7 @@ from core.checks import MAPPED_FIELDS, SOURCE_NAMES
 from core.configschema import NOT_BLANK, KeyPath
 from core.outcomes import DECISIONS, DEFAULT_PROMPTS, DecisionName
 from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRule, SitePolicy
+from server.alerts.settings import AlertSettings
 from server.errors import ConfigError
 from server.lookup.settings import LookupSettings, LookupTable, lookup_settings
 from server.storage.connection import is_postgres
@@ -349,6 +350,7 @@ class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):
     server: ServerTable = ServerTable()
     audit: AuditTable = AuditTable()
     lookup: LookupTable = LookupTable()
+    alerts: AlertSettings = AlertSettings()
     policy: PolicyTable = msgspec.field(default_factory=PolicyTable)
     sites: Annotated[
         dict[Annotated[str, Meta(pattern=NOT_BLANK)], PolicyTable],
@@ -438,6 +440,7 @@ class ServerConfig:
     identity: IdentitySettings = _DEFAULTS.identity
     limits: LimitSettings = _DEFAULTS.limits
     lookup: LookupSettings = field(default_factory=LookupSettings)
+    alerts: AlertSettings = _DEFAULTS.alerts
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -518,6 +521,7 @@ def parse_config(
         identity=file.identity,
         limits=file.limits,
         lookup=lookup_settings(file.lookup, source),
+        alerts=file.alerts,
     )
 
 

@@ -38,7 +38,7 @@ import uuid
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from device.errors import PlayerError, VoiceError
 
@@ -570,6 +570,12 @@ class Voice:
         self._renders: dict[str, asyncio.Task[None]] = {}
         self._player_done: threading.Event | None = None  # last exclusive call finished
         self.last_started: float | None = None
+        #: For the heartbeat (server alert ``audio_fault``): whether the last attempt to
+        #: speak worked (None: none yet), failed attempts, and the last error.
+        self.last_ok: bool | None = None
+        self.failures = 0
+        self.last_error: str | None = None
+        self.unrendered = 0
 
     @property
     def clips(self) -> Mapping[str, Path]:
@@ -600,8 +606,10 @@ class Voice:
 
         clips, failures = await asyncio.to_thread(render_all)
         self._clips.update(clips)  # on the loop: say() never sees a half-updated map
+        self.unrendered = len(failures)
         if failures:
-            raise VoiceError("prompts not rendered: " + "; ".join(failures))
+            self.last_error = "prompts not rendered: " + "; ".join(failures)
+            raise VoiceError(self.last_error)
 
     async def say(self, text: str, *, outcome: str | None = None) -> float:
         """Start speaking ``text``; return the monotonic time playback started.
@@ -611,6 +619,15 @@ class Voice:
         none). PlayerError if the player fails or does not start within
         ``play_timeout_s``. Interrupts the previous prompt.
         """
+        try:
+            started = await self._say(text, outcome)
+        except (VoiceError, PlayerError) as exc:
+            self.last_ok, self.failures, self.last_error = False, self.failures + 1, str(exc)
+            raise
+        self.last_ok = True
+        return started
+
+    async def _say(self, text: str, outcome: str | None) -> float:
         clip = self._clips.get(text)
         if clip is None:
             self._render_later(text)
@@ -624,6 +641,13 @@ class Voice:
         )
         self.last_started = started
         return started
+
+    def health(self) -> dict[str, Any]:
+        """What the heartbeat reports: ``ok`` is whether the last prompt played (before
+        any, whether every configured prompt was rendered)."""
+        ok = self.last_ok if self.last_ok is not None else self.unrendered == 0
+        error = self.last_error[:200] if self.last_error else None
+        return {"ok": ok, "failures": self.failures, "last_error": error}
 
     async def stop(self) -> None:
         """Silence the current prompt (bounded like ``say``)."""

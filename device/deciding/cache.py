@@ -103,6 +103,8 @@ class KioskCache:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cache")
         self._conn: sqlite3.Connection | None = None
         self.hits = 0
+        #: The installed site snapshot's ``generated_at`` (server clock), None before one.
+        self.snapshot_at: float | None = None
         self.misses = 0
         self.expired = 0
 
@@ -126,10 +128,13 @@ class KioskCache:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'snapshot'").fetchone()
         except sqlite3.Error:
             conn.close()
             raise
         self._conn = conn
+        if row is not None:
+            self.snapshot_at = float(json.loads(row[0])["generated_at"])
 
     async def open(self) -> None:
         await self._run(lambda: None)
@@ -220,6 +225,7 @@ class KioskCache:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            self.snapshot_at = generated_at
             return len(people)
 
         return await self._run(swap)

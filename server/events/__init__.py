@@ -49,7 +49,7 @@ __all__ = [
 EVENTS = web.AppKey("events", EventBus)
 
 
-def publish(app: web.Application, kind: str, **data: Any) -> None:
+def publish(app: web.Application, kind: str, /, **data: Any) -> None:
     """Publish an event if the app has a bus (apps built without one publish nothing)."""
     bus = app.get(EVENTS)
     if bus is not None:

@@ -23,6 +23,7 @@ from msgspec import UNSET
 
 from core import wire
 from core.signing import enrol_message, session_message, signature_ok
+from server.alerts import hooks as alerts
 from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.audit import state as audit_state
 from server.commands import links
@@ -233,7 +234,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     audit state alerts are raised from; the answer's ``audit`` says what the server holds of
     this kiosk's audit (so a tool can tell a kiosk with a past from a new one).
     """
-    beat, now = await views.accept_heartbeat(request)
+    beat, now, status = await views.accept_heartbeat(request)
     skew = None
     if beat.sent_at is not None:
         skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
@@ -244,6 +245,10 @@ async def heartbeat(request: web.Request) -> web.Response:
         now, pending, version, config, UNSET if skew is None else skew, history
     )
     _announce(request, back, beat.journal)
+    device = request[DEVICE]
+    if back:  # announced down, maybe by another process: its offline alert clears now
+        await alerts.observe_presence(request.app, device.device_id, device.site, device.gate, True)
+    await alerts.observe_heartbeat(request.app, device, status)
     return views.json_response(msgspec.to_builtins(answer))
 
 

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from core import wire
+from server.alerts import hooks as alerts
 from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, VERIFIER
 from server.audit import ingestion as audit
 from server.errors import BadRequest
@@ -139,6 +140,13 @@ async def audit_upload(request: web.Request) -> web.Response:
     result = await audit.submit(
         request.app[DATABASE], device.device_id, events, utc_now_iso(request)
     )
+    invalid = 0
+    if result.stored:  # a resent batch (all duplicates) counts nothing twice
+        recent = alerts.recent_invalid_taps(request.app, ((e.outcome, e.wall_time) for e in events))
+        invalid = min(recent, result.stored)
+    await alerts.observe_audit(
+        request.app, device, list(result.chain_breaks), list(result.conflicts), invalid
+    )
     if result.chain_breaks or result.conflicts:
         publish(
             request.app,
@@ -151,11 +159,12 @@ async def audit_upload(request: web.Request) -> web.Response:
     return json_response(result.to_json())
 
 
-async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str]:
+async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str, dict[str, Any]]:
     """Check and store a ``POST /v1/heartbeat`` body as the device's last status.
 
     The body is stored as sent (unknown fields too), so it is searched for clear ID numbers
-    before anything else; the typed copy is returned with the server time it was seen at.
+    before anything else; the typed copy is returned with the server time it was seen at,
+    and the body as sent (the alert rules read its reader, sources, audio and cache).
     """
     body = await read_object(request)
     refuse_clear_ids(body)
@@ -165,7 +174,7 @@ async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str]:
         raise BadRequest(f"body: heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
     now = utc_now_iso(request)
     await store_heartbeat(request.app[DATABASE], request[DEVICE].device_id, status_json, now)
-    return heartbeat, now
+    return heartbeat, now, body
 
 
 async def openapi(request: web.Request) -> web.Response:
