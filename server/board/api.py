@@ -20,16 +20,23 @@ from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.http.views import json_response
 
+SITE_QUERY = (("site", "only this site (a guard: one of the assigned sites, else 403)"),)
 
-def scope(user: Principal) -> kiosks.Sites:
-    """The sites a query is limited to: None for people who see every site."""
+
+def scope(request: web.Request, user: Principal) -> kiosks.Sites:
+    """The sites a query is limited to: ``?site=`` if given (403 unless the caller sees it),
+    else the caller's sites (None: every site)."""
+    site = request.query.get("site")
+    if site:
+        require_site(user, site)
+        return [site]
     return None if user.all_sites else sorted(user.sites)
 
 
 async def board_state(request: web.Request, user: Principal) -> dict[str, Any]:
     """The whole board for ``user``: kiosks, today's counts, recent taps."""
     now = request.app[CLOCK]()
-    return await request.app[DATABASE].run(kiosks.board, scope(user), now)
+    return await request.app[DATABASE].run(kiosks.board, scope(request, user), now)
 
 
 async def kiosk_state(request: web.Request, user: Principal, device_id: str) -> dict[str, Any]:
@@ -49,7 +56,7 @@ async def list_kiosks(request: web.Request) -> web.Response:
     """``GET /v1/guard/kiosks``: the caller's kiosks with state and health."""
     user = current_user(request)
     now = request.app[CLOCK]()
-    found = await request.app[DATABASE].run(kiosks.list_kiosks, scope(user), now)
+    found = await request.app[DATABASE].run(kiosks.list_kiosks, scope(request, user), now)
     return json_response({"kiosks": found})
 
 
@@ -68,6 +75,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "The caller's kiosks: online, last seen and health (reader, camera, audio, clock,"
         " circuit, journal backlog, version, last tap today)",
         response=KioskList,
+        query=SITE_QUERY,
+        errors=(403,),
     ),
     Operation(
         "GET",

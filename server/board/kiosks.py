@@ -115,6 +115,30 @@ def list_kiosks(conn: Connection, sites: Sites, now: datetime) -> list[dict[str,
     return kiosks
 
 
+def site_summary(conn: Connection, sites: Sites, now: datetime) -> list[tuple[str, int, int]]:
+    """(site, kiosks, online) per site: the board's overview when one page of cards would
+    be too many (an admin's whole fleet)."""
+    where, params = _site_filter(sites, "site")
+    rows = conn.execute(
+        "SELECT device_id, site FROM devices WHERE status <> 'revoked'" + where, params
+    ).fetchall()
+    online = presence.online_devices(conn, now)
+    totals: dict[str, list[int]] = {}
+    for device_id, site in rows:
+        counts = totals.setdefault(str(site), [0, 0])
+        counts[0] += 1
+        counts[1] += device_id in online
+    return [(site, n, up) for site, (n, up) in sorted(totals.items())]
+
+
+def count_kiosks(conn: Connection, sites: Sites) -> int:
+    where, params = _site_filter(sites, "site")
+    row = conn.execute(
+        "SELECT COUNT(*) FROM devices WHERE status <> 'revoked'" + where, params
+    ).fetchone()
+    return int(row[0])
+
+
 def site_names(conn: Connection) -> list[str]:
     """Every site with a kiosk (what an admin picks from)."""
     rows = conn.execute("SELECT DISTINCT site FROM devices ORDER BY site").fetchall()

@@ -18,7 +18,7 @@ import contextlib
 import msgspec
 from aiohttp import web
 
-from server.accounts.principal import Principal, current_user
+from server.accounts.principal import Principal, current_user, require_site
 from server.events import EVENTS, Event
 from server.events.views import KEEPALIVE_S
 from server.http.middleware import json_error
@@ -30,19 +30,24 @@ PATH = "/v1/guard/events"
 INTERNAL = frozenset({"command"})
 
 
-def visible(user: Principal, event: Event) -> bool:
-    """Whether ``user`` may see ``event``."""
+def visible(user: Principal, event: Event, only: str | None = None) -> bool:
+    """Whether ``user`` may see ``event`` (of site ``only``, when given)."""
     if event.kind in INTERNAL:
         return False
-    if event.kind == "dropped" or user.all_sites:
+    if event.kind == "dropped":
         return True
     site = event.data.get("site")
-    return isinstance(site, str) and user.sees_site(site)
+    if only is not None:
+        return site == only
+    return user.all_sites or (isinstance(site, str) and user.sees_site(site))
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """The events of the caller's sites, as they happen."""
     user = current_user(request)
+    only = request.query.get("site") or None
+    if only is not None:
+        require_site(user, only)
     bus = request.app.get(EVENTS)
     if bus is None:
         raise json_error(web.HTTPServiceUnavailable, "unavailable", "no event bus")
@@ -65,7 +70,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 continue
             except StopAsyncIteration:
                 break
-            if visible(user, event):
+            if visible(user, event, only):
                 await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
@@ -81,5 +86,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Live events of the caller's sites (server-sent events): kiosk up/down/health, taps,"
         " alerts, command acknowledgements",
         media_type="text/event-stream",
+        query=(("site", "only this site's events (a guard: one of the assigned sites)"),),
+        errors=(403,),
     ),
 )

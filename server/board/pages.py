@@ -21,12 +21,14 @@ from aiohttp import web
 
 from server.accounts import login, users, websession
 from server.accounts.principal import USER, Principal
-from server.appkeys import DATABASE
+from server.appkeys import CLOCK, DATABASE
 from server.board import api, kiosks, texts
 from server.board.kiosks import BOARD_TZ
 
 LOGIN = "/board/login"
 STATIC_ROUTE = "board-static"
+#: More kiosks than this on one page: the board lists sites first (an admin's whole fleet).
+MAX_CARDS = 300
 OUTCOMES = ("pass", "check", "nat_expired", "invalid_credential")
 
 
@@ -58,6 +60,7 @@ def _context(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
         "csrf": websession.csrf_token(token) if token and user else "",
         "outcomes": OUTCOMES,
         "failed": False,
+        "site": "",
         "asset": lambda name: str(request.app.router[STATIC_ROUTE].url_for(filename=name)),
         **values,
     }
@@ -102,13 +105,24 @@ def totals(today: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 async def board(request: web.Request) -> web.Response:
-    """``/board/``: every kiosk of the person's sites, per site and gate, live."""
+    """``/board/``: every kiosk of the person's sites (or of ``?site=``), per site and gate,
+    live; beyond :data:`MAX_CARDS` kiosks, a list of sites to choose from."""
     user = person(request)
+    try:
+        sites = api.scope(request, user)
+    except web.HTTPException as exc:
+        return render(request, "error.html", "error", status=exc.status, code=exc.status)
+    db = request.app[DATABASE]
+    chosen = request.query.get("site", "")
+    if not chosen and await db.run(kiosks.count_kiosks, sites) > MAX_CARDS:
+        summary = await db.run(kiosks.site_summary, sites, request.app[CLOCK]())
+        return render(request, "sites.html", "board", summary=summary)
     state = await api.board_state(request, user)
     return render(
         request,
         "board.html",
         "board",
+        site=chosen,
         groups=by_site_and_gate(state["kiosks"]),
         today=state["today"],
         totals=totals(state["today"]),

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from server.board import pages
 from server.board.models import KioskDetail, KioskList, check
 from server.events import EVENTS, publish
 from server.storage.db import connect, transaction
@@ -239,3 +240,31 @@ async def test_repeated_wrong_passwords_are_throttled_in_words(
     assert statuses[0] == 401 and statuses[-1] == 429, statuses
     page = await client.post("/board/login", data={"username": "guard-a", "password": "x"})
     assert page.status == 429 and "尝试次数过多" in await page.text()
+
+
+async def test_one_site_by_query_and_never_another_guards(client: Client, scene: Scene) -> None:
+    boss, guard = await as_user(client, "boss"), await as_user(client, "guard-a")
+    resp = await client.get("/v1/guard/kiosks?site=site-b", headers=boss)
+    assert [k["serial"] for k in (await resp.json())["kiosks"]] == ["SN-B1"]
+    for path in ("/v1/guard/kiosks?site=site-b", "/v1/guard/events?site=site-b"):
+        assert (await client.get(path, headers=guard)).status == 403
+    await log_in(client, "guard-a")
+    page = await client.get("/board/?site=site-b")
+    assert page.status == 403 and "SN-B1" not in await page.text()
+    mine = await client.get("/board/?site=site-a")
+    assert mine.status == 200 and 'data-site="site-a"' in await mine.text()
+
+
+async def test_a_fleet_too_big_for_one_page_lists_its_sites(
+    client: Client, scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "MAX_CARDS", 2)
+    await beat(client, scene, scene.a1)
+    await log_in(client, "boss")
+    text = await (await client.get("/board/")).text()
+    assert "SN-A1" not in text
+    a = text.index('href="/board/?site=site-a">site-a</a></td><td>2</td><td>1</td>')
+    b = text.index('href="/board/?site=site-b">site-b</a></td><td>1</td><td>0</td>')
+    assert a < b  # kiosks and online per site, in site order
+    one_site = await (await client.get("/board/?site=site-a")).text()
+    assert "SN-A1" in one_site and "SN-B1" not in one_site

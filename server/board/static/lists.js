@@ -24,7 +24,7 @@ export function alerts(tbody) {
     document.getElementById("no-alerts").hidden = found.length > 0;
   };
   document.addEventListener("board-event", (e) => {
-    if (e.detail.kind.startsWith("alert_")) reload();
+    if (e.detail.kind.startsWith("alert_")) reload().catch(() => {}); // next event retries
   });
   return reload();
 }

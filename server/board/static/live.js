@@ -14,11 +14,15 @@ function refresh(id) {
   if (!card(id) || waiting.has(id)) return;
   waiting.set(id, setTimeout(async () => {
     waiting.delete(id);
-    const response = await fetch(`/board/kiosks/${encodeURIComponent(id)}/card`);
-    if (!response.ok) return;
-    const html = new DOMParser().parseFromString(await response.text(), "text/html");
-    const fresh = html.querySelector("article.kiosk");
-    if (fresh && card(id)) card(id).replaceWith(fresh);
+    try {
+      const response = await fetch(`/board/kiosks/${encodeURIComponent(id)}/card`);
+      if (!response.ok) return;
+      const html = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = html.querySelector("article.kiosk");
+      if (fresh && card(id)) card(id).replaceWith(fresh);
+    } catch {
+      // the server is away: the stream's reconnection reloads the page
+    }
   }, 150));
 }
 
@@ -61,7 +65,8 @@ function handle(event) {
 /** Listen; after a broken stream the page reloads once it reconnects (events were missed). */
 export function listen() {
   const badge = document.getElementById("live");
-  const source = new EventSource("/v1/guard/events");
+  const site = document.body.dataset.site;
+  const source = new EventSource(`/v1/guard/events${site ? `?site=${encodeURIComponent(site)}` : ""}`);
   let broken = false;
   source.addEventListener("open", () => {
     if (broken) location.reload();
