@@ -13,9 +13,21 @@ the board (one host, one clock).
 Reported: kiosks held (and what refused the others), the server workers' memory (RSS and
 PSS from /proc) before and after the kiosks connected → KiB per kiosk connection, the same
 for the boards, event latency p50/p99/max over every board delivery (target p99 ≤ 2 s),
-deliveries missing (``dropped``), and in the same run a bare baseline: as many idle plain
-aiohttp WebSockets on a server doing nothing else (bench/boardfanout_bare.py), so the
-memory per connection has a floor to be compared with.
+deliveries missing (``dropped``), and in the same run two baselines: the same taps to the
+same boards before any kiosk connected (what the held sockets add to the latency, under the
+same machine load), and as many idle plain aiohttp WebSockets on a server doing nothing else
+(bench/boardfanout_bare.py), a floor for the memory per connection.
+
+The machine is shared (other processes, PostgreSQL, the bench's own clients), so each tap
+phase also reports the server workers' CPU, how long their threads waited for a CPU
+(``/proc/…/schedstat``: the machine's share of the latency), their event loops' lag (a probe
+in the bench's server wrapper) and the load average; ``--profile`` adds a py-spy of each
+worker.
+
+The shipped limits admit fewer: ``[limits] device_inflight`` (4,096 per worker) counts each
+held socket and board stream as a request in flight, and the event bus serves at most 64
+streams per worker. ``--config`` (a TOML with ``[limits] device_inflight``) and
+``--max-streams`` lift them to measure the fan-out itself.
 
 Set-up, as bench/fleet_load.py: the fleet is registered with its own keys and session tokens
 minted in bulk (bench/fleetload_setup.py); the boards' people are made in the database with
@@ -27,6 +39,7 @@ itself, plus the command channel and guard stream routes while server/app.py doe
 them.
 
     .venv/bin/python bench/board_fanout.py                                  # the city
+    .venv/bin/python bench/board_fanout.py --config limits.toml --max-streams 256 --profile
     .venv/bin/python bench/board_fanout.py --kiosks 2000 --boards 50 --seconds 10
 
 The last line printed is the JSON summary.
@@ -92,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-streams", type=int, help="event streams per worker (bus ceiling)")
     parser.add_argument("--config", help="server TOML configuration (e.g. [limits])")
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare baseline")
+    parser.add_argument(
+        "--no-empty-phase", action="store_true", help="skip the taps before the kiosks connect"
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy each worker while the taps run"
     )
@@ -172,6 +188,10 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
         accounts.real_logins(url, boards, args.logins)
         pids = worker_pids(server)
         idle = memory_kib(pids)
+        empty = None
+        if not args.no_empty_phase:  # the same taps and boards with no kiosk socket held
+            empty = fan_out(args, url, fleet, boards, (pids, []), tmp, "empty")
+            print(f"  without kiosks: {phase_line(empty)}", flush=True)
         started = time.perf_counter()
         children = hold_kiosks(
             url + "/v1/device/ws",
@@ -192,7 +212,8 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
             flush=True,
         )
         client_pids = [child.proc.pid for child in children]
-        events = fan_out(args, url, fleet, boards, (pids, client_pids), tmp)
+        events = fan_out(args, url, fleet, boards, (pids, client_pids), tmp, "held")
+        print(f"  with the kiosks: {phase_line(events)}", flush=True)
         still = [child.stop("still_open") for child in children]
         close_codes: dict[str, int] = {}
         for answer in still:
@@ -214,6 +235,7 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
             "kib_per_kiosk": kib_per(idle, with_kiosks, held),
             "kib_per_board": kib_per(with_kiosks, with_boards, events["boards"]),
             **events,
+            "without_kiosks": empty,
         }
     finally:
         stop_group(server)
@@ -230,9 +252,11 @@ def fan_out(
     boards: list[accounts.Board],
     watched: tuple[list[int], list[int]],
     tmp: Path,
+    tag: str,
 ) -> dict[str, Any]:
     """Open the boards, tap, collect what every board received; the delivery figures.
-    ``watched``: the server workers' and the kiosk clients' pids (their CPU is reported)."""
+    ``watched``: the server workers' and the kiosk clients' pids (their CPU is reported);
+    ``tag`` names the phase (its taps' ids; only the ``held`` phase is profiled)."""
     pids, client_pids = watched
     watcher = Child(
         "boardfanout_boards.py",
@@ -250,7 +274,7 @@ def fan_out(
         client0 = setup.process_cpu_s(client_pids)
         spies = [
             (pid, profile(pid, args.seconds, tmp / f"spy-{pid}.txt"))
-            for pid in (pids if args.profile else [])
+            for pid in (pids if args.profile and tag == "held" else [])
         ]
         taps = Child(
             "boardfanout_taps.py",
@@ -260,7 +284,7 @@ def fan_out(
                 "ids": [fleet.ids[i] for i in people],
                 "rate": args.rate,
                 "seconds": args.seconds,
-                "run": f"bf{os.getpid()}",
+                "run": f"bf{os.getpid()}{tag}",
             },
         )
         sent = taps.wait_for("sent", args.seconds + 120)
@@ -299,6 +323,15 @@ def fan_out(
         "streams_ended_early": received["ended_early"],
         **figures,
     }
+
+
+def phase_line(figures: dict[str, Any]) -> str:
+    """One phase's deliveries and latency in a line, with the machine's share of blame."""
+    return (
+        f"delivered {figures['delivered']}/{figures['expected']}, latency {figures['latency']}"
+        f", server threads ran/waited for a CPU {figures['server_threads_ran_waited_per_s']}"
+        f" s/s, loop lag {figures['server_loop_lag']}, load {figures['loadavg_1m_during_taps']}"
+    )
 
 
 def bare_phase(count: int, workers: int, clients: int, concurrency: int) -> dict[str, Any]:
@@ -353,6 +386,9 @@ def summary(result: dict[str, Any], bare: dict[str, Any] | None) -> dict[str, An
         "delivered": result["delivered"],
         "dropped": result["dropped"],
     }
+    empty = result.get("without_kiosks")
+    if empty is not None:
+        out["event_p99_ms_without_kiosks"] = empty["latency"]["p99_ms"]
     if bare is not None:
         out["bare_rss_per_socket_kib"] = bare["kib_per_socket"]["rss"]
         base = bare["kib_per_socket"]["rss"]

@@ -94,4 +94,5 @@ def test_the_bench_runs_at_a_tiny_scale(pg_cluster: PgCluster) -> None:
     # 10 taps from kiosks 0-9 (sites 0-9): the admin sees all, site-00's and site-01's guard one
     assert (summary["delivered"], summary["dropped"]) == (12, 0)
     assert not math.isnan(summary["event_p99_ms"])
+    assert not math.isnan(summary["event_p99_ms_without_kiosks"])  # the same taps, no sockets
     assert summary["bare_rss_per_socket_kib"] is not None
