@@ -206,13 +206,14 @@ async def read_events(client: Client, headers: dict[str, str], count: int) -> li
 
 async def test_the_event_stream_holds_the_callers_sites_only(client: Client, scene: Scene) -> None:
     guard, admin = await as_user(client, "guard-a"), await as_user(client, "boss")
+    app = client.app
+    assert app is not None
+    before = app[EVENTS].subscribers  # the server's own listeners (command relay, ...)
     readers = [
         asyncio.create_task(read_events(client, guard, 2)),
         asyncio.create_task(read_events(client, admin, 3)),
     ]
-    app = client.app
-    assert app is not None
-    while not _subscribers(app, 2):
+    while not _subscribers(app, before + 2):
         await asyncio.sleep(0.01)
     publish(app, "tap", device_id=scene.b1.device_id, site="site-b", outcome="pass")
     publish(app, "kiosk_down", device_id=scene.a1.device_id, site="site-a", gate="gate-1")

@@ -38,6 +38,7 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "board.png"
 #: Waits for what the page shows: generous for a loaded CI machine; a page that is right
 #: passes at once.
 WAIT_MS = 15_000
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def log_in(page: Page, live: Live, username: str) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live.url}/board/")
-    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)  # the event stream is open
+    expect(page.locator("#live")).to_be_visible()  # the event stream is open
 
 
 def card(page: Page, device_id: str):  # type: ignore[no-untyped-def]
@@ -158,13 +159,13 @@ def test_a_tap_appears_live_and_the_screenshot(page: Page, scene: Scene) -> None
     person = scene.people["pass"][0]
     assert scene.kiosk.tap(person) == "pass"
     masked = person[:4] + "*" * 10 + person[-4:]
-    expect(page.locator("#taps tr").first).to_contain_text(masked, timeout=WAIT_MS)
+    expect(page.locator("#taps tr").first).to_contain_text(masked)
     expect(kiosk.locator("[data-count=pass] b")).to_have_text("1")
     expect(page.locator("[data-total=pass] b")).to_have_text("3")  # 2 uploaded + this one
     expect(kiosk.locator("[data-field=last_tap]")).to_contain_text("通行")
     other = scene.people["check"][0]
     assert scene.kiosk.tap(other) == "check"
-    expect(page.locator("#taps tr").first).to_contain_text(other[-4:], timeout=WAIT_MS)
+    expect(page.locator("#taps tr").first).to_contain_text(other[-4:])
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
@@ -181,7 +182,7 @@ def test_a_kiosk_going_offline_appears(
     kiosk = card(page, scene.kiosk.bundle.device_id)
     expect(kiosk).to_have_class("kiosk up")
     scene.kiosk.stop()
-    expect(kiosk).to_have_class("kiosk down", timeout=WAIT_MS)
+    expect(kiosk).to_have_class("kiosk down")
     expect(kiosk.locator("[data-field=online]")).to_have_text("离线")
 
 
@@ -203,16 +204,16 @@ def test_the_remote_gate_opens_the_relay_and_is_journalled(page: Page, scene: Sc
     log_in(page, scene.live, "guard-a")
     device_id = scene.kiosk.bundle.device_id
     page.goto(f"{scene.live.url}/board/kiosks/{device_id}")
-    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#live")).to_be_visible()
     relay = scene.kiosk.pins.pin(RELAY)
     before = len(relay.states)
     page.fill("#gate-form input[name=reason]", "送货车辆")
     page.click("#gate-form button[type=submit]")
-    expect(page.locator("#gate-result")).to_contain_text("终端已确认开闸", timeout=WAIT_MS)
+    expect(page.locator("#gate-result")).to_contain_text("终端已确认开闸")
     assert True in [s.state for s in relay.states[before:]]
     expect(page.locator("#gate-form input[name=reason]")).to_have_value("")
     page.click("#commands button[data-command=speak_test]")
-    expect(page.locator("#command-result")).to_contain_text("终端已确认", timeout=WAIT_MS)
+    expect(page.locator("#command-result")).to_contain_text("终端已确认")
     guard_events = scene.live.wait_for_rows(
         "SELECT detail FROM audit_events WHERE device_id = ? AND kind = 'guard'", (device_id,)
     )
@@ -227,7 +228,7 @@ def test_the_gate_of_a_kiosk_without_a_link_is_refused_in_words(page: Page, scen
     page.fill("#gate-form input[name=reason]", "测试")
     page.click("#gate-form button[type=submit]")
     result = page.locator("#gate-result")
-    expect(result).to_contain_text("失败", timeout=WAIT_MS)
+    expect(result).to_contain_text("失败")
     expect(result).to_contain_text("no live connection")  # 409 offline, not 403 csrf
     expect(result).to_have_class("fault")
 
@@ -239,7 +240,7 @@ def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:
     page.fill("#lookup-form input[name=id_number]", person)
     page.click("#lookup-form button[type=submit]")
     outcome = page.locator("#lookup-outcome")
-    expect(outcome).to_contain_text("核查", timeout=WAIT_MS)
+    expect(outcome).to_contain_text("核查")
     expect(outcome).to_contain_text(person[-4:])
     assert person not in page.content()  # masked on screen, and the field was cleared
     result = page.locator("#lookup-result")
@@ -256,7 +257,7 @@ def test_an_admin_looks_up_at_a_chosen_site(page: Page, scene: Scene) -> None:
     page.select_option("#lookup-form select[name=site]", "site-b")
     page.fill("#lookup-form input[name=id_number]", scene.people["pass"][0])
     page.click("#lookup-form button[type=submit]")
-    expect(page.locator("#lookup-outcome")).to_contain_text("pass", timeout=WAIT_MS)
+    expect(page.locator("#lookup-outcome")).to_contain_text("pass")
 
 
 def test_the_audit_trail_pages_with_more(page: Page, scene: Scene) -> None:
@@ -264,7 +265,7 @@ def test_the_audit_trail_pages_with_more(page: Page, scene: Scene) -> None:
     log_in(page, scene.live, "guard-a")
     page.click("nav a[href='/board/audit']")
     rows = page.locator("#events tr")
-    expect(rows.first).to_be_visible(timeout=WAIT_MS)
+    expect(rows.first).to_be_visible()
     page.select_option("select[name=limit]", "10")
     page.fill("input[name=device]", scene.a3.device_id)
     page.click("#audit-form button[type=submit]")
@@ -295,17 +296,17 @@ def alerts_hooked() -> bool:
 def test_a_reader_unplug_raises_an_alert_a_guard_acknowledges(page: Page, scene: Scene) -> None:
     log_in(page, scene.live, "guard-a")
     page.click("nav a[href='/board/alerts']")
-    expect(page.locator("#live")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#live")).to_be_visible()
     device_id = scene.kiosk.bundle.device_id
     alert = page.locator("#alerts tr", has_text=device_id).filter(has_text="读卡器故障")
     expect(alert).to_have_count(0)
     scene.kiosk.sim.stop()  # the reader's cable is pulled
     if not alerts_hooked():  # until the server's heartbeat calls the rules itself
         scene.live.call(hand_heartbeat_to_alerts(scene))
-    expect(alert).to_have_count(1, timeout=WAIT_MS)
+    expect(alert).to_have_count(1)
     alert.locator("input[name=note]").fill("已重新插好读卡器")
     alert.locator("button[type=submit]").click()
-    expect(alert).to_contain_text("已确认", timeout=WAIT_MS)
+    expect(alert).to_contain_text("已确认")
     expect(alert).to_contain_text("guard-a")
     page.goto(f"{scene.live.url}/board/")
     expect(card(page, device_id).locator("[data-field=reader]")).to_have_text("故障")
