@@ -32,13 +32,13 @@ from server.http.middleware import json_error
 from server.http.operations import Operation
 
 
-class GateRequest(msgspec.Struct, forbid_unknown_fields=True):
+class GateRequest(msgspec.Struct):
     """Why the gate is opened by hand (kept in the kiosk's audit journal)."""
 
     reason: Annotated[str, Meta(min_length=1, max_length=200)]
 
 
-class CommandRequest(msgspec.Struct, forbid_unknown_fields=True):
+class CommandRequest(msgspec.Struct):
     """A command without arguments."""
 
     command: Literal["config_reload", "speak_test"]

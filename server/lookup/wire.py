@@ -25,7 +25,7 @@ Status = Literal["ok", "missing", "error"]
 Origin = Literal["local", "upstream"]
 
 
-class LookupRequest(Struct, forbid_unknown_fields=True, kw_only=True):
+class LookupRequest(Struct, kw_only=True):
     """Exactly one of ``id_number`` and ``phone``. ``site``: which site's policy decides
     (required for an admin or a guard of several sites; a guard's only site otherwise).
     ``lang``: the language of the recovery texts."""

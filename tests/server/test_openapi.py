@@ -35,7 +35,12 @@ def test_every_operation_is_documented_with_its_models() -> None:
     assert schemes["deviceSession"]["scheme"] == schemes["adminToken"]["scheme"] == "bearer"
     for op in OPERATIONS:
         item = doc["paths"][spec_path(op.path)][op.method.lower()]
-        security = {"none": [], "device": [{"deviceSession": []}], "admin": [{"adminToken": []}]}
+        security = {
+            "none": [],
+            "device": [{"deviceSession": []}],
+            "admin": [{"adminToken": []}],
+            "user": [{"userToken": []}, {"boardSession": []}],
+        }
         assert item["security"] == security[op.auth], op.path
         if op.request is not None:
             ref = item["requestBody"]["content"]["application/json"]["schema"]["$ref"]
