@@ -27,7 +27,9 @@ worker.
 The shipped limits admit fewer: ``[limits] device_inflight`` (4,096 per worker) counts each
 held socket and board stream as a request in flight, and the event bus serves at most 64
 streams per worker. ``--config`` (a TOML with ``[limits] device_inflight``) and
-``--max-streams`` lift them to measure the fan-out itself.
+``--max-streams`` lift them to measure the fan-out itself; ``--lift-limits`` does both
+(``device_inflight`` 1,000,000; streams per worker: the boards and 16 more, for the
+server's own subscribers such as the command hub).
 
 Set-up, as bench/fleet_load.py: the fleet is registered with its own keys and session tokens
 minted in bulk (bench/fleetload_setup.py); the boards' people are made in the database with
@@ -39,7 +41,7 @@ itself, plus the command channel and guard stream routes while server/app.py doe
 them.
 
     .venv/bin/python bench/board_fanout.py                                  # the city
-    .venv/bin/python bench/board_fanout.py --config limits.toml --max-streams 256 --profile
+    .venv/bin/python bench/board_fanout.py --lift-limits --profile
     .venv/bin/python bench/board_fanout.py --kiosks 2000 --boards 50 --seconds 10
 
 The last line printed is the JSON summary.
@@ -104,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait after taps")
     parser.add_argument("--max-streams", type=int, help="event streams per worker (bus ceiling)")
     parser.add_argument("--config", help="server TOML configuration (e.g. [limits])")
+    parser.add_argument(
+        "--lift-limits",
+        action="store_true",
+        help="[limits] device_inflight and the streams per worker out of the way",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare baseline")
     parser.add_argument(
         "--no-empty-phase", action="store_true", help="skip the taps before the kiosks connect"
@@ -176,6 +183,11 @@ def server_phase(args: argparse.Namespace, database: str, tmp: Path) -> dict[str
         f"{time.perf_counter() - started:.1f} s",
         flush=True,
     )
+    if args.lift_limits:
+        lifted = tmp / "limits.toml"
+        lifted.write_text("[limits]\ndevice_inflight = 1000000\n")
+        args.config = args.config or str(lifted)
+        args.max_streams = args.max_streams or args.boards + 16  # the hub subscribes too
     port = setup.free_port()
     extra = [
         *(["--max-streams", str(args.max_streams)] if args.max_streams else []),
