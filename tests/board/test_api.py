@@ -269,3 +269,11 @@ async def test_a_fleet_too_big_for_one_page_lists_its_sites(
     assert a < b  # kiosks and online per site, in site order
     one_site = await (await client.get("/board/?site=site-a")).text()
     assert "SN-A1" in one_site and "SN-B1" not in one_site
+
+
+async def test_an_auditor_reads_but_is_offered_no_action(client: Client, scene: Scene) -> None:
+    await log_in(client, "reader")
+    board = await (await client.get("/board/")).text()
+    assert "SN-A1" in board and "SN-B1" in board and "/board/lookup" not in board
+    kiosk = await (await client.get(f"/board/kiosks/{scene.a1.device_id}")).text()
+    assert "SN-A1" in kiosk and "gate-form" not in kiosk

@@ -9,7 +9,7 @@ const page = document.body.dataset.page;
 const find = (id) => document.getElementById(id);
 
 if (page !== "login" && page !== "error") listen();
-if (page === "kiosk") {
+if (page === "kiosk" && find("gate-form")) {
   gate(find("gate-form"));
   commands(find("commands"));
 }
