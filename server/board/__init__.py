@@ -17,7 +17,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from server.board import api, live, pages
+from server.board import api, live, pages, render
 from server.http.operations import Operation
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +34,8 @@ def setup(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(default=True),
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["clock"] = pages.clock
+    env.filters["clock"] = render.clock
     app.router.add_routes(pages.ROUTES)
     app.router.add_static(
-        STATIC_PREFIX, HERE / "static", name=pages.STATIC_ROUTE, append_version=True
+        STATIC_PREFIX, HERE / "static", name=render.STATIC_ROUTE, append_version=True
     )

@@ -187,6 +187,8 @@ async def test_language_zh_by_default_english_on_request_and_remembered(
     english = await client.get("/board/?lang=en")
     assert '<html lang="en">' in await english.text() and "Recent taps" in await english.text()
     assert '<html lang="en">' in await (await client.get("/board/alerts")).text()
+    one_site = await (await client.get("/board/?site=site-a")).text()
+    assert 'href="/board/?site=site-a&amp;lang=zh-CN"' in one_site  # switching keeps the site
 
 
 async def read_events(client: Client, headers: dict[str, str], count: int) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.board.kiosks import day_start, health_of
-from server.board.pages import by_site_and_gate, clock
+from server.board.pages import by_site_and_gate
+from server.board.render import clock
 from tests.board.support import status
 
 
