@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from server import commands
+from server import board, commands
 from server.accounts import admin_users
 from server.accounts import login as accounts_login
 from server.alerts import hooks as alerts
@@ -66,6 +66,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *lookup_views.OPERATIONS,
     *commands.OPERATIONS,
     *audit_read_views.OPERATIONS,
+    *board.OPERATIONS,
     *alert_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
@@ -167,4 +168,5 @@ def create_app(
     app.cleanup_ctx.append(alerts.alerts_ctx)  # after the bus: it publishes on it
     app.on_shutdown.append(end_streams)  # open event streams end before handlers are awaited
     app.add_routes(ROUTES)
+    board.setup(app)  # the guard board's pages and static files (not part of the API)
     return app

@@ -21,6 +21,9 @@ from server.http.middleware import json_error
 from server.http.operations import Operation
 
 KEEPALIVE_S = 15.0
+#: Events between server processes only: a relayed command holds a signed order for a kiosk,
+#: which no browser or script needs to see.
+PRIVATE_KINDS = frozenset({"command"})
 PATH = "/v1/admin/events"
 
 
@@ -48,6 +51,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 continue
             except StopAsyncIteration:
                 break
+            if event.kind in PRIVATE_KINDS:
+                continue
             await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
         with contextlib.suppress(ConnectionError):
             await response.write_eof()

@@ -26,9 +26,7 @@ BOARD_PREFIX = "/board"
 
 
 @web.middleware
-async def security_headers_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Add :data:`HEADERS` to every answer under ``/board``, errors included."""
     if not request.path.startswith(BOARD_PREFIX):
         return await handler(request)

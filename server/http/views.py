@@ -92,8 +92,11 @@ async def verify(request: web.Request) -> web.Response:
         "tap",
         device_id=device.device_id,
         site=device.site,
+        gate=device.gate,
         outcome=result.decision.outcome,
         masked_id=result.masked_id,
+        reasons=list(result.decision.reasons),
+        offline=False,
     )
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
 
@@ -147,6 +150,8 @@ async def audit_upload(request: web.Request) -> web.Response:
     await alerts.observe_audit(
         request.app, device, list(result.chain_breaks), list(result.conflicts), invalid
     )
+    if result.stored and not result.duplicates:
+        _publish_offline_taps(request, events)
     if result.chain_breaks or result.conflicts:
         publish(
             request.app,
@@ -157,6 +162,28 @@ async def audit_upload(request: web.Request) -> web.Response:
             conflicts=len(result.conflicts),
         )
     return json_response(result.to_json())
+
+
+def _publish_offline_taps(request: web.Request, events: list[audit.AuditEvent]) -> None:
+    """Taps a kiosk decided on its own (server unreachable) reach the board when their
+    audit events arrive: the live view's only news of them."""
+    device = request[DEVICE]
+    for event in events:
+        if event.kind != "decision" or not event.offline:
+            continue
+        detail = json.loads(event.detail_json)
+        reasons = detail.get("reasons") if isinstance(detail, dict) else None
+        publish(
+            request.app,
+            "tap",
+            device_id=device.device_id,
+            site=device.site,
+            gate=device.gate,
+            outcome=event.outcome,
+            masked_id=event.masked_id,
+            reasons=reasons if isinstance(reasons, list) else [],
+            offline=True,
+        )
 
 
 async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str, dict[str, Any]]:
