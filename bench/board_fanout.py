@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--hold-seconds", type=float, default=10.0, help="window for the CPU of holding"
     )
-    parser.add_argument("--drain", type=float, default=3.0, help="seconds to wait after taps")
+    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait after taps")
     parser.add_argument("--max-streams", type=int, help="event streams per worker (bus ceiling)")
     parser.add_argument("--config", help="server TOML configuration (e.g. [limits])")
     parser.add_argument(
