@@ -157,6 +157,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[LOGIN_THROTTLE] = LoginThrottle(config.limits)
+    app[device_views.HEALTH_SEEN] = {}
     if source_factory is not None:
         app[SOURCE_FACTORY] = source_factory
     app[CLOCK] = clock or views.now_utc

@@ -18,8 +18,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
 
-from server.alerts import rules
 from server.events import presence
+from server.fleet.health import health_of
 from server.storage.connection import Connection
 
 BOARD_TZ: Final = timezone(timedelta(hours=8), "CST")
@@ -40,47 +40,6 @@ def _site_filter(sites: Sites, column: str) -> tuple[str, list[Any]]:
     if not sites:
         return " AND 1 = 0", []
     return f" AND {column} IN ({', '.join('?' for _ in sites)})", list(sites)
-
-
-def _parts(status: dict[str, Any]) -> dict[str, str]:
-    """Reader, camera and audio by the alert rules' verdicts (server/alerts/rules.py), so the
-    board and the alerts never disagree: ``ok``, ``fault``, or ``absent`` (none reported)."""
-    verdicts = {**rules.source_verdicts(status), **rules.audio_verdict(status)}
-    sources = [s for s in (status.get("reader"), *(status.get("sources") or ())) if s]
-    cameras = [s for s in sources if isinstance(s, dict) and ("frames" in s or "fps" in s)]
-    fitted = {
-        "reader": len(sources) > len(cameras),
-        "camera": bool(cameras),
-        "audio": "audio_fault" in verdicts,
-    }
-    return {
-        part: "absent" if not fitted[part] else "fault" if verdicts.get(f"{part}_fault") else "ok"
-        for part in ("reader", "camera", "audio")
-    }
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def health_of(heartbeat: str | None, skew_s: float | None) -> dict[str, Any]:
-    """The board's health summary of a kiosk's last heartbeat (device/agent.py status())."""
-    try:
-        status = _dict(json.loads(heartbeat) if heartbeat else None)
-    except ValueError:
-        status = {}
-    journal, circuit = _dict(status.get("journal")), _dict(status.get("circuit"))
-    return {
-        **_parts(status),
-        "clock_trusted": status.get("clock_trusted"),
-        "clock_skew_s": skew_s,
-        "circuit": circuit.get("state"),
-        "journal_backlog": status.get("journal_pending"),
-        "journal_full": bool(journal.get("full")),
-        "journal_lost": journal.get("lost", 0),
-        "version": status.get("version"),
-        "uptime_s": status.get("uptime_s"),
-    }
 
 
 _KIOSKS = (

@@ -31,6 +31,8 @@ from server.errors import EnrolRefused
 from server.events import presence, publish
 from server.fleet import pass_claims, sessions
 from server.fleet import registry as fleet
+from server.fleet.devices import Device
+from server.fleet.health import NEWS_KEYS, health_from
 from server.fleet.sessions import (
     DeviceState,
     claim_nonce,
@@ -249,7 +251,32 @@ async def heartbeat(request: web.Request) -> web.Response:
     if back:  # announced down, maybe by another process: its offline alert clears now
         await alerts.observe_presence(request.app, device.device_id, device.site, device.gate, True)
     await alerts.observe_heartbeat(request.app, device, status)
+    _publish_health_news(request.app, device, status)
     return views.json_response(msgspec.to_builtins(answer))
+
+
+#: Per process: the last health news published per kiosk (a few bytes each).
+HEALTH_SEEN = web.AppKey("health_seen", dict[str, tuple[Any, ...]])
+
+
+def _publish_health_news(app: web.Application, device: Device, status: dict[str, Any]) -> None:
+    """``kiosk_health`` when a kiosk's reader, camera, audio, clock, circuit, journal or
+    version changed since this process last heard it (not on every heartbeat: 21,390 kiosks
+    beat every 30 s, and a board needs news, not the beat)."""
+    health = health_from(status, None)
+    news = tuple(health[key] for key in NEWS_KEYS)
+    seen = app.get(HEALTH_SEEN)
+    if seen is None or seen.get(device.device_id) == news:
+        return
+    seen[device.device_id] = news
+    publish(
+        app,
+        "kiosk_health",
+        device_id=device.device_id,
+        site=device.site,
+        gate=device.gate,
+        health={key: health[key] for key in NEWS_KEYS},
+    )
 
 
 def _announce(request: web.Request, back: bool, journal: wire.JournalState | None) -> None:

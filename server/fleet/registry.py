@@ -35,7 +35,6 @@ from core.wire_admin import (
     RowDone,
     RowFailure,
 )
-from server.board.kiosks import health_of
 from server.errors import (
     DeviceNotFound,
     DeviceRevoked,
@@ -45,6 +44,7 @@ from server.errors import (
     SerialExists,
     UnknownSite,
 )
+from server.fleet.health import health_of
 from server.offline.keys import server_public_key, site_key
 from server.storage.connection import Connection
 

@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from server.board.kiosks import day_start, health_of
+from server.board.kiosks import day_start
 from server.board.pages import by_site_and_gate
 from server.board.render import clock
+from server.fleet.health import health_of
 from tests.board.support import status
 
 

@@ -207,3 +207,26 @@ async def test_a_verify_is_a_tap_event_with_the_masked_number_only(
     assert event.data["masked_id"] == (await resp.json())["masked_id"]
     assert people.passing not in json.dumps(event.data)
     app[EVENTS].end_subscriptions()
+
+
+async def test_health_news_is_published_on_change_only(
+    client: TestClient, auth: dict[str, str], device: Any
+) -> None:
+    app: web.Application = client.app
+    sub = app[EVENTS].subscribe()
+    if isinstance(app[EVENTS], PgEventBus):
+        await app[EVENTS].listening()
+    beat = {"boot_id": "b-health-1", "version": "1.0", "reader": {"connected": True}}
+    unplugged = {**beat, "reader": {"connected": False}}
+    for body in (beat, beat, unplugged):
+        assert (await client.post("/v1/heartbeat", json=body, headers=auth)).status == 200
+    news = []
+    while len(news) < 2:
+        event = await next_event(sub)
+        if event.kind == "kiosk_health":
+            news.append(event.data)
+    assert news[0]["health"]["reader"] == "ok" and news[1]["health"]["reader"] == "fault"
+    assert news[1]["site"] == device.site and news[1]["device_id"] == device.device_id
+    # Events keep their order: had the second, unchanged heartbeat been news, it would be
+    # news[1] (reader ok), not the unplug.
+    app[EVENTS].end_subscriptions()
