@@ -39,8 +39,9 @@ EVENT_KINDS = (
 )
 #: Events waiting per subscriber; beyond this the oldest are dropped.
 QUEUE_SIZE = 1000
-#: Streams open at once per process (each holds a queue and a connection).
-MAX_SUBSCRIBERS = 64
+#: Streams open at once per process (each holds a queue and a connection): 200 open boards
+#: land unevenly on the workers, and each process's command hub holds one more.
+MAX_SUBSCRIBERS = 256
 
 
 class Event(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler
 
-import server.fleet.admin as admin_module
+import server.accounts.passwords as passwords_module
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
 from server.http.loginguard import FORGET_S, LoginThrottle
@@ -144,14 +144,14 @@ async def test_four_guessing_clients_do_not_lock_out_the_admin(
     server: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks = 0
-    real = admin_module.password_ok
+    real = passwords_module.password_ok
 
     def counting(stored: str, password: str) -> bool:
         nonlocal checks
         checks += 1
         return real(stored, password)
 
-    monkeypatch.setattr(admin_module, "password_ok", counting)
+    monkeypatch.setattr(passwords_module, "password_ok", counting)
     statuses = [
         (await attempt(server, f"guess-{n}", f"203.0.113.{client}"))[0]
         for n in range(25)
