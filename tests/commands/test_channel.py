@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from provisioning.registry import DeviceBundle
@@ -290,4 +292,19 @@ async def test_a_closed_socket_raises_the_offline_alert_and_a_reconnect_clears_i
     async with asyncio.timeout(10):
         while rows(db_path, sql, device.device_id)[0][0] is None:
             await asyncio.sleep(0.02)
+    await ws.close()
+
+
+async def test_held_sockets_do_not_take_the_device_request_ceiling(
+    aiohttp_client: Any, db_path: Path, config: ServerConfig, auth: dict[str, str], device: Any
+) -> None:
+    """A socket is held for hours: were it counted in flight, a fleet of linked kiosks (more
+    than ``device_inflight``) would have every tap refused with 429."""
+    add_people(db_path)
+    tight = replace(config, limits=msgspec.structs.replace(config.limits, device_inflight=1))
+    client = await aiohttp_client(command_app(tight))
+    ws = await client.ws_connect("/v1/device/ws", headers=auth)
+    await linked(client, device.device_id)
+    beat = await client.post("/v1/heartbeat", json={"boot_id": "b"}, headers=auth)
+    assert beat.status == 200
     await ws.close()
