@@ -16,7 +16,7 @@ from typing import Literal
 import msgspec
 from aiohttp import web
 
-from core.wire_admin import LoginRequest, UserLoginAnswer
+from core.wire_admin import LoginAnswer, LoginRequest, UserLoginAnswer
 from server.accounts import passwords, users, websession
 from server.appkeys import DATABASE, LOGIN_THROTTLE
 from server.http.bodies import read_body
@@ -58,9 +58,8 @@ def refused() -> web.HTTPException:
     )
 
 
-async def login(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/login``: ``{username, password, totp?}`` → a bearer token with the
-    account's role and sites."""
+async def _bearer_token(request: web.Request) -> UserLoginAnswer | web.Response:
+    """Check the body's credentials and issue a bearer token, or the ``429`` to send."""
     body = await read_body(request, LoginRequest)
     verdict = await check_password(request, body.username, body.password, body.totp)
     if isinstance(verdict, float):
@@ -72,8 +71,27 @@ async def login(request: web.Request) -> web.StreamResponse:
         raise refused()
     token, expires = await websession.issue_token(request, body.username, "bearer")
     log.info("%s %s logged in", found[0], body.username)
-    answer = UserLoginAnswer(token, found[0], list(found[1]), expires)
+    return UserLoginAnswer(token, found[0], list(found[1]), expires)
+
+
+def _json(answer: msgspec.Struct) -> web.Response:
     return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/login``: ``{username, password, totp?}`` → a bearer token with the
+    account's role and sites."""
+    answer = await _bearer_token(request)
+    return answer if isinstance(answer, web.Response) else _json(answer)
+
+
+async def admin_login(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/admin/login``: the same login, answered ``{token, expires_at}`` as before
+    roles existed; the token opens ``/v1/admin/*`` only for an admin."""
+    answer = await _bearer_token(request)
+    if isinstance(answer, web.Response):
+        return answer
+    return _json(LoginAnswer(answer.token, answer.expires_at))
 
 
 OPERATIONS: tuple[Operation, ...] = (

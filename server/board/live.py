@@ -12,27 +12,19 @@ kiosk's socket; the board sees ``command_ack``). The board's script opens the st
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-import msgspec
 from aiohttp import web
 
 from server.accounts.principal import Principal, current_user, require_site
-from server.events import EVENTS, Event
-from server.events.views import KEEPALIVE_S
-from server.http.middleware import json_error
+from server.events import Event
+from server.events.views import PRIVATE_KINDS, serve_events
 from server.http.operations import Operation
 
 PATH = "/v1/guard/events"
-#: Kinds that are plumbing between server processes, never for a browser: ``command``
-#: carries a signed command on its way to the process holding the kiosk's socket.
-INTERNAL = frozenset({"command"})
 
 
 def visible(user: Principal, event: Event, only: str | None = None) -> bool:
     """Whether ``user`` may see ``event`` (of site ``only``, when given)."""
-    if event.kind in INTERNAL:
+    if event.kind in PRIVATE_KINDS:
         return False
     if event.kind == "dropped":
         return True
@@ -48,33 +40,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     only = request.query.get("site") or None
     if only is not None:
         require_site(user, only)
-    bus = request.app.get(EVENTS)
-    if bus is None:
-        raise json_error(web.HTTPServiceUnavailable, "unavailable", "no event bus")
-    try:
-        sub = bus.subscribe()
-    except RuntimeError as exc:
-        raise json_error(web.HTTPServiceUnavailable, "overloaded", str(exc)) from exc
-    async with sub:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        await response.write(b": stream open\n\n")
-        iterator = aiter(sub)
-        while True:
-            try:
-                event = await asyncio.wait_for(anext(iterator), KEEPALIVE_S)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            except StopAsyncIteration:
-                break
-            if visible(user, event, only):
-                await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
-    return response
+    return await serve_events(request, lambda event: visible(user, event, only))
 
 
 OPERATIONS: tuple[Operation, ...] = (

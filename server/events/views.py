@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 
-from server.events import EVENTS
+from server.events import EVENTS, Event
 from server.http.middleware import json_error
 from server.http.operations import Operation
 
@@ -27,8 +28,9 @@ PRIVATE_KINDS = frozenset({"command"})
 PATH = "/v1/admin/events"
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
-    """The events of every server process, as they happen."""
+async def serve_events(request: web.Request, keep: Callable[[Event], bool]) -> web.StreamResponse:
+    """Stream the events ``keep`` accepts (never a :data:`PRIVATE_KINDS` one) until the
+    server shuts down; shared by the admin stream and the guards' (server/board/live.py)."""
     bus = request.app.get(EVENTS)
     if bus is None:
         raise json_error(web.HTTPServiceUnavailable, "unavailable", "no event bus")
@@ -51,12 +53,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 continue
             except StopAsyncIteration:
                 break
-            if event.kind in PRIVATE_KINDS:
-                continue
-            await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
+            if event.kind not in PRIVATE_KINDS and keep(event):
+                await response.write(b"data: " + msgspec.json.encode(event) + b"\n\n")
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
     return response
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """The events of every server process, as they happen."""
+    return await serve_events(request, lambda event: True)
 
 
 OPERATIONS: tuple[Operation, ...] = (

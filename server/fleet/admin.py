@@ -41,7 +41,7 @@ from core.wire_admin import (
     TotpSecret,
     TotpState,
 )
-from server.accounts.login import check_password, refused
+from server.accounts.login import admin_login
 from server.accounts.passwords import (
     TOTP,
     TOTP_PENDING,
@@ -49,7 +49,6 @@ from server.accounts.passwords import (
     get_secret,
     put_secret,
 )
-from server.accounts.websession import issue_token
 from server.appkeys import ADMIN, CONFIG, DATABASE, DIRECTORY
 from server.audit import state as audit_state
 from server.errors import BadRequest, FleetError, SerialExists
@@ -58,7 +57,6 @@ from server.fleet.sessions import utc_now
 from server.http.bodies import decode_body, read_body, read_raw
 from server.http.middleware import json_error
 from server.http.operations import Operation
-from server.http.ratelimit import overloaded
 from server.storage.connection import Connection
 from server.storage.db import transaction
 
@@ -106,24 +104,6 @@ async def _in_transaction(request: web.Request, work: Callable[[Connection], T])
         if isinstance(exc, PermissionError):  # a revoked device: final
             raise json_error(web.HTTPConflict, "refused", str(exc)) from exc
         raise BadRequest(str(exc)) from exc
-
-
-async def login(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/admin/login``: ``{username, password, totp?}`` → ``{token, expires_at}``.
-
-    The same check as ``POST /v1/login`` (server/accounts/login.py: throttled per account
-    and source before any password work, with the strikes in the database so every server
-    process counts the same guesses); the token only opens ``/v1/admin/*`` for an admin.
-    """
-    body = await read_body(request, LoginRequest)
-    verdict = await check_password(request, body.username, body.password, body.totp)
-    if isinstance(verdict, float):
-        return overloaded(verdict, "login")
-    if verdict != "ok":
-        raise refused()
-    token, expires = await issue_token(request, body.username, "bearer")
-    log.info("admin %s logged in", body.username)
-    return _answer(LoginAnswer(token, expires))
 
 
 async def totp_begin(request: web.Request) -> web.Response:
@@ -302,7 +282,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST",
         "/v1/admin/login",
-        login,
+        admin_login,
         "none",
         "An admin token for a password",
         request=LoginRequest,
