@@ -41,7 +41,7 @@ def _fleet(args: argparse.Namespace) -> FleetBackend:
     if _remote(args):
         return RemoteFleet(
             args.server_url,
-            admin=args.admin,
+            user=args.admin,
             password=password_source(args.password_file),
             tls_ca=args.tls_ca,
         )

@@ -161,21 +161,29 @@ def server_root(url: str) -> str:
     return url.rstrip("/")
 
 
-class RemoteFleet:
-    """The fleet through the admin API (:mod:`server.fleet.admin`), as an HTTP client."""
+class ApiClient:
+    """A person's HTTP client of the server's API: logs in once, keeps the token per server
+    URL (:class:`TokenStore`, mode 0600), and logs in again once when a kept token is refused.
+    Subclasses name the login route and how the person is named on the command line."""
+
+    #: Where to log in; both routes answer at least ``{token, expires_at}``.
+    LOGIN_PATH = "/v1/login"
+    #: The command-line option naming the person, and how messages call them.
+    USER_OPTION = "--user"
+    WHO = ""
 
     def __init__(
         self,
         url: str,
         *,
-        admin: str | None,
+        user: str | None,
         password: Password,
         tls_ca: str | None = None,
         tokens: TokenStore | None = None,
         timeout_s: float = 120.0,
     ) -> None:
         self.url = server_root(url)
-        self.admin = admin
+        self.user = user
         self.password = password
         self.tokens = tokens or TokenStore()
         self.timeout_s = timeout_s
@@ -186,18 +194,21 @@ class RemoteFleet:
             except (OSError, ssl.SSLError) as exc:
                 raise InvalidField(f"--tls-ca {tls_ca}: {exc}") from exc
 
-    # -- transport ------------------------------------------------------------------------
-
-    def _send(
+    def _request(
         self, method: str, path: str, body: bytes | None, token: str | None
-    ) -> tuple[int, bytes, str]:
-        """(status, body, Retry-After) of one request; a transport failure is Unavailable."""
+    ) -> urllib.request.Request:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
+        return urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
+
+    def _send(
+        self, method: str, path: str, body: bytes | None, token: str | None
+    ) -> tuple[int, bytes, str]:
+        """(status, body, Retry-After) of one request; a transport failure is Unavailable."""
+        request = self._request(method, path, body, token)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._ssl) as r:
                 return r.status, r.read(), ""
@@ -210,27 +221,44 @@ class RemoteFleet:
 
     def _username(self) -> str:
         cached = self.tokens.get(self.url)
-        username = self.admin or (cached.username if cached else None)
+        username = self.user or (cached.username if cached else None)
         if not username:
-            raise LoginFailed(f"no saved admin login for {self.url}: use --admin USER")
+            raise LoginFailed(
+                f"no saved {self.WHO}login for {self.url}: use {self.USER_OPTION} USER"
+            )
         return username
 
     def _login(self, username: str | None = None) -> str:
         username = username or self._username()
         body = msgspec.json.encode(LoginRequest(username, self.password(username)))
-        status, data, retry = self._send("POST", "/v1/admin/login", body, None)
+        status, data, retry = self._send("POST", self.LOGIN_PATH, body, None)
         if status == 401:
-            raise LoginFailed(f"{self.url}: admin login refused: wrong user name or password")
-        answer = self._decode(status, data, retry, LoginAnswer, "/v1/admin/login")
+            raise LoginFailed(f"{self.url}: {self.WHO}login refused: wrong user name or password")
+        if status == 429:
+            raise Unavailable(f"{self.url}: too many logins, retry in {retry or 'a few'} s")
+        if status != 200:
+            raise Unavailable(f"{self.url}{self.LOGIN_PATH}: HTTP {status}")
+        try:
+            answer = msgspec.json.decode(data, type=LoginAnswer)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Unavailable(f"{self.url}{self.LOGIN_PATH}: unexpected answer: {exc}") from exc
         self.tokens.put(self.url, CachedToken(username, answer.token, answer.expires_at))
         return answer.token
 
     def _token(self) -> tuple[str, bool]:
         """A token and whether it was just issued (a refusal then is final)."""
         cached = self.tokens.get(self.url)
-        if cached and cached.usable() and self.admin in (None, cached.username):
+        if cached and cached.usable() and self.user in (None, cached.username):
             return cached.token, False
         return self._login(), True
+
+
+class RemoteFleet(ApiClient):
+    """The fleet through the admin API (:mod:`server.fleet.admin`), as an HTTP client."""
+
+    LOGIN_PATH = "/v1/admin/login"
+    USER_OPTION = "--admin"
+    WHO = "admin "
 
     def _call(self, method: str, path: str, body: msgspec.Struct | None, answer: type[T]) -> T:
         data = None if body is None else msgspec.json.encode(body)

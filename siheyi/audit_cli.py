@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import secrets
-import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -31,7 +30,6 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
-from core.wire_admin import LoginRequest, UserLoginAnswer
 from core.wire_audit import AuditEventOut, AuditEventPage, ChainReport
 from provisioning.errors import (
     DeviceNotFound,
@@ -43,12 +41,11 @@ from provisioning.errors import (
     Unavailable,
 )
 from provisioning.remote import (
-    CachedToken,
+    ApiClient,
     Password,
     TokenStore,
     default_token_file,
     password_source,
-    server_root,
 )
 
 T = TypeVar("T")
@@ -63,8 +60,10 @@ def token_file() -> Path:
     return default_token_file().with_name("user-tokens.json")
 
 
-class AuditApi:
-    """The audit read API as an HTTP client (plain ``urllib``: one request per page)."""
+class AuditApi(ApiClient):
+    """The audit read API as an HTTP client (plain ``urllib``: one request per page), as any
+    person the server knows; its tokens are kept apart from the admin tokens, so an auditor's
+    token is never offered to the admin API."""
 
     def __init__(
         self,
@@ -76,58 +75,14 @@ class AuditApi:
         tokens: TokenStore | None = None,
         timeout_s: float = 120.0,
     ) -> None:
-        self.url = server_root(url)
-        self.user = user
-        self.password = password
-        self.tokens = tokens or TokenStore(token_file())
-        self.timeout_s = timeout_s
-        self._ssl = None
-        if self.url.startswith("https:"):
-            try:
-                self._ssl = ssl.create_default_context(cafile=tls_ca)
-            except (OSError, ssl.SSLError) as exc:
-                raise InvalidField(f"--tls-ca {tls_ca}: {exc}") from exc
-
-    # -- log in ---------------------------------------------------------------------------------
-
-    def _username(self) -> str:
-        cached = self.tokens.get(self.url)
-        username = self.user or (cached.username if cached else None)
-        if not username:
-            raise LoginFailed(f"no saved login for {self.url}: use --user USER")
-        return username
-
-    def _login(self, username: str | None = None) -> str:
-        username = username or self._username()
-        body = msgspec.json.encode(LoginRequest(username, self.password(username)))
-        request = self._request("/v1/login", None, body)
-        with self._open(request) as response:
-            status, raw = response.status, response.read()
-        if status == 401:
-            raise LoginFailed(f"{self.url}: login refused: wrong user name or password")
-        answer = self._decode(status, raw, UserLoginAnswer, "/v1/login")
-        self.tokens.put(self.url, CachedToken(username, answer.token, answer.expires_at))
-        return answer.token
-
-    def _token(self) -> tuple[str, bool]:
-        """A token and whether it was just issued (a refusal then is final)."""
-        cached = self.tokens.get(self.url)
-        if cached and cached.usable() and self.user in (None, cached.username):
-            return cached.token, False
-        return self._login(), True
-
-    # -- transport ------------------------------------------------------------------------------
-
-    def _request(
-        self, path: str, token: str | None, body: bytes | None = None
-    ) -> urllib.request.Request:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        method = "POST" if body is not None else "GET"
-        return urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
+        super().__init__(
+            url,
+            user=user,
+            password=password,
+            tls_ca=tls_ca,
+            tokens=tokens or TokenStore(token_file()),
+            timeout_s=timeout_s,
+        )
 
     @contextmanager
     def _open(self, request: urllib.request.Request) -> Iterator[Any]:
@@ -145,13 +100,13 @@ class AuditApi:
     def _authorised(self, path: str) -> Iterator[Any]:
         """``GET path`` with a token; one new login if the kept token is refused."""
         token, fresh = self._token()
-        with self._open(self._request(path, token)) as response:
+        with self._open(self._request("GET", path, None, token)) as response:
             if response.status != 401 or fresh:
                 yield response
                 return
         username = self._username()
         self.tokens.put(self.url, None)  # refused: never offered again
-        with self._open(self._request(path, self._login(username))) as response:
+        with self._open(self._request("GET", path, None, self._login(username))) as response:
             yield response
 
     def get(self, path: str, answer: type[T]) -> T:
