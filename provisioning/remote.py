@@ -185,7 +185,7 @@ class ApiClient:
         self.url = server_root(url)
         self.user = user
         self.password = password
-        self.tokens = tokens or TokenStore()
+        self.tokens = tokens or self.default_tokens()
         self.timeout_s = timeout_s
         self._ssl = None
         if self.url.startswith("https:"):
@@ -193,6 +193,10 @@ class ApiClient:
                 self._ssl = ssl.create_default_context(cafile=tls_ca)
             except (OSError, ssl.SSLError) as exc:
                 raise InvalidField(f"--tls-ca {tls_ca}: {exc}") from exc
+
+    def default_tokens(self) -> TokenStore:
+        """Where tokens are kept unless the caller says."""
+        return TokenStore()
 
     def _request(
         self, method: str, path: str, body: bytes | None, token: str | None

@@ -42,7 +42,6 @@ from provisioning.errors import (
 )
 from provisioning.remote import (
     ApiClient,
-    Password,
     TokenStore,
     default_token_file,
     password_source,
@@ -65,24 +64,8 @@ class AuditApi(ApiClient):
     person the server knows; its tokens are kept apart from the admin tokens, so an auditor's
     token is never offered to the admin API."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        user: str | None,
-        password: Password,
-        tls_ca: str | None = None,
-        tokens: TokenStore | None = None,
-        timeout_s: float = 120.0,
-    ) -> None:
-        super().__init__(
-            url,
-            user=user,
-            password=password,
-            tls_ca=tls_ca,
-            tokens=tokens or TokenStore(token_file()),
-            timeout_s=timeout_s,
-        )
+    def default_tokens(self) -> TokenStore:
+        return TokenStore(token_file())
 
     @contextmanager
     def _open(self, request: urllib.request.Request) -> Iterator[Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 from core.commands import SignedCommand
 from server.events.presence import LINK_STALE_S, iso, mark_down
 from server.storage.connection import Connection
@@ -105,7 +107,7 @@ def record_command(conn: Connection, cmd: SignedCommand, by: str, reason: str | 
             cmd.command,
             by,
             reason,
-            json.dumps(_builtins(cmd), ensure_ascii=False),
+            msgspec.json.encode(cmd).decode(),
             cmd.issued_at,
             cmd.expires_at,
         ),
@@ -138,15 +140,3 @@ def pending_commands(conn: Connection, device_id: str, now_s: int) -> list[dict[
         (device_id, now_s),
     ).fetchall()
     return [json.loads(row[0]) for row in rows]
-
-
-def _builtins(cmd: SignedCommand) -> dict[str, object]:
-    return {
-        "id": cmd.id,
-        "device_id": cmd.device_id,
-        "command": cmd.command,
-        "args": cmd.args,
-        "issued_at": cmd.issued_at,
-        "expires_at": cmd.expires_at,
-        "signature": cmd.signature,
-    }
