@@ -76,8 +76,9 @@ def _limit(request: web.Request) -> int:
 
 
 async def list_alerts(request: web.Request) -> web.Response:
-    """``GET /v1/guard/alerts?state=open|all&site=&limit=``."""
-    user = require_role(request, "admin", "guard")
+    """``GET /v1/guard/alerts?state=open|all&site=&limit=``: admins and auditors every site,
+    guards their own (acknowledging stays with admins and guards)."""
+    user = require_role(request, "admin", "guard", "auditor")
     state, limit = _state(request), _limit(request)
     site = request.query.get("site")
     sites: list[str] | None

@@ -68,7 +68,8 @@ FORMAT: tuple[tuple[str, str], ...] = (("format", "csv (default) or json"),)
 def single_values(
     params: MultiMapping[str], allowed: tuple[tuple[str, str], ...]
 ) -> dict[str, str]:
-    """The query as one value per name; 400 for an unknown name or one given twice."""
+    """The query as one value per name; 400 for an unknown name or one given twice. An empty
+    value is no filter (``?site=&outcome=check``), as on the other guard routes."""
     names = {name for name, _ in allowed}
     values: dict[str, str] = {}
     for name, value in params.items():
@@ -76,7 +77,8 @@ def single_values(
             raise BadRequest(f"{name[:40]}: unknown parameter")
         if name in values:
             raise BadRequest(f"{name}: given more than once")
-        values[name] = value
+        if value:
+            values[name] = value
     return values
 
 

@@ -8,12 +8,24 @@ Logging out is a form post, so the auth middleware checks its CSRF token.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from aiohttp import web
 
 from server.accounts import login, users, websession
 from server.accounts.principal import USER
 from server.appkeys import DATABASE
 from server.board.render import LOGIN, render
+
+
+def cross_site(request: web.Request) -> bool:
+    """Whether the browser says the request comes from another site: ``Sec-Fetch-Site``
+    (every current browser sends it), else an ``Origin`` naming another host."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is not None and urlsplit(origin).netloc != request.host
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -25,7 +37,10 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login_post(request: web.Request) -> web.Response:
     """``POST /board/login``: the password check shared with ``POST /v1/login`` (throttled),
-    then a session cookie and a redirect to the board."""
+    then a session cookie and a redirect to the board. A form posted from another site is
+    refused (login CSRF: it would sign this browser in to the other site's account)."""
+    if cross_site(request):
+        raise web.HTTPForbidden(text="cross-site login refused")
     form = await request.post()
     username = str(form.get("username", ""))[:64]
     password = str(form.get("password", ""))[:1024]

@@ -51,7 +51,7 @@ OPEN_PATHS = frozenset(
     }
 )
 #: Paths for people (any role; the handler checks role and site).
-PEOPLE_PREFIXES = ("/v1/guard/", "/v1/audit/", "/v1/users")
+PEOPLE_PREFIXES = ("/v1/guard/", "/v1/audit/")
 BOARD_PREFIX = "/board"
 
 

@@ -73,9 +73,14 @@ async def test_open_or_all_and_who_may_ask(client: Client) -> None:
     for query in ("state=nope", "limit=0", "limit=x"):
         assert (await client.get(f"/v1/guard/alerts?{query}", headers=guard)).status == 400
     assert (await client.get("/v1/guard/alerts")).status == 401
+    # Auditors read every site's alerts (the board's alerts page) but cannot acknowledge.
     auditor = await headers(client, "reader")
-    resp = await client.get("/v1/guard/alerts", headers=auditor)
-    assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
+    resp = await client.get("/v1/guard/alerts?state=all", headers=auditor)
+    assert resp.status == 200 and [a["id"] for a in (await resp.json())["alerts"]]
+    ack = await client.post(
+        f"/v1/guard/alerts/{cleared['id']}/ack", json={"note": "seen"}, headers=auditor
+    )
+    assert ack.status == 403 and (await ack.json())["error"] == "forbidden"
 
 
 async def test_a_guard_acknowledges_an_alert_with_a_note_kept_with_who_and_when(

@@ -24,8 +24,10 @@ from tests.server.conftest import bearer as device_bearer
 from tests.server.test_audit import GENESIS, event_hash
 from tests.server.users_support import add_user, bearer, token_for
 
-WIRED = alerts_ctx in create_app(ServerConfig.default()).cleanup_ctx
-pytestmark = pytest.mark.skipif(not WIRED, reason="create_app does not wire server.alerts yet")
+
+def test_the_app_factory_wires_the_alerts() -> None:
+    assert alerts_ctx in create_app(ServerConfig.default()).cleanup_ctx
+
 
 Client = TestClient[web.Request, web.Application]
 READER = {"url": "http://127.0.0.1:1/reader", "connected": True}

@@ -245,6 +245,19 @@ async def test_repeated_wrong_passwords_are_throttled_in_words(
     assert page.status == 429 and "尝试次数过多" in await page.text()
 
 
+async def test_a_login_form_posted_from_another_site_is_refused(
+    client: Client, scene: Scene
+) -> None:
+    """Login CSRF: another site's page must not sign this browser in to its account."""
+    form = {"username": "guard-a", "password": PASSWORD}
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        page = await client.post("/board/login", data=form, headers=headers)
+        assert page.status == 403 and "Set-Cookie" not in page.headers
+    same = {"Sec-Fetch-Site": "same-origin"}
+    page = await client.post("/board/login", data=form, headers=same, allow_redirects=False)
+    assert page.status == 303 and "siheyi_session" in page.headers["Set-Cookie"]
+
+
 async def test_one_site_by_query_and_never_another_guards(client: Client, scene: Scene) -> None:
     boss, guard = await as_user(client, "boss"), await as_user(client, "guard-a")
     resp = await client.get("/v1/guard/kiosks?site=site-b", headers=boss)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from server.accounts import users, websession
-from server.app import create_app
+from server.app import OPERATIONS, create_app
 from server.config import ServerConfig
 from server.fleet.sessions import now_iso, utc_now
 from server.storage.db import connect, transaction
@@ -56,6 +57,19 @@ async def test_only_admins_reach_the_admin_api(client: Client, who: str) -> None
     assert resp.status == 403 and (await resp.json())["error"] == "forbidden"
     admin = await token_for(client, "root")
     assert (await client.get("/v1/admin/devices", headers=bearer(admin))).status == 200
+
+
+async def test_every_admin_route_refuses_guards_and_auditors(client: Client) -> None:
+    """Not only /v1/admin/devices: the event stream of every site, the audit alerts, the
+    accounts… each admin route is a 403 for the other roles, before anything is done."""
+    routes = [op for op in OPERATIONS if op.path.startswith("/v1/admin/") and op.auth == "admin"]
+    assert len(routes) > 10
+    for who in ("gina", "otto"):
+        token = bearer(await token_for(client, who))
+        for op in routes:
+            path = re.sub(r"\{[^}]+\}", "x", op.path)
+            resp = await client.request(op.method, path, headers=token, json={})
+            assert resp.status == 403, (who, op.method, op.path, resp.status)
 
 
 async def test_admin_api_manages_accounts_and_a_change_ends_sessions(client: Client) -> None:
