@@ -454,11 +454,6 @@ class Agent:
                 "kind": "fault",
                 "outcome": "fault",
                 "prompt": prompt if spoken else None,
-                "masked_id": None,
-                "pseudonym": None,
-                "offline": False,
-                "cache_age_s": None,
-                "latency_ms": None,
                 "clock_trusted": self._verifier.clock.trusted(),
                 "detail": {
                     "fault": what,
@@ -474,19 +469,9 @@ class Agent:
         self._uploader.poke()
 
     def _system_fields(self, kind: str, detail: dict[str, Any]) -> dict[str, Any]:
-        """A journal event that is no tap: nobody's id, no outcome."""
-        return {
-            "kind": kind,
-            "outcome": None,
-            "prompt": None,
-            "masked_id": None,
-            "pseudonym": None,
-            "offline": False,
-            "cache_age_s": None,
-            "latency_ms": None,
-            "clock_trusted": self._verifier.clock.trusted(),
-            "detail": detail,
-        }
+        """A journal event that is no tap: nobody's id, no outcome (the journal fills in the
+        fields a tap would have with their empty defaults)."""
+        return {"kind": kind, "clock_trusted": self._verifier.clock.trusted(), "detail": detail}
 
     # -- health ----------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
