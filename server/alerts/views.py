@@ -19,7 +19,7 @@ from server.alerts import service, store
 from server.alerts.service import iso
 from server.appkeys import CLOCK, DATABASE
 from server.errors import BadRequest
-from server.http.bodies import read_body, refuse_clear_ids
+from server.http.bodies import read_body, refuse_personal_numbers
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.http.views import json_response as _answer
@@ -101,7 +101,7 @@ async def ack_alert(request: web.Request) -> web.Response:
         raise json_error(web.HTTPNotFound, "not_found", "no such alert")
     require_site(user, found.site)
     body = await read_body(request, AckRequest)
-    refuse_clear_ids(body.note, "note")  # a note is stored and shown: no clear ID numbers
+    refuse_personal_numbers(body.note, "note")  # stored and shown: no ID or phone numbers
     at = iso(request.app[CLOCK]())
     acked = await db.write(store.acknowledge, alert_id, user.username, body.note, at)
     if acked is None:

@@ -27,7 +27,7 @@ from server.commands.hub import NotAcked, Offline
 from server.commands.keys import HUB
 from server.fleet.devices import Device
 from server.http import views
-from server.http.bodies import read_body, refuse_clear_ids
+from server.http.bodies import read_body, refuse_personal_numbers
 from server.http.middleware import json_error
 from server.http.operations import Operation
 
@@ -95,7 +95,7 @@ async def open_gate(request: web.Request) -> web.Response:
     user = require_role(request, "admin", "guard")
     device = await _kiosk(request, user)
     body = await read_body(request, GateRequest)
-    refuse_clear_ids(body.reason, "reason")
+    refuse_personal_numbers(body.reason, "reason")
     reason = body.reason.strip()
     if not reason:
         raise json_error(web.HTTPBadRequest, "bad_request", "reason: must not be blank")

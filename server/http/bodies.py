@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Collection
 from typing import Any, TypeVar
 
@@ -135,6 +136,20 @@ def refuse_clear_ids(value: Any, where: str = "", counters: Collection[str] = ()
     if hits:
         path = join_path(where, min(hits)[0]) or "body"
         raise BadRequest(f"{path}: contains what looks like a clear ID number")
+
+
+#: A mainland mobile number, its digits perhaps split by blanks or dashes, perhaps after +86.
+_MOBILE = re.compile(r"(?<![0-9])(?:\+?86)?1[3-9][0-9]{9}(?![0-9])")
+_DIGIT_SEPARATORS = re.compile(r"(?<=[0-9])[\s-](?=[0-9])")
+
+
+def refuse_personal_numbers(text: str, where: str) -> None:
+    """Refuse free text a person types (a gate reason, an alert note) that holds a clear ID
+    number or a mobile phone number: it is stored and shown to others, and phones are kept
+    nowhere else but as keyed hashes (server/lookup/phones.py)."""
+    refuse_clear_ids(text, where)
+    if _MOBILE.search(_DIGIT_SEPARATORS.sub("", text)):
+        raise BadRequest(f"{where}: contains what looks like a phone number")
 
 
 def _malformed(raw: bytes) -> str:

@@ -113,7 +113,9 @@ async def test_an_acknowledgement_needs_a_real_note(client: Client) -> None:
     guard = await headers(client, "guard-a")
     url = f"/v1/guard/alerts/{alert_id}/ack"
     clear_id = make_id_number("110101", "19900307", "451")
-    for body in ({}, {"note": ""}, {"note": "   "}, {"note": "x" * 501}, {"note": clear_id}):
+    phone = {"note": "called 139-0013-9000"}
+    bad = ({}, {"note": ""}, {"note": "   "}, {"note": "x" * 501}, {"note": clear_id}, phone)
+    for body in bad:
         resp = await client.post(url, json=body, headers=guard)
         assert resp.status == 400, body
     resp = await client.post("/v1/guard/alerts/nosuchalert/ack", json={"note": "x"}, headers=guard)
