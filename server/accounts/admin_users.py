@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import msgspec
 from aiohttp import web
 
 from core.wire_admin import UserInfo, UserList, UserRequest
@@ -18,14 +17,11 @@ from server.fleet.sessions import now_iso, utc_now
 from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
+from server.http.views import json_response
 from server.storage.connection import Connection
 from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
-
-
-def _answer(body: msgspec.Struct) -> web.Response:
-    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
 
 def _info(account: users.Account) -> UserInfo:
@@ -48,12 +44,12 @@ async def add_user(request: web.Request) -> web.Response:
 
     [account] = await request.app[DATABASE].run(save)
     log.info("admin %s saved %s account %s", request[ADMIN], body.role, body.username)
-    return _answer(_info(account))
+    return json_response(_info(account))
 
 
 async def list_accounts(request: web.Request) -> web.Response:
     accounts = await request.app[DATABASE].run(users.list_users)
-    return _answer(UserList([_info(a) for a in accounts]))
+    return json_response(UserList([_info(a) for a in accounts]))
 
 
 async def remove_account(request: web.Request) -> web.Response:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 from typing import Literal
 
-import msgspec
 from aiohttp import web
 
 from core.wire_admin import LoginAnswer, LoginRequest, UserLoginAnswer
@@ -23,6 +22,7 @@ from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.http.ratelimit import overloaded
+from server.http.views import json_response
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,11 @@ async def _bearer_token(request: web.Request) -> UserLoginAnswer | web.Response:
     return UserLoginAnswer(token, found[0], list(found[1]), expires)
 
 
-def _json(answer: msgspec.Struct) -> web.Response:
-    return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
-
-
 async def login(request: web.Request) -> web.StreamResponse:
     """``POST /v1/login``: ``{username, password, totp?}`` → a bearer token with the
     account's role and sites."""
     answer = await _bearer_token(request)
-    return answer if isinstance(answer, web.Response) else _json(answer)
+    return answer if isinstance(answer, web.Response) else json_response(answer)
 
 
 async def admin_login(request: web.Request) -> web.StreamResponse:
@@ -91,7 +87,7 @@ async def admin_login(request: web.Request) -> web.StreamResponse:
     answer = await _bearer_token(request)
     if isinstance(answer, web.Response):
         return answer
-    return _json(LoginAnswer(answer.token, answer.expires_at))
+    return json_response(LoginAnswer(answer.token, answer.expires_at))
 
 
 OPERATIONS: tuple[Operation, ...] = (

@@ -57,6 +57,7 @@ from server.fleet.sessions import utc_now
 from server.http.bodies import decode_body, read_body, read_raw
 from server.http.middleware import json_error
 from server.http.operations import Operation
+from server.http.views import json_response as _answer
 from server.storage.connection import Connection
 from server.storage.db import transaction
 
@@ -79,10 +80,6 @@ def create_admin(conn: Connection, username: str, password_hash: str, now: str) 
 
 
 T = TypeVar("T")
-
-
-def _answer(body: msgspec.Struct) -> web.Response:
-    return web.Response(body=msgspec.json.encode(body), content_type="application/json")
 
 
 async def _in_transaction(request: web.Request, work: Callable[[Connection], T]) -> T:

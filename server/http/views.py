@@ -18,7 +18,7 @@ from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, V
 from server.audit import ingestion as audit
 from server.errors import BadRequest
 from server.events import publish
-from server.fleet.devices import store_heartbeat
+from server.fleet.devices import Device, store_heartbeat
 from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
 from server.http.middleware import json_error
 from server.http.openapi import openapi_json
@@ -87,15 +87,12 @@ async def verify(request: web.Request) -> web.Response:
         )
     if not await replay.claim(device.device_id, body.tap_id):
         raise _replayed(device.device_id)
-    publish(
+    publish_tap(
         request.app,
-        "tap",
-        device_id=device.device_id,
-        site=device.site,
-        gate=device.gate,
-        outcome=result.decision.outcome,
-        masked_id=result.masked_id,
-        reasons=list(result.decision.reasons),
+        device,
+        result.decision.outcome,
+        result.masked_id,
+        list(result.decision.reasons),
         offline=False,
     )
     return json_response(verify_response(body.tap_id, device.site, result, now, site_policy))
@@ -164,6 +161,30 @@ async def audit_upload(request: web.Request) -> web.Response:
     return json_response(result.to_json())
 
 
+def publish_tap(
+    app: web.Application,
+    device: Device,
+    outcome: str | None,
+    masked_id: str | None,
+    reasons: list[str],
+    *,
+    offline: bool,
+) -> None:
+    """A decided tap on the event stream, the one shape the board draws, whether the server
+    decided it now or the kiosk decided it offline and its audit just arrived."""
+    publish(
+        app,
+        "tap",
+        device_id=device.device_id,
+        site=device.site,
+        gate=device.gate,
+        outcome=outcome,
+        masked_id=masked_id,
+        reasons=reasons,
+        offline=offline,
+    )
+
+
 def _publish_offline_taps(request: web.Request, events: list[audit.AuditEvent]) -> None:
     """Taps a kiosk decided on its own (server unreachable) reach the board when their
     audit events arrive: the live view's only news of them."""
@@ -173,15 +194,12 @@ def _publish_offline_taps(request: web.Request, events: list[audit.AuditEvent]) 
             continue
         detail = json.loads(event.detail_json)
         reasons = detail.get("reasons") if isinstance(detail, dict) else None
-        publish(
+        publish_tap(
             request.app,
-            "tap",
-            device_id=device.device_id,
-            site=device.site,
-            gate=device.gate,
-            outcome=event.outcome,
-            masked_id=event.masked_id,
-            reasons=reasons if isinstance(reasons, list) else [],
+            device,
+            event.outcome,
+            event.masked_id,
+            reasons if isinstance(reasons, list) else [],
             offline=True,
         )
 
