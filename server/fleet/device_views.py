@@ -265,8 +265,8 @@ def _publish_health_news(app: web.Application, device: Device, status: dict[str,
     beat every 30 s, and a board needs news, not the beat)."""
     health = health_from(status, None)
     news = tuple(health[key] for key in NEWS_KEYS)
-    seen = app.get(HEALTH_SEEN)
-    if seen is None or seen.get(device.device_id) == news:
+    seen = app[HEALTH_SEEN]  # made by create_app
+    if seen.get(device.device_id) == news:
         return
     seen[device.device_id] = news
     publish(
