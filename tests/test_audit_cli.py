@@ -4,25 +4,23 @@ an auditor and as a guard, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import io
 import json
 import socket
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from server.config import LimitSettings, ServerConfig
 from server.storage.db import connect, transaction
 from siheyi import audit_cli
 from tests.server.audit_read_support import at, audit_app, events, kiosk, store
 from tests.server.users_support import PASSWORD, add_user
+from tests.threaded_server import served_in_thread
 
 
 @dataclass
@@ -65,28 +63,9 @@ def served(
     monkeypatch.delenv("SIHEYI_ADMIN_PASSWORD", raising=False)
     monkeypatch.delenv("SIHEYI_SERVER_URL", raising=False)
     config = replace(ServerConfig.default(database=db), limits=LimitSettings(login_per_s=100))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(audit_app(config))
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        return runner
-
-    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     tokens = tmp_path / "config" / "siheyi" / "user-tokens.json"
-    try:
+    with served_in_thread(lambda: audit_app(config)) as url:
         yield Served(db, url, password_file, tokens, ids)
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def test_query_prints_a_table_follows_pages_and_keeps_the_token(

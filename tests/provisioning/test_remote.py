@@ -3,24 +3,22 @@ loopback, the admin token kept in a 0600 file and reused, one re-login when it i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import sqlite3
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from provisioning.remote import RemoteFleet
 from server.app import create_app
 from server.config import LimitSettings, ServerConfig
 from tests.provisioning.fleets import local
 from tests.provisioning.test_cli import run
+from tests.threaded_server import served_in_thread
 
 PASSWORD = "correct horse battery staple"
 
@@ -48,27 +46,8 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("SIHEYI_ADMIN_PASSWORD", raising=False)
     config = replace(ServerConfig.default(database=db), limits=LimitSettings(login_per_s=100))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-
-    async def start() -> web.AppRunner:
-        runner = web.AppRunner(create_app(config))
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        return runner
-
-    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
+    with served_in_thread(lambda: create_app(config)) as url:
         yield Served(db, url, password_file, tmp_path / "config" / "siheyi" / "admin-tokens.json")
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
 
 
 def _sql(db: Path, query: str) -> list[tuple[object, ...]]:

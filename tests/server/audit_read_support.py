@@ -74,3 +74,18 @@ def audit_app(config: ServerConfig) -> web.Application:
     missing = [op for op in read_views.OPERATIONS if (op.method, op.path) not in served]
     app.router.add_routes([op.route() for op in missing])
     return app
+
+
+def three_kiosk_trail(db: Path | str) -> dict[str, str]:
+    """Kiosks a1, a2 at site-a and b1 at site-b, 20 chained events each, stored in 4 batches
+    received 100 s apart (kiosks 1 s apart); name → device_id."""
+    ids = {
+        "a1": kiosk(db, "SN-A1", "site-a", "gate-1"),
+        "a2": kiosk(db, "SN-A2", "site-a", "gate-2"),
+        "b1": kiosk(db, "SN-B1", "site-b", "gate-1"),
+    }
+    chained = events(1, 20)
+    for i, name in enumerate(ids):
+        for b in range(4):
+            store(db, ids[name], chained[b * 5 : b * 5 + 5], at(100 * b + i))
+    return ids

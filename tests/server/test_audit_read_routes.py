@@ -19,7 +19,7 @@ from server.audit.query import FIELDS
 from server.config import ServerConfig
 from server.storage.db import connect, transaction
 
-from .audit_read_support import at, audit_app, events, kiosk, store
+from .audit_read_support import at, audit_app, events, store, three_kiosk_trail
 from .users_support import Client, add_user, bearer, token_for
 
 
@@ -54,15 +54,7 @@ class Trail:
 @pytest.fixture
 async def trail(aiohttp_client: Any, config: ServerConfig, db_path: Path | str) -> Trail:
     """Kiosks a1, a2 at site-a and b1 at site-b, 20 events each; admin, auditor, guards."""
-    ids = {
-        "a1": kiosk(db_path, "SN-A1", "site-a", "gate-1"),
-        "a2": kiosk(db_path, "SN-A2", "site-a", "gate-2"),
-        "b1": kiosk(db_path, "SN-B1", "site-b", "gate-1"),
-    }
-    chained = events(1, 20)
-    for i, name in enumerate(ids):
-        for b in range(4):
-            store(db_path, ids[name], chained[b * 5 : b * 5 + 5], at(100 * b + i))
+    ids = three_kiosk_trail(db_path)
     people = {"ada": ("admin", ()), "aud": ("auditor", ()), "gus": ("guard", ("site-a",))}
     people["gib"] = ("guard", ("site-b",))
     for name, (role, sites) in people.items():

@@ -13,7 +13,7 @@ from core.wire_audit import AuditEventOut, ChainReport
 from server.audit import chain, query
 from server.storage.db import connect, transaction
 
-from .audit_read_support import at, events, kiosk, store
+from .audit_read_support import at, events, kiosk, store, three_kiosk_trail
 
 
 def read_all(db: Path | str, filters: query.Filters, limit: int = 1000) -> list[dict[str, Any]]:
@@ -36,17 +36,8 @@ def keys(found: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 @pytest.fixture
 def trail(db_path: Path | str) -> dict[str, str]:
-    """Three kiosks at two sites; 20 events each, in 4 batches received 10 s apart."""
-    ids = {
-        "a1": kiosk(db_path, "SN-A1", "site-a", "gate-1"),
-        "a2": kiosk(db_path, "SN-A2", "site-a", "gate-2"),
-        "b1": kiosk(db_path, "SN-B1", "site-b", "gate-1"),
-    }
-    chained = events(1, 20)
-    for i, name in enumerate(ids):
-        for b in range(4):
-            store(db_path, ids[name], chained[b * 5 : b * 5 + 5], at(100 * b + i))
-    return ids
+    """Three kiosks at two sites; 20 events each, in 4 batches received 100 s apart."""
+    return three_kiosk_trail(db_path)
 
 
 def test_events_come_newest_first_with_placement_and_masked_ids_only(
