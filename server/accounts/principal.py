@@ -19,6 +19,7 @@ from server.http.middleware import json_error
 
 Role = Literal["admin", "guard", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "guard", "auditor")
+Via = Literal["bearer", "cookie"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Principal:
     username: str
     role: Role
     sites: frozenset[str]
-    via: Literal["bearer", "cookie"] = "bearer"
+    via: Via = "bearer"
 
     @property
     def all_sites(self) -> bool:

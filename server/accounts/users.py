@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
-from server.accounts.principal import ROLES, Principal, Role
+from server.accounts.principal import ROLES, Principal, Role, Via
 from server.storage.connection import Connection
 
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
@@ -88,24 +88,22 @@ def list_users(conn: Connection) -> list[Account]:
     ]
 
 
-def principal_for_token(conn: Connection, token_hash: str, now: str) -> Principal | None:
-    """The person a live token belongs to (one indexed read and the guard's sites)."""
+def principal_for_token(
+    conn: Connection, token_hash: str, now: str, via: Via = "bearer"
+) -> Principal | None:
+    """The person a live token belongs to (one indexed read and the guard's sites); ``via``
+    is how the request carried the token, which decides whether CSRF applies."""
     row = conn.execute(
-        "SELECT a.username, a.role, t.kind FROM admin_tokens t"
+        "SELECT a.username, a.role FROM admin_tokens t"
         " JOIN admins a ON a.username = t.username"
         " WHERE t.token_hash = ? AND t.expires_at > ?",
         (token_hash, now),
     ).fetchone()
     if row is None:
         return None
-    username, role, kind = str(row[0]), str(row[1]), str(row[2])
+    username, role = str(row[0]), str(row[1])
     sites = conn.execute("SELECT site FROM user_sites WHERE username = ?", (username,))
-    return Principal(
-        username,
-        cast(Role, role),
-        frozenset(str(s) for (s,) in sites),
-        "cookie" if kind == "session" else "bearer",
-    )
+    return Principal(username, cast(Role, role), frozenset(str(s) for (s,) in sites), via)
 
 
 def store_token(

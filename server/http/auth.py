@@ -19,7 +19,6 @@ sessions. Tap-id replays are refused by the verify handler once the body is vali
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 
@@ -27,7 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.accounts import users, websession
-from server.accounts.principal import USER, Principal
+from server.accounts.principal import USER, Principal, Via
 from server.appkeys import ADMIN, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.fleet import sessions
 from server.fleet.devices import Device
@@ -108,6 +107,7 @@ async def authenticate(request: web.Request) -> Device:
 async def person(request: web.Request, *, required: bool) -> Principal | None:
     """The person a bearer token or the board's session cookie belongs to."""
     token: str | None
+    via: Via
     if "Authorization" in request.headers:
         token, via = bearer_token(request), "bearer"
     else:
@@ -116,7 +116,7 @@ async def person(request: web.Request, *, required: bool) -> Principal | None:
     if token is not None:
         now = sessions.now_iso(sessions.utc_now())
         found = await request.app[DATABASE].run(
-            users.principal_for_token, websession.token_hash(token), now
+            users.principal_for_token, websession.token_hash(token), now, via
         )
     if found is None:
         if required:
@@ -125,7 +125,7 @@ async def person(request: web.Request, *, required: bool) -> Principal | None:
     if via == "cookie":
         assert token is not None
         await _check_csrf(request, token)
-    return dataclasses.replace(found, via="cookie" if via == "cookie" else "bearer")
+    return found
 
 
 async def _check_csrf(request: web.Request, session_token: str) -> None:
