@@ -29,22 +29,23 @@ from server.config import LimitSettings
 from server.http.buckets import TokenBucket
 from server.http.middleware import error_response
 
+#: Paths outside the in-flight ceilings: logins are throttled per account and source by the
+#: handler (loginguard); event streams are held for hours and capped per process by the bus;
+#: a kiosk's command socket is held for hours too, one per kiosk (a new one replaces it).
+UNCOUNTED = frozenset(
+    {"/v1/admin/login", "/v1/login", "/v1/admin/events", "/v1/guard/events", "/v1/device/ws"}
+)
+
 
 def _classify(path: str) -> str:
     if path in ("/v1/session/challenge", "/v1/session"):
         return "session"
     if path == "/v1/enrol":
         return "enrol"
-    if path == "/v1/admin/login":
-        return ""  # throttled per account and source by the handler (loginguard)
-    if path == "/v1/device/ws":
-        return ""  # a kiosk's long-lived command socket: one per kiosk (a new one replaces it)
-    if path in ("/v1/login", "/v1/guard/events"):
-        return ""  # throttled per account and source / a long-lived stream capped per process
+    if path in UNCOUNTED:
+        return ""
     if path.startswith(("/v1/guard/", "/v1/audit/")):
         return "people"  # guards and auditors: their own ceiling, apart from kiosks and admins
-    if path == "/v1/admin/events":
-        return ""  # a long-lived stream, capped per process by the event bus
     if path.startswith("/v1/admin/"):
         return "admin"
     if path.startswith("/v1/"):
