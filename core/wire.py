@@ -294,6 +294,47 @@ class JournalState(Struct):
     epoch: Annotated[str, Meta(max_length=64)] = ""
 
 
+#: Upper bounds (seconds) of the prompt-latency buckets a kiosk counts (tap to the prompt
+#: starting); one more bucket holds everything slower.
+PROMPT_LATENCY_BOUNDS_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0)
+
+
+class LatencyCounts(Struct):
+    """A histogram as plain counts: ``buckets[i]`` counts samples at most
+    ``PROMPT_LATENCY_BOUNDS_S[i]`` and above the bound before it (not cumulative); the last
+    bucket counts the rest."""
+
+    buckets: list[Count] = field(default_factory=list)
+    sum_s: Amount = 0.0
+
+
+class KioskCounters(Struct):
+    """Counters since the agent started (``boot_id`` tells a restart, which resets them).
+
+    The server turns each kiosk's counters into per-site totals that only grow
+    (docs/metrics.md). ``journal_backlog`` is a level, not a counter.
+    """
+
+    taps: dict[OutcomeName, Count] = field(default_factory=dict)
+    offline_decisions: Count = 0
+    reader_errors: Count = 0
+    prompt_latency: LatencyCounts = field(default_factory=LatencyCounts)
+    journal_backlog: Count = 0
+
+
+UpdateState = Literal["downloading", "installing", "trial", "committed", "failed", "rolled_back"]
+
+
+class UpdateReport(Struct):
+    """Where a kiosk stands with the release it was offered (docs/updates.md)."""
+
+    version: ShortText
+    state: UpdateState
+    detail: Annotated[str, Meta(max_length=500)] | None = None
+    #: Kiosk wall clock, unix seconds, when ``state`` was reached.
+    at: Amount | None = None
+
+
 class Heartbeat(Struct):
     """A kiosk's status; stored whole (unknown fields too), so free of clear ID numbers."""
 
@@ -306,6 +347,8 @@ class Heartbeat(Struct):
     reader: dict[str, Any] | None = None
     #: The kiosk's wall clock, unix seconds: the answer then carries ``clock_skew_s``.
     sent_at: Amount | None = None
+    counters: KioskCounters | None = None
+    update: UpdateReport | None = None
 
 
 class AuditHistory(Struct):
@@ -313,6 +356,21 @@ class AuditHistory(Struct):
 
     epochs: Count
     events: Count
+
+
+
+
+class UpdateOffer(Struct):
+    """The release this kiosk should run, when it is not the one it runs: the wheel at
+    ``url`` (on this server, with the kiosk's session) whose SHA-256 is ``sha256``, signed
+    with the release key the kiosk pins (``core.releases.release_message``)."""
+
+    version: ShortText
+    filename: Annotated[str, Meta(max_length=200)]
+    sha256: Hash64
+    signature: SignatureHex
+    size: Count
+    url: Annotated[str, Meta(max_length=300)]
 
 
 class HeartbeatAnswer(Struct):
@@ -324,6 +382,7 @@ class HeartbeatAnswer(Struct):
     config: dict[str, Any]
     clock_skew_s: float | UnsetType = UNSET
     audit: AuditHistory | UnsetType = UNSET
+    update: UpdateOffer | UnsetType = UNSET
 
 
 # -- GET /v1/snapshot ---------------------------------------------------------------------
