@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # chromium and a CJK font: the board's browser tests and its screenshot (zh-CN by default)
-SYS_PKGS := python3-venv libzbar0 espeak-ng alsa-utils postgresql wrk chromium fonts-wqy-microhei
+SYS_PKGS := python3-venv libzbar0 espeak-ng alsa-utils postgresql wrk chromium fonts-wqy-microhei shellcheck systemd
 DEMO_ARGS ?=
 
 .PHONY: demo test lint sysdeps venv clean
