@@ -1,0 +1,147 @@
+"""Logging for every ``kiosk`` verb: text or JSON lines, to stderr or a rotated file, masked.
+
+Under systemd the agent and the server log to stderr, which journald keeps (and rotates)
+with the unit's name: ``journalctl -u siheyi-agent``. ``--log-format json`` (or
+``SIHEYI_LOG_FORMAT=json`` in a unit) writes one JSON object per line instead, for a log
+shipper that wants fields rather than text. ``--log-file`` (``SIHEYI_LOG_FILE``) writes to a
+file instead of stderr, for a machine without journald.
+
+The file is rotated by :class:`logging.handlers.RotatingFileHandler` when ``max_bytes`` is
+set: the kiosk bounds its own disk use on an SD card without a logrotate configuration
+that an install could miss, and one process writes it. With ``max_bytes=0`` the file is
+a :class:`logging.handlers.WatchedFileHandler` instead, for an outside logrotate: that is
+the choice for ``kiosk server run --workers N``, whose processes would otherwise each
+rotate the one file under the others.
+
+Every handler carries :class:`device.privacy.IdNumberRedactor` (DESIGN.md "Privacy"): a
+full ID number never reaches a log line — in the message, its arguments, a traceback, or a
+JSON field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.idnumbers import contains_clear_id, redact
+from device.privacy import IdNumberRedactor
+
+__all__ = [
+    "DEFAULT_BACKUPS",
+    "DEFAULT_MAX_BYTES",
+    "FORMATS",
+    "JsonFormatter",
+    "configure_logging",
+    "default_file",
+    "default_format",
+]
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: 10 MB × (1 + 5 backups): at most 60 MB of logs on the SD card.
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_BACKUPS = 5
+
+#: LogRecord attributes that are not ``extra=`` fields.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def default_format() -> str:
+    """``$SIHEYI_LOG_FORMAT`` when it names a format, else text."""
+    value = os.environ.get("SIHEYI_LOG_FORMAT", "").strip().lower()
+    return value if value in FORMATS else "text"
+
+
+def default_file() -> str | None:
+    """``$SIHEYI_LOG_FILE``, or None (stderr)."""
+    return os.environ.get("SIHEYI_LOG_FILE", "").strip() or None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time (UTC, ISO 8601), level, logger, message, the
+    exception and stack text when there are any, and the record's ``extra=`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = _field(value)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _field(value: Any) -> Any:
+    """An ``extra=`` value as JSON will hold it, masked: the redactor sees only the message.
+    (An ID number may come as a string, inside a structure, or as an 18-digit integer.)"""
+    if value is None or isinstance(value, bool | float):
+        return value
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if not contains_clear_id(text):
+        return value if isinstance(value, str | int) else json.loads(text)
+    masked = redact(text)
+    try:
+        return json.loads(masked)
+    except ValueError:  # a bare masked integer is no longer JSON: keep it as text
+        return masked
+
+
+def _formatter(fmt: str) -> logging.Formatter:
+    if fmt == "json":
+        return JsonFormatter()
+    if fmt == "text":
+        return logging.Formatter(TEXT_FORMAT)
+    raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def _handler(file: str | None, max_bytes: int, backups: int) -> logging.Handler:
+    if file is None:
+        return logging.StreamHandler()
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    if max_bytes > 0:
+        return logging.handlers.RotatingFileHandler(
+            file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+    return logging.handlers.WatchedFileHandler(file, encoding="utf-8")
+
+
+def configure_logging(
+    verbose: bool = False,
+    fmt: str | None = None,
+    file: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    backups: int = DEFAULT_BACKUPS,
+) -> logging.Handler:
+    """Replace the root logger's handlers with one masked handler; the handler.
+
+    ``fmt`` and ``file`` default to ``$SIHEYI_LOG_FORMAT`` / ``$SIHEYI_LOG_FILE``.
+    ``max_bytes`` 0 hands rotation to an outside logrotate (see the module docstring).
+    Raises ValueError for an unknown format, OSError for a file that cannot be opened.
+    """
+    formatter = _formatter(fmt or default_format())
+    handler = _handler(file or default_file(), max_bytes, backups)
+    handler.addFilter(IdNumberRedactor())
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler

@@ -1,0 +1,136 @@
+"""siheyi.logsetup: JSON lines that parse, rotation, and no full ID number on any path."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.idnumbers import make_id_number, mask
+from siheyi.logsetup import JsonFormatter, configure_logging, default_file, default_format
+
+ID = make_id_number("110101", "19900307", "123")
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """configure_logging replaces the root handlers: put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def test_json_lines_parse_with_time_level_logger_message(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "kiosk.log"
+    configure_logging(verbose=True, fmt="json", file=str(log_file))
+    log = logging.getLogger("device.agent")
+    log.debug("tap %d: %s", 7, "通行")
+    log.warning("reader gone", extra={"port": "/dev/siheyi-reader", "tries": 3})
+    first, second = _records(log_file)
+    assert first["level"] == "DEBUG" and first["logger"] == "device.agent"
+    assert first["message"] == "tap 7: 通行"
+    assert str(first["time"]).endswith("+00:00")
+    assert second["port"] == "/dev/siheyi-reader" and second["tries"] == 3
+    assert "exception" not in second
+
+
+def test_json_carries_the_exception_text(tmp_path: Path) -> None:
+    log_file = tmp_path / "kiosk.log"
+    configure_logging(fmt="json", file=str(log_file))
+    try:
+        raise RuntimeError("journal locked")
+    except RuntimeError:
+        logging.getLogger("x").exception("upload failed")
+    (record,) = _records(log_file)
+    assert record["level"] == "ERROR"
+    assert "RuntimeError: journal locked" in str(record["exception"])
+    assert "Traceback" in str(record["exception"])
+
+
+def test_info_by_default_debug_when_verbose(tmp_path: Path) -> None:
+    log_file = tmp_path / "kiosk.log"
+    configure_logging(fmt="text", file=str(log_file))
+    logging.getLogger("x").debug("hidden")
+    logging.getLogger("x").info("shown")
+    text = log_file.read_text("utf-8")
+    assert "hidden" not in text and "INFO x: shown" in text
+
+
+def test_the_file_rotates(tmp_path: Path) -> None:
+    log_file = tmp_path / "kiosk.log"
+    configure_logging(fmt="json", file=str(log_file), max_bytes=2000, backups=2)
+    for n in range(200):
+        logging.getLogger("x").info("line %03d %s", n, "." * 40)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["kiosk.log", "kiosk.log.1", "kiosk.log.2"]
+    for name in files:
+        assert (tmp_path / name).stat().st_size <= 2000
+        _records(tmp_path / name)  # every kept line still parses
+    assert "line 199" in log_file.read_text("utf-8")
+
+
+def test_max_bytes_zero_leaves_rotation_to_logrotate(tmp_path: Path) -> None:
+    log_file = tmp_path / "kiosk.log"
+    handler = configure_logging(file=str(log_file), max_bytes=0)
+    assert isinstance(handler, logging.handlers.WatchedFileHandler)
+    logging.getLogger("x").info("before")
+    log_file.rename(tmp_path / "kiosk.log.1")  # what logrotate does
+    logging.getLogger("x").info("after")
+    assert "after" in log_file.read_text("utf-8")
+    assert "after" not in (tmp_path / "kiosk.log.1").read_text("utf-8")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_full_id_number_in_any_part_of_a_record(tmp_path: Path, fmt: str) -> None:
+    log_file = tmp_path / "kiosk.log"
+    configure_logging(fmt=fmt, file=str(log_file))
+    log = logging.getLogger("device.agent")
+    log.info(f"read {ID} in the message")
+    log.info("read %s as an argument", ID)
+    log.info("extra field", extra={"credential": ID, "nested": {"ids": [ID]}, "n": int(ID)})
+    try:
+        raise ValueError(f"bad card {ID}")
+    except ValueError:
+        log.exception("lookup failed")
+    text = log_file.read_text("utf-8")
+    assert ID not in text
+    assert ID[:17] not in text
+    # message, argument, exception (text shows no extra= fields; JSON shows both)
+    assert text.count(mask(ID)) == (3 if fmt == "text" else 6)
+    if fmt == "json":
+        records = _records(log_file)
+        assert records[2]["credential"] == mask(ID)
+        assert records[2]["nested"] == {"ids": [mask(ID)]}
+        assert records[2]["n"] == mask(ID)
+        assert "ValueError: bad card " + mask(ID) in str(records[3]["exception"])
+
+
+def test_environment_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SIHEYI_LOG_FORMAT", raising=False)
+    monkeypatch.delenv("SIHEYI_LOG_FILE", raising=False)
+    assert default_format() == "text" and default_file() is None
+    log_file = tmp_path / "agent.log"
+    monkeypatch.setenv("SIHEYI_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("SIHEYI_LOG_FILE", str(log_file))
+    handler = configure_logging()
+    assert isinstance(handler.formatter, JsonFormatter)
+    logging.getLogger("x").info("from the unit's environment")
+    assert _records(log_file)[0]["message"] == "from the unit's environment"
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="log format 'xml'"):
+        configure_logging(fmt="xml")
