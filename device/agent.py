@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.metadata
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from core.commands import SignedCommand
 from core.errors import SettingError
@@ -37,13 +40,25 @@ from device.recording.journal import Journal
 from device.recording.uploader import Uploader
 from device.sources.credentials import Credential
 from device.sources.threaded import ReaderEvent
+from device.update.selftest import self_test_tap
+from device.update.updater import Updater
 
 log = logging.getLogger(__name__)
 
 #: How long a tap waits for the server to take a decision the full disk could not keep.
 OVERFLOW_UPLOAD_S = 1.0
 
-VERSION = "0.1.0"
+
+def _installed_version() -> str:
+    """The version of the installed ``siheyi`` distribution: what the release is (the server
+    offers an update when it differs)."""
+    try:
+        return importlib.metadata.version("siheyi")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a clone
+        return "0.1.0"
+
+
+VERSION = _installed_version()
 
 
 @dataclass(frozen=True)
@@ -111,6 +126,7 @@ class Agent:
         server_key_hex: str = "",
         gate_prompt: str = "",
         test_prompt: str = TEST_PROMPT,
+        updater: Updater | None = None,
     ) -> None:
         self.device_id = device_id
         self.boot_id = boot_id or uuid.uuid4().hex
@@ -131,6 +147,9 @@ class Agent:
         self._listeners: list[TapListener] = []
         self._taps = 0
         self._started = time.monotonic()
+        self._tap_running = False
+        self._last_tap_end = self._started
+        self.updater = updater
         self.dropped_credentials = 0
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._faulty: set[str] = set()  # parts (reader, camera, ...) currently failed
@@ -195,6 +214,8 @@ class Agent:
             self._tasks.append(asyncio.create_task(self._snapshots.run(), name="snapshot"))
         if self.commands is not None:
             self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
+        if self.updater is not None:
+            self._tasks.append(asyncio.create_task(self.updater.run(), name="updater"))
         for source in self._sources:
             source.start(self.submit_threadsafe, self._reader_event_threadsafe)
         await self._journal_system("agent_started", {"version": VERSION})
@@ -228,10 +249,37 @@ class Agent:
     async def _tap_loop(self) -> None:
         while True:
             cred = await self._queue.get()
+            self._tap_running = True
             try:
                 await self.handle(cred)
             except Exception:  # a bug in one tap must not stop the kiosk
                 log.exception("tap handling failed")
+            finally:
+                self._tap_running = False
+                self._last_tap_end = time.monotonic()
+
+    def idle_for(self) -> float | None:
+        """Seconds since the last tap ended; None while a tap runs or waits (the updater
+        restarts the agent only when it is idle: never during a tap)."""
+        if self._tap_running or not self._queue.empty():
+            return None
+        return time.monotonic() - self._last_tap_end
+
+    async def drain(self) -> None:
+        """Stop taking credentials and let the taps already taken finish (before a restart
+        into another release)."""
+        for source in self._sources:
+            await asyncio.to_thread(source.stop)
+        while self.idle_for() is None:
+            await asyncio.sleep(0.05)
+
+    async def self_test(self) -> str:
+        """A tap through the decision path that moves no relay and says nothing
+        (device/update/selftest.py): "" when it works, else why not."""
+        tap_id = f"{self.device_id}-{self.boot_id[:8]}-selftest"
+        return await self_test_tap(
+            self._verifier, self._client.health, self._journal_system, tap_id
+        )
 
     def _next_tap_id(self) -> str:
         self._taps += 1
@@ -506,7 +554,12 @@ class Agent:
             },
             "audio": self._voice.health(),
             "cache": self._cache_status(),
+            "update": self._update_report(),
         }
+
+    def _update_report(self) -> dict[str, Any] | None:
+        report = self.updater.report() if self.updater is not None else None
+        return None if report is None else dict(msgspec.to_builtins(report))
 
     def _cache_status(self) -> dict[str, Any] | None:
         """The cache's counters, its age limit and, when site snapshots are loaded, the
@@ -524,15 +577,24 @@ class Agent:
             status["snapshot_at"] = cache.snapshot_at
         return status
 
+    async def heartbeat_once(self) -> dict[str, Any]:
+        """Send the status now; the server's clock is observed and a final update state it
+        stored is not reported again."""
+        status = await self.status()
+        sent = time.monotonic()
+        answer = await self._client.heartbeat(status)
+        server_time = answer.get("server_time")
+        if isinstance(server_time, str):
+            self._verifier.clock.observe_server_time(server_time, time.monotonic() - sent)
+        if self.updater is not None:
+            await self.updater.delivered(status.get("update"))
+        return answer
+
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:
             try:
-                sent = time.monotonic()
-                answer = await self._client.heartbeat(await self.status())
-                server_time = answer.get("server_time")
-                if isinstance(server_time, str):
-                    self._verifier.clock.observe_server_time(server_time, time.monotonic() - sent)
+                answer = await self.heartbeat_once()
                 if self.commands is not None and answer.get("commands"):
                     await self.commands.accept_all(answer["commands"])
                 if failing:

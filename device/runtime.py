@@ -19,7 +19,7 @@ from core.bundle import Bundle
 from core.outcomes import DEFAULT_PROMPTS
 from device.acting.gate import Gate
 from device.acting.voice import Player, PromptRenderer, Voice, make_player
-from device.agent import Agent, CredentialSource, GateActions
+from device.agent import VERSION, Agent, CredentialSource, GateActions
 from device.config import DeviceConfig, load_bundle
 from device.deciding.cache import KioskCache
 from device.deciding.clock import ClockTrust
@@ -32,6 +32,8 @@ from device.recording.journal import Journal
 from device.recording.uploader import Uploader
 from device.sources.cardreader import CardReader
 from device.sources.mculink import McuGate, McuLink
+from device.update.settings import UpdateSettings
+from device.update.updater import Updater
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,27 @@ async def _open_cache(
     return cache
 
 
+def _updater(config: DeviceConfig, client: ServerClient) -> Updater | None:
+    """The updater, when ``[update]`` allows it (docs/updates.md)."""
+    settings = UpdateSettings.from_config(config)
+    if not settings.enabled:
+        return None
+    return Updater(settings, client, running_version=VERSION)
+
+
+def _connect_updater(agent: Agent, client: ServerClient) -> None:
+    """Offers from heartbeat answers go to the updater, which asks the agent when it is idle,
+    to drain, to self-test and to report."""
+    updater = agent.updater
+    if updater is None:
+        return
+    client.on_update = updater.offer
+    updater.idle_for = agent.idle_for
+    updater.drain = agent.drain
+    updater.self_test = agent.self_test
+    updater.announce = agent.heartbeat_once
+
+
 @contextlib.asynccontextmanager
 async def built_agent(
     config: DeviceConfig,
@@ -266,8 +289,10 @@ async def built_agent(
             server_key_hex=bundle.server_key if config.commands.enabled else "",
             gate_prompt=config.commands.gate_prompt,
             test_prompt=config.commands.test_prompt,
+            updater=_updater(config, client),
         )
         client.on_config = agent.apply_config
+        _connect_updater(agent, client)
         stack.push_async_callback(agent.stop)
         await agent.start()
         yield agent
@@ -282,4 +307,9 @@ async def run_device(config: DeviceConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with built_agent(config) as agent:
         log.info("kiosk %s running", agent.device_id)
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait())]
+        if agent.updater is not None:  # a switched release: systemd starts it (Restart=always)
+            waits.append(asyncio.ensure_future(agent.updater.exit_requested.wait()))
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()

@@ -18,7 +18,10 @@ is transparent to callers:
 * ``429``/``503`` with ``Retry-After`` are honoured: until then (plus jitter) every call fails
   fast with :class:`ServerUnavailable` carrying ``retry_after``;
 * the heartbeat answer's ``config_version`` / ``config`` are kept
-  (:attr:`ServerClient.config`) and announced through ``on_config``.
+  (:attr:`ServerClient.config`) and announced through ``on_config``; its release offer
+  (``update``) is handed to ``on_update`` with every answer that has one (the updater,
+  docs/updates.md, decides what to do about it);
+* a release is streamed from this server alone with the session (:meth:`fetch_chunks`).
 
 Errors are mapped to two kinds the agent cares about: the server could not be reached in time
 (:class:`ServerUnavailable`: decide offline, retry later) and the server answered but refused
@@ -33,7 +36,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import aiohttp
@@ -48,6 +51,8 @@ from device.link.identity import DeviceIdentity
 log = logging.getLogger(__name__)
 
 ConfigListener = Callable[[int, dict[str, Any]], None]
+UpdateListener = Callable[[wire.UpdateOffer], None]
+ChunkSink = Callable[[bytes], Awaitable[None]]
 T = TypeVar("T")
 #: Retry-After values are stretched by up to this fraction so kiosks do not return in step.
 RETRY_JITTER = 0.5
@@ -132,6 +137,7 @@ class ServerClient:
         self.config_version: int | None = None
         self.config: dict[str, Any] = {}
         self.on_config = on_config
+        self.on_update: UpdateListener | None = None
 
     async def __aenter__(self) -> ServerClient:
         return self
@@ -487,4 +493,52 @@ class ServerClient:
                 self.on_config(typed.config_version, typed.config)
         if not isinstance(typed.clock_skew_s, msgspec.UnsetType):
             self.clock_skew_s = typed.clock_skew_s
+        if not isinstance(typed.update, msgspec.UnsetType) and self.on_update is not None:
+            self.on_update(typed.update)
         return answer
+
+    def own_path(self, url: str) -> str:
+        """The path of ``url`` on this server; ValueError for any other host, so the session
+        token (and the kiosk's trust) never goes anywhere the server merely names."""
+        if url.startswith(self._base + "/"):
+            url = url[len(self._base) :]
+        if not url.startswith("/") or url.startswith("//"):
+            raise ValueError(f"{url[:80]!r} is not on this kiosk's server")
+        return url
+
+    async def fetch_chunks(self, url: str, sink: ChunkSink, timeout_s: float) -> None:
+        """GET ``url`` (on this server) with the session, handing the body to ``sink`` in
+        chunks as it arrives (a release is never held in memory whole); ``sink`` may raise
+        to stop. A refused session is renewed and the download started again once."""
+        path = self.own_path(url)
+        self._check_busy(path)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for attempt in (0, 1):
+                    token = await self._bearer()
+                    status = await self._stream(path, token, sink)
+                    if status == 401 and attempt == 0 and self._identity is not None:
+                        self._token = None
+                        continue
+                    if status != 200:
+                        raise ServerRejected(status, "download_refused", f"{path}: {status}")
+                    return
+        except TimeoutError as exc:
+            raise ServerUnavailable(f"{path}: not downloaded within {timeout_s:.0f} s") from exc
+
+    async def _stream(self, path: str, token: str, sink: ChunkSink) -> int:
+        """One streamed GET: the status, and the body through ``sink`` when it is 200."""
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            async with self._get_session().get(self._base + path, headers=headers) as resp:
+                if resp.status in (429, 503) or resp.status >= 500:
+                    raise ServerUnavailable(f"{path}: server error {resp.status}")
+                if resp.status != 200:
+                    return resp.status
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    await sink(chunk)
+                return 200
+        except aiohttp.ClientError as exc:
+            raise ServerUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise ServerUnavailable(f"{path}: {exc}") from exc

@@ -1,0 +1,167 @@
+"""Installing a verified wheel as a release: a fresh venv beside the running one.
+
+The venv is built in ``releases/<version>.partial`` by subprocesses (niced, so taps keep the
+CPU, and never on the event loop), and only renamed to ``releases/<version>`` once pip has
+finished, the scripts point at their final place and everything is on disk: a directory
+named ``releases/<version>`` is always a complete release, whatever moment the power went.
+A left-over ``.partial`` is simply deleted by the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from device.update.bootguard import (
+    CURRENT,
+    PREVIOUS,
+    RELEASES,
+    fsync_dir,
+    linked_version,
+    release_works,
+)
+
+#: Written into a finished release: which wheel it was built from.
+MARKER = "siheyi-release.json"
+#: How much of a failed command's output a report carries.
+OUTPUT_TAIL = 300
+
+
+class InstallError(Exception):
+    """The release could not be installed; the message says where it stopped."""
+
+
+class Builder(Protocol):
+    """Fills a ``.partial`` directory with a release built from a wheel."""
+
+    async def build(self, wheel: Path, partial: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class VenvInstaller:
+    """``python -m venv`` then ``pip install`` of the wheel, dependencies from the
+    wheelhouse (``--no-index --find-links``) or from ``index_url``.
+
+    ``pip`` is the pip command to run against the new venv; empty: the venv's own pip
+    (``<venv>/bin/python -m pip``). Tests pass an outer pip with ``--python`` to skip
+    bootstrapping pip into every venv.
+    """
+
+    python: str
+    wheelhouse: str
+    index_url: str = ""
+    timeout_s: float = 900.0
+    pip: Sequence[str] = ()
+    niceness: int = 10
+
+    async def build(self, wheel: Path, partial: Path) -> None:
+        """Fill ``partial`` with a venv holding the wheel (raises InstallError)."""
+        venv = [self.python, "-m", "venv", *(["--without-pip"] if self.pip else []), str(partial)]
+        await self._run(venv, "venv")
+        python = str(partial / "bin" / "python")
+        pip = [*self.pip, "--python", python] if self.pip else [python, "-m", "pip"]
+        await self._run([*pip, "install", *self._source_args(), str(wheel)], "pip install")
+
+    def _source_args(self) -> list[str]:
+        common = ["--no-input", "--disable-pip-version-check", "--no-cache-dir"]
+        if self.index_url:
+            return [*common, "--index-url", self.index_url, "--find-links", self.wheelhouse]
+        return [*common, "--no-index", "--find-links", self.wheelhouse]
+
+    async def _run(self, command: list[str], what: str) -> None:
+        await run_niced(command, what, self.timeout_s, self.niceness)
+
+
+async def run_niced(command: list[str], what: str, timeout_s: float, niceness: int = 10) -> None:
+    """Run ``command`` at low priority; InstallError on a failure or after ``timeout_s``."""
+    nice = shutil.which("nice")
+    argv = [nice, "-n", str(niceness), *command] if nice and niceness else command
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError as exc:
+        proc.kill()
+        await proc.wait()
+        raise InstallError(f"{what} did not finish within {timeout_s:.0f} s") from exc
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    if proc.returncode != 0:
+        tail = output.decode("utf-8", "replace").strip()[-OUTPUT_TAIL:]
+        raise InstallError(f"{what} failed (exit {proc.returncode}): {tail}")
+
+
+async def install_release(
+    builder: Builder, wheel: Path, root: Path, version: str, sha256: str
+) -> Path:
+    """``releases/<version>`` built from ``wheel``: reused when it is already this wheel's,
+    refused when it is another build that ``current`` or ``previous`` still points at."""
+    releases = root / RELEASES
+    final, partial = releases / version, releases / f"{version}.partial"
+    if await asyncio.to_thread(_same_build, final, sha256):
+        return final
+    in_use = {linked_version(root / CURRENT), linked_version(root / PREVIOUS)}
+    if version in in_use and final.exists():
+        raise InstallError(f"{final} is in use and was built from another wheel")
+    await asyncio.to_thread(_clear, final, partial, releases)
+    await builder.build(wheel, partial)
+    await asyncio.to_thread(_finish, partial, final, {"version": version, "sha256": sha256})
+    if not release_works(root, version):
+        raise InstallError(f"{final} has no bin/kiosk after the install")
+    return final
+
+
+def _same_build(final: Path, sha256: str) -> bool:
+    try:
+        marker = json.loads((final / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get("sha256") == sha256
+
+
+def _clear(final: Path, partial: Path, releases: Path) -> None:
+    releases.mkdir(parents=True, exist_ok=True)
+    for path in (partial, final):
+        if path.is_symlink():
+            path.unlink()
+        elif path.exists():
+            shutil.rmtree(path)
+
+
+def _finish(partial: Path, final: Path, marker: dict[str, str]) -> None:
+    """Scripts re-pointed at the final path, marker written, everything synced, renamed."""
+    if not (partial / "bin" / "kiosk").is_file():
+        raise InstallError("the wheel installed no `kiosk` command")
+    relocate_scripts(partial / "bin", str(partial), str(final))
+    (partial / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    os.sync()  # every file of the venv on disk before its name says it is complete
+    os.rename(partial, final)
+    fsync_dir(final.parent)
+
+
+def relocate_scripts(bin_dir: Path, old: str, new: str) -> None:
+    """pip writes the venv's absolute path into each script's first lines (the shebang, or
+    the ``/bin/sh`` trampoline it uses for long paths): re-point them at the final path."""
+    old_b, new_b = old.encode(), new.encode()
+    for script in bin_dir.iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        head, sep, rest = data.partition(b"\n")
+        second, sep2, rest2 = rest.partition(b"\n")
+        if old_b not in head and old_b not in second:
+            continue
+        fixed = head.replace(old_b, new_b) + sep + second.replace(old_b, new_b) + sep2 + rest2
+        mode = script.stat().st_mode
+        script.write_bytes(fixed)
+        script.chmod(mode)
