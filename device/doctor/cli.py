@@ -27,7 +27,7 @@ def render_table(report: Report, out: TextIO) -> None:
     for check in report.checks:
         out.write(f"{_MARK[check.status]}  {check.name:<{width}}  {check.detail}\n")
         if check.status != "ok" and check.fix:
-            out.write(f"{'':<{width + 6}}fix: {check.fix}\n")
+            out.write(f"{'':<{width + 8}}fix: {check.fix}\n")
     counts = {s: sum(c.status == s for c in report.checks) for s in ("ok", "warn", "fail")}
     verdict = "healthy" if report.ok else "NOT healthy"
     out.write(f"kiosk {verdict}: {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail\n")

@@ -27,11 +27,6 @@ def _is_local(url: str) -> bool:
     return "://" not in url
 
 
-def agent_pids(ctx: DoctorContext) -> list[int]:
-    """Pids of running kiosk agents (``kiosk device run``) other than this process."""
-    return ctx.probes.agents()
-
-
 # --------------------------------------------------------------------------- serial port
 
 
@@ -171,7 +166,7 @@ def _ping_mcu(port: Any, limit: float) -> CheckResult:
     from firmware_bridge import bridge
     from firmware_bridge.errors import ProtocolError
 
-    token = os.urandom(4)
+    token = int.from_bytes(os.urandom(4), "big")
     decoder = bridge.Decoder()
     port.reset_input_buffer()
     port.write(bytes(bridge.encode(bridge.PING, 1, bridge.ping_payload(token))))
@@ -181,9 +176,10 @@ def _ping_mcu(port: Any, limit: float) -> CheckResult:
         for msg in decoder.feed(chunk) if chunk else []:
             if isinstance(msg, ProtocolError) or msg.type != bridge.PONG:
                 continue  # cards, health and logs are the agent's business, not doctor's
-            answered, uptime_ms, version = bridge.parse_pong(msg.payload)
-            if bytes(answered) == token:
-                return ok("reader", f"MCU answers ping: firmware {version}, up {uptime_ms} ms")
+            pong = bridge.parse_pong(msg.payload)
+            if pong["token"] == token:
+                version, uptime = pong["version"], pong["uptime_ms"] / 1000
+                return ok("reader", f"MCU answers ping: firmware {version}, up {uptime:.0f} s")
     return fail(
         "reader",
         f"the MCU did not answer a ping within {limit:.1f} s",
@@ -284,11 +280,11 @@ def check_gpio(ctx: DoctorContext) -> CheckResult:
         return not_configured("gpio", "not configured: the MCU drives relay and lights")
     if not config.gpio.enabled:
         return not_configured("gpio", "not configured (gpio.enabled = false)")
-    agents = agent_pids(ctx)
-    if agents and ctx.pin_factory is None:
+    agents = ctx.probes.agents()  # a kiosk agent, not this process
+    if agents and ctx.pin_factory is None and config.gpio.pin_factory != "mock":
         return warn(
             "gpio",
-            f"pins not claimed: the kiosk agent (pid {agents[0]}) holds them",
+            f"pins not claimed: a kiosk agent is running (pid {agents[0]}) and may hold them",
             f"to test GPIO itself: {STOP_AGENT}",
         )
     from device.acting.gate import Gate
@@ -397,11 +393,15 @@ def check_camera(ctx: DoctorContext) -> CheckResult:
     camera = OpenCvCamera(
         cam.source, width=cam.width, height=cam.height, fps=cam.fps, timeout_s=ctx.timeout_s
     )
-    if camera.live and agent_pids(ctx) and not camera.source.startswith(("rtsp:", "http")):
+    node = f"/dev/video{cam.source}" if cam.source.isdigit() else cam.source
+    holders = ctx.probes.holders(node) if node.startswith("/dev/") else []
+    if holders:
+        pid, cmd = holders[0]
+        who = "the kiosk agent" if is_agent(cmd) else f"{cmd[:60]!r}"
         return warn(
             "camera",
-            f"camera {cam.source} not opened: the kiosk agent (pid {agent_pids(ctx)[0]}) uses it",
-            f"to test the camera itself: {STOP_AGENT}",
+            f"{node} not opened: in use by {who} (pid {pid})",
+            f"to test the camera itself: {STOP_AGENT}" if is_agent(cmd) else f"kill {pid}",
         )
     try:
         camera.open()

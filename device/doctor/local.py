@@ -146,18 +146,14 @@ def check_journal(ctx: DoctorContext) -> CheckResult:
         "checks); dead letters are events the server refused: look at the server log "
         "and the kiosk's heartbeat (journal.dead_letters)"
     )
-    old = age or 0.0
-    if (
-        pending >= t.backlog_fail_events
-        or old >= t.backlog_fail_age_s
-        or dead >= t.dead_letters_fail
-    ):
+
+    def beyond(events: int, age_s: float, dead_letters: int) -> bool:
+        too_old = age is not None and age >= age_s
+        return pending >= events or too_old or dead >= dead_letters
+
+    if beyond(t.backlog_fail_events, t.backlog_fail_age_s, t.dead_letters_fail):
         return fail("journal", text, fix)
-    if (
-        pending >= t.backlog_warn_events
-        or old >= t.backlog_warn_age_s
-        or dead >= t.dead_letters_warn
-    ):
+    if beyond(t.backlog_warn_events, t.backlog_warn_age_s, t.dead_letters_warn):
         return warn("journal", text, fix)
     return ok("journal", text)
 

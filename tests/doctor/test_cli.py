@@ -1,0 +1,88 @@
+"""``kiosk doctor``: the table, the JSON document and the exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+from pathlib import Path
+
+from device.doctor import CHECKS
+from device.doctor.cli import register
+from tests.doctor.conftest import Kiosk
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The verb as siheyi/cli.py mounts it (``-v`` keeps the test's logging untouched)."""
+    parser = argparse.ArgumentParser(prog="kiosk")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+async def _doctor(*argv: str) -> tuple[int, str]:
+    args = _parser().parse_args(["-v", "doctor", *argv])
+    out = io.StringIO()
+    code = await asyncio.to_thread(args.func, args, out)
+    return int(code), out.getvalue()
+
+
+def _toml(kiosk: Kiosk, **reader: str) -> Path:
+    c = kiosk.config
+    lines = [
+        f'bundle = "{c.bundle}"',
+        f'state_dir = "{c.state_dir}"',
+        "[reader]",
+        *(f'{k} = "{v}"' for k, v in {"url": c.reader.url, **reader}.items()),
+        "[voice]",
+        f'player = "{c.voice.player}"',
+        f'cache_dir = "{c.voice.cache_dir}"',
+        "[gpio]",
+        'pin_factory = "mock"',
+        "[camera]",
+        "enabled = true",
+        f'source = "{c.camera.source}"',
+    ]
+    path = kiosk.tmp_path / "kiosk.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_json_of_a_healthy_kiosk_exits_0(kiosk: Kiosk) -> None:
+    code, out = await _doctor("--config", str(_toml(kiosk)), "--json")
+    document = json.loads(out)
+    assert code == 0 and document["ok"] is True
+    assert [c["name"] for c in document["checks"]] == list(CHECKS)
+    assert {c["status"] for c in document["checks"]} <= {"ok", "warn"}
+    assert set(document["checks"][0]) == {"name", "status", "detail", "fix"}
+
+
+async def test_a_failing_check_exits_1_and_the_table_shows_the_fix(kiosk: Kiosk) -> None:
+    missing = kiosk.tmp_path / "ttyUSB7"
+    code, out = await _doctor("--config", str(_toml(kiosk, url=str(missing))))
+    assert code == 1
+    lines = out.splitlines()
+    failed = next(i for i, line in enumerate(lines) if "serial_port" in line)
+    assert lines[failed].startswith("FAIL  serial_port") and str(missing) in lines[failed]
+    assert lines[failed + 1].strip().startswith("fix: plug in the reader")
+    assert lines[-1].startswith("kiosk NOT healthy:") and lines[-1].endswith(", 1 fail")
+    assert len([line for line in lines if line.startswith(("ok  ", "WARN", "FAIL"))]) == len(CHECKS)
+
+
+async def test_an_unreadable_config_exits_2(tmp_path: Path) -> None:
+    code, out = await _doctor("--config", str(tmp_path / "nope.toml"), "--json")
+    document = json.loads(out)
+    assert code == 2 and document["ok"] is False
+    assert (
+        document["checks"][0]["name"] == "config"
+        and "cannot read" in document["checks"][0]["detail"]
+    )
+
+
+async def test_an_invalid_config_exits_1_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "kiosk.toml"
+    path.write_text("[reader]\nbaudrate = 12\n")
+    code, out = await _doctor("--config", str(path))
+    assert code == 1
+    assert out.startswith("FAIL  config") and "reader.baudrate" in out
