@@ -37,6 +37,7 @@ from core import audit, wire
 from server.audit import bulk, partitions, state
 from server.errors import BadRequest
 from server.http.bodies import convert, refuse_clear_ids
+from server.metrics.instruments import count_audit_batch
 from server.storage.connection import Connection
 from server.storage.db import Database, durable, lock
 from server.storage.postgres import PgConnection
@@ -254,11 +255,17 @@ async def submit(
     SQLite: in a group commit with the other writes queued meanwhile (one WAL sync for all;
     bench/fleet_load.py measured the sync of each upload's own commit as the writer's main
     cost). PostgreSQL: a transaction of its own on a pool thread (several run at once, and a
-    group would hold every member's device lock until the last one is stored).
+    group would hold every member's device lock until the last one is stored). The batch's
+    outcome is counted for /metrics (server/metrics/instruments.py).
     """
     if db.dialect == "sqlite":
-        return await db.write(store, device_id, events, received_at)
-    return await db.run(ingest, device_id, events, received_at)
+        result = await db.write(store, device_id, events, received_at)
+    else:
+        result = await db.run(ingest, device_id, events, received_at)
+    count_audit_batch(
+        result.stored, result.duplicates, len(result.conflicts), len(result.chain_breaks)
+    )
+    return result
 
 
 def _store(

@@ -20,6 +20,10 @@ been opened and migrated once, forwards ``SIGTERM``/``SIGINT`` to them, restarts
 that dies unasked (after a backoff that doubles up to :data:`MAX_BACKOFF_S`, reset once a
 worker has run :data:`STABLE_S`), and exits once every worker has stopped. ``N = 1`` does
 not fork at all: the server runs in the calling process, as it always did.
+
+Metrics: a scrape of ``/metrics`` reaches one worker, so the supervisor gives the workers a
+private directory for prometheus-client's multiprocess mode before forking, tells it of each
+dead worker, and removes it at the end (server/metrics/multiproc.py).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from types import FrameType
 import msgspec
 
 from server.config import LimitSettings
+from server.metrics import multiproc
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +184,8 @@ class Supervisor:
         assert slot.process is not None
         code, ran = slot.process.exitcode, time.monotonic() - slot.started
         slot.process.join()
+        if slot.process.pid is not None:
+            multiproc.worker_died(slot.process.pid)
         slot.process = None
         if ran >= STABLE_S:
             slot.backoff_s = FIRST_BACKOFF_S
@@ -207,6 +214,8 @@ class Supervisor:
                 process.kill()
                 process.join()
                 failed = True
+            if process.pid is not None:
+                multiproc.worker_died(process.pid)
         log.info("all workers stopped (signal %s)", self._signal)
         return 1 if failed else 0
 
@@ -254,5 +263,10 @@ def _stop_with_parent() -> None:
 
 
 def supervise(target: Worker, workers: int) -> int:
-    """Run ``target(index)`` in ``workers`` processes until a signal; the exit status."""
-    return Supervisor(target, workers).run()
+    """Run ``target(index)`` in ``workers`` processes until a signal; the exit status.
+    The workers share a fresh metrics directory, removed when they have all stopped."""
+    shared = multiproc.prepare()
+    try:
+        return Supervisor(target, workers).run()
+    finally:
+        multiproc.finish(shared)

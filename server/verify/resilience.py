@@ -10,12 +10,14 @@ stale value is still good enough is the policy's call (``[sources] max_stale_s``
 
 The wrapper logs once when its source starts failing and once when it recovers, never per
 request, and counts failed lookups and stale answers. Log lines carry masked ID numbers only.
+Each lookup's time, failure and staleness also go to /metrics (:class:`SourceMeter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from urllib.parse import quote
 
 from core import idnumbers as identity
 from core.checks import SourceResult
+from server.metrics.instruments import SourceMeter
 from server.verify.sources import LocalRecords, SourceAdapter
 
 log = logging.getLogger(__name__)
@@ -80,17 +83,22 @@ class ResilientSource:
         self.failing = False
         self.failures = 0
         self.stale_served = 0
+        self.meter = SourceMeter(self.name)
 
     async def lookup(self, id_number: str) -> SourceResult[Any]:
         """Ask the source within the timeout; on failure answer the last-known value (stale)."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):  # no task per lookup, unlike wait_for
                 result: SourceResult[Any] = await self.adapter.lookup(id_number)
         except TimeoutError:
-            return self.timed_out(id_number)
+            result = self.timed_out(id_number)
         except Exception as exc:
-            return self.raised(id_number, exc)
-        return self.settle(id_number, result)
+            result = self.raised(id_number, exc)
+        else:
+            result = self.settle(id_number, result)
+        self.meter.took(time.perf_counter() - started)
+        return result
 
     def settle(
         self, id_number: str, result: SourceResult[Any], now: datetime | None = None
@@ -101,6 +109,7 @@ class ResilientSource:
             return self._failed(id_number, result.error or "failed", result.error or "error")
         if self.failing:
             self._recovered()
+        self.meter.answered()
         if result.status == "ok":
             self._remember(id_number, result.value, now)
         elif result.status == "missing" and self._last:
@@ -143,10 +152,12 @@ class ResilientSource:
         why = why.replace(quote(id_number, safe=""), masked).replace(id_number, masked)
         if not self.failing:
             self.failing = True
+            self.meter.failing(True)
             log.warning("source %s failing (lookup of %s): %s", self.name, masked, why)
         else:
             log.debug("source %s still failing (lookup of %s): %s", self.name, masked, why)
         known = self._last.get(id_number)
+        self.meter.failed(error, stale=known is not None)
         if known is None:
             return SourceResult.failed(error)
         self._last.move_to_end(id_number)
@@ -157,6 +168,7 @@ class ResilientSource:
     def _recovered(self) -> None:
         if self.failing:
             self.failing = False
+            self.meter.failing(False)
             log.info("source %s recovered (%d failed lookups so far)", self.name, self.failures)
 
 
@@ -176,7 +188,9 @@ class ResilientGroup:
         self._timed = records.db.dialect != "sqlite"
 
     async def lookup(self, id_number: str) -> dict[str, SourceResult[Any]]:
-        """Every member's answer for ``id_number``, by source name."""
+        """Every member's answer for ``id_number``, by source name (each member's meter
+        takes the one statement's time)."""
+        started = time.perf_counter()
         try:
             if self._timed:
                 async with asyncio.timeout(self.timeout_s):
@@ -184,11 +198,16 @@ class ResilientGroup:
             else:
                 records = await self.records.fetch(id_number)
         except TimeoutError:
-            return {m.name: m.timed_out(id_number) for m in self.members}
+            answers = {m.name: m.timed_out(id_number) for m in self.members}
         except Exception as exc:
-            return {m.name: m.raised(id_number, exc) for m in self.members}
-        now = self.members[0].now()
-        return {m.name: m.settle(id_number, records[m.name], now) for m in self.members}
+            answers = {m.name: m.raised(id_number, exc) for m in self.members}
+        else:
+            now = self.members[0].now()
+            answers = {m.name: m.settle(id_number, records[m.name], now) for m in self.members}
+        took = time.perf_counter() - started
+        for member in self.members:
+            member.meter.took(took)
+        return answers
 
 
 def group_sources(

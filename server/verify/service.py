@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from core.policy import (
     prompt_for,
     usable_checks,
 )
+from server.metrics.instruments import VerifyMeter
 from server.verify.qr import TokenResolver
 from server.verify.resilience import ResilientSource, group_sources
 
@@ -43,7 +45,7 @@ class Verifier:
     older than ``max_stale_s`` counts as an error (and the policy answers ``check``).
 
     ``resolver`` maps QR tokens to ID numbers (:meth:`verify_token`); without one every token
-    is unknown.
+    is unknown. Each decision's time goes to /metrics by outcome (:class:`VerifyMeter`).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Verifier:
         self.max_stale_s = max_stale_s
         self.resolver = resolver
         self._groups, self._alone = group_sources(list(self.sources.values()))
+        self._meter = VerifyMeter()
 
     async def verify(
         self,
@@ -71,6 +74,14 @@ class Verifier:
         ``card_type`` ``I`` (2017 foreigner permanent-residence card) takes a 15-character
         permit number; every other type an 18-character GB 11643 number.
         """
+        started = time.perf_counter()
+        result = await self._decide(id_number, now, site_policy, card_type)
+        self._meter.observe(result.decision.outcome, time.perf_counter() - started)
+        return result
+
+    async def _decide(
+        self, id_number: str, now: datetime, site_policy: SitePolicy, card_type: str
+    ) -> Verification:
         number = identity.normalise(id_number)
         masked = identity.mask(number)
         if not identity.credential_ok(number, card_type):
@@ -93,6 +104,14 @@ class Verifier:
         ``unknown_qr``. The resolver failing → ``check`` with ``source_error:health_code``
         (the code may be good; a guard decides). ``masked_id`` is empty when unresolved.
         """
+        started = time.perf_counter()
+        result = await self._decide_token(token, now, site_policy)
+        self._meter.observe(result.decision.outcome, time.perf_counter() - started)
+        return result
+
+    async def _decide_token(
+        self, token: str, now: datetime, site_policy: SitePolicy
+    ) -> Verification:
         if self.resolver is None:
             return Verification(
                 decide(None, now, site_policy, invalid_reason="unknown_qr"), None, ""
@@ -101,7 +120,7 @@ class Verifier:
         if resolution.status == "ok":
             number = resolution.id_number
             card_type = "I" if identity.is_permit_number(number) else "resident"
-            return await self.verify(number, now, site_policy, card_type=card_type)
+            return await self._decide(number, now, site_policy, card_type)
         if resolution.status == "error":
             reasons = ("source_error:health_code",)
             return Verification(Decision(CHECK, reasons), None, "")
