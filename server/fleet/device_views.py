@@ -24,7 +24,7 @@ from msgspec import UNSET
 from core import wire
 from core.signing import enrol_message, session_message, signature_ok
 from server.alerts import hooks as alerts
-from server.appkeys import CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
+from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, DIRECTORY, TOKENS
 from server.audit import state as audit_state
 from server.commands import links
 from server.errors import EnrolRefused
@@ -48,6 +48,9 @@ from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.offline.keys import server_public_key, site_key
+from server.releases.evaluate import evaluate as evaluate_rollout
+from server.releases.heartbeat import BeatResult, ReleaseCache, on_heartbeat
+from server.releases.heartbeat import cache_for as release_cache
 from server.storage.connection import Connection
 from server.storage.db import transaction
 
@@ -234,20 +237,30 @@ async def heartbeat(request: web.Request) -> web.Response:
     A heartbeat carrying ``sent_at`` (kiosk wall clock, unix seconds) also gets
     ``clock_skew_s`` (server minus kiosk). The kiosk's ``journal`` report is kept as the
     audit state alerts are raised from; the answer's ``audit`` says what the server holds of
-    this kiosk's audit (so a tool can tell a kiosk with a past from a new one).
+    this kiosk's audit (so a tool can tell a kiosk with a past from a new one). Its
+    ``update`` report is kept when it changed, and the answer's ``update`` offers the release
+    its rollout wants it to run (server/releases/heartbeat.py).
     """
     beat, now, status = await views.accept_heartbeat(request)
     skew = None
     if beat.sent_at is not None:
         skew = round(sessions.utc_now().timestamp() - beat.sent_at, 3)
-    version, config, history, back, pending = await request.app[DATABASE].run(
-        _heartbeat_extras, request[DEVICE].device_id, skew, beat.journal, now
-    )
-    answer = wire.HeartbeatAnswer(
-        now, pending, version, config, UNSET if skew is None else skew, history
-    )
-    _announce(request, back, beat.journal)
     device = request[DEVICE]
+    db = request.app[DATABASE]
+    extras = await db.run(_heartbeat_extras, device, skew, beat, now, release_cache(db.target))
+    version, config, history, back, pending, update = extras
+    answer = wire.HeartbeatAnswer(
+        now,
+        pending,
+        version,
+        config,
+        UNSET if skew is None else skew,
+        history,
+        UNSET if update.offer is None else update.offer,
+    )
+    if update.evaluate is not None:  # a kiosk reported a final state: halt or advance now?
+        await db.run(evaluate_rollout, update.evaluate, request.app[CLOCK]())
+    _announce(request, back, beat.journal)
     if back:  # announced down, maybe by another process: its offline alert clears now
         await alerts.observe_presence(request.app, device.device_id, device.site, device.gate, True)
     await alerts.observe_heartbeat(request.app, device, status)
@@ -319,22 +332,26 @@ async def claim_pass(request: web.Request) -> web.Response:
 
 def _heartbeat_extras(
     conn: Connection,
-    device_id: str,
+    device: Device,
     skew_s: float | None,
-    journal: wire.JournalState | None,
+    beat: wire.Heartbeat,
     now: str,
-) -> tuple[int, dict[str, Any], wire.AuditHistory, bool, list[dict[str, object]]]:
+    releases: ReleaseCache,
+) -> tuple[int, dict[str, Any], wire.AuditHistory, bool, list[dict[str, object]], BeatResult]:
     """The heartbeat's writes and the answer's facts: whether the kiosk had been announced
-    down (server/events/presence.py), and its signed commands not yet acknowledged (the
-    fallback for a kiosk whose command socket cannot be held, server/commands)."""
+    down (server/events/presence.py), its signed commands not yet acknowledged (the
+    fallback for a kiosk whose command socket cannot be held, server/commands), and its
+    update offer (its update report kept when it changed)."""
+    device_id = device.device_id
     if skew_s is not None:
         record_skew(conn, device_id, skew_s)
-    if journal is not None:
-        audit_state.record_journal(conn, device_id, journal, now)
+    if beat.journal is not None:
+        audit_state.record_journal(conn, device_id, beat.journal, now)
     version, config = fleet.merged_config(conn, device_id)
     back = presence.back_up(conn, device_id)
     pending = links.pending_commands(conn, device_id, int(sessions.utc_now().timestamp()))
-    return version, config, audit_state.history(conn, device_id), back, pending
+    update = on_heartbeat(conn, releases, device_id, device.site, beat.version, beat.update, now)
+    return version, config, audit_state.history(conn, device_id), back, pending, update
 
 
 OPERATIONS: tuple[Operation, ...] = (

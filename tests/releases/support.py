@@ -1,0 +1,108 @@
+"""Releases in tests: wheels, signed uploads, kiosks in bulk, heartbeats and the app with the
+release routes (added when the app factory does not serve them yet)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from core.releases import sign_release
+from server import releases
+from server.app import create_app
+from server.config import ServerConfig
+from server.fleet import registry
+from server.fleet.sessions import mint_token
+from server.releases.settings import DEFAULT, ReleaseSettings
+from server.storage.db import connect, transaction
+
+Client = TestClient[web.Request, web.Application]
+RELEASE_KEY = Ed25519PrivateKey.generate()
+PUBLIC_HEX = RELEASE_KEY.public_key().public_bytes_raw().hex()
+
+
+@dataclass(frozen=True)
+class ReleaseConfig(ServerConfig):
+    """A server configuration with ``[releases]`` (until ServerConfig carries it)."""
+
+    releases: ReleaseSettings = DEFAULT
+
+
+def release_app(config: ServerConfig) -> web.Application:
+    """The app, with the release routes added if the app factory does not have them yet."""
+    app = create_app(config)
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
+    missing = [op for op in releases.OPERATIONS if (op.method, op.path) not in served]
+    app.router.add_routes([op.route() for op in missing])
+    return app
+
+
+def make_wheel(folder: Path, version: str, payload: bytes = b"") -> Path:
+    """A small wheel of ``siheyi`` ``version`` (a METADATA file and one module)."""
+    path = folder / f"siheyi-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(
+            f"siheyi-{version}.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: siheyi\nVersion: {version}\n",
+        )
+        wheel.writestr("siheyi/__init__.py", f"VERSION = {version!r}\n".encode() + payload)
+    return path
+
+
+def upload_body(
+    version: str, data: bytes, key: Ed25519PrivateKey = RELEASE_KEY, **changes: Any
+) -> dict[str, Any]:
+    """The ``POST /v1/admin/releases`` body of ``data`` signed with ``key``."""
+    filename = f"siheyi-{version}-py3-none-any.whl"
+    sha256 = hashlib.sha256(data).hexdigest()
+    body = {
+        "version": version,
+        "filename": filename,
+        "sha256": sha256,
+        "signature": sign_release(key, version, filename, sha256),
+        "size": len(data),
+        "wheel": base64.b64encode(data).decode(),
+    }
+    return {**body, **changes}
+
+
+def add_kiosks(db: Path | str, site: str, count: int, prefix: str = "SN") -> list[str]:
+    """``count`` kiosks at ``site`` (registered in one transaction); their device ids."""
+    rows = [
+        (i + 1, registry.DeviceRow(f"{prefix}-{site}-{i:04d}", site, "gate-1"))
+        for i in range(count)
+    ]
+    with connect(db) as conn, transaction(conn):
+        report = registry.upsert_devices(conn, rows, create_sites=True)
+    ids = [r.device_id for r in report.results]
+    assert all(ids) and len(ids) == count
+    return [str(i) for i in ids]
+
+
+def tokens(db: Path | str, device_ids: list[str]) -> dict[str, dict[str, str]]:
+    """A session header per kiosk."""
+    with connect(db) as conn:
+        return {d: {"Authorization": f"Bearer {mint_token(conn, d)}"} for d in device_ids}
+
+
+async def beat(
+    client: Client,
+    headers: dict[str, str],
+    version: str,
+    update: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """One heartbeat running ``version`` (with an update report); the answer's offer."""
+    body: dict[str, Any] = {"boot_id": "b1", "version": version}
+    if update is not None:
+        body["update"] = update
+    resp = await client.post("/v1/heartbeat", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    offer = (await resp.json()).get("update")
+    return offer if isinstance(offer, dict) else None

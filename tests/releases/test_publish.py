@@ -1,0 +1,85 @@
+"""``POST/GET /v1/admin/releases``: a wheel is stored once per version, only when its bytes
+are what the upload claims and (with ``[releases] release_key``) signed by the release key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from server.releases.settings import ReleaseSettings
+from server.storage.db import connect
+from tests.releases.support import Client, ReleaseConfig, release_app, upload_body
+from tests.server.users_support import add_user, bearer, token_for
+
+WHEEL = b"PK\x03\x04 a wheel of a few bytes" * 100
+
+
+async def _publish(client: Client, admin: dict[str, str], body: dict[str, Any]) -> Any:
+    return await client.post("/v1/admin/releases", json=body, headers=admin)
+
+
+async def test_publish_stores_once_and_lists(client: Client, admin: dict[str, str]) -> None:
+    resp = await _publish(client, admin, upload_body("1.4.0", WHEEL))
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert answer["created"] is True
+    assert answer["release"]["size"] == len(WHEEL) and answer["release"]["published_by"] == "ops"
+    again = await (await _publish(client, admin, upload_body("1.4.0", WHEEL))).json()
+    assert again["created"] is False
+    listed = await (await client.get("/v1/admin/releases", headers=admin)).json()
+    assert [r["version"] for r in listed["releases"]] == ["1.4.0"]
+    assert "wheel" not in listed["releases"][0]
+
+
+async def test_same_version_with_other_bytes_is_409(client: Client, admin: dict[str, str]) -> None:
+    assert (await _publish(client, admin, upload_body("1.4.0", WHEEL))).status == 200
+    resp = await _publish(client, admin, upload_body("1.4.0", WHEEL + b"!"))
+    assert resp.status == 409
+    assert "another wheel" in (await resp.json())["detail"]
+
+
+async def test_bytes_that_do_not_match_are_refused(client: Client, admin: dict[str, str]) -> None:
+    honest = upload_body("1.4.0", WHEEL)
+    wrong_sha = {**honest, "sha256": "0" * 64}
+    resp = await _publish(client, admin, wrong_sha)
+    assert resp.status == 400 and "sha256" in (await resp.json())["detail"]
+    resp = await _publish(client, admin, {**honest, "size": len(WHEEL) + 1})
+    assert resp.status == 400 and "size" in (await resp.json())["detail"]
+    resp = await _publish(client, admin, {**honest, "version": "../etc"})
+    assert resp.status == 400
+    listed = await (await client.get("/v1/admin/releases", headers=admin)).json()
+    assert listed["releases"] == []
+
+
+async def test_a_signature_not_by_the_pinned_key_is_refused(
+    client: Client, admin: dict[str, str]
+) -> None:
+    forged = upload_body("1.4.0", WHEEL, key=Ed25519PrivateKey.generate())
+    resp = await _publish(client, admin, forged)
+    assert resp.status == 400
+    assert "not signed by the pinned release key" in (await resp.json())["detail"]
+    moved = upload_body("1.4.0", WHEEL)
+    moved["signature"] = upload_body("1.5.0", WHEEL)["signature"]  # another version's
+    assert (await _publish(client, admin, moved)).status == 400
+
+
+async def test_without_a_pinned_key_any_matching_wheel_is_stored(
+    aiohttp_client: Any, db_path: Any
+) -> None:
+    config = ReleaseConfig(database=str(db_path), releases=ReleaseSettings(""))
+    add_user(db_path, "ops", "admin")
+    client = await aiohttp_client(release_app(config))
+    admin = bearer(await token_for(client, "ops"))
+    unsigned_by_us = upload_body("2.0.0", WHEEL, key=Ed25519PrivateKey.generate())
+    assert (await _publish(client, admin, unsigned_by_us)).status == 200
+    with connect(db_path) as conn:
+        row = conn.execute("SELECT wheel FROM release_wheels WHERE version = '2.0.0'").fetchone()
+    assert bytes(row[0]) == WHEEL
+
+
+async def test_only_admins_publish(client: Client, db_path: Any) -> None:
+    add_user(db_path, "gus", "guard", ["site-a"])
+    guard = bearer(await token_for(client, "gus"))
+    assert (await _publish(client, guard, upload_body("1.4.0", WHEEL))).status == 403
+    assert (await client.post("/v1/admin/releases", json={})).status == 401
