@@ -281,6 +281,7 @@ switch_current() {
 
 install_boot_guard() {
     [ -f "$BOOT_GUARD" ] || die "no boot guard at $BOOT_GUARD (--boot-guard FILE)"
+    [ "$BOOT_GUARD" -ef "$OPT/bin/siheyi-boot-guard" ] && return 0
     install -m 0755 -o 0 -g 0 "$BOOT_GUARD" "$OPT/bin/siheyi-boot-guard"
 }
 

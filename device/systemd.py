@@ -12,6 +12,11 @@ The protocol (``sd_notify(3)``) is one datagram of ``KEY=value`` lines to the Un
 named in ``$NOTIFY_SOCKET``; a name starting with ``@`` is in the abstract namespace. Every
 function here is a no-op returning False outside systemd (no ``$NOTIFY_SOCKET``), and never
 raises or blocks: a notification that cannot be sent is logged at debug level and dropped.
+
+Only the service's main process notifies (``$SYSTEMD_EXEC_PID``, set by systemd 248+): the
+units say ``NotifyAccess=main``, so a forked child that inherited the environment (a
+``kiosk server run --workers N`` worker) stays quiet instead of filling the journal with
+rejected messages; the supervisor speaks for its workers.
 """
 
 from __future__ import annotations
@@ -35,11 +40,17 @@ __all__ = [
 
 
 def _address() -> str | None:
-    """The notify socket's address as ``socket.sendto`` takes it, or None outside systemd."""
+    """The notify socket's address as ``socket.sendto`` takes it; None outside systemd or
+    in a process that is not the service's main one."""
     name = os.environ.get("NOTIFY_SOCKET", "")
-    if not name or name[0] not in "/@":
+    if not name or name[0] not in "/@" or not _is_main_process():
         return None
     return "\0" + name[1:] if name[0] == "@" else name
+
+
+def _is_main_process() -> bool:
+    main = os.environ.get("SYSTEMD_EXEC_PID", "")
+    return not main or main == str(os.getpid())
 
 
 def notify(*assignments: str) -> bool:
@@ -90,8 +101,7 @@ def watchdog_interval() -> float | None:
     or None when systemd watches no watchdog for this process.
 
     ``$WATCHDOG_PID``, when set, names the process the watchdog is meant for: a child that
-    inherited the environment (a pip run, a forked worker under ``NotifyAccess=main``) is
-    not it.
+    inherited the environment is not it.
     """
     if _address() is None:
         return None

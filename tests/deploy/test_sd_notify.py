@@ -20,6 +20,13 @@ import pytest
 from device import systemd
 
 
+@pytest.fixture(autouse=True)
+def _no_systemd_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sets what it needs: none of a surrounding service's variables leak in."""
+    for name in ("NOTIFY_SOCKET", "SYSTEMD_EXEC_PID", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A datagram socket on a short path (sun_path holds 108 bytes) named in NOTIFY_SOCKET."""
@@ -29,8 +36,7 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
         sock.bind(path)
         sock.settimeout(5.0)
         monkeypatch.setenv("NOTIFY_SOCKET", path)
-        monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+        monkeypatch.setenv("SYSTEMD_EXEC_PID", str(os.getpid()))
         try:
             yield sock
         finally:
@@ -61,11 +67,24 @@ def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_op_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     assert not systemd.notify_ready()
     assert systemd.watchdog_interval() is None
     asyncio.run(asyncio.wait_for(systemd.watchdog_loop(), 5.0))  # returns at once
+
+
+def test_a_child_of_the_main_process_stays_quiet(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked worker inherits NOTIFY_SOCKET; under NotifyAccess=main only the main process
+    (SYSTEMD_EXEC_PID) may speak."""
+    monkeypatch.setenv("SYSTEMD_EXEC_PID", str(os.getpid() + 1))
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert not systemd.notify_ready()
+    assert systemd.watchdog_interval() is None
+    monkeypatch.setenv("SYSTEMD_EXEC_PID", str(os.getpid()))
+    assert systemd.notify_ready()
+    assert notify_socket.recv(64) == b"READY=1"
 
 
 def test_a_gone_socket_is_not_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

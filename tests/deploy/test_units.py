@@ -102,6 +102,7 @@ def test_the_agent_unit_holds_the_plan() -> None:
 def test_the_server_unit_has_no_devices() -> None:
     unit = _directives(SERVER)
     assert unit["Type"] == ["notify"] and unit["WatchdogSec"] == ["30"]
+    assert unit["NotifyAccess"] == ["main"] and unit["Restart"] == ["always"]
     assert unit["ExecStart"] == [
         "/opt/siheyi/current/bin/kiosk server run --config /etc/siheyi/server.toml"
     ]
