@@ -217,6 +217,39 @@ class CommandsConfig:
     ] = TEST_PROMPT
 
 
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Software updates (docs/updates.md): wheels signed with the fleet's release key."""
+
+    enabled: Annotated[bool, Meta(description="install the releases the server offers")] = True
+    release_key: Annotated[
+        str,
+        Meta(
+            pattern="^([0-9a-f]{64})?$",
+            description='public release key, 64 hex digits ("": every offer is refused)',
+        ),
+    ] = ""
+    root: Annotated[
+        str, Meta(min_length=1, description="holds releases/, current and previous")
+    ] = "/opt/siheyi"
+    wheelhouse: Annotated[
+        str, Meta(description="dependency wheels for pip --no-index --find-links")
+    ] = "/opt/siheyi/wheelhouse"
+    index_url: Annotated[
+        str, Meta(description='a package index for dependencies instead ("": the wheelhouse only)')
+    ] = ""
+    python: Annotated[
+        str, Meta(min_length=1, description="the interpreter a release's venv is made with")
+    ] = "/usr/bin/python3"
+    idle_s: Annotated[
+        float,
+        Meta(ge=0, le=3600, description="no tap for this long before switching and restarting"),
+    ] = 10.0
+    install_timeout_s: Annotated[
+        float, Meta(ge=10, le=7200, description="an install still running after this is killed")
+    ] = 900.0
+
+
 def load_bundle(path: Path) -> Bundle:
     """Read and check a bundle file (:mod:`core.bundle`); errors name the file and the key."""
     try:
@@ -248,6 +281,7 @@ class DeviceConfig:
     upload: UploadConfig = field(default_factory=UploadConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
     @classmethod
     def load(cls, path: Path) -> DeviceConfig:

@@ -113,7 +113,7 @@ def test_the_reference_table_is_generated_from_the_schema() -> None:
     documented = set(re.findall(r"^\| `([^`]+)` \|", text, re.M))
     keys = {"bundle", "state_dir", "server_url"}
     sections = ("reader", "verify", "cache", "voice", "gpio", "camera", "sscard", "upload")
-    for section in (*sections, "commands"):
+    for section in (*sections, "commands", "update"):
         keys |= {f"{section}.{name}" for name in vars(getattr(DeviceConfig(), section))}
     keys |= {"heartbeat.interval_s"} | {f"voice.prompts.{o}" for o in DEFAULT_PROMPTS}
     assert keys - {"voice.prompts"} == documented
