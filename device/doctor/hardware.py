@@ -369,6 +369,13 @@ def check_audio(ctx: DoctorContext, clip: Path | None, scratch: Path) -> CheckRe
         )
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        agents = ctx.probes.agents()
+        if "busy" in why.lower() and agents:
+            return warn(
+                "audio",
+                f"{' '.join(argv[:-1])}: device busy; a kiosk agent is running (pid {agents[0]})",
+                f"to test audio itself: {STOP_AGENT}",
+            )
         return fail(
             "audio",
             f"{' '.join(argv[:-1])} failed (exit {done.returncode}): {why}",

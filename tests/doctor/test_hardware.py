@@ -18,6 +18,7 @@ from firmware_bridge import bridge
 from firmware_bridge.errors import ProtocolError
 from tests.device import qrframes
 from tests.doctor.conftest import Kiosk, write_wav
+from tests.e2e_support import card
 
 
 async def test_a_missing_port_fails_and_the_sam_is_not_asked(kiosk: Kiosk) -> None:
@@ -36,6 +37,26 @@ async def test_a_silent_sam_fails(kiosk: Kiosk) -> None:
     check = report.by_name("reader")
     assert check.status == "fail" and "did not answer a status command" in check.detail
     assert "reader.baudrate" in check.fix
+
+
+async def test_a_sam_failing_its_self_test_fails(kiosk: Kiosk) -> None:
+    kiosk.sim.sam.self_test_failed = True
+    check = (await kiosk.run()).by_name("reader")
+    assert check.status == "fail" and "SW3 60 (SAM self-test failed)" in check.detail
+    assert "replaced" in check.fix
+
+
+async def test_a_garbled_reply_points_at_the_baud_rate(kiosk: Kiosk) -> None:
+    kiosk.sim.sam.corrupt_next = True
+    check = (await kiosk.run()).by_name("reader")
+    assert check.status == "fail" and "garbled" in check.detail and "baudrate" in check.fix
+
+
+async def test_doctor_never_reads_a_card_in_the_field(kiosk: Kiosk) -> None:
+    kiosk.sim.place(card("11010519491231002X"))
+    report = await kiosk.run()
+    assert report.status("reader") == "ok"
+    assert [(cmd, para) for cmd, para, _ in kiosk.sim.sam.history] == [(0x11, 0xFF)]
 
 
 @pytest.fixture
