@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +108,10 @@ async def beat(
     assert resp.status == 200, await resp.text()
     offer = (await resp.json()).get("update")
     return offer if isinstance(offer, dict) else None
+
+
+async def post_release(client: Client, admin: dict[str, str], body: dict[str, Any]) -> Any:
+    """``POST /v1/admin/releases`` (a large body goes as a stream, as aiohttp wants it)."""
+    data = io.BytesIO(json.dumps(body).encode())
+    headers = {**admin, "Content-Type": "application/json"}
+    return await client.post("/v1/admin/releases", data=data, headers=headers)

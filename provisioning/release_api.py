@@ -1,0 +1,152 @@
+"""The release and rollout admin API as an HTTP client, and the release key's files.
+
+``provisioning`` reaches the server only through its API, so answers are decoded as plain
+JSON here (their models are server/releases/wire.py; the CLI tests run against the real
+server, which keeps the two in step). Logging in works as for ``kiosk provision
+--server-url``: an admin's token kept per server URL, 0600 (:class:`RemoteFleet`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import zipfile
+from email.parser import HeaderParser
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from core.errors import SettingError
+from core.releases import check_filename, check_version, file_sha256, sign_release
+from provisioning.errors import (
+    InvalidField,
+    LoginFailed,
+    ProvisioningError,
+    Refused,
+    StoreError,
+    Unavailable,
+)
+from provisioning.remote import RemoteFleet
+
+
+class NotFound(ProvisioningError, LookupError):
+    """No such release, rollout, site or device."""
+
+
+class ReleaseApi(RemoteFleet):
+    """``/v1/admin/releases`` and ``/v1/admin/rollouts`` as an admin."""
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request with the admin's token (one new login if it is refused); the JSON
+        answer, or the server's refusal as a :class:`ProvisioningError`."""
+        data = None if body is None else msgspec.json.encode(body)
+        token, fresh = self._token()
+        status, raw, retry = self._send(method, path, data, token)
+        if status == 401 and not fresh:
+            username = self._username()
+            self.tokens.put(self.url, None)  # refused: never offered again
+            status, raw, retry = self._send(method, path, data, self._login(username))
+        if status != 200:
+            raise self._problem(status, raw, retry, path)
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise Unavailable(f"{self.url}{path}: unexpected answer: {exc}") from exc
+
+    def _problem(self, status: int, raw: bytes, retry: str, path: str) -> ProvisioningError:
+        try:
+            detail = str(json.loads(raw)["detail"])
+        except (ValueError, TypeError, KeyError):
+            detail = raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}"
+        if status == 404:
+            return NotFound(detail)
+        if status == 409:
+            return Refused(detail)
+        if status == 401:
+            return LoginFailed(f"{self.url}: the admin login was refused again: {detail}")
+        return super()._problem(status, raw, retry, path)
+
+
+# -- the release key ----------------------------------------------------------------------
+
+
+def write_key(path: Path) -> str:
+    """A new release key in ``path`` (PEM, created 0600, never over an existing file: a lost
+    release key means re-pinning every kiosk); its public half as hex."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise Refused(f"{path} exists: a release key is never overwritten") from exc
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key.public_key().public_bytes_raw().hex()
+
+
+def read_key(path: Path) -> Ed25519PrivateKey:
+    """The release key of ``path`` (PEM as ``keygen`` writes it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidField(f"{path}: not an unencrypted PEM private key") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidField(f"{path}: not an Ed25519 key")
+    return key
+
+
+# -- wheels ---------------------------------------------------------------------------------
+
+
+def wheel_version(path: Path) -> str:
+    """The ``Version:`` of the wheel's ``*.dist-info/METADATA``."""
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            names = [n for n in wheel.namelist() if n.count("/") == 1]
+            metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+            text = wheel.read(metadata).decode("utf-8")
+    except (OSError, zipfile.BadZipFile, StopIteration, UnicodeDecodeError) as exc:
+        raise InvalidField(f"{path}: not a wheel with a METADATA file ({exc})") from exc
+    version = HeaderParser().parsestr(text).get("Version")
+    if not version:
+        raise InvalidField(f"{path}: METADATA has no Version (give --version)")
+    return str(version).strip()
+
+
+def signed_upload(path: Path, key: Ed25519PrivateKey, version: str | None) -> dict[str, Any]:
+    """The ``POST /v1/admin/releases`` body: the wheel, its facts and the key's signature."""
+    version = version or wheel_version(path)
+    try:
+        check_version(version)
+        check_filename(path.name)
+        data = path.read_bytes()
+    except SettingError as exc:
+        raise InvalidField(str(exc)) from exc
+    except OSError as exc:
+        raise StoreError(f"{path}: {exc.strerror or exc}") from exc
+    sha256 = file_sha256(path)
+    return {
+        "version": version,
+        "filename": path.name,
+        "sha256": sha256,
+        "signature": sign_release(key, version, path.name, sha256),
+        "size": len(data),
+        "wheel": base64.b64encode(data).decode("ascii"),
+    }
