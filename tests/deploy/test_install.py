@@ -117,6 +117,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     for folder in (done.wheels, done.index):
         folder.mkdir()
     _empty_root(done.root)
+    bundle = done.root / "etc" / "siheyi" / "bundle.json"  # enrolled before the install
+    bundle.parent.mkdir()
+    bundle.write_text("{}")
+    bundle.chmod(0o644)
     dependency_wheel(done.index)
     wheel = siheyi_wheel(done.wheels, "1.0")
     _ok(done.run("--kiosk", "--server", "--wheel", str(wheel)))
@@ -152,6 +156,7 @@ def test_layout_owners_and_modes(installed: Installed) -> None:
         "etc/siheyi": (0o750, 0, gid),
         "etc/siheyi/agent.env": (0o640, 0, gid),
         "etc/siheyi/server.env": (0o640, 0, gid),
+        "etc/siheyi/bundle.json": (0o600, uid, gid),
         "opt/siheyi/bin": (0o755, 0, 0),
         "opt/siheyi/bin/siheyi-boot-guard": (0o755, 0, 0),
         "opt/siheyi/releases": (0o755, uid, gid),
