@@ -58,12 +58,20 @@ def main(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except ConfigError as exc:
         render(Report([fail("config", str(exc), _CONFIG_FIX)]), out)
         return 1
-    probes = Probes(user=lambda: user_info(args.user)) if args.user else Probes()
+    probes = Probes()
+    if args.user:
+        try:
+            agent_user = user_info(args.user)
+        except KeyError:
+            render(Report([fail("config", f"--user {args.user}: no such user", _USER_FIX)]), out)
+            return 2
+        probes = Probes(user=lambda: agent_user)
     report = run_doctor(config, timeout_s=args.timeout, probes=probes)
     render(report, out)
     return 0 if report.ok else 1
 
 
+_USER_FIX = "name the account the agent runs as (siheyi after deploy/install.sh)"
 _CONFIG_FIX = "fix the file (docs/kiosk-config.md lists every key); default /etc/siheyi/kiosk.toml"
 
 

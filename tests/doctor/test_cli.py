@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 from pathlib import Path
 
 from device.doctor import CHECKS
@@ -86,3 +87,17 @@ async def test_an_invalid_config_exits_1_naming_the_key(tmp_path: Path) -> None:
     code, out = await _doctor("--config", str(path))
     assert code == 1
     assert out.startswith("FAIL  config") and "reader.baudrate" in out
+
+
+async def test_an_unknown_agent_user_exits_2(kiosk: Kiosk) -> None:
+    code, out = await _doctor("--config", str(_toml(kiosk)), "--user", "no-such-user-h2")
+    assert code == 2 and "no such user" in out
+
+
+async def test_the_agent_user_is_the_one_checked(kiosk: Kiosk) -> None:
+    import pwd
+
+    other = next(p for p in pwd.getpwall() if p.pw_uid not in (0, os.geteuid()))
+    code, out = await _doctor("--config", str(_toml(kiosk)), "--user", other.pw_name, "--json")
+    key_file = next(c for c in json.loads(out)["checks"] if c["name"] == "key_file")
+    assert code == 1 and key_file["fix"] == f"chown {other.pw_name} {kiosk.config.bundle}"
