@@ -114,8 +114,12 @@ async def install_release(
     if version in in_use and final.exists():
         raise InstallError(f"{final} is in use and was built from another wheel")
     await asyncio.to_thread(_clear, final, partial, releases)
-    await builder.build(wheel, partial)
-    await asyncio.to_thread(_finish, partial, final, {"version": version, "sha256": sha256})
+    try:
+        await builder.build(wheel, partial)
+        await asyncio.to_thread(_finish, partial, final, {"version": version, "sha256": sha256})
+    except InstallError:  # a failed release is not retried: its half venv would only take disk
+        await asyncio.to_thread(shutil.rmtree, partial, True)
+        raise
     if not release_works(root, version):
         raise InstallError(f"{final} has no bin/kiosk after the install")
     return final

@@ -112,14 +112,19 @@ class FakeBuilder:
     """Builds a fake release in a subprocess (``sleep_s``: a long install to kill)."""
 
     def __init__(
-        self, doctor_exit: int = 0, sleep_s: float = 0.0, reached: Path | None = None
+        self,
+        doctor_exit: int = 0,
+        sleep_s: float = 0.0,
+        reached: Path | None = None,
+        version: str = "",
     ) -> None:
+        self.version = version  # "": read from the fake wheel
         self.doctor_exit = doctor_exit
         self.sleep_s = sleep_s
         self.reached = reached  # written "installing" once the release is half built
 
     async def build(self, wheel: Path, partial: Path) -> None:
-        version = wheel.read_text().split()[-1]
+        version = self.version or wheel.read_text().split()[-1]
         code = (
             "import sys, time; from pathlib import Path; "
             "from tests.update.fakes import write_release; "
