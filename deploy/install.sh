@@ -152,12 +152,13 @@ make_directories() {
     install -d -m 0755 -o "${OWNER%:*}" -g "$GID" "$OPT/releases" "$OPT/wheelhouse"
     install -d -m 0750 -o "${OWNER%:*}" -g "$GID" "$ROOT/var/lib/siheyi"
     install -d -m 0750 -o 0 -g "$GID" "$ROOT/etc/siheyi"
-    # The kiosk's key: enrolled as root, read by the agent alone (kiosk doctor checks 0600).
-    local bundle=$ROOT/etc/siheyi/bundle.json
-    if [ -f "$bundle" ]; then
+    # The kiosk's key, if enrolled as root: the agent's alone (kiosk doctor checks 0600).
+    local bundle
+    for bundle in "$ROOT/var/lib/siheyi/bundle.json" "$ROOT/etc/siheyi/bundle.json"; do
+        [ -f "$bundle" ] || continue
         chown "$OWNER" "$bundle"
         chmod 0600 "$bundle"
-    fi
+    done
     [ "$KIOSK" = 1 ] && env_file agent
     [ "$SERVER" = 1 ] && env_file server
     return 0
