@@ -32,6 +32,9 @@ from device.config import DeviceConfig
 
 T = TypeVar("T")
 
+#: What stopping the agent for a full hardware check takes (the unit deploy/ installs).
+STOP_AGENT = "sudo systemctl stop siheyi-agent (then run doctor, then start it again)"
+
 #: Per-check time limit, seconds (doctor runs its checks side by side, so the whole run
 #: takes about the slowest check, never the sum).
 DEFAULT_TIMEOUT_S = 3.0

@@ -18,7 +18,7 @@ from typing import Any
 
 from device.acting.voice import PromptRenderer, check_wav
 from device.config import DeviceConfig
-from device.doctor import hardware, local, network
+from device.doctor import camera, groups, local, network, outputs, reader
 from device.doctor.context import DEFAULT_TIMEOUT_S, DoctorContext, Probes, Thresholds
 from device.doctor.model import CheckResult, Report, fail
 from device.errors import VoiceError
@@ -69,9 +69,9 @@ class _Run:
         self.results[name] = await _guard(name, lambda: self.ctx.blocking(fn, wait), wait + 0.1)
 
     async def reader_chain(self) -> None:
-        await self.threaded("serial_port", lambda: hardware.check_serial_port(self.ctx))
+        await self.threaded("serial_port", lambda: reader.check_serial_port(self.ctx))
         port = self.results["serial_port"]
-        await self.threaded("reader", lambda: hardware.check_reader(self.ctx, port))
+        await self.threaded("reader", lambda: reader.check_reader(self.ctx, port))
 
     async def network_chain(self) -> None:
         chain: tuple[tuple[str, Callable[[DoctorContext], Awaitable[CheckResult]]], ...] = (
@@ -88,7 +88,7 @@ class _Run:
         length = _length(clip)
         await self.threaded(
             "audio",
-            lambda: hardware.check_audio(self.ctx, clip, self.scratch),
+            lambda: outputs.check_audio(self.ctx, clip, self.scratch),
             max(self.limit, length + 1.5),
         )
 
@@ -100,9 +100,9 @@ class _Run:
             self.threaded("disk", lambda: local.check_disk(ctx)),
             self.threaded("journal", lambda: local.check_journal(ctx)),
             self.threaded("prompts", lambda: local.check_prompts(ctx)),
-            self.threaded("groups", lambda: hardware.check_groups(ctx)),
-            self.threaded("gpio", lambda: hardware.check_gpio(ctx)),
-            self.threaded("camera", lambda: hardware.check_camera(ctx)),
+            self.threaded("groups", lambda: groups.check_groups(ctx)),
+            self.threaded("gpio", lambda: outputs.check_gpio(ctx)),
+            self.threaded("camera", lambda: camera.check_camera(ctx)),
             self.audio(),
             self.reader_chain(),
             self.network_chain(),
