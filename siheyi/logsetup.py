@@ -20,6 +20,7 @@ JSON field.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import logging.handlers
@@ -36,6 +37,8 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "FORMATS",
     "JsonFormatter",
+    "add_arguments",
+    "configure_from_args",
     "configure_logging",
     "default_file",
     "default_format",
@@ -145,3 +148,48 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return handler
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kiosk``'s global logging options (before the verb: ``kiosk --log-format json ...``)."""
+    group = parser.add_argument_group("logging")
+    group.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="text, or one JSON object per line (default: $SIHEYI_LOG_FORMAT, else text)",
+    )
+    group.add_argument(
+        "--log-file", metavar="FILE", help="log to FILE, not stderr (default: $SIHEYI_LOG_FILE)"
+    )
+    group.add_argument(
+        "--log-max-bytes",
+        type=_count,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help="rotate the log file at N bytes; 0: leave rotation to logrotate (default 10 MB)",
+    )
+    group.add_argument(
+        "--log-backups",
+        type=_count,
+        default=DEFAULT_BACKUPS,
+        metavar="N",
+        help=f"rotated files kept (default {DEFAULT_BACKUPS})",
+    )
+
+
+def configure_from_args(args: argparse.Namespace) -> logging.Handler:
+    """:func:`configure_logging` from the options of :func:`add_arguments` and ``-v``."""
+    return configure_logging(
+        verbose=bool(getattr(args, "verbose", False)),
+        fmt=args.log_format,
+        file=args.log_file,
+        max_bytes=args.log_max_bytes,
+        backups=args.log_backups,
+    )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import logging.handlers
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.idnumbers import make_id_number, mask
-from siheyi.logsetup import JsonFormatter, configure_logging, default_file, default_format
+from siheyi.logsetup import (
+    JsonFormatter,
+    add_arguments,
+    configure_from_args,
+    configure_logging,
+    default_file,
+    default_format,
+)
 
 ID = make_id_number("110101", "19900307", "123")
 
@@ -134,3 +143,20 @@ def test_environment_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format 'xml'"):
         configure_logging(fmt="xml")
+
+
+def test_command_line_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="kiosk")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_arguments(parser)
+    log_file = tmp_path / "kiosk.log"
+    args = parser.parse_args(
+        ["-v", "--log-format", "json", "--log-file", str(log_file), "--log-max-bytes", "0"]
+    )
+    handler = configure_from_args(args)
+    assert isinstance(handler, logging.handlers.WatchedFileHandler)
+    logging.getLogger("x").debug("verbose")
+    assert _records(log_file)[0]["message"] == "verbose"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--log-backups", "-1"])
+    assert "is negative" in capsys.readouterr().err
