@@ -34,7 +34,7 @@ def day_start(now: datetime) -> str:
     return local.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _site_filter(sites: Sites, column: str) -> tuple[str, list[Any]]:
+def site_filter(sites: Sites, column: str) -> tuple[str, list[Any]]:
     if sites is None:
         return "", []
     if not sites:
@@ -64,7 +64,7 @@ def _kiosk(row: Any, online: bool) -> dict[str, Any]:
 
 def list_kiosks(conn: Connection, sites: Sites, now: datetime) -> list[dict[str, Any]]:
     """The kiosks of ``sites`` with state, health and last tap today, by site, gate, serial."""
-    where, params = _site_filter(sites, "d.site")
+    where, params = site_filter(sites, "d.site")
     rows = conn.execute(_KIOSKS + where + " ORDER BY d.site, d.gate, d.serial", params)
     online = presence.online_devices(conn, now)
     kiosks = [_kiosk(row, row[0] in online) for row in rows.fetchall()]
@@ -77,7 +77,7 @@ def list_kiosks(conn: Connection, sites: Sites, now: datetime) -> list[dict[str,
 def site_summary(conn: Connection, sites: Sites, now: datetime) -> list[tuple[str, int, int]]:
     """(site, kiosks, online) per site: the board's overview when one page of cards would
     be too many (an admin's whole fleet)."""
-    where, params = _site_filter(sites, "site")
+    where, params = site_filter(sites, "site")
     rows = conn.execute(
         "SELECT device_id, site FROM devices WHERE status <> 'revoked'" + where, params
     ).fetchall()
@@ -91,7 +91,7 @@ def site_summary(conn: Connection, sites: Sites, now: datetime) -> list[tuple[st
 
 
 def count_kiosks(conn: Connection, sites: Sites) -> int:
-    where, params = _site_filter(sites, "site")
+    where, params = site_filter(sites, "site")
     row = conn.execute(
         "SELECT COUNT(*) FROM devices WHERE status <> 'revoked'" + where, params
     ).fetchone()
@@ -128,7 +128,7 @@ def one_kiosk(conn: Connection, device_id: str, now: datetime) -> dict[str, Any]
 
 def _decisions(sites: Sites, since: str, device_id: str | None) -> tuple[str, list[Any]]:
     """FROM/WHERE of today's decisions at ``sites`` (or one kiosk)."""
-    where, params = _site_filter(sites, "d.site")
+    where, params = site_filter(sites, "d.site")
     sql = (
         " FROM audit_events e JOIN devices d ON d.device_id = e.device_id"
         " WHERE e.kind = 'decision' AND e.received_at >= ?" + where

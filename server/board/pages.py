@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from server.appkeys import CLOCK, DATABASE
-from server.board import api, kiosks, signin
+from server.board import api, kiosks, signin, versions
 from server.board.render import person, render
 
 #: More kiosks than this on one page: the board lists sites first (an admin's whole fleet).
@@ -52,7 +52,10 @@ async def board(request: web.Request) -> web.Response:
     chosen = request.query.get("site", "")
     if not chosen and await db.run(kiosks.count_kiosks, sites) > MAX_CARDS:
         summary = await db.run(kiosks.site_summary, sites, request.app[CLOCK]())
-        return render(request, "sites.html", "board", summary=summary)
+        found = await db.run(versions.site_versions, sites)
+        return render(
+            request, "sites.html", "board", summary=summary, **await _releases(request, found)
+        )
     state = await api.board_state(request, user)
     return render(
         request,
@@ -64,7 +67,14 @@ async def board(request: web.Request) -> web.Response:
         totals=totals(state["today"]),
         recent=state["recent"],
         serials={k["device_id"]: k["serial"] for k in state["kiosks"]},
+        **await _releases(request, versions.of_kiosks(state["kiosks"])),
     )
+
+
+async def _releases(request: web.Request, found: versions.Versions) -> dict[str, Any]:
+    """What the sites' version lines need: versions per site and each site's rollout."""
+    rollouts = await request.app[DATABASE].run(versions.site_rollouts, list(found))
+    return {"versions": found, "rollouts": rollouts, "version_text": versions.text}
 
 
 async def kiosk(request: web.Request) -> web.Response:
