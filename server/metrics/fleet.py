@@ -178,7 +178,7 @@ def _kiosk_counters(sites: dict[str, SiteTotals]) -> Iterator[Metric]:
     )
     errors = CounterMetricFamily(
         "siheyi_kiosk_reader_errors",
-        "Card reader errors the kiosks counted, by site",
+        "Reader errors the kiosks counted (a source lost or not starting, a card unread), by site",
         labels=["site"],
     )
     latency = HistogramMetricFamily(

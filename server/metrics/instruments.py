@@ -18,7 +18,13 @@ import time
 from dataclasses import dataclass
 from functools import cache
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from server.metrics.multiproc import value_store_ready
 
@@ -51,8 +57,10 @@ class Instruments:
 
 @cache
 def instruments() -> Instruments:
-    """This process's metrics (made on the first call)."""
+    """This process's metrics (made on the first call; no ``*_created`` series: they double
+    the output and no dashboard here reads them)."""
     value_store_ready()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     reg = LOCAL
     return Instruments(
         verify_seconds=Histogram(
