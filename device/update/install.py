@@ -60,6 +60,7 @@ class VenvInstaller:
     timeout_s: float = 900.0
     pip: Sequence[str] = ()
     niceness: int = 10
+    extras: str = "device"  # as install.sh installs the kiosk: the wheel with its kiosk extras
 
     async def build(self, wheel: Path, partial: Path) -> None:
         """Fill ``partial`` with a venv holding the wheel (raises InstallError)."""
@@ -67,7 +68,8 @@ class VenvInstaller:
         await self._run(venv, "venv")
         python = str(partial / "bin" / "python")
         pip = [*self.pip, "--python", python] if self.pip else [python, "-m", "pip"]
-        await self._run([*pip, "install", *self._source_args(), str(wheel)], "pip install")
+        wanted = f"{wheel}[{self.extras}]" if self.extras else str(wheel)
+        await self._run([*pip, "install", *self._source_args(), wanted], "pip install")
 
     def _source_args(self) -> list[str]:
         common = ["--no-input", "--disable-pip-version-check", "--no-cache-dir"]
