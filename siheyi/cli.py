@@ -1,7 +1,7 @@
 """`kiosk`: one command line for every part of Siheyi.
 
 Each part registers its own verbs (`server`, `provision`, `audit`, `reader`, `device`,
-`demo`); every verb is one function returning an exit code, reached through the parser's
+`camera`, `doctor`, `demo`); every verb is one function returning an exit code, reached through the parser's
 dispatch table.
 """
 
@@ -146,6 +146,7 @@ def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from device.doctor import cli as doctor_cli
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from server import cli as server_cli
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)
+    doctor_cli.register(sub)
     _register_demo(sub)
     return parser
 

@@ -171,7 +171,10 @@ async def test_tap_through_the_mcu_and_relay_back(
         link = agent._reader
         assert isinstance(link, McuLink)
         await wait_for(lambda: _true(link.connected), timeout=10)
-        assert link.health()["mcu_version"] or link.health()["link_up"]
+        # The MCU's PONG reaches the heartbeat as its firmware version and uptime.
+        await wait_for(lambda: _true(bool(link.health()["mcu_version"])), timeout=10)
+        assert link.health()["mcu_version"] == "siheyi-bridge 1.0.0"
+        assert isinstance(link.health()["mcu_uptime_ms"], int)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.outcome == "pass" and not result.decision.offline
         assert player.played[-1][1] == "绿码通行"

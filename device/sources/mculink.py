@@ -225,10 +225,10 @@ class McuLink(ThreadedSource):
             return
         self._peer.accept(msg)
         if kind == bridge.PONG:
-            _token, uptime_ms, version = bridge.parse_pong(msg.payload)
+            pong = bridge.parse_pong(msg.payload)
             with self._lock:
-                self.mcu_uptime_ms = uptime_ms
-                self.mcu_version = version
+                self.mcu_uptime_ms = pong["uptime_ms"]
+                self.mcu_version = pong["version"]
         elif kind == bridge.HEALTH:
             health = bridge.parse_health(msg.payload)
             with self._lock:
