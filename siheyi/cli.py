@@ -1,8 +1,8 @@
 """`kiosk`: one command line for every part of Siheyi.
 
 Each part registers its own verbs (`server`, `provision`, `audit`, `reader`, `device`,
-`camera`, `doctor`, `demo`); every verb is one function returning an exit code, reached through the parser's
-dispatch table.
+`camera`, `doctor`, `demo`); every verb is one function returning an exit code, reached
+through the parser's dispatch table.
 """
 
 from __future__ import annotations
