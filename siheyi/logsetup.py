@@ -26,7 +26,6 @@ import logging
 import logging.handlers
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from core.idnumbers import contains_clear_id, redact
@@ -50,6 +49,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_BACKUPS = 5
 
+#: Marks the handlers configure_logging installed (it replaces those, and only those).
+_OURS = "siheyi_logsetup"
 #: LogRecord attributes that are not ``extra=`` fields.
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
@@ -116,7 +117,6 @@ def _formatter(fmt: str) -> logging.Formatter:
 def _handler(file: str | None, max_bytes: int, backups: int) -> logging.Handler:
     if file is None:
         return logging.StreamHandler()
-    Path(file).parent.mkdir(parents=True, exist_ok=True)
     if max_bytes > 0:
         return logging.handlers.RotatingFileHandler(
             file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
@@ -130,21 +130,31 @@ def configure_logging(
     file: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     backups: int = DEFAULT_BACKUPS,
-) -> logging.Handler:
-    """Replace the root logger's handlers with one masked handler; the handler.
+    *,
+    force: bool = False,
+) -> logging.Handler | None:
+    """Give the root logger one masked handler (replacing one this function installed
+    before); the handler.
 
-    ``fmt`` and ``file`` default to ``$SIHEYI_LOG_FORMAT`` / ``$SIHEYI_LOG_FILE``.
-    ``max_bytes`` 0 hands rotation to an outside logrotate (see the module docstring).
-    Raises ValueError for an unknown format, OSError for a file that cannot be opened.
+    Like :func:`logging.basicConfig`, leaves logging alone and returns None when something
+    else already put handlers on the root logger (a test harness, a program embedding
+    ``kiosk``), unless ``force``. ``fmt`` and ``file`` default to ``$SIHEYI_LOG_FORMAT`` /
+    ``$SIHEYI_LOG_FILE``; ``max_bytes`` 0 hands rotation to an outside logrotate (see the
+    module docstring). Raises ValueError for an unknown format, OSError for a file that
+    cannot be opened (its directory is not created).
     """
+    root = logging.getLogger()
+    if not force and any(not getattr(h, _OURS, False) for h in root.handlers):
+        return None
     formatter = _formatter(fmt or default_format())
     handler = _handler(file or default_file(), max_bytes, backups)
+    setattr(handler, _OURS, True)
     handler.addFilter(IdNumberRedactor())
     handler.setFormatter(formatter)
-    root = logging.getLogger()
     for old in root.handlers[:]:
-        root.removeHandler(old)
-        old.close()
+        if force or getattr(old, _OURS, False):
+            root.removeHandler(old)
+            old.close()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     return handler
@@ -184,7 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def configure_from_args(args: argparse.Namespace) -> logging.Handler:
+def configure_from_args(args: argparse.Namespace, *, force: bool = False) -> logging.Handler | None:
     """:func:`configure_logging` from the options of :func:`add_arguments` and ``-v``."""
     return configure_logging(
         verbose=bool(getattr(args, "verbose", False)),
@@ -192,4 +202,5 @@ def configure_from_args(args: argparse.Namespace) -> logging.Handler:
         file=args.log_file,
         max_bytes=args.log_max_bytes,
         backups=args.log_backups,
+        force=force,
     )

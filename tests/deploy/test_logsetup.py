@@ -26,7 +26,8 @@ ID = make_id_number("110101", "19900307", "123")
 
 @pytest.fixture(autouse=True)
 def _restore_root_logging() -> Iterator[None]:
-    """configure_logging replaces the root handlers: put pytest's back afterwards."""
+    """The tests configure with ``force=True`` (pytest's own handlers are on the root logger,
+    which would make configure_logging stand back): put pytest's back afterwards."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
@@ -43,8 +44,8 @@ def _records(path: Path) -> list[dict[str, object]]:
 
 
 def test_json_lines_parse_with_time_level_logger_message(tmp_path: Path) -> None:
-    log_file = tmp_path / "logs" / "kiosk.log"
-    configure_logging(verbose=True, fmt="json", file=str(log_file))
+    log_file = tmp_path / "kiosk.log"
+    configure_logging(verbose=True, fmt="json", file=str(log_file), force=True)
     log = logging.getLogger("device.agent")
     log.debug("tap %d: %s", 7, "通行")
     log.warning("reader gone", extra={"port": "/dev/siheyi-reader", "tries": 3})
@@ -58,7 +59,7 @@ def test_json_lines_parse_with_time_level_logger_message(tmp_path: Path) -> None
 
 def test_json_carries_the_exception_text(tmp_path: Path) -> None:
     log_file = tmp_path / "kiosk.log"
-    configure_logging(fmt="json", file=str(log_file))
+    configure_logging(fmt="json", file=str(log_file), force=True)
     try:
         raise RuntimeError("journal locked")
     except RuntimeError:
@@ -71,7 +72,7 @@ def test_json_carries_the_exception_text(tmp_path: Path) -> None:
 
 def test_info_by_default_debug_when_verbose(tmp_path: Path) -> None:
     log_file = tmp_path / "kiosk.log"
-    configure_logging(fmt="text", file=str(log_file))
+    configure_logging(fmt="text", file=str(log_file), force=True)
     logging.getLogger("x").debug("hidden")
     logging.getLogger("x").info("shown")
     text = log_file.read_text("utf-8")
@@ -80,7 +81,7 @@ def test_info_by_default_debug_when_verbose(tmp_path: Path) -> None:
 
 def test_the_file_rotates(tmp_path: Path) -> None:
     log_file = tmp_path / "kiosk.log"
-    configure_logging(fmt="json", file=str(log_file), max_bytes=2000, backups=2)
+    configure_logging(fmt="json", file=str(log_file), max_bytes=2000, backups=2, force=True)
     for n in range(200):
         logging.getLogger("x").info("line %03d %s", n, "." * 40)
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -93,7 +94,7 @@ def test_the_file_rotates(tmp_path: Path) -> None:
 
 def test_max_bytes_zero_leaves_rotation_to_logrotate(tmp_path: Path) -> None:
     log_file = tmp_path / "kiosk.log"
-    handler = configure_logging(file=str(log_file), max_bytes=0)
+    handler = configure_logging(file=str(log_file), max_bytes=0, force=True)
     assert isinstance(handler, logging.handlers.WatchedFileHandler)
     logging.getLogger("x").info("before")
     log_file.rename(tmp_path / "kiosk.log.1")  # what logrotate does
@@ -105,7 +106,7 @@ def test_max_bytes_zero_leaves_rotation_to_logrotate(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_no_full_id_number_in_any_part_of_a_record(tmp_path: Path, fmt: str) -> None:
     log_file = tmp_path / "kiosk.log"
-    configure_logging(fmt=fmt, file=str(log_file))
+    configure_logging(fmt=fmt, file=str(log_file), force=True)
     log = logging.getLogger("device.agent")
     log.info(f"read {ID} in the message")
     log.info("read %s as an argument", ID)
@@ -134,15 +135,35 @@ def test_environment_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     log_file = tmp_path / "agent.log"
     monkeypatch.setenv("SIHEYI_LOG_FORMAT", "JSON")
     monkeypatch.setenv("SIHEYI_LOG_FILE", str(log_file))
-    handler = configure_logging()
-    assert isinstance(handler.formatter, JsonFormatter)
+    handler = configure_logging(force=True)
+    assert handler is not None and isinstance(handler.formatter, JsonFormatter)
     logging.getLogger("x").info("from the unit's environment")
     assert _records(log_file)[0]["message"] == "from the unit's environment"
 
 
+def test_reconfiguring_replaces_its_own_handler_only(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    first = configure_logging(file=str(tmp_path / "a.log"), force=True)
+    second = configure_logging(file=str(tmp_path / "b.log"))  # replaces only its own
+    assert root.handlers == [second] and first is not second
+    foreign = logging.NullHandler()  # a test harness's, an embedding program's
+    root.addHandler(foreign)
+    assert configure_logging(file=str(tmp_path / "c.log")) is None  # as basicConfig does
+    assert root.handlers == [second, foreign]
+    assert not (tmp_path / "c.log").exists()
+    forced = configure_logging(file=str(tmp_path / "c.log"), force=True)
+    assert root.handlers == [forced]
+
+
+def test_a_log_file_in_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        configure_logging(file=str(tmp_path / "no-such-folder" / "kiosk.log"), force=True)
+    assert not (tmp_path / "no-such-folder").exists()
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format 'xml'"):
-        configure_logging(fmt="xml")
+        configure_logging(fmt="xml", force=True)
 
 
 def test_command_line_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +174,7 @@ def test_command_line_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     args = parser.parse_args(
         ["-v", "--log-format", "json", "--log-file", str(log_file), "--log-max-bytes", "0"]
     )
-    handler = configure_from_args(args)
+    handler = configure_from_args(args, force=True)
     assert isinstance(handler, logging.handlers.WatchedFileHandler)
     logging.getLogger("x").debug("verbose")
     assert _records(log_file)[0]["message"] == "verbose"
