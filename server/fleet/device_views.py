@@ -48,8 +48,7 @@ from server.http.bodies import read_body
 from server.http.middleware import json_error
 from server.http.operations import Operation
 from server.offline.keys import server_public_key, site_key
-from server.releases.evaluate import evaluate as evaluate_rollout
-from server.releases.heartbeat import BeatResult, ReleaseCache, on_heartbeat
+from server.releases.heartbeat import BeatResult, ReleaseCache, evaluate_after_report, on_heartbeat
 from server.releases.heartbeat import cache_for as release_cache
 from server.storage.connection import Connection
 from server.storage.db import transaction
@@ -259,7 +258,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         UNSET if update.offer is None else update.offer,
     )
     if update.evaluate is not None:  # a kiosk reported a final state: halt or advance now?
-        await db.run(evaluate_rollout, update.evaluate, request.app[CLOCK]())
+        await evaluate_after_report(db, update.evaluate, request.app[CLOCK]())
     _announce(request, back, beat.journal)
     if back:  # announced down, maybe by another process: its offline alert clears now
         await alerts.observe_presence(request.app, device.device_id, device.site, device.gate, True)

@@ -36,8 +36,9 @@ from server.storage.connection import Connection
 from server.storage.db import lock, transaction
 
 FAILED = ("failed", "rolled_back")
-#: Seconds between two evaluations a process makes for commits of one rollout.
-COMMIT_EVAL_S = 2.0
+#: Seconds between two evaluations a process makes for commits of one rollout (an
+#: evaluation reads every kiosk the rollout covers: ~0.2 s at 21,390 kiosks on SQLite).
+COMMIT_EVAL_S = 10.0
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from core import wire
-from server.releases.evaluate import COMMIT_EVAL_S, FAILED
+from server.releases.evaluate import COMMIT_EVAL_S, FAILED, evaluate
 from server.releases.layers import Layer, Layers, load_layers, winning
 from server.storage.connection import Connection
+from server.storage.db import Database
 
 LAYERS_TTL_S = 5.0
 SEEN_TTL_S = 300.0
@@ -170,3 +172,12 @@ def _read(conn: Connection, device_id: str) -> Stored:
         (device_id,),
     ).fetchone()
     return Stored() if row is None else Stored(row[0], row[1], row[2], row[3])
+
+
+async def evaluate_after_report(db: Database, rollout_id: int, now: datetime) -> None:
+    """Evaluate the rollout a kiosk just reported on; once it is no longer running, this
+    process reads the layers again at once, so the next reports (of a wave failing together)
+    do not evaluate it again."""
+    after = await db.run(evaluate, rollout_id, now)
+    if after.state != "running":
+        cache_for(db.target).invalidate()
