@@ -97,7 +97,7 @@ def verdict(rollout: RolloutInfo, kiosks: list[KioskFacts], now: datetime) -> st
     if failures and failures / len(reporting) > rollout.failure_threshold:
         return (
             f"halt: {failures} of {len(reporting)} kiosk(s) reporting on {rollout.version}"
-            f" in waves 1-{rollout.wave + 1} failed (threshold {rollout.failure_threshold:.0%})"
+            f" in {_waves_open(rollout.wave)} failed (threshold {rollout.failure_threshold:.0%})"
         )
     opened = datetime.fromisoformat(rollout.wave_started_at)
     if now < opened + timedelta(seconds=rollout.soak_s):
@@ -109,6 +109,10 @@ def verdict(rollout: RolloutInfo, kiosks: list[KioskFacts], now: datetime) -> st
     if newest and not any(k.at(rollout.version) for k in newest):
         return None  # no kiosk of this wave has shown the version to work yet
     return "advance"
+
+
+def _waves_open(wave: int) -> str:
+    return "wave 1" if wave == 0 else f"waves 1-{wave + 1}"
 
 
 def _failed(kiosk: KioskFacts, version: str) -> bool:
