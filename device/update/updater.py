@@ -142,6 +142,7 @@ class Updater:
     async def _apply(self, offer: wire.UpdateOffer) -> None:
         self._progress = records.new_record(offer.version, "downloading", offer.sha256)
         try:
+            self._check_way_back()
             wheel = await download_release(
                 self._source, offer, self.settings.downloads, self.settings.release_key
             )
@@ -166,11 +167,17 @@ class Updater:
         self._record = records.new_record(offer.version, "failed", offer.sha256, why[:500])
         await asyncio.to_thread(records.save, self.settings.state_path, self._record)
 
-    async def _switch_to(self, offer: wire.UpdateOffer) -> None:
-        """Trial written, links switched and exit requested, all while no tap runs."""
+    def _check_way_back(self) -> str | None:
+        """The release ``current`` points at: an update needs one to come back to (a kiosk
+        run from a clone, not installed under ``root``, is never updated)."""
         back = linked_version(self.root / CURRENT)
         if not release_works(self.root, back):
-            raise InstallError(f"{self.root / CURRENT} is no working release: no way back")
+            raise InstallError(f"{self.root / CURRENT} is no installed release: no way back")
+        return back
+
+    async def _switch_to(self, offer: wire.UpdateOffer) -> None:
+        """Trial written, links switched and exit requested, all while no tap runs."""
+        back = self._check_way_back()
         await self._quiesce()
         record = records.new_record(offer.version, "trial", offer.sha256)
         record.previous = back

@@ -231,3 +231,17 @@ async def test_an_offered_version_that_is_no_plain_name_is_refused(tmp_path: Pat
     report = up.report()
     assert report is not None and report.state == "failed"
     assert not (tmp_path / "opt" / "x").exists()
+
+
+async def test_a_kiosk_not_installed_under_root_downloads_nothing(tmp_path: Path) -> None:
+    """Run from a clone there is no release to come back to: no update is ever tried."""
+    source = FakeSource(wheel_bytes("2.0"))
+    up = Updater(
+        settings(tmp_path), source, running_version="1.0", builder=FakeBuilder(), poll_s=0.01
+    )
+    await offered(up, offer_for("2.0"))
+    report = up.report()
+    assert (
+        report is not None and report.state == "failed" and "no way back" in (report.detail or "")
+    )
+    assert source.fetched == []
