@@ -14,20 +14,32 @@ from gpiozero.pins.mock import MockFactory
 from device.acting.voice import MockPlayer
 from device.deciding.verifier import Decision
 from device.errors import ServerUnavailable
-from device.runtime import built_agent
+from device.runtime import _connect_updater, built_agent
 from device.sources.credentials import Credential
 from device.update.selftest import judge
+from device.update.settings import UpdateSettings
 from device.update.state import new_record
+from device.update.updater import Updater
 from firmware_bridge.simserve import SimulatedReaderPort
 from tests.e2e_support import (
     Fleet,
     _true,
     audit_rows,
+    card,
     device_config,
     fleet,
     prompt_cache,
     sim,
     wait_for,
+)
+from tests.update.fakes import (
+    KEY_HEX,
+    FakeBuilder,
+    FakeSource,
+    install_first,
+    offer_for,
+    running,
+    wheel_bytes,
 )
 
 __all__ = ["fleet", "prompt_cache", "sim"]  # fixtures
@@ -121,3 +133,50 @@ async def test_the_heartbeat_reports_the_update_until_the_server_stored_the_fina
         assert status["update"]["state"] == "failed"
         await agent.heartbeat_once()  # the server stored it
         assert (await agent.status())["update"] is None
+
+
+async def test_an_offer_during_a_real_tap_switches_only_after_the_tap_has_ended(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> None:
+    root = tmp_path / "opt"
+    install_first(root, "1.0")
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
+    ) as agent:
+        settings = UpdateSettings(
+            release_key=KEY_HEX, root=str(root), state_dir=str(tmp_path / "var"), idle_s=0.0
+        )
+        up = Updater(
+            settings,
+            FakeSource(wheel_bytes("2.0")),
+            running_version="1.0",
+            builder=FakeBuilder(),
+            poll_s=0.01,
+        )
+        agent.updater = up
+        _connect_updater(agent, agent._client)
+        task = asyncio.create_task(up.run())
+        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        in_tap, end_tap = asyncio.Event(), asyncio.Event()
+
+        async def hold(result: object) -> None:  # the tap is not over until this returns
+            in_tap.set()
+            await end_tap.wait()
+
+        agent.add_listener(hold)
+        sim.place(card(fleet.people["pass"][0]))
+        await asyncio.wait_for(in_tap.wait(), 10)
+        up.offer(offer_for("2.0"))
+        await wait_for(lambda: _true((root / "releases" / "2.0").exists()))
+        for _ in range(20):  # the updater looks every 10 ms
+            await asyncio.sleep(0.01)
+        assert running(root) == "1.0" and not up.exit_requested.is_set()
+        end_tap.set()
+        sim.remove()
+        await asyncio.wait_for(up.exit_requested.wait(), 10)
+        await task
+        assert running(root) == "2.0"
+        assert (
+            agent._reader is not None and not agent._reader.connected
+        )  # drained: no tap could start after the switch
