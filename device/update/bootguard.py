@@ -27,8 +27,9 @@ from typing import Any
 
 #: Starts of an uncommitted trial before it is given up (the first start is boot 1).
 MAX_BOOTS = 2
-#: How long ``kiosk doctor`` may take before it counts as failed.
-DOCTOR_TIMEOUT_S = 120.0
+#: How long ``kiosk doctor`` may take before it counts as failed (its checks run side by side
+#: with seconds each; the unit's TimeoutStartSec=180 must also cover the agent's own start).
+DOCTOR_TIMEOUT_S = 60.0
 STATE_NAME = "state.json"
 RELEASES = "releases"
 CURRENT = "current"
