@@ -108,8 +108,14 @@ install_packages() {
     local packages=()
     [ "$KIOSK" = 1 ] && packages+=("${KIOSK_APT[@]}")
     [ "$SERVER" = 1 ] && packages+=("${SERVER_APT[@]}")
-    say "Debian packages: ${packages[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
+    local missing=() package
+    for package in "${packages[@]}"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    say "Debian packages: ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # useradd/groupadd/usermod --prefix edit ROOT/etc directly (no chroot), the same tools either way.
@@ -327,9 +333,13 @@ install_udev_rule() {
 
 # -- units ---------------------------------------------------------------------------------
 
+# A unit whose file changed is restarted below, so that its new settings apply.
 install_unit() {
+    local target=$ROOT/etc/systemd/system/$1.service
     install -d -m 0755 "$ROOT/etc/systemd/system"
-    install -m 0644 "$SELF_DIR/systemd/$1.service" "$ROOT/etc/systemd/system/$1.service"
+    cmp -s "$SELF_DIR/systemd/$1.service" "$target" && return 0
+    install -m 0644 "$SELF_DIR/systemd/$1.service" "$target"
+    CHANGED=1
 }
 
 start_unit() {
