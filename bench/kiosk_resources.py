@@ -23,7 +23,13 @@ camera at 15 fps. Final line, JSON, percent of one core:
   {"rss_mb", "idle_cpu_pct", "camera_cpu_pct", "tap_cpu_pct", ...}
 
     .venv/bin/python bench/kiosk_resources.py [--seconds 60] [--phases idle,idle_taps,camera,taps]
-        [--warmup 10] [--tap-every 3] [--profile DIR] [--keep]
+        [--warmup 10] [--tap-every 3] [--entry kiosk|lean] [--profile DIR] [--keep]
+
+`--entry lean` runs the same agent without `kiosk`'s full command line (which imports every
+command's module, the server's and OpenCV's included, before it knows which one runs), to show
+what that costs; `--profile DIR` records each phase with py-spy (raw stacks, one file a phase).
+A bare process doing nothing uses no CPU, so CPU is compared with the bare capture instead
+(`camera_vs_capture`); memory with both (`rss_ratio` against the bare Python process).
 """
 
 from __future__ import annotations
