@@ -130,14 +130,24 @@ class Updater:
         self._wake.set()
 
     async def run(self) -> None:
-        """Settle a trial of this release first, then carry out offers as they come."""
-        await self._settle_trial()
+        """Settle a trial of this release first, then carry out offers as they come. A bug
+        here must not take the agent down: it is logged, and the boot guard and the next
+        offer deal with whatever state it left."""
+        try:
+            await self._settle_trial()
+        except Exception:
+            log.exception("settling the trial failed; the boot guard judges it at next start")
         while not self._leaving:
             await self._wake.wait()
             self._wake.clear()
             offer, self._offer = self._offer, None
-            if offer is not None and not self._leaving:
+            if offer is None or self._leaving:
+                continue
+            try:
                 await self._apply(offer)
+            except Exception as exc:
+                log.exception("update to %s failed unexpectedly", offer.version)
+                await self._fail(offer, f"{type(exc).__name__}: {exc}")
 
     async def _apply(self, offer: wire.UpdateOffer) -> None:
         self._progress = records.new_record(offer.version, "downloading", offer.sha256)
@@ -165,7 +175,10 @@ class Updater:
         log.error("release %s refused: %s", offer.version, why)
         self._progress = None
         self._record = records.new_record(offer.version, "failed", offer.sha256, why[:500])
-        await asyncio.to_thread(records.save, self.settings.state_path, self._record)
+        try:
+            await asyncio.to_thread(records.save, self.settings.state_path, self._record)
+        except OSError as exc:  # reported all the same; only a restart forgets it
+            log.error("cannot write the update state: %s", exc)
 
     def _check_way_back(self) -> str | None:
         """The release ``current`` points at: an update needs one to come back to (a kiosk
@@ -179,13 +192,15 @@ class Updater:
         """Trial written, links switched and exit requested, all while no tap runs."""
         back = self._check_way_back()
         await self._quiesce()
-        record = records.new_record(offer.version, "trial", offer.sha256)
-        record.previous = back
-        await asyncio.to_thread(records.save, self.settings.state_path, record)
-        self._record, self._progress = record, None
-        await asyncio.to_thread(self._switch_links, offer.version, back)
-        log.warning("switched to release %s on trial; restarting", offer.version)
-        await self._leave()
+        try:  # drained: whatever happens now, the process restarts (into a working release)
+            record = records.new_record(offer.version, "trial", offer.sha256)
+            record.previous = back
+            await asyncio.to_thread(records.save, self.settings.state_path, record)
+            self._record, self._progress = record, None
+            await asyncio.to_thread(self._switch_links, offer.version, back)
+            log.warning("switched to release %s on trial; restarting", offer.version)
+        finally:
+            await self._leave()
 
     def _switch_links(self, version: str, back: str | None) -> None:
         if back is not None:
@@ -231,13 +246,15 @@ class Updater:
             await asyncio.to_thread(records.save, self.settings.state_path, record)
             return
         await self._quiesce()
-        record.failing = why[:500]
-        await asyncio.to_thread(records.save, self.settings.state_path, record)
-        await asyncio.to_thread(switch_link, self.root / CURRENT, release_target(back))
-        record.state, record.detail, record.failing = "rolled_back", why[:500], None
-        record.running, record.at = back, round(time.time(), 3)
-        await asyncio.to_thread(records.save, self.settings.state_path, record)
-        await self._leave()
+        try:  # a failure here still restarts: the boot guard finishes the rollback
+            record.failing = why[:500]
+            await asyncio.to_thread(records.save, self.settings.state_path, record)
+            await asyncio.to_thread(switch_link, self.root / CURRENT, release_target(back))
+            record.state, record.detail, record.failing = "rolled_back", why[:500], None
+            record.running, record.at = back, round(time.time(), 3)
+            await asyncio.to_thread(records.save, self.settings.state_path, record)
+        finally:
+            await self._leave()
 
     # -- leaving -----------------------------------------------------------------------------
     async def _quiesce(self) -> None:

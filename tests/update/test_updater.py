@@ -245,3 +245,20 @@ async def test_a_kiosk_not_installed_under_root_downloads_nothing(tmp_path: Path
         report is not None and report.state == "failed" and "no way back" in (report.detail or "")
     )
     assert source.fetched == []
+
+
+async def test_a_switch_that_fails_after_the_drain_still_restarts_into_the_old_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent has stopped taking taps: it must not carry on without them."""
+
+    def broken(link: Path, target: str) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr("device.update.updater.switch_link", broken)
+    up = updater(tmp_path, wheel_bytes("2.0"))
+    await offered(up, offer_for("2.0"))
+    assert up.exit_requested.is_set()
+    assert running(tmp_path / "opt") == "1.0"
+    report = up.report()
+    assert report is not None and report.state == "failed" and "read-only" in (report.detail or "")
