@@ -18,8 +18,10 @@ from core.outcomes import ALL_OUTCOMES, OutcomeName
 
 
 class _Decided(Protocol):
-    outcome: str
-    offline: bool
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def offline(self) -> bool: ...
 
 
 class _Told(Protocol):
