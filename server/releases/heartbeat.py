@@ -149,10 +149,10 @@ def _remember(
         known = (_read(conn, device_id), clock)
     before = known[0]
     after = Stored(
-        running if running is not None else before.running,
-        report.version if report else before.version,
+        _text(running) if running is not None else before.running,
+        _text(report.version) if report else before.version,
         report.state if report else before.state,
-        report.detail if report else before.detail,
+        _text(report.detail) if report else before.detail,
     )
     if after != before:
         conn.execute(
@@ -164,6 +164,11 @@ def _remember(
         )
     cache.seen[device_id] = (after, known[1])
     return after
+
+
+def _text(value: str | None) -> str | None:
+    """Kiosk text as stored: JSON allows ``\\u0000``, PostgreSQL text holds no NUL."""
+    return None if value is None else value.replace("\x00", "\ufffd")
 
 
 def _read(conn: Connection, device_id: str) -> Stored:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from core.errors import SettingError
+from core.releases import check_version
 from server.releases import store
 from server.releases.errors import Conflict, NotFound, ReleaseProblem
 from server.releases.layers import set_layer
@@ -86,6 +87,12 @@ def _target(conn: Connection, scope: str, target: str) -> str:
 def start(conn: Connection, request: RolloutRequest, by: str, now: str) -> RolloutInfo:
     """Start a rollout (in the caller's transaction); the rollout it replaces in its layer,
     if still running or halted, is cancelled."""
+    try:
+        check_version(request.version)
+    except SettingError as exc:
+        raise ReleaseProblem(f"version: {exc}") from exc
+    if any(ord(c) < 32 or ord(c) == 127 for c in request.target):
+        raise ReleaseProblem("target: must be printable")
     lock(conn, LOCK)
     store.require(conn, request.version)
     target = _target(conn, request.scope, request.target)

@@ -81,3 +81,14 @@ async def test_the_update_row_is_written_only_when_it_changes(
     await beat(client, auth, "1.5.0")  # no report: the last one stays
     with connect(db_path) as conn:
         assert conn.execute("SELECT state FROM kiosk_updates").fetchone()[0] == "committed"
+
+
+async def test_a_nul_in_what_a_kiosk_reports_is_stored_harmlessly(
+    client: Client, db_path: Path | str
+) -> None:
+    (kiosk,) = add_kiosks(db_path, "site-a", 1)
+    auth = tokens(db_path, [kiosk])[kiosk]
+    await beat(client, auth, "1.5\x00", {"version": "1\x00", "state": "failed", "detail": "a\x00"})
+    with connect(db_path) as conn:
+        row = conn.execute("SELECT running, version, detail FROM kiosk_updates").fetchone()
+    assert tuple(row) == ("1.5\ufffd", "1\ufffd", "a\ufffd")

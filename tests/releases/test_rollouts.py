@@ -183,6 +183,8 @@ async def test_soak_keeps_a_wave_open(client: Client, admin: Headers, db_path: A
         ({"version": "1.5.0", "scope": "site"}, 400),
         ({"version": "1.5.0", "waves": [10, 50]}, 400),
         ({"version": "1.5.0", "failure_threshold": 1.5}, 400),
+        ({"version": "1.5.0", "scope": "site", "target": "a\u0000b"}, 400),
+        ({"version": "1.5\u00000"}, 400),
     ],
 )
 async def test_bad_rollouts_are_refused(
