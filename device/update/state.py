@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core import wire
+from core.idnumbers import redact
 from device.update.bootguard import Unreadable, read_state, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ class UpdateRecord:
         return self.state in FINAL
 
     def report(self) -> wire.UpdateReport:
-        """What the heartbeat carries (``Heartbeat.update``)."""
-        detail = self.detail[:500] if self.detail else None
+        """What the heartbeat carries (``Heartbeat.update``). The detail may quote pip or a
+        doctor: masked, since the server refuses a heartbeat holding a clear ID number."""
+        detail = redact(self.detail)[:500] if self.detail else None
         return wire.UpdateReport(self.version, self.state, detail, self.at)
 
     def declines(self, version: str, sha256: str) -> bool:

@@ -9,10 +9,11 @@ import msgspec
 import pytest
 
 from core import wire
+from core.idnumbers import make_id_number
 from device.errors import ServerUnavailable
 from device.link.client import ChunkSink
 from device.update.settings import UpdateSettings
-from device.update.state import load
+from device.update.state import load, new_record
 from device.update.updater import Updater
 from tests.update.fakes import (
     KEY_HEX,
@@ -262,3 +263,11 @@ async def test_a_switch_that_fails_after_the_drain_still_restarts_into_the_old_r
     assert running(tmp_path / "opt") == "1.0"
     report = up.report()
     assert report is not None and report.state == "failed" and "read-only" in (report.detail or "")
+
+
+def test_a_report_never_carries_a_clear_id_number() -> None:
+    """A detail quoting some tool's output is masked: the server refuses clear numbers."""
+    number = make_id_number("110105", "19491231", "002")
+    report = new_record("2.0", "failed", detail=f"pip said {number}").report()
+    assert report.detail is not None and number not in report.detail
+    assert "1101**********" in report.detail
