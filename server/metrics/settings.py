@@ -49,3 +49,8 @@ class MetricsSettings(Struct, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"networks: {entry!r}: {exc}") from exc
         if self.token and _TOKEN.fullmatch(self.token) is None:
             raise ValueError("token: must be 16-256 of A-Z a-z 0-9 _ . ~ + / = -")
+
+    def __repr__(self) -> str:
+        """Without the token: a logged configuration never shows it."""
+        token = "'***'" if self.token else "''"
+        return f"MetricsSettings(networks={self.networks!r}, token={token})"

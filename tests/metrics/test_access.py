@@ -120,6 +120,11 @@ def test_token_comparison() -> None:
     assert not MetricsAccess(MetricsSettings()).token_ok("")
 
 
+def test_the_token_is_not_in_the_repr() -> None:
+    assert TOKEN not in repr(MetricsSettings(token=TOKEN))
+    assert "10.0.0.0/8" in repr(MetricsSettings(networks=["10.0.0.0/8"]))
+
+
 def test_settings_refuse_bad_values() -> None:
     with pytest.raises(msgspec.ValidationError, match="networks"):
         msgspec.convert({"networks": ["10.0.0.0/33"]}, MetricsSettings)
