@@ -54,9 +54,19 @@ def _boot_guard(tmp: Path) -> Path:
     return placeholder
 
 
+#: What the installed releases run with: not the test process's import path.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def _kiosk(release: Path) -> str:
+    """What a release's ``bin/kiosk`` prints (the stand-in wheel prints its version)."""
+    command = [str(release / "bin" / "kiosk")]
+    return subprocess.run(command, capture_output=True, text=True, env=CLEAN_ENV).stdout.strip()
+
+
 def _install(root: Path, index: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
+        **CLEAN_ENV,
         "PIP_NO_INDEX": "1",  # dependencies come from the folder below, never an index
         "PIP_FIND_LINKS": str(index),
         "PIP_NO_CACHE_DIR": "1",
@@ -145,8 +155,7 @@ def test_layout_owners_and_modes(installed: Installed) -> None:
     assert os.readlink(opt / "current") == "releases/1.0"
     assert not (opt / "previous").exists()
     release = opt / "releases" / "1.0"
-    out = subprocess.run([release / "bin" / "kiosk"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "siheyi 1.0"  # its dependency came along
+    assert _kiosk(release) == "siheyi 1.0"  # its dependency came along
     marker = json.loads((release / "siheyi-release.json").read_text())
     assert marker["version"] == "1.0" and len(marker["sha256"]) == 64
     wheelhouse = sorted(p.name for p in (opt / "wheelhouse").iterdir())
@@ -201,8 +210,7 @@ def test_an_upgrade_from_the_wheelhouse_keeps_the_previous_release(
     opt = root / "opt" / "siheyi"
     assert os.readlink(opt / "current") == "releases/2.0"
     assert os.readlink(opt / "previous") == "releases/1.0"
-    out = subprocess.run([opt / "current" / "bin" / "kiosk"], capture_output=True, text=True)
-    assert out.stdout.strip() == "siheyi 2.0"
+    assert _kiosk(opt / "current") == "siheyi 2.0"
 
 
 def test_a_rebuilt_wheel_of_a_release_in_use_is_refused(
