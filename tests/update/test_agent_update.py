@@ -7,16 +7,17 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from device.acting.voice import MockPlayer
-from device.deciding.verifier import Decision
+from device.deciding.verifier import Decision, Verifier
 from device.errors import ServerUnavailable
 from device.runtime import _connect_updater, built_agent
 from device.sources.credentials import Credential
-from device.update.selftest import judge
+from device.update.selftest import judge, self_test_tap
 from device.update.settings import UpdateSettings
 from device.update.state import new_record
 from device.update.updater import Updater
@@ -180,3 +181,35 @@ async def test_an_offer_during_a_real_tap_switches_only_after_the_tap_has_ended(
         assert (
             agent._reader is not None and not agent._reader.connected
         )  # drained: no tap could start after the switch
+
+
+class FlakyVerifier:
+    """Refuses the first ``bad`` lookups as malformed, then decides."""
+
+    deadline_s = 1.0
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+        self.taps: list[str] = []
+
+    async def decide(self, cred: Credential, tap_id: str) -> Decision:
+        self.taps.append(tap_id)
+        if len(self.taps) <= self.bad:
+            return decision("check", "server_refused:bad_request")
+        return decision("check")
+
+
+@pytest.mark.parametrize(("bad", "fails"), [(0, False), (2, False), (3, True)])
+async def test_the_self_test_fails_only_when_every_attempt_fails(bad: int, fails: bool) -> None:
+    verifier = FlakyVerifier(bad)
+    recorded: list[dict[str, object]] = []
+
+    async def record(what: str, detail: dict[str, object]) -> None:
+        recorded.append(detail)
+
+    why = await self_test_tap(
+        cast(Verifier, verifier), reachable, record, "k-selftest", pause_s=0.0
+    )
+    assert bool(why) is fails
+    assert len(set(verifier.taps)) == len(verifier.taps) == min(bad + 1, 3)  # fresh tap ids
+    assert [(d["ok"], d["attempts"]) for d in recorded] == [(not fails, len(verifier.taps))]
