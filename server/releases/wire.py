@@ -10,13 +10,16 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct, field
 
-from core.wire import Count, Hash64, ShortText, SignatureHex
+from core.releases import VERSION, WHEEL_NAME
+from core.wire import Count, Hash64, SignatureHex, whole
 
 Scope = Literal["fleet", "site", "device"]
 RolloutState = Literal["running", "halted", "done", "cancelled"]
 #: A wheel is a few MB; the upload carries it base64 in JSON (4/3 larger).
 MAX_WHEEL_BYTES = 64 * 1024 * 1024
 
+Version = Annotated[str, Meta(pattern=whole(VERSION.pattern), description="release version")]
+WheelName = Annotated[str, Meta(pattern=whole(WHEEL_NAME.pattern), description="wheel file name")]
 Percent = Annotated[float, Meta(gt=0, le=100)]
 Fraction = Annotated[float, Meta(ge=0, lt=1)]
 
@@ -26,8 +29,8 @@ class ReleaseUpload(Struct):
     alphabet, padded) in JSON; the server checks ``size`` and ``sha256`` against them and,
     with ``[releases] release_key`` set, the signature."""
 
-    version: ShortText
-    filename: Annotated[str, Meta(max_length=200)]
+    version: Version
+    filename: WheelName
     sha256: Hash64
     signature: SignatureHex
     size: Count
@@ -64,7 +67,7 @@ class RolloutRequest(Struct):
     kiosks, increasing, the last 100). A device rollout has one wave of 100.
     ``soak_s``: a wave stays open at least this long before the next opens."""
 
-    version: ShortText
+    version: Version
     scope: Scope = "fleet"
     target: Annotated[str, Meta(max_length=100)] = ""
     waves: Annotated[list[Percent], Meta(min_length=1, max_length=20)] = field(
