@@ -121,13 +121,16 @@ class Updater:
     # -- offers ------------------------------------------------------------------------------
     def offer(self, offer: wire.UpdateOffer) -> None:
         """An offer from a heartbeat answer: taken up by :meth:`run` when it is new to us."""
+        if self._wanted(offer):
+            self._offer = offer
+            self._wake.set()
+
+    def _wanted(self, offer: wire.UpdateOffer) -> bool:
+        """Not what runs, and not a release that already failed or rolled back here."""
         if not self.settings.enabled or self._leaving or offer.version == self.running_version:
-            return
+            return False
         record = self._record
-        if record is not None and record.declines(offer.version, offer.sha256):
-            return
-        self._offer = offer
-        self._wake.set()
+        return record is None or not record.declines(offer.version, offer.sha256)
 
     async def run(self) -> None:
         """Settle a trial of this release first, then carry out offers as they come. A bug
@@ -141,7 +144,7 @@ class Updater:
             await self._wake.wait()
             self._wake.clear()
             offer, self._offer = self._offer, None
-            if offer is None or self._leaving:
+            if offer is None or not self._wanted(offer):  # it may have failed meanwhile
                 continue
             try:
                 await self._apply(offer)

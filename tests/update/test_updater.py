@@ -12,6 +12,7 @@ from core import wire
 from core.idnumbers import make_id_number
 from device.errors import ServerUnavailable
 from device.link.client import ChunkSink
+from device.update.install import InstallError
 from device.update.settings import UpdateSettings
 from device.update.state import load, new_record
 from device.update.updater import Updater
@@ -271,3 +272,28 @@ def test_a_report_never_carries_a_clear_id_number() -> None:
     report = new_record("2.0", "failed", detail=f"pip said {number}").report()
     assert report.detail is not None and number not in report.detail
     assert "1101**********" in report.detail
+
+
+async def test_offers_repeated_while_a_release_fails_do_not_try_it_again(tmp_path: Path) -> None:
+    """Heartbeats keep offering during a long install; once it failed, it is not redone."""
+    source = FakeSource(wheel_bytes("2.0"))
+    up = updater(tmp_path, b"")
+    up._source = source
+
+    class Failing(FakeBuilder):
+        async def build(self, wheel: Path, partial: Path) -> None:
+            up.offer(offer_for("2.0"))  # the next heartbeat's offer, mid-install
+            raise InstallError("pip install failed (exit 1)")
+
+    up._builder = Failing()
+    task = asyncio.create_task(up.run())
+    up.offer(offer_for("2.0"))
+    async with asyncio.timeout(20):
+        while up._offer is not None or up._wake.is_set() or up.report() is None:
+            await asyncio.sleep(0.01)  # until the loop has taken the second offer too
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert up.report() is not None and up.report().state == "failed"  # type: ignore[union-attr]
+    assert source.fetched == ["/v1/device/releases/2.0/wheel"]
