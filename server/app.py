@@ -43,8 +43,10 @@ from server.http.operations import Operation
 from server.http.proxies import proxy_middleware
 from server.http.ratelimit import device_share_middleware, ratelimit_middleware
 from server.lookup import views as lookup_views
+from server.metrics import views as metrics_views
 from server.offline.keys import signing_key
 from server.offline.snapshot import SnapshotService
+from server.releases import views as release_views
 from server.storage.db import open_database
 from server.verify.replay import TapReplay
 from server.verify.resilience import ResilientSource
@@ -68,6 +70,8 @@ OPERATIONS: tuple[Operation, ...] = (
     *audit_read_views.OPERATIONS,
     *board.OPERATIONS,
     *alert_views.OPERATIONS,
+    *release_views.OPERATIONS,
+    *metrics_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]
 
@@ -164,6 +168,7 @@ def create_app(
     app.cleanup_ctx.append(_client_session_ctx)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_identity_ctx)
+    metrics_views.install(app, config.metrics)  # after the database: scrapes read it
     app.cleanup_ctx.append(events_ctx)
     commands.install(app)  # after the bus: the hub relays commands over it
     app.cleanup_ctx.append(alerts.alerts_ctx)  # after the bus: it publishes on it

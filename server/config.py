@@ -34,6 +34,8 @@ from core.policy import DEFAULT_MAX_STALE_S, DEFAULT_NAT_WINDOW_HOURS, ColourRul
 from server.alerts.settings import AlertSettings
 from server.errors import ConfigError
 from server.lookup.settings import LookupSettings, LookupTable, lookup_settings
+from server.metrics.settings import MetricsSettings
+from server.releases.settings import ReleaseSettings
 from server.storage.connection import is_postgres
 
 #: The outcomes a site may give prompts for (core.outcomes.DecisionName as values).
@@ -351,6 +353,8 @@ class ServerFile(Struct, frozen=True, forbid_unknown_fields=True):
     audit: AuditTable = AuditTable()
     lookup: LookupTable = LookupTable()
     alerts: AlertSettings = AlertSettings()
+    releases: ReleaseSettings = ReleaseSettings()
+    metrics: MetricsSettings = MetricsSettings()
     policy: PolicyTable = msgspec.field(default_factory=PolicyTable)
     sites: Annotated[
         dict[Annotated[str, Meta(pattern=NOT_BLANK)], PolicyTable],
@@ -441,6 +445,8 @@ class ServerConfig:
     limits: LimitSettings = _DEFAULTS.limits
     lookup: LookupSettings = field(default_factory=LookupSettings)
     alerts: AlertSettings = _DEFAULTS.alerts
+    releases: ReleaseSettings = _DEFAULTS.releases
+    metrics: MetricsSettings = _DEFAULTS.metrics
 
     @classmethod
     def default(cls, database: str | Path = "siheyi.db", **overrides: Any) -> ServerConfig:
@@ -522,6 +528,8 @@ def parse_config(
         limits=file.limits,
         lookup=lookup_settings(file.lookup, source),
         alerts=file.alerts,
+        releases=file.releases,
+        metrics=file.metrics,
     )
 
 

@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     from device.doctor import cli as doctor_cli
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
+    from provisioning import release_cli
     from server import cli as server_cli
 
     parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cli.register(sub)
     provisioning_cli.register(sub, local_fleet)
     audit_cli.register(sub)
+    release_cli.register(sub)
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)

@@ -218,7 +218,9 @@ async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str, d
     if len(status_json.encode("utf-8")) > MAX_HEARTBEAT_BYTES:
         raise BadRequest(f"body: heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
     now = utc_now_iso(request)
-    await store_heartbeat(request.app[DATABASE], request[DEVICE].device_id, status_json, now)
+    await store_heartbeat(
+        request.app[DATABASE], request[DEVICE].device_id, status_json, now, heartbeat
+    )
     return heartbeat, now, body
 
 

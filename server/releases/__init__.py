@@ -7,12 +7,7 @@ layer — the fleet, a site, a device — in waves (:mod:`~server.releases.rollo
 (:mod:`~server.releases.evaluate`). Each heartbeat stores the kiosk's report and answers its
 offer (:mod:`~server.releases.heartbeat`); the kiosk downloads the wheel with its session.
 
-Wiring (server/app.py): :data:`OPERATIONS`; ``[releases]`` of server.toml is
-:class:`~server.releases.settings.ReleaseSettings`.
+Wiring (server/app.py): :data:`server.releases.views.OPERATIONS`; ``[releases]`` of
+server.toml is :class:`~server.releases.settings.ReleaseSettings`. This package imports
+nothing itself, so server/config.py can read the settings module without the views.
 """
-
-from __future__ import annotations
-
-from server.releases.views import OPERATIONS
-
-__all__ = ["OPERATIONS"]

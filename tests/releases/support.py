@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.releases import sign_release
-from server import releases
 from server.app import create_app
 from server.config import ServerConfig
 from server.fleet import registry
 from server.fleet.sessions import mint_token
+from server.releases import views as release_views
 from server.releases.settings import DEFAULT, ReleaseSettings
 from server.storage.db import connect, transaction
 
@@ -41,7 +41,7 @@ def release_app(config: ServerConfig) -> web.Application:
     """The app, with the release routes added if the app factory does not have them yet."""
     app = create_app(config)
     served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
-    missing = [op for op in releases.OPERATIONS if (op.method, op.path) not in served]
+    missing = [op for op in release_views.OPERATIONS if (op.method, op.path) not in served]
     app.router.add_routes([op.route() for op in missing])
     return app
 
