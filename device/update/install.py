@@ -38,6 +38,10 @@ class InstallError(Exception):
     """The release could not be installed; the message says where it stopped."""
 
 
+class NoSpace(InstallError):
+    """Not enough free disk for the release: tried again at a later offer."""
+
+
 class Builder(Protocol):
     """Fills a ``.partial`` directory with a release built from a wheel."""
 
@@ -171,3 +175,36 @@ def relocate_scripts(bin_dir: Path, old: str, new: str) -> None:
         mode = script.stat().st_mode
         script.write_bytes(fixed)
         script.chmod(mode)
+
+
+#: Free space a release needs besides its wheel (a kiosk venv with OpenCV is ~150 MB).
+MIN_FREE_BYTES = 400 * 1024 * 1024
+
+
+def check_space(root: Path, downloads: Path, wheel_size: int) -> None:
+    """InstallError unless both disks have room for the wheel and the venv built from it:
+    a kiosk whose disk fills up mid-install would have no room for its journal either."""
+    for path, need in ((downloads, wheel_size), (root, MIN_FREE_BYTES + 3 * wheel_size)):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            raise NoSpace(f"{free >> 20} MB free under {path}, an update needs {need >> 20} MB")
+
+
+def prune_releases(root: Path) -> list[str]:
+    """Delete the releases neither ``current`` nor ``previous`` points at (and left-over
+    ``.partial`` builds): a Pi's disk holds two venvs, not every release it ever ran."""
+    keep = {linked_version(root / CURRENT), linked_version(root / PREVIOUS)}
+    removed = []
+    try:
+        entries = sorted((root / RELEASES).iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name in keep or entry.is_symlink() or not entry.is_dir():
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed

@@ -42,7 +42,15 @@ from device.update.bootguard import (
     switch_link,
 )
 from device.update.download import ReleaseSource, download_release
-from device.update.install import Builder, InstallError, VenvInstaller, install_release
+from device.update.install import (
+    Builder,
+    InstallError,
+    NoSpace,
+    VenvInstaller,
+    check_space,
+    install_release,
+    prune_releases,
+)
 from device.update.settings import UpdateSettings
 from device.update.state import UpdateRecord
 
@@ -156,6 +164,7 @@ class Updater:
         self._progress = records.new_record(offer.version, "downloading", offer.sha256)
         try:
             self._check_way_back()
+            await asyncio.to_thread(self._prepare, offer)
             wheel = await download_release(
                 self._source, offer, self.settings.downloads, self.settings.release_key
             )
@@ -170,18 +179,30 @@ class Updater:
             self._progress = records.new_record(
                 offer.version, "downloading", offer.sha256, f"retrying: {exc}"
             )
+        except NoSpace as exc:  # reported as a failure, tried again once there is room
+            await self._fail(offer, f"{type(exc).__name__}: {exc}", retry=True)
         except (ReleaseError, InstallError, ValueError, OSError) as exc:
             await self._fail(offer, f"{type(exc).__name__}: {exc}")
 
-    async def _fail(self, offer: wire.UpdateOffer, why: str) -> None:
-        """A release refused or not installable: recorded, reported, never retried as is."""
+    async def _fail(self, offer: wire.UpdateOffer, why: str, *, retry: bool = False) -> None:
+        """A release refused or not installable: recorded, reported, and (unless ``retry``)
+        never tried again as is."""
         log.error("release %s refused: %s", offer.version, why)
         self._progress = None
         self._record = records.new_record(offer.version, "failed", offer.sha256, why[:500])
+        self._record.retry = retry
         try:
             await asyncio.to_thread(records.save, self.settings.state_path, self._record)
         except OSError as exc:  # reported all the same; only a restart forgets it
             log.error("cannot write the update state: %s", exc)
+
+    def _prepare(self, offer: wire.UpdateOffer) -> None:
+        """Room for the release, and no wheels of earlier attempts lying about."""
+        downloads = self.settings.downloads
+        if downloads.is_dir():
+            for stale in downloads.iterdir():
+                stale.unlink(missing_ok=True)
+        check_space(self.root, downloads, offer.size)
 
     def _check_way_back(self) -> str | None:
         """The release ``current`` points at: an update needs one to come back to (a kiosk
@@ -229,7 +250,8 @@ class Updater:
             return
         record.state, record.detail, record.at = "committed", None, round(time.time(), 3)
         await asyncio.to_thread(records.save, self.settings.state_path, record)
-        log.info("release %s committed", record.version)
+        removed = await asyncio.to_thread(prune_releases, self.root)
+        log.info("release %s committed (removed old releases: %s)", record.version, removed)
 
     async def _roll_back(self, record: UpdateRecord, why: str) -> None:
         """``current`` back to the previous release; the reason is written before the switch,

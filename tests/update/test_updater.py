@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -25,6 +26,7 @@ from tests.update.fakes import (
     running,
     state,
     wheel_bytes,
+    write_release,
 )
 
 
@@ -297,3 +299,29 @@ async def test_offers_repeated_while_a_release_fails_do_not_try_it_again(tmp_pat
     await asyncio.gather(task, return_exceptions=True)
     assert up.report() is not None and up.report().state == "failed"  # type: ignore[union-attr]
     assert source.fetched == ["/v1/device/releases/2.0/wheel"]
+
+
+async def test_a_full_disk_fails_the_offer_before_the_download_and_retries_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FakeSource(wheel_bytes("2.0"))
+    up = updater(tmp_path, b"")
+    up._source = source
+    full = shutil.disk_usage(tmp_path)._replace(free=50 << 20)
+    monkeypatch.setattr("device.update.install.shutil.disk_usage", lambda path: full)
+    await offered(up, offer_for("2.0"))
+    report = up.report()
+    assert report is not None and report.state == "failed" and "50 MB free" in (report.detail or "")
+    assert source.fetched == []
+    up.offer(offer_for("2.0"))
+    assert up._offer is not None  # room may have been made: tried again
+
+
+async def test_a_commit_removes_the_releases_neither_link_needs(tmp_path: Path) -> None:
+    first = updater(tmp_path, wheel_bytes("2.0"))
+    write_release(tmp_path / "opt" / "releases" / "0.9", "0.9")
+    (tmp_path / "opt" / "releases" / "3.0.partial").mkdir()
+    await offered(first, offer_for("2.0"))
+    up = updater(tmp_path, b"", running_version="2.0")
+    await asyncio.wait_for(up._settle_trial(), 10)
+    assert sorted(p.name for p in (tmp_path / "opt" / "releases").iterdir()) == ["1.0", "2.0"]
