@@ -25,6 +25,8 @@ Three layers, one per class:
 - `QrScanner` is a credential source with the `CardReader` shape (`start`, `stop`, `health`,
   `connected`): a `CaptureThread` reads the camera on its own thread, and decoding runs on the
   scanner's consumer thread, never on the asyncio loop. Callbacks are called from that thread.
+  OpenCV runs single-threaded once the scanner starts (`opencv_threads`): a frame is small,
+  and the pool's spinning workers cost more CPU than they save.
 
 The QR token is opaque and never logged in full: logs carry its length and a short hash.
 """
@@ -388,8 +390,10 @@ class QrScanner:
         stall_s: float = 3.0,
         reopen_interval_s: float = 1.0,
         decoder: QrDecoder | None = None,
+        opencv_threads: int | None = 1,
     ) -> None:
         self.camera = camera
+        self.opencv_threads = opencv_threads
         self.decoder = decoder or QrDecoder()
         self.filter = CodeFilter(dedupe_s=dedupe_s, max_payload=max_payload)
         self.capture = CaptureThread(
@@ -423,6 +427,12 @@ class QrScanner:
         self._on_credential = on_credential
         self._on_event = on_event
         self._stop.clear()
+        if self.opencv_threads is not None:
+            # OpenCV's own thread pool buys nothing on 640×480 frames and costs CPU: its
+            # workers spin-wait after every small resize or morphology call, which at 15 fps
+            # doubled the decoder's CPU (1.9 vs 1.0 ms a frame, bench/RESULTS.md "Kiosk
+            # resources"). The setting is the process's; the agent uses OpenCV only here.
+            cv2.setNumThreads(self.opencv_threads)
         self.capture.start()
         self._thread = threading.Thread(target=self._run, name="qr-decode", daemon=True)
         self._thread.start()
