@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from device import runtime
 from device.acting.voice import MockPlayer
 from device.deciding.verifier import Decision, Verifier
 from device.errors import ServerUnavailable
@@ -213,3 +214,37 @@ async def test_the_self_test_fails_only_when_every_attempt_fails(bad: int, fails
     assert bool(why) is fails
     assert len(set(verifier.taps)) == len(verifier.taps) == min(bad + 1, 3)  # fresh tap ids
     assert [(d["ok"], d["attempts"]) for d in recorded] == [(not fails, len(verifier.taps))]
+
+
+async def test_kiosk_device_run_ends_by_itself_after_a_switch(
+    tmp_path: Path,
+    fleet: Fleet,
+    sim: SimulatedReaderPort,
+    prompt_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kiosk device run` returns (systemd's Restart=always then starts `current`)."""
+    root = tmp_path / "opt"
+    install_first(root, "1.0")
+    made: list[Updater] = []
+
+    def updater(config: object, client: object) -> Updater:
+        settings = UpdateSettings(
+            release_key=KEY_HEX, root=str(root), state_dir=str(tmp_path / "var"), idle_s=0.0
+        )
+        up = Updater(
+            settings,
+            FakeSource(wheel_bytes("2.0")),
+            running_version="1.0",
+            builder=FakeBuilder(),
+            poll_s=0.01,
+        )
+        made.append(up)
+        return up
+
+    monkeypatch.setattr(runtime, "_updater", updater)
+    run = asyncio.create_task(runtime.run_device(device_config(tmp_path, sim, prompt_cache)))
+    await wait_for(lambda: _true(bool(made)))
+    made[0].offer(offer_for("2.0"))
+    await asyncio.wait_for(run, 30)
+    assert running(root) == "2.0"
