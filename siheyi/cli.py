@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from siheyi import __version__, audit_cli
+from siheyi import __version__, audit_cli, logsetup
 
 if TYPE_CHECKING:
     from provisioning.backend import LocalFleetBackend
@@ -155,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
     parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    logsetup.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     server_cli.register(sub)
     provisioning_cli.register(sub, local_fleet)
@@ -171,12 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from device.privacy import IdNumberRedactor
-
-    handler = logging.StreamHandler()
-    handler.addFilter(IdNumberRedactor())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    try:  # every handler masks ID numbers (siheyi/logsetup.py)
+        logsetup.configure_from_args(args)
+    except OSError as exc:  # a log file that cannot be opened
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return int(args.func(args))
 
 

@@ -13,7 +13,10 @@ the accept loop then logged 200,000 "too many open files" lines. So ``kiosk serv
   can never keep a kiosk out and ``accept()`` never runs out of descriptors;
 * logs such floods once per interval, with counts, instead of once per connection — and
   the event loop's own "out of system resource" accept errors likewise;
-* writes the access log (``[server] access_log``) off the loop (server/http/accesslog.py).
+* writes the access log (``[server] access_log``) off the loop (server/http/accesslog.py);
+* under systemd (``Type=notify``, deploy/systemd/siheyi-server.service) says ``READY=1`` once
+  it listens, pings the watchdog from its event loop (a hung loop gets the service
+  restarted) and says ``STOPPING=1`` on the way out (core/systemd.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
+from core.systemd import notify_ready, notify_stopping, watchdog_loop
 from server.appkeys import CONFIG
 from server.http.accesslog import ACCESS_LOGGER, AccessLog, start_access_log
 
@@ -215,9 +219,13 @@ async def serve(
     )
     log.info("file limit %d: at most %d client connections", fd_limit, capacity)
     listener = start_access_log() if access is not None else None
+    watchdog = asyncio.create_task(watchdog_loop(), name="systemd-watchdog")
+    notify_ready(f"listening on {host or '*'}:{port}")
     try:
         await asyncio.Future()
     finally:
+        notify_stopping()
+        watchdog.cancel()
         server.close()
         await runner.cleanup()
         if listener is not None:

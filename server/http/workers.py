@@ -45,6 +45,7 @@ from types import FrameType
 
 import msgspec
 
+from core.systemd import notify_ready, notify_stopping, notify_watchdog, watchdog_interval
 from server.config import LimitSettings
 from server.metrics import multiproc
 
@@ -157,8 +158,16 @@ class Supervisor:
         try:
             for slot in self._slots:
                 self._spawn(slot)
+            # Under systemd (NotifyAccess=main) this process speaks for the workers, whose own
+            # notifications stay quiet: READY, watchdog pings while it supervises, STOPPING.
+            notify_ready(f"{len(self._slots)} workers")
+            ping_every, next_ping = watchdog_interval(), 0.0
             while not self._stopping:
+                if ping_every is not None and time.monotonic() >= next_ping:
+                    notify_watchdog()
+                    next_ping = time.monotonic() + ping_every
                 self._watch()
+            notify_stopping()
             return self._stop()
         finally:
             for signum, handler in previous.items():

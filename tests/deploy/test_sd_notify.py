@@ -1,4 +1,4 @@
-"""device.systemd against a real notify socket: what systemd would receive, and when not.
+"""core.systemd against a real notify socket: what systemd would receive, and when not.
 
 The socket is bound by the test and named in ``$NOTIFY_SOCKET`` exactly as systemd does it
 (a path, or ``@name`` in the abstract namespace).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from device import systemd
+from core import systemd
 
 
 @pytest.fixture(autouse=True)
