@@ -264,9 +264,13 @@ def load_bundle(path: Path) -> Bundle:
 class DeviceConfig:
     """Everything the kiosk agent needs, validated."""
 
-    bundle: Annotated[str, Meta(description="written by `kiosk provision add` (mode 0600)")] = (
-        "/etc/siheyi/bundle.json"
-    )
+    bundle: Annotated[
+        str,
+        Meta(
+            description="written by `kiosk provision add` (mode 0600); beside the state, "
+            "since key rotation writes next to it and /etc is read-only to the agent"
+        ),
+    ] = "/var/lib/siheyi/bundle.json"
     state_dir: Annotated[
         str, Meta(description="journal.db, the cache and the prompt cache live here")
     ] = "/var/lib/siheyi"
