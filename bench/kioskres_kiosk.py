@@ -30,18 +30,18 @@ from tests.e2e_support import card  # noqa: E402
 
 BARE = "import time\nwhile True: time.sleep(3600)"
 
-# `kiosk device run` without the rest of the command line: siheyi.cli's own logging set-up and
-# `_device_run`, but not `build_parser`, which imports every command's module (the server,
-# OpenCV for `kiosk camera scan`) before it knows which command runs. `--entry lean` measures
-# what that costs the agent.
-LEAN = """import argparse, logging, sys
-from siheyi import cli
-from device.privacy import IdNumberRedactor
-handler = logging.StreamHandler()
-handler.addFilter(IdNumberRedactor())
-handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-logging.basicConfig(level=logging.INFO, handlers=[handler])
-sys.exit(cli._device_run(argparse.Namespace(config=sys.argv[1])))
+# `kiosk device run` without the rest of the command line: siheyi.cli's own logging set-up
+# (siheyi.logsetup, defaults) and `_device_run`, but not `build_parser`, which imports every
+# command's module (the server, OpenCV for `kiosk camera scan`) before it knows which command
+# runs. `--entry lean` measures what that costs the agent.
+LEAN = """import argparse, sys
+from siheyi import cli, logsetup
+parser = argparse.ArgumentParser()
+logsetup.add_arguments(parser)
+args = parser.parse_args([])
+args.config = sys.argv[1]
+logsetup.configure_from_args(args)
+sys.exit(cli._device_run(args))
 """
 
 
