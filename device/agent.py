@@ -31,6 +31,7 @@ from core.errors import SettingError
 from core.settings import check_remote_setting
 from device.acting.voice import Voice
 from device.config import TEST_PROMPT
+from device.counters import KioskCounterSet
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Decision, Verifier
 from device.errors import JournalFull, KioskError, ServerError, VoiceError
@@ -146,6 +147,7 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._listeners: list[TapListener] = []
         self._taps = 0
+        self.counters = KioskCounterSet()  # taps, offline, reader errors, prompt latency
         self._started = time.monotonic()
         self._tap_running = False
         self._last_tap_end = self._started
@@ -367,6 +369,7 @@ class Agent:
         return latency_ms, problems
 
     async def _tell(self, result: TapResult) -> TapResult:
+        self.counters.told(result)
         for listener in self._listeners:
             maybe = listener(result)
             if maybe is not None:
@@ -461,12 +464,14 @@ class Agent:
         camera, sscard), `<part>_ready` after a fault is a recovery."""
         part, _, state = what.partition("_")
         if state in ("lost", "init_failed"):
+            self.counters.reader_error()
             self._faulty.add(part)
             await self.record_fault(what, str(detail.get("error", "")))
         elif state == "ready" and part in self._faulty:
             self._faulty.discard(part)
             await self._journal_system(f"{part}_recovered", detail)
         elif what == "card_unreadable":
+            self.counters.reader_error()
             await self._journal_system("card_unreadable", detail)
         elif what == "qr_rejected":
             # A code was shown but it is garbage (too long, not text): the citizen still
@@ -527,13 +532,14 @@ class Agent:
     async def status(self) -> dict[str, Any]:
         reader = self._reader.health() if self._reader is not None else None
         others = [s.health() for s in self._sources if s is not self._reader]
+        pending = await self._journal.count()
         return {
             "boot_id": self.boot_id,
             "uptime_s": round(time.monotonic() - self._started, 1),
             "version": VERSION,
             "clock_trusted": self._verifier.clock.trusted(),
             "wall_time": dt.datetime.now(dt.UTC).isoformat(),
-            "journal_pending": await self._journal.count(),
+            "journal_pending": pending,
             "journal": await self._journal.state(),  # full, reserve, dead letters, lost
             "taps": self._taps,
             "command_link": (
@@ -557,6 +563,7 @@ class Agent:
             "audio": self._voice.health(),
             "cache": self._cache_status(),
             "update": self._update_report(),
+            "counters": msgspec.to_builtins(self.counters.snapshot(pending)),
         }
 
     def _update_report(self) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.bundle import Bundle
 from core.outcomes import DEFAULT_PROMPTS
+from core.systemd import notify_ready, notify_stopping, watchdog_loop
 from device.acting.gate import Gate
 from device.acting.voice import Player, PromptRenderer, Voice, make_player
 from device.agent import VERSION, Agent, CredentialSource, GateActions
@@ -299,17 +300,28 @@ async def built_agent(
 
 
 async def run_device(config: DeviceConfig) -> None:
-    """`kiosk device run`: until SIGTERM or SIGINT."""
+    """`kiosk device run`: until SIGTERM or SIGINT (or the updater asks for a restart).
+
+    Under systemd (deploy/systemd/siheyi-agent.service, Type=notify, WatchdogSec) it says
+    READY once the agent has started, pings the watchdog from this event loop (a hung loop
+    gets the agent restarted) and says STOPPING on the way out.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with built_agent(config) as agent:
-        log.info("kiosk %s running", agent.device_id)
-        waits = [asyncio.ensure_future(stop.wait())]
-        if agent.updater is not None:  # a switched release: systemd starts it (Restart=always)
-            waits.append(asyncio.ensure_future(agent.updater.exit_requested.wait()))
-        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
+    watchdog = asyncio.create_task(watchdog_loop(), name="systemd-watchdog")
+    try:
+        async with built_agent(config) as agent:
+            log.info("kiosk %s running", agent.device_id)
+            notify_ready(f"kiosk {agent.device_id} running")
+            waits = [asyncio.ensure_future(stop.wait())]
+            if agent.updater is not None:  # a switched release: systemd starts it (Restart=always)
+                waits.append(asyncio.ensure_future(agent.updater.exit_requested.wait()))
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            notify_stopping()
+    finally:
+        watchdog.cancel()
