@@ -22,14 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.idnumbers import make_id_number
+from core.idnumbers import SELF_TEST_AREA, make_id_number
 from core.outcomes import is_decision
 from device.deciding.verifier import Decision, Verifier
 from device.errors import ServerError
 from device.sources.credentials import Credential
 
 #: A well-formed number of an area code no one has: the test card.
-SELF_TEST_ID = make_id_number("999999", "19000101", "000")
+SELF_TEST_ID = make_id_number(SELF_TEST_AREA, "19000101", "000")
 #: Refusals that say who the kiosk is, not what the release does.
 NOT_THE_RELEASE = ("server_refused:revoked", "server_refused:quarantined")
 

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from core.idnumbers import SELF_TEST_AREA, is_self_test, make_id_number
 from server.app import create_app
 from server.config import ServerConfig
 from server.events import EVENTS, presence
@@ -208,6 +209,22 @@ async def test_a_verify_is_a_tap_event_with_the_masked_number_only(
     )
     assert event.data["masked_id"] == (await resp.json())["masked_id"]
     assert people.passing not in json.dumps(event.data)
+    app[EVENTS].end_subscriptions()
+
+
+async def test_a_release_self_test_tap_is_answered_but_not_shown_to_guards(
+    client: TestClient, auth: dict[str, str], people: Any
+) -> None:
+    app: web.Application = client.app
+    sub = app[EVENTS].subscribe()
+    if isinstance(app[EVENTS], PgEventBus):
+        await app[EVENTS].listening()
+    probe = make_id_number(SELF_TEST_AREA, "19000101", "000")
+    for tap_id, number in (("t-self-1", probe), ("t-events-2", people.passing)):
+        body = {"tap_id": tap_id, "credential": {"kind": "id_card", "id_number": number}}
+        assert (await client.post("/v1/verify", json=body, headers=auth)).status == 200
+    event = await next_event(sub)  # the citizen's tap is the first and only one shown
+    assert event.kind == "tap" and not is_self_test(event.data["masked_id"])
     app[EVENTS].end_subscriptions()
 
 
