@@ -333,6 +333,9 @@ class UpdateReport(Struct):
     detail: Annotated[str, Meta(max_length=500)] | None = None
     #: Kiosk wall clock, unix seconds, when ``state`` was reached.
     at: Amount | None = None
+    #: A ``failed`` the kiosk will try again (interrupted, out of space): no verdict on the
+    #: release, so it does not count toward halting a rollout.
+    retry: bool = False
 
 
 class Heartbeat(Struct):
