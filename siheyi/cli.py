@@ -144,18 +144,24 @@ def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
     return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only="device"`` just the agent's verbs, so the agent on a Pi
+    does not import the server and OpenCV (for `kiosk camera scan`) that it never runs:
+    ~48 MB of its resident memory (bench/RESULTS.md, "Kiosk resources")."""
+    parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
+    parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    logsetup.add_arguments(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    if only == "device":
+        _register_device(sub)
+        return parser
     from device.doctor import cli as doctor_cli
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from provisioning import release_cli
     from server import cli as server_cli
 
-    parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
-    parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    logsetup.add_arguments(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
     server_cli.register(sub)
     provisioning_cli.register(sub, local_fleet)
     audit_cli.register(sub)
@@ -168,9 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(words: Sequence[str]) -> str | None:
+    """The command word of a command line: its first word that is not an option (an option
+    with a value before it gives the value, and so the full parser: correct, only heavier)."""
+    return next((word for word in words if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser("device" if _command(words) == "device" else None)
+    args = parser.parse_args(words)
     try:  # every handler masks ID numbers (siheyi/logsetup.py)
         logsetup.configure_from_args(args)
     except OSError as exc:  # a log file that cannot be opened

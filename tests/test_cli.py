@@ -33,6 +33,23 @@ def test_help_lists_every_part() -> None:
         assert verb in out
 
 
+def test_the_agent_command_line_leaves_the_server_and_opencv_unloaded(tmp_path: Path) -> None:
+    """`kiosk device run` on a Pi: the server's modules and OpenCV are ~48 MB it never uses."""
+    probe = (
+        "import sys\n"
+        "from siheyi import cli\n"
+        "code = cli.main(['device', 'run', '--config', sys.argv[1]])\n"
+        "heavy = [m for m in ('cv2', 'numpy', 'server.cli', 'psycopg') if m in sys.modules]\n"
+        "print(code, heavy)\n"
+    )
+    missing = tmp_path / "missing.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(missing)], capture_output=True, text=True, env=ENV
+    )
+    assert done.stdout.strip() == "2 []", done.stdout + done.stderr
+    assert "missing.toml" in done.stderr  # the config error is still reported
+
+
 def test_reader_decode_prints_json_per_frame_and_fails_on_a_bad_one() -> None:
     no_card = "AA AA AA 96 69 00 04 00 00 80 84"
     found = "AAAAAA9669 0008 00009F 00000000 97"
