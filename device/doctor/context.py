@@ -183,6 +183,8 @@ class DoctorContext:
     timeout_s: float = DEFAULT_TIMEOUT_S
     probes: Probes = field(default_factory=Probes)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: Play silence, not the test prompt (the boot guard runs doctor at a gate with people).
+    quiet_audio: bool = False
     bundle: Bundle | None = None
     bundle_error: str = ""
     #: The server answered /healthz (None: not checked yet or no bundle).

@@ -2,7 +2,8 @@
 
 The pins are claimed with the relay off and released at once (the relay never clicks); the
 audio check plays a clip through the configured player to its end and reads aplay's status,
-which the agent's fire-and-forget playback never looks at.
+which the agent's fire-and-forget playback never looks at (``--quiet-audio``: silence, for
+the boot guard, which runs doctor at the gate on every trial start).
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ def _silence(path: Path) -> Path:
     return path
 
 
-def check_audio(ctx: DoctorContext, clip: Path | None, scratch: Path) -> CheckResult:
-    """The configured player plays a clip (the rendered test prompt, else 0.2 s of silence)."""
+def check_audio(
+    ctx: DoctorContext, clip: Path | None, scratch: Path, *, quiet: bool = False
+) -> CheckResult:
+    """The configured player plays a clip: the rendered test prompt, else (none rendered, or
+    ``quiet``: the boot guard at a gate where people stand) 0.2 s of generated silence, which
+    opens the device just the same."""
     from device.acting.voice import AplayPlayer, check_wav, make_player
 
     spec = ctx.config.voice.player
+    if quiet:
+        clip = None
     target = clip if clip is not None else _silence(scratch / "doctor-silence.wav")
     player = make_player(spec)
     if not isinstance(player, AplayPlayer):
@@ -119,5 +126,10 @@ def check_audio(ctx: DoctorContext, clip: Path | None, scratch: Path) -> CheckRe
             'list devices with `aplay -L` and set voice.player = "aplay:DEVICE" '
             "(e.g. aplay:plughw:1,0); a busy device means another program plays on it",
         )
-    what = "the test prompt" if clip is not None else "0.2 s of silence (test prompt not rendered)"
-    return ok("audio", f"{' '.join(argv[:-1])} played {what}")
+    return ok("audio", f"{' '.join(argv[:-1])} played {_played(clip, quiet)}")
+
+
+def _played(clip: Path | None, quiet: bool) -> str:
+    if quiet:
+        return "0.2 s of silence (--quiet-audio)"
+    return "the test prompt" if clip is not None else "0.2 s of silence (test prompt not rendered)"

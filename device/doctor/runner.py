@@ -84,11 +84,11 @@ class _Run:
             self.results[name] = await _guard(name, functools.partial(check, self.ctx), self.limit)
 
     async def audio(self) -> None:
-        clip = _test_clip(self.ctx)
+        clip = None if self.ctx.quiet_audio else _test_clip(self.ctx)
         length = _length(clip)
         await self.threaded(
             "audio",
-            lambda: outputs.check_audio(self.ctx, clip, self.scratch),
+            lambda: outputs.check_audio(self.ctx, clip, self.scratch, quiet=self.ctx.quiet_audio),
             max(self.limit, length + 1.5),
         )
 
@@ -134,6 +134,7 @@ async def run_doctor_async(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     probes: Probes | None = None,
     thresholds: Thresholds | None = None,
+    quiet_audio: bool = False,
 ) -> Report:
     """Every check against ``config``; for callers already inside an event loop."""
     ctx = DoctorContext(
@@ -142,6 +143,7 @@ async def run_doctor_async(
         timeout_s=timeout_s,
         probes=probes or Probes(),
         thresholds=thresholds or Thresholds(),
+        quiet_audio=quiet_audio,
     )
     with tempfile.TemporaryDirectory(prefix="kiosk-doctor-") as scratch:
         return await _Run(ctx, Path(scratch)).all()
@@ -154,12 +156,13 @@ def run_doctor(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     probes: Probes | None = None,
     thresholds: Thresholds | None = None,
+    quiet_audio: bool = False,
 ) -> Report:
     """Every check against ``config`` (``kiosk doctor``, the updater's boot check).
 
     ``pin_factory`` replaces the configured gpiozero factory (tests: ``MockFactory``);
-    ``timeout_s`` bounds each check. Starts its own event loop: from async code use
-    :func:`run_doctor_async`.
+    ``timeout_s`` bounds each check; ``quiet_audio`` plays silence instead of the test
+    prompt. Starts its own event loop: from async code use :func:`run_doctor_async`.
     """
     return asyncio.run(
         run_doctor_async(
@@ -168,5 +171,6 @@ def run_doctor(
             timeout_s=timeout_s,
             probes=probes,
             thresholds=thresholds,
+            quiet_audio=quiet_audio,
         )
     )

@@ -101,3 +101,9 @@ async def test_the_agent_user_is_the_one_checked(kiosk: Kiosk) -> None:
     code, out = await _doctor("--config", str(_toml(kiosk)), "--user", other.pw_name, "--json")
     key_file = next(c for c in json.loads(out)["checks"] if c["name"] == "key_file")
     assert code == 1 and key_file["fix"] == f"chown {other.pw_name} {kiosk.config.bundle}"
+
+
+async def test_quiet_audio_option_plays_silence(kiosk: Kiosk) -> None:
+    code, out = await _doctor("--config", str(_toml(kiosk)), "--json", "--quiet-audio")
+    audio = next(c for c in json.loads(out)["checks"] if c["name"] == "audio")
+    assert code == 0 and audio["detail"].endswith("played 0.2 s of silence (--quiet-audio)")

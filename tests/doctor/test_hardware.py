@@ -276,3 +276,51 @@ async def test_no_camera_is_reported_as_not_configured(kiosk: Kiosk) -> None:
     report = await kiosk.run(kiosk.configured(camera={"enabled": False}))
     assert report.by_name("camera").detail == "not configured (camera.enabled = false)"
     assert report.status("camera") == "ok"
+
+
+class _PlayedFiles:
+    """Records what the audio check hands to aplay (and still runs it on ALSA null)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from device.acting.voice import check_wav
+
+        self.seconds: list[float] = []
+        self.paths: list[Path] = []
+        real = subprocess.run
+
+        def run(argv: list[str], *args: object, **kwargs: object) -> object:
+            if Path(argv[0]).name == "aplay":
+                self.paths.append(Path(argv[-1]))
+                self.seconds.append(check_wav(Path(argv[-1])))
+            return real(argv, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr("device.doctor.outputs.subprocess.run", run)
+
+
+async def test_audio_speaks_the_rendered_test_prompt_by_default(
+    kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    played = _PlayedFiles(monkeypatch)
+    check = (await kiosk.run()).by_name("audio")
+    assert check.status == "ok" and "the test prompt" in check.detail
+    assert [p.parent for p in played.paths] == [kiosk.tmp_path / "prompts"]
+
+
+async def test_quiet_audio_opens_the_device_with_generated_silence(
+    kiosk: Kiosk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boot guard runs doctor at a gate on every trial start: nothing is spoken."""
+    played = _PlayedFiles(monkeypatch)
+    check = (await kiosk.run(quiet_audio=True)).by_name("audio")
+    assert (check.status, check.detail) == (
+        "ok",
+        "aplay -q -D null played 0.2 s of silence (--quiet-audio)",
+    )
+    assert played.seconds == [pytest.approx(0.2)]
+    assert kiosk.tmp_path / "prompts" not in [p.parent for p in played.paths]
+
+
+async def test_quiet_audio_still_fails_a_device_that_does_not_open(kiosk: Kiosk) -> None:
+    config = kiosk.configured(voice={"player": "aplay:nosuchdevice"})
+    check = (await kiosk.run(config, quiet_audio=True)).by_name("audio")
+    assert check.status == "fail" and "aplay -q -D nosuchdevice failed" in check.detail
