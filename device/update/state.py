@@ -47,9 +47,12 @@ class UpdateRecord:
 
     def report(self) -> wire.UpdateReport:
         """What the heartbeat carries (``Heartbeat.update``). The detail may quote pip or a
-        doctor: masked, since the server refuses a heartbeat holding a clear ID number."""
+        doctor: masked, since the server refuses a heartbeat holding a clear ID number.
+        ``retry`` marks a ``failed`` that is no verdict on the release (out of disk, an
+        interrupted switch): the kiosk tries it again, and a rollout must not count it."""
         detail = redact(self.detail)[:500] if self.detail else None
-        return wire.UpdateReport(self.version, self.state, detail, self.at)
+        retry = self.retry and self.state == "failed"
+        return wire.UpdateReport(self.version, self.state, detail, self.at, retry=retry)
 
     def declines(self, version: str, sha256: str) -> bool:
         """True when this record says the offered release must not be tried again: it was

@@ -105,6 +105,7 @@ async def test_a_release_that_is_not_the_signed_one_is_never_installed(
     await offered(up, offer)
     report = up.report()
     assert report is not None and report.state == "failed" and why in (report.detail or "")
+    assert report.retry is False  # refused: counts against the release
     assert not (tmp_path / "opt" / "releases" / "2.0").exists()
     assert running(tmp_path / "opt") == "1.0"
     assert not up.exit_requested.is_set()
@@ -312,6 +313,7 @@ async def test_a_full_disk_fails_the_offer_before_the_download_and_retries_later
     await offered(up, offer_for("2.0"))
     report = up.report()
     assert report is not None and report.state == "failed" and "50 MB free" in (report.detail or "")
+    assert report.retry is True  # no verdict on the release: a rollout does not count it
     assert source.fetched == []
     up.offer(offer_for("2.0"))
     assert up._offer is not None  # room may have been made: tried again
@@ -325,3 +327,15 @@ async def test_a_commit_removes_the_releases_neither_link_needs(tmp_path: Path) 
     up = updater(tmp_path, b"", running_version="2.0")
     await asyncio.wait_for(up._settle_trial(), 10)
     assert sorted(p.name for p in (tmp_path / "opt" / "releases").iterdir()) == ["1.0", "2.0"]
+
+
+def test_a_retried_failure_is_reported_as_such_on_the_wire(tmp_path: Path) -> None:
+    """What the boot guard writes for an interrupted switch reaches the server as
+    ``retry: true``, a refused release as ``retry: false``."""
+    path = tmp_path / "state.json"
+    path.write_text('{"version": "2.0", "state": "failed", "retry": true, "detail": "interrupted"}')
+    record = load(path)
+    assert record is not None
+    sent = msgspec.to_builtins(record.report())
+    assert (sent["state"], sent["retry"]) == ("failed", True)
+    assert new_record("2.0", "rolled_back").report().retry is False
