@@ -106,6 +106,8 @@ def test_the_agent_unit_holds_the_plan() -> None:
         "NoNewPrivileges": "yes",
         "ProtectHome": "yes",
         "DevicePolicy": "closed",
+        # lgpio makes its notification pipes in the working directory: never read-only /
+        "WorkingDirectory": "/var/lib/siheyi",
         "ExecStart": "/opt/siheyi/current/bin/kiosk device run --config /etc/siheyi/kiosk.toml",
         "ExecStartPre": "/usr/bin/python3 /opt/siheyi/bin/siheyi-boot-guard "
         "--config /etc/siheyi/kiosk.toml",
@@ -127,6 +129,7 @@ def test_the_server_unit_has_no_devices() -> None:
     assert unit["PrivateDevices"] == ["yes"] and unit["DevicePolicy"] == ["closed"]
     assert "DeviceAllow" not in unit and "SupplementaryGroups" not in unit
     assert unit["ReadWritePaths"] == ["/var/lib/siheyi"]
+    assert unit["WorkingDirectory"] == ["/var/lib/siheyi"]
 
 
 def test_install_script_passes_shellcheck() -> None:
