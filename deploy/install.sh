@@ -60,6 +60,7 @@ EOF
 }
 
 say() { printf 'install.sh: %s\n' "$*"; }
+warn() { printf 'install.sh: WARNING: %s\n' "$*" >&2; }
 die() {
     printf 'install.sh: error: %s\n' "$*" >&2
     exit 2
@@ -152,22 +153,58 @@ ensure_account() {
     GID=${OWNER#*:}
 }
 
+# The agent installs updates itself (device/update): it makes releases/<version> and switches
+# the current and previous links by renaming current.new over them, so /opt/siheyi (where the
+# links are) and releases/ are its own. The boot guard (bin/) and the wheelhouse, which it only
+# runs and reads, stay root's. Root never follows a link the agent could have put there.
 make_directories() {
-    install -d -m 0755 -o 0 -g 0 "$OPT" "$OPT/bin"
-    # The agent installs updates itself: releases, links and the wheelhouse are its own.
-    install -d -m 0755 -o "${OWNER%:*}" -g "$GID" "$OPT/releases" "$OPT/wheelhouse"
+    local dir link
+    for dir in "$OPT/bin" "$OPT/wheelhouse" "$OPT/releases"; do
+        [ -L "$dir" ] && die "$dir is a symbolic link: remove it and run this again"
+    done
+    install -d -m 0755 -o "${OWNER%:*}" -g "$GID" "$OPT" "$OPT/releases"
+    install -d -m 0755 -o 0 -g 0 "$OPT/bin" "$OPT/wheelhouse"
+    chown -R 0:0 "$OPT/wheelhouse"  # an older install gave it to siheyi
+    for link in current previous; do  # a link switched by hand as root: the agent's again
+        [ -L "$OPT/$link" ] && chown -h "$OWNER" "$OPT/$link"
+    done
     install -d -m 0750 -o "${OWNER%:*}" -g "$GID" "$ROOT/var/lib/siheyi"
     install -d -m 0750 -o 0 -g "$GID" "$ROOT/etc/siheyi"
+    [ "$KIOSK" = 1 ] && move_bundle
     # The kiosk's key, if enrolled as root: the agent's alone (kiosk doctor checks 0600).
-    local bundle
-    for bundle in "$ROOT/var/lib/siheyi/bundle.json" "$ROOT/etc/siheyi/bundle.json"; do
-        [ -f "$bundle" ] || continue
-        chown "$OWNER" "$bundle"
-        chmod 0600 "$bundle"
+    local file
+    for file in bundle.json bundle.json.next-key; do
+        [ -f "$ROOT/var/lib/siheyi/$file" ] || continue
+        chown "$OWNER" "$ROOT/var/lib/siheyi/$file"
+        chmod 0600 "$ROOT/var/lib/siheyi/$file"
     done
     [ "$KIOSK" = 1 ] && env_file agent
     [ "$SERVER" = 1 ] && env_file server
     return 0
+}
+
+# A bundle enrolled into /etc/siheyi (before its default moved) goes to the state directory:
+# /etc is read-only to the agent, and key rotation writes its next key beside the bundle.
+move_bundle() {
+    local old=$ROOT/etc/siheyi new=$ROOT/var/lib/siheyi config=$ROOT/etc/siheyi/kiosk.toml file
+    [ -f "$old/bundle.json" ] || return 0
+    if [ -e "$new/bundle.json" ]; then
+        warn "/etc/siheyi/bundle.json and /var/lib/siheyi/bundle.json both exist; the agent \
+cannot rotate a key in /etc: make kiosk.toml say bundle = \"/var/lib/siheyi/bundle.json\" and \
+delete the other one"
+        return 0
+    fi
+    for file in bundle.json bundle.json.next-key; do
+        [ -f "$old/$file" ] && mv "$old/$file" "$new/$file"
+    done
+    say "moved /etc/siheyi/bundle.json to /var/lib/siheyi/bundle.json (key rotation writes there)"
+    [ -f "$config" ] || return 0
+    sed -i 's|^\([[:space:]]*bundle[[:space:]]*=[[:space:]]*\)"/etc/siheyi/bundle.json"|\1"/var/lib/siheyi/bundle.json"|' \
+        "$config"
+    if grep -q '/etc/siheyi/bundle\.json' "$config"; then
+        warn "/etc/siheyi/kiosk.toml still names /etc/siheyi/bundle.json: make it say \
+bundle = \"/var/lib/siheyi/bundle.json\""
+    fi
 }
 
 env_file() {
@@ -238,7 +275,7 @@ give the new build another version, or --force to rebuild it in place"
     # Copied first: pip then reads and writes the wheelhouse, never the file it was given.
     cp "$WHEEL" "$WORK/$name"
     wheel=$WORK/$name
-    install -m 0644 -o "${OWNER%:*}" -g "$GID" "$WHEEL" "$OPT/wheelhouse/$name"
+    install -m 0644 -o 0 -g 0 "$WHEEL" "$OPT/wheelhouse/$name"
     say "release $VERSION into $RELEASE"
     local pip
     if [ -n "$PIP" ]; then
@@ -260,7 +297,8 @@ give the new build another version, or --force to rebuild it in place"
     fi
     [ -x "$RELEASE/bin/kiosk" ] || die "the wheel installed no kiosk command"
     printf '{"sha256": "%s", "version": "%s"}' "$SHA256" "$VERSION" >"$RELEASE/$MARKER"
-    chown -R "$OWNER" "$RELEASE" "$OPT/wheelhouse"
+    chown -R "$OWNER" "$RELEASE"
+    chown -R 0:0 "$OPT/wheelhouse"
     sync
 }
 
@@ -288,6 +326,18 @@ switch_current() {
     switch_link current "releases/$VERSION"
     CHANGED=1
     say "current -> releases/$VERSION${old:+ (previous -> $old)}"
+}
+
+# `kiosk` on the PATH (sudo's too): whatever release `current` is. A kiosk command that is
+# not this link (another install) is left alone.
+install_command() {
+    local link=$ROOT/usr/local/bin/kiosk target=/opt/siheyi/current/bin/kiosk
+    install -d -m 0755 "$ROOT/usr/local/bin"
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        warn "$link exists and is not a link: run $target instead of kiosk"
+        return 0
+    fi
+    [ "$(readlink "$link" 2>/dev/null)" = "$target" ] || ln -sfn "$target" "$link"
 }
 
 # -- kiosk pieces: boot guard, udev rule ---------------------------------------------------
@@ -372,6 +422,7 @@ main() {
     read_version
     install_release
     switch_current
+    install_command
     [ "$KIOSK" = 1 ] && { install_boot_guard; install_udev_rule; install_unit siheyi-agent; }
     [ "$SERVER" = 1 ] && install_unit siheyi-server
     [ -z "$ROOT" ] && systemctl daemon-reload

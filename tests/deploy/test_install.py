@@ -54,6 +54,45 @@ def _boot_guard(tmp: Path) -> Path:
     return placeholder
 
 
+OLD_KIOSK_TOML = '# enrolled by hand\nbundle = "/etc/siheyi/bundle.json"\n[reader]\nurl = "x"\n'
+#: The agent's own writes on a Pi, run as the siheyi uid: in a subprocess that opens the
+#: /opt/siheyi directory as root, drops to the uid and gid (no supplementary groups) and works
+#: relative to that directory (the test's temporary root is below a root-only directory).
+#: Each step prints "ok" or the exception's name.
+AS_AGENT = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from device.update.bootguard import switch_link
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+os.setgroups([])
+os.setgid(int(sys.argv[3]))
+os.setuid(int(sys.argv[2]))
+os.fchdir(fd)
+
+def new_release():
+    os.mkdir("releases/9.partial")
+    os.rename("releases/9.partial", "releases/9")
+
+steps = {
+    "current": lambda: switch_link(Path("current"), "releases/1.0"),
+    "previous": lambda: switch_link(Path("previous"), "releases/1.0"),
+    "release": new_release,
+    "bin": lambda: open("bin/siheyi-boot-guard", "a").close(),
+    "bin-dir": lambda: open("bin/other", "w").close(),
+    "wheelhouse": lambda: open("wheelhouse/other.whl", "w").close(),
+}
+done = {}
+for name, step in steps.items():
+    try:
+        step()
+        done[name] = "ok"
+    except OSError as exc:
+        done[name] = type(exc).__name__
+print(json.dumps(done))
+"""
+
+
 #: What the installed releases run with: not the test process's import path.
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
@@ -127,10 +166,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     for folder in (done.wheels, done.index):
         folder.mkdir()
     _empty_root(done.root)
-    bundle = done.root / "etc" / "siheyi" / "bundle.json"  # enrolled before the install
-    bundle.parent.mkdir()
-    bundle.write_text("{}")
-    bundle.chmod(0o644)
+    # Enrolled the old way, before the install: the bundle and its pending key in /etc.
+    etc = done.root / "etc" / "siheyi"
+    etc.mkdir()
+    for name in ("bundle.json", "bundle.json.next-key"):
+        (etc / name).write_text("{}")
+        (etc / name).chmod(0o644)
+    (etc / "kiosk.toml").write_text(OLD_KIOSK_TOML)
     dependency_wheel(done.index)
     wheel = siheyi_wheel(done.wheels, "1.0")
     _ok(done.run("--kiosk", "--server", "--wheel", str(wheel)))
@@ -165,17 +207,73 @@ def test_layout_owners_and_modes(installed: Installed) -> None:
         "etc/siheyi": (0o750, 0, gid),
         "etc/siheyi/agent.env": (0o640, 0, gid),
         "etc/siheyi/server.env": (0o640, 0, gid),
-        "etc/siheyi/bundle.json": (0o600, uid, gid),
+        "var/lib/siheyi/bundle.json": (0o600, uid, gid),
+        "var/lib/siheyi/bundle.json.next-key": (0o600, uid, gid),
+        "opt/siheyi": (0o755, uid, gid),
         "opt/siheyi/bin": (0o755, 0, 0),
         "opt/siheyi/bin/siheyi-boot-guard": (0o755, 0, 0),
         "opt/siheyi/releases": (0o755, uid, gid),
         "opt/siheyi/releases/1.0/bin/kiosk": (0o755, uid, gid),
-        "opt/siheyi/wheelhouse": (0o755, uid, gid),
+        "opt/siheyi/wheelhouse": (0o755, 0, 0),
+        f"opt/siheyi/wheelhouse/{DEPENDENCY}-1.0-py3-none-any.whl": (0o644, 0, 0),
     }
     for path, (mode, owner, group) in expect.items():
         st = (root / path).stat()
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, owner, group), path
     assert (opt / "current").lstat().st_uid == uid  # the agent switches it itself
+
+
+def test_the_agent_switches_links_and_installs_releases_but_not_the_guard(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """What the updater and the boot guard write (docs/updates.md), done as the siheyi uid:
+    links beside ``releases/`` and a new release; the guard and the wheelhouse stay root's."""
+    root = installed.copy(tmp_path)
+    uid, gid = _entry(root, "passwd", "siheyi")[2:4]
+    opt = root / "opt" / "siheyi"
+    command = [sys.executable, "-c", AS_AGENT, str(opt), uid, gid, str(REPO)]
+    result = subprocess.run(command, capture_output=True, text=True, env=CLEAN_ENV, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "current": "ok",
+        "previous": "ok",
+        "release": "ok",
+        "bin": "PermissionError",
+        "bin-dir": "PermissionError",
+        "wheelhouse": "PermissionError",
+    }
+    assert os.readlink(opt / "previous") == "releases/1.0"
+    assert (opt / "current").lstat().st_uid == int(uid)
+
+
+def test_kiosk_is_on_the_path(installed: Installed) -> None:
+    link = installed.root / "usr" / "local" / "bin" / "kiosk"
+    assert os.readlink(link) == "/opt/siheyi/current/bin/kiosk"  # the system's, not the root's
+
+
+def test_a_bundle_in_etc_moves_to_the_state_directory(installed: Installed) -> None:
+    """/etc is read-only to the agent, and key rotation writes beside the bundle."""
+    etc = installed.root / "etc" / "siheyi"
+    state = installed.root / "var" / "lib" / "siheyi"
+    assert not (etc / "bundle.json").exists() and not (etc / "bundle.json.next-key").exists()
+    assert (state / "bundle.json").read_text() == "{}"
+    config = (etc / "kiosk.toml").read_text()
+    assert config == OLD_KIOSK_TOML.replace("/etc/siheyi/", "/var/lib/siheyi/")
+
+
+def test_a_bundle_in_both_places_is_left_with_a_warning(
+    installed: Installed, tmp_path: Path
+) -> None:
+    root = installed.copy(tmp_path)
+    old = root / "etc" / "siheyi" / "bundle.json"
+    old.write_text('{"old": 1}')
+    result = installed.run(
+        "--kiosk", "--wheel", str(installed.wheels / "siheyi-1.0-py3-none-any.whl"), root=root
+    )
+    _ok(result)
+    assert "WARNING" in result.stderr and "/etc/siheyi/bundle.json" in result.stderr
+    assert old.read_text() == '{"old": 1}'
+    assert (root / "var" / "lib" / "siheyi" / "bundle.json").read_text() == "{}"
 
 
 def test_units_rule_and_boot_guard_in_place(installed: Installed) -> None:
