@@ -126,13 +126,28 @@ def wheel_version(path: Path) -> str:
         raise InvalidField(f"{path}: not a wheel with a METADATA file ({exc})") from exc
     version = HeaderParser().parsestr(text).get("Version")
     if not version:
-        raise InvalidField(f"{path}: METADATA has no Version (give --version)")
+        raise InvalidField(f"{path}: METADATA has no Version")
     return str(version).strip()
+
+
+def release_version(path: Path, given: str | None) -> str:
+    """The wheel's METADATA version; ``--version``, when given, must be that very string.
+
+    A kiosk reports the version it runs from its installed METADATA and is offered a release
+    until it reports running it: a release published as ``2.0.0+pi`` from a ``2.0.0`` wheel
+    would have kiosks switch to it, report ``2.0.0`` and be offered it again, for ever."""
+    inside = wheel_version(path)
+    if given is not None and given != inside:
+        raise InvalidField(
+            f"--version {given!r}: the wheel's METADATA says {inside!r}, and kiosks report"
+            " that; build the wheel with the version you mean (or leave --version out)"
+        )
+    return inside
 
 
 def signed_upload(path: Path, key: Ed25519PrivateKey, version: str | None) -> dict[str, Any]:
     """The ``POST /v1/admin/releases`` body: the wheel, its facts and the key's signature."""
-    version = version or wheel_version(path)
+    version = release_version(path, version)
     try:
         check_version(version)
         check_filename(path.name)

@@ -182,7 +182,9 @@ def register(subparsers: Subparsers) -> None:
     publish = verbs.add_parser("publish", help="sign a wheel with the release key and upload it")
     publish.add_argument("wheel", metavar="WHEEL")
     publish.add_argument("--key", required=True, metavar="KEYFILE", help="the release key")
-    publish.add_argument("--version", help="the release version (default: the wheel's METADATA)")
+    publish.add_argument(
+        "--version", help="the release version, checked: it must be the wheel's METADATA version"
+    )
     publish.set_defaults(func=_guarded(cmd_publish))
     listing = verbs.add_parser("list", help="the releases the server holds")
     listing.set_defaults(func=_guarded(cmd_list))

@@ -1,7 +1,8 @@
 """Releases in SQL: store a signed wheel once per version, list them, read a wheel back.
 
 The server checks what it can without a secret: the wheel's size and SHA-256 against the
-upload's claims, the version and file name (safe as path parts on a kiosk), and, when
+upload's claims, the version and file name (safe as path parts on a kiosk, and both the
+wheel's METADATA version, which is what kiosks report), and, when
 ``[releases] release_key`` pins the fleet's public release key, the signature too, so a
 wheel no kiosk would install is refused at upload rather than at 21,390 kiosks. A version is
 stored once: uploading it again with the very same wheel is a no-op, with other bytes a
@@ -17,6 +18,7 @@ from typing import Any
 from core.errors import SettingError
 from core.releases import check_filename, check_version, verify_release
 from server.releases.errors import Conflict, NotFound, ReleaseProblem
+from server.releases.wheels import check_versions
 from server.releases.wire import ReleaseInfo, ReleaseUpload
 from server.storage.connection import Connection
 
@@ -29,7 +31,8 @@ def _info(row: Sequence[Any]) -> ReleaseInfo:
 
 
 def check_upload(upload: ReleaseUpload, release_key: str) -> None:
-    """Refuse an upload whose bytes are not what it claims, or (with ``release_key``) whose
+    """Refuse an upload whose bytes are not what it claims, whose version is not its wheel's
+    METADATA version (:mod:`server.releases.wheels`), or (with ``release_key``) whose
     signature is not the release key's; the message says which."""
     try:
         check_version(upload.version)
@@ -40,6 +43,7 @@ def check_upload(upload: ReleaseUpload, release_key: str) -> None:
         raise ReleaseProblem(f"size: the wheel has {len(upload.wheel)} bytes, not {upload.size}")
     if hashlib.sha256(upload.wheel).hexdigest() != upload.sha256:
         raise ReleaseProblem("sha256: does not match the wheel's bytes")
+    check_versions(upload.version, upload.filename, upload.wheel)
     if release_key:
         try:
             verify_release(

@@ -46,23 +46,45 @@ def release_app(config: ServerConfig) -> web.Application:
     return app
 
 
-def make_wheel(folder: Path, version: str, payload: bytes = b"") -> Path:
-    """A small wheel of ``siheyi`` ``version`` (a METADATA file and one module)."""
-    path = folder / f"siheyi-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
+_EPOCH = (2026, 1, 1, 0, 0, 0)
+
+
+def wheel_data(version: str, payload: bytes = b"", metadata: str | None = None) -> bytes:
+    """A small wheel of ``siheyi`` ``version`` (a METADATA file saying ``metadata``, by
+    default ``version``, and one module ending in ``payload``), stored uncompressed."""
+    buffer = io.BytesIO()
+    metadata = version if metadata is None else metadata
+    with zipfile.ZipFile(buffer, "w") as wheel:  # fixed times: the same bytes every call
         wheel.writestr(
-            f"siheyi-{version}.dist-info/METADATA",
-            f"Metadata-Version: 2.1\nName: siheyi\nVersion: {version}\n",
+            zipfile.ZipInfo(f"siheyi-{version}.dist-info/METADATA", _EPOCH),
+            f"Metadata-Version: 2.1\nName: siheyi\nVersion: {metadata}\n",
         )
-        wheel.writestr("siheyi/__init__.py", f"VERSION = {version!r}\n".encode() + payload)
+        wheel.writestr(
+            zipfile.ZipInfo("siheyi/__init__.py", _EPOCH),
+            f"VERSION = {version!r}\n".encode() + payload,
+        )
+    return buffer.getvalue()
+
+
+def make_wheel(
+    folder: Path, version: str, payload: bytes = b"", metadata: str | None = None
+) -> Path:
+    """:func:`wheel_data` as ``folder/siheyi-<version>-py3-none-any.whl``."""
+    path = folder / f"siheyi-{version}-py3-none-any.whl"
+    path.write_bytes(wheel_data(version, payload, metadata))
     return path
 
 
 def upload_body(
-    version: str, data: bytes, key: Ed25519PrivateKey = RELEASE_KEY, **changes: Any
+    version: str,
+    data: bytes,
+    key: Ed25519PrivateKey = RELEASE_KEY,
+    filename: str | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """The ``POST /v1/admin/releases`` body of ``data`` signed with ``key``."""
-    filename = f"siheyi-{version}-py3-none-any.whl"
+    """The ``POST /v1/admin/releases`` body of ``data`` signed with ``key`` (as ``filename``,
+    by default ``siheyi-<version>-py3-none-any.whl``)."""
+    filename = filename or f"siheyi-{version}-py3-none-any.whl"
     sha256 = hashlib.sha256(data).hexdigest()
     body = {
         "version": version,

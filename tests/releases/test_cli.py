@@ -124,14 +124,21 @@ def test_a_wheel_signed_with_another_key_is_refused(
     assert "not signed by the pinned release key" in capsys.readouterr().err
 
 
-def test_the_version_comes_from_the_wheel_unless_given(
+def test_the_version_is_the_wheels_metadata_version(
     served: Served, key: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Kiosks report the METADATA version: published under another, a release would be
+    offered to them again and again."""
     wheel = make_wheel(tmp_path, "2.0.0")
-    assert (
-        run(served.argv("publish", str(wheel), "--key", str(key[0]), "--version", "2.0.0+pi")) == 0
-    )
-    assert "release 2.0.0+pi" in capsys.readouterr().out
+    publish = served.argv("publish", str(wheel), "--key", str(key[0]))
+    assert run([*publish, "--version", "2.0.0+pi"]) == 1
+    assert "METADATA says '2.0.0'" in capsys.readouterr().err
+    assert run([*publish, "--version", "2.0.0"]) == 0
+    assert "release 2.0.0 " in capsys.readouterr().out
+    renamed = tmp_path / "siheyi-2.0.1-py3-none-any.whl"
+    renamed.write_bytes(wheel.read_bytes())
+    assert run(served.argv("publish", str(renamed), "--key", str(key[0]))) == 1
+    assert "names version '2.0.1'" in capsys.readouterr().err  # the server's check
     not_a_wheel = tmp_path / "x-1.0-py3-none-any.whl"
     not_a_wheel.write_bytes(b"nope")
     assert run(served.argv("publish", str(not_a_wheel), "--key", str(key[0]))) == 1

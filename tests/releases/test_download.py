@@ -6,16 +6,25 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tests.releases.support import Client, add_kiosks, beat, post_release, tokens, upload_body
+from tests.releases.support import (
+    Client,
+    add_kiosks,
+    beat,
+    post_release,
+    tokens,
+    upload_body,
+    wheel_data,
+)
 
-WHEEL = bytes(range(256)) * 4000  # 1 MB: several chunks
+WHEEL = wheel_data("1.5.0", bytes(range(256)) * 4000)  # 1 MB: several chunks
+OTHER = wheel_data("1.6.0")
 
 
 async def test_an_offered_kiosk_downloads_the_exact_wheel(
     client: Client, admin: dict[str, str], db_path: Any
 ) -> None:
     await post_release(client, admin, upload_body("1.5.0", WHEEL))
-    await post_release(client, admin, upload_body("1.6.0", b"other"))
+    await post_release(client, admin, upload_body("1.6.0", OTHER))
     kiosk, other_site = add_kiosks(db_path, "site-a", 1) + add_kiosks(db_path, "site-b", 1)
     auth = tokens(db_path, [kiosk, other_site])
     path = "/v1/device/releases/1.5.0/wheel"
@@ -35,7 +44,7 @@ async def test_an_offered_kiosk_downloads_the_exact_wheel(
 
 async def test_others_get_nothing(client: Client, admin: dict[str, str], db_path: Any) -> None:
     await post_release(client, admin, upload_body("1.5.0", WHEEL))
-    await post_release(client, admin, upload_body("1.6.0", b"other"))
+    await post_release(client, admin, upload_body("1.6.0", OTHER))
     kiosk, other_site = add_kiosks(db_path, "site-a", 1) + add_kiosks(db_path, "site-b", 1)
     auth = tokens(db_path, [kiosk, other_site])
     body = {"version": "1.5.0", "scope": "site", "target": "site-a", "waves": [100]}

@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.releases.settings import ReleaseSettings
 from server.storage.db import connect
-from tests.releases.support import Client, ReleaseConfig, release_app, upload_body
+from tests.releases.support import Client, ReleaseConfig, release_app, upload_body, wheel_data
 from tests.server.users_support import add_user, bearer, token_for
 
-WHEEL = b"PK\x03\x04 a wheel of a few bytes" * 100
+WHEEL = wheel_data("1.4.0", b"# a few bytes" * 100)
 
 
 async def _publish(client: Client, admin: dict[str, str], body: dict[str, Any]) -> Any:
@@ -34,7 +34,7 @@ async def test_publish_stores_once_and_lists(client: Client, admin: dict[str, st
 
 async def test_same_version_with_other_bytes_is_409(client: Client, admin: dict[str, str]) -> None:
     assert (await _publish(client, admin, upload_body("1.4.0", WHEEL))).status == 200
-    resp = await _publish(client, admin, upload_body("1.4.0", WHEEL + b"!"))
+    resp = await _publish(client, admin, upload_body("1.4.0", wheel_data("1.4.0", b"!")))
     assert resp.status == 409
     assert "another wheel" in (await resp.json())["detail"]
 
@@ -50,6 +50,27 @@ async def test_bytes_that_do_not_match_are_refused(client: Client, admin: dict[s
     assert resp.status == 400
     listed = await (await client.get("/v1/admin/releases", headers=admin)).json()
     assert listed["releases"] == []
+
+
+async def test_the_version_must_be_the_wheels_metadata_version(
+    client: Client, admin: dict[str, str]
+) -> None:
+    """Kiosks report the METADATA version: a release under another would be offered to
+    them again and again, each switching to it and never seeing itself on it."""
+    resp = await _publish(client, admin, upload_body("2.0.0+pi", wheel_data("2.0.0")))
+    assert resp.status == 400
+    assert "METADATA says '2.0.0', not '2.0.0+pi'" in (await resp.json())["detail"]
+    renamed = upload_body("2.0.0", wheel_data("2.0.0"), filename="siheyi-2.0.1-py3-none-any.whl")
+    resp = await _publish(client, admin, renamed)
+    assert resp.status == 400
+    assert "names version '2.0.1'" in (await resp.json())["detail"]
+    for not_a_wheel in (b"PK\x03\x04 no zip", wheel_data("2.0.0", metadata="")):
+        resp = await _publish(client, admin, upload_body("2.0.0", not_a_wheel))
+        assert resp.status == 400 and "wheel:" in (await resp.json())["detail"]
+    listed = await (await client.get("/v1/admin/releases", headers=admin)).json()
+    assert listed["releases"] == []
+    resp = await _publish(client, admin, upload_body("2.0.0", wheel_data("2.0.0")))
+    assert resp.status == 200, await resp.text()
 
 
 async def test_a_signature_not_by_the_pinned_key_is_refused(
@@ -71,11 +92,12 @@ async def test_without_a_pinned_key_any_matching_wheel_is_stored(
     add_user(db_path, "ops", "admin")
     client = await aiohttp_client(release_app(config))
     admin = bearer(await token_for(client, "ops"))
-    unsigned_by_us = upload_body("2.0.0", WHEEL, key=Ed25519PrivateKey.generate())
+    wheel = wheel_data("2.0.0")
+    unsigned_by_us = upload_body("2.0.0", wheel, key=Ed25519PrivateKey.generate())
     assert (await _publish(client, admin, unsigned_by_us)).status == 200
     with connect(db_path) as conn:
         row = conn.execute("SELECT wheel FROM release_wheels WHERE version = '2.0.0'").fetchone()
-    assert bytes(row[0]) == WHEEL
+    assert bytes(row[0]) == wheel
 
 
 async def test_only_admins_publish(client: Client, db_path: Any) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from server.releases.waves import percentile
-from tests.releases.support import Client, add_kiosks, beat, tokens, upload_body
+from tests.releases.support import Client, add_kiosks, beat, tokens, upload_body, wheel_data
 
 Headers = dict[str, str]
 
 
 async def publish(client: Client, admin: Headers, *versions: str) -> None:
     for version in versions:
-        body = upload_body(version, f"wheel {version}".encode() * 50)
+        body = upload_body(version, wheel_data(version))
         resp = await client.post("/v1/admin/releases", json=body, headers=admin)
         assert resp.status == 200, await resp.text()
 
@@ -65,9 +65,8 @@ async def test_layers_fleet_site_device(client: Client, admin: Headers, db_path:
     )
     offer = await beat(client, auth[b[1]], "1.3.0")
     assert offer is not None
-    assert (
-        offer["url"] == "/v1/device/releases/1.4.1/wheel"
-        and offer["size"] == len(b"wheel 1.4.1") * 50
+    assert offer["url"] == "/v1/device/releases/1.4.1/wheel" and offer["size"] == len(
+        wheel_data("1.4.1")
     )
     assert await beat(client, auth[b[1]], "1.4.1") is None  # runs it already
 
