@@ -329,20 +329,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     imp = verbs.add_parser("import", help="import a CSV file into one source table")
     imp.add_argument("kind", choices=sorted(KINDS), metavar="KIND", help=", ".join(sorted(KINDS)))
-    imp.add_argument("file", metavar="FILE.csv")
+    imp.add_argument("file", metavar="FILE.csv", help="the CSV file (header row; UTF-8)")
     add_database_options(imp)
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows only")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = verbs.add_parser("init-demo-data", help="load a generated demo population")
     add_database_options(demo)
-    demo.add_argument("--people", type=int, default=500, metavar="N")
-    demo.add_argument("--seed", type=int, default=2022)
+    demo.add_argument(
+        "--people", type=int, default=500, metavar="N", help="people to generate (default 500)"
+    )
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=2022,
+        metavar="N",
+        help="random seed: the same seed gives the same people (default 2022)",
+    )
 
     issue = verbs.add_parser(
         "issue-pass", help="print a signed offline pass (QR text) for a person who passes now"
     )
-    issue.add_argument("id_number", metavar="ID_NUMBER")
+    issue.add_argument(
+        "id_number", metavar="ID_NUMBER", help="the person's 18-character resident ID number"
+    )
     issue.add_argument(
         "--minutes",
         type=int,

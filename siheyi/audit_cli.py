@@ -295,12 +295,14 @@ def register(subparsers: Subparsers) -> None:
     query.set_defaults(func=_guarded(cmd_query))
     export = verbs.add_parser("export", help="every matching event as CSV or JSON")
     _filters(export)
-    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument(
+        "--format", choices=("csv", "json"), default="csv", help="csv (default) or json"
+    )
     export.add_argument("--output", "-o", metavar="FILE", help="file to write (default stdout)")
     export.set_defaults(func=_guarded(cmd_export))
     chain = verbs.add_parser("verify-chain", help="a kiosk's chain checked by the server")
-    chain.add_argument("device_id", metavar="DEVICE_ID")
-    chain.add_argument("--json", action="store_true")
+    chain.add_argument("device_id", metavar="DEVICE_ID", help="the kiosk's device id")
+    chain.add_argument("--json", action="store_true", help="print the server's answer as JSON")
     chain.set_defaults(func=_guarded(cmd_verify_chain))
     for parser in (query, export, chain):
         _connection(parser)
@@ -325,17 +327,23 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--site")
-    parser.add_argument("--gate")
-    parser.add_argument("--device", metavar="DEVICE_ID")
+    parser.add_argument("--site", metavar="SITE", help="only events of kiosks at this site")
+    parser.add_argument("--gate", metavar="GATE", help="only events of kiosks at this gate")
+    parser.add_argument("--device", metavar="DEVICE_ID", help="only events of this kiosk")
     parser.add_argument(
         "--since", metavar="TIME", help="received at or after (ISO 8601, Z or +08:00)"
     )
     parser.add_argument("--until", metavar="TIME", help="received before (ISO 8601)")
     parser.add_argument(
-        "--outcome", choices=("pass", "check", "nat_expired", "invalid_credential", "fault")
+        "--outcome",
+        choices=("pass", "check", "nat_expired", "invalid_credential", "fault"),
+        help="only decisions with this outcome",
     )
-    parser.add_argument("--kind", choices=("decision", "fault", "guard", "system"))
+    parser.add_argument(
+        "--kind",
+        choices=("decision", "fault", "guard", "system"),
+        help="only events of this kind",
+    )
     offline = parser.add_mutually_exclusive_group()
     offline.add_argument(
         "--offline", dest="offline", action="store_true", default=None, help="decided offline only"

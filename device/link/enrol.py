@@ -124,7 +124,7 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
     try:
         path = asyncio.run(
             enrol(
-                args.server,
+                args.server_url,
                 args.serial,
                 args.code,
                 Path(args.out),
@@ -162,7 +162,13 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``enrol`` and ``rotate-key`` to ``kiosk device``."""
     enrol_p = verbs.add_parser("enrol", help="generate this kiosk's key and enrol with a code")
-    enrol_p.add_argument("--server", required=True, metavar="URL", help="server base URL")
+    server = enrol_p.add_mutually_exclusive_group(required=True)
+    server.add_argument(
+        "--server-url", metavar="URL", dest="server_url", help="the server's base URL"
+    )
+    # The spelling before --server-url was the one URL option of every verb: it still works
+    # (scripts and old install notes use it) but is not shown, so help teaches one spelling.
+    server.add_argument("--server", dest="server_url", help=argparse.SUPPRESS)
     enrol_p.add_argument("--serial", required=True, help="this kiosk's serial number")
     enrol_p.add_argument("--code", required=True, help="enrolment code from the administrator")
     enrol_p.add_argument("--out", required=True, metavar="DIR", help="where bundle.json goes")

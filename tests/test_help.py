@@ -1,0 +1,138 @@
+"""`kiosk … --help` explains every option, and teaches one spelling of each (issue 14, part 6).
+
+The whole argparse tree is walked, so a new verb or option without a help line fails here
+rather than in front of an admin. A legacy spelling keeps working but is hidden: it is a
+separate option with ``help=argparse.SUPPRESS`` and the same ``dest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from collections.abc import Iterator
+
+import pytest
+
+from siheyi.cli import build_parser
+
+#: Verbs whose help another engineer is fixing at the moment (issue 14): they are checked
+#: like the others once they leave this list, which must end up empty.
+PENDING: tuple[str, ...] = (
+    "kiosk provision",  # provisioning/cli.py
+    "kiosk release",  # provisioning/release_cli.py
+    "kiosk server user",  # server/accounts/cli.py
+)
+
+Found = tuple[str, argparse.Action]
+
+
+def _walk(parser: argparse.ArgumentParser, path: str) -> Iterator[Found]:
+    """Every argument of every (sub)command, with the command line that reaches it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+def _verbs(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, list[str], set[str]]]:
+    """Every subcommand list: (path, names argparse accepts, names its help shows)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            shown = {choice.dest for choice in action._choices_actions}
+            yield path, list(action.choices), shown
+            for name, sub in action.choices.items():
+                yield from _verbs(sub, f"{path} {name}")
+
+
+def _pending(path: str) -> bool:
+    return any(path == p or path.startswith(p + " ") for p in PENDING)
+
+
+def _name(action: argparse.Action) -> str:
+    return "/".join(action.option_strings) or action.dest
+
+
+def _everything() -> list[Found]:
+    return [*_walk(build_parser(), "kiosk"), *_walk(build_parser("device"), "kiosk")]
+
+
+def test_the_walk_sees_the_whole_tree() -> None:
+    """A walk that missed the nested verbs would pass for the wrong reason."""
+    seen = {(path, _name(action)) for path, action in _everything()}
+    assert ("kiosk device enrol", "--serial") in seen
+    assert ("kiosk server import", "file") in seen
+    assert ("kiosk audit export", "--site") in seen
+
+
+def test_every_option_and_positional_has_a_help_line() -> None:
+    missing = [
+        f"{path} {_name(action)}"
+        for path, action in _everything()
+        if not action.help and not _pending(path)
+    ]
+    assert missing == []
+
+
+def test_no_option_shows_two_long_spellings() -> None:
+    """``-o/--output`` is a short form; ``--rekey/--rotate-secret`` is a legacy alias."""
+    shown = [
+        f"{path} {_name(action)}"
+        for path, action in _everything()
+        if action.help != argparse.SUPPRESS
+        and sum(o.startswith("--") for o in action.option_strings) > 1
+        and not _pending(path)
+    ]
+    assert shown == []
+
+
+def test_no_verb_shows_an_alias() -> None:
+    aliases = [
+        f"{path}: {sorted(set(names) - shown)}"
+        for path, names, shown in _verbs(build_parser(), "kiosk")
+        if set(names) - shown and not _pending(path)
+    ]
+    assert aliases == []
+
+
+def test_pending_verbs_still_exist() -> None:
+    """An allow-list entry for a verb that was renamed would silently allow nothing."""
+    paths = {path for path, _action in _everything()}
+    for pending in PENDING:
+        assert any(p == pending or p.startswith(pending + " ") for p in paths), pending
+
+
+def _help_text(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser("device" if argv[0] == "device" else None).parse_args([*argv, "--help"])
+    return out.getvalue()
+
+
+def test_enrol_is_told_the_server_url_like_every_other_verb() -> None:
+    text = _help_text(["device", "enrol"])
+    assert "--server-url URL" in text
+    assert "--server " not in text and "--server," not in text
+    enrol = ["device", "enrol", "--serial", "S", "--code", "C", "--out", "d"]
+    args = build_parser("device").parse_args([*enrol, "--server-url", "https://a"])
+    assert args.server_url == "https://a"
+
+
+def test_enrol_still_takes_the_old_server_spelling() -> None:
+    args = build_parser("device").parse_args(
+        ["device", "enrol", "--server", "https://b", "--serial", "S", "--code", "C", "--out", "d"]
+    )
+    assert args.server_url == "https://b"
+
+
+def test_enrol_without_a_server_url_names_the_shown_spelling(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser("device").parse_args(
+            ["device", "enrol", "--serial", "S", "--code", "C", "--out", "d"]
+        )
+    assert exit_.value.code == 2
+    assert "--server-url" in capsys.readouterr().err
