@@ -7,11 +7,12 @@ shipper that wants fields rather than text. ``--log-file`` (``SIHEYI_LOG_FILE``)
 file instead of stderr, for a machine without journald.
 
 The file is rotated by :class:`logging.handlers.RotatingFileHandler` when ``max_bytes`` is
-set: the kiosk bounds its own disk use on an SD card without a logrotate configuration
-that an install could miss, and one process writes it. With ``max_bytes=0`` the file is
-a :class:`logging.handlers.WatchedFileHandler` instead, for an outside logrotate: that is
-the choice for ``kiosk server run --workers N``, whose processes would otherwise each
-rotate the one file under the others.
+set (``--log-max-bytes``, ``SIHEYI_LOG_MAX_BYTES``): the kiosk bounds its own disk use on an
+SD card without a logrotate configuration that an install could miss, and one process
+writes it. With ``max_bytes=0`` the file is a :class:`logging.handlers.WatchedFileHandler`
+instead, for an outside logrotate. That is what ``kiosk server run --workers N`` needs, whose
+forked processes would otherwise each rotate the one file under the others:
+:func:`share_with_workers` switches to it by itself before the workers start.
 
 Every handler carries :class:`device.privacy.IdNumberRedactor` (DESIGN.md "Privacy"): a
 full ID number never reaches a log line — in the message, its arguments, a traceback, or a
@@ -39,8 +40,11 @@ __all__ = [
     "add_arguments",
     "configure_from_args",
     "configure_logging",
+    "default_backups",
     "default_file",
     "default_format",
+    "default_max_bytes",
+    "share_with_workers",
 ]
 
 FORMATS = ("text", "json")
@@ -66,6 +70,26 @@ def default_format() -> str:
 def default_file() -> str | None:
     """``$SIHEYI_LOG_FILE``, or None (stderr)."""
     return os.environ.get("SIHEYI_LOG_FILE", "").strip() or None
+
+
+def default_max_bytes() -> int:
+    """``$SIHEYI_LOG_MAX_BYTES`` when it is a count (0: logrotate's job), else 10 MB."""
+    return _env_count("SIHEYI_LOG_MAX_BYTES", DEFAULT_MAX_BYTES)
+
+
+def default_backups() -> int:
+    """``$SIHEYI_LOG_BACKUPS`` when it is a count, else 5."""
+    return _env_count("SIHEYI_LOG_BACKUPS", DEFAULT_BACKUPS)
+
+
+def _env_count(name: str, default: int) -> int:
+    """A non-negative integer from the environment; anything else is ignored (as an unknown
+    ``SIHEYI_LOG_FORMAT`` is): a typo in a unit's env file must not keep the agent down."""
+    try:
+        value = int(os.environ.get(name, "").strip())
+    except ValueError:
+        return default
+    return value if value >= 0 else default
 
 
 class JsonFormatter(logging.Formatter):
@@ -128,8 +152,8 @@ def configure_logging(
     verbose: bool = False,
     fmt: str | None = None,
     file: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    backups: int = DEFAULT_BACKUPS,
+    max_bytes: int | None = None,
+    backups: int | None = None,
     *,
     force: bool = False,
 ) -> logging.Handler | None:
@@ -138,8 +162,9 @@ def configure_logging(
 
     Like :func:`logging.basicConfig`, leaves logging alone and returns None when something
     else already put handlers on the root logger (a test harness, a program embedding
-    ``kiosk``), unless ``force``. ``fmt`` and ``file`` default to ``$SIHEYI_LOG_FORMAT`` /
-    ``$SIHEYI_LOG_FILE``; ``max_bytes`` 0 hands rotation to an outside logrotate (see the
+    ``kiosk``), unless ``force``. ``fmt``, ``file``, ``max_bytes`` and ``backups`` default to
+    ``$SIHEYI_LOG_FORMAT``, ``$SIHEYI_LOG_FILE``, ``$SIHEYI_LOG_MAX_BYTES`` and
+    ``$SIHEYI_LOG_BACKUPS``; ``max_bytes`` 0 hands rotation to an outside logrotate (see the
     module docstring). Raises ValueError for an unknown format, OSError for a file that
     cannot be opened (its directory is not created).
     """
@@ -147,7 +172,18 @@ def configure_logging(
     if not force and any(not getattr(h, _OURS, False) for h in root.handlers):
         return None
     formatter = _formatter(fmt or default_format())
+    max_bytes = default_max_bytes() if max_bytes is None else max_bytes
+    backups = default_backups() if backups is None else backups
     handler = _handler(file or default_file(), max_bytes, backups)
+    _install(root, handler, formatter, force=force)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler
+
+
+def _install(
+    root: logging.Logger, handler: logging.Handler, formatter: logging.Formatter, *, force: bool
+) -> None:
+    """``handler``, masked and formatted, in place of ours (of every one, when ``force``)."""
     setattr(handler, _OURS, True)
     handler.addFilter(IdNumberRedactor())
     handler.setFormatter(formatter)
@@ -156,7 +192,33 @@ def configure_logging(
             root.removeHandler(old)
             old.close()
     root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def share_with_workers(workers: int) -> logging.Handler | None:
+    """Before forking ``workers`` server processes: a log file this module rotates itself is
+    reopened as a :class:`~logging.handlers.WatchedFileHandler` (rotation left to logrotate,
+    docs/install.md), since each process would otherwise rotate the shared file under the
+    others and lines would go to renamed or deleted files. The new handler, or None when
+    nothing needed to change (one process, stderr, a file already without rotation)."""
+    if workers <= 1:
+        return None
+    root = logging.getLogger()
+    rotating = [
+        h
+        for h in root.handlers
+        if getattr(h, _OURS, False) and isinstance(h, logging.handlers.RotatingFileHandler)
+    ]
+    if not rotating:
+        return None
+    old = rotating[0]
+    handler = logging.handlers.WatchedFileHandler(old.baseFilename, encoding="utf-8")
+    _install(root, handler, old.formatter or _formatter("text"), force=False)
+    logging.getLogger(__name__).warning(
+        "%d server processes share %s: it is not rotated by them, rotate it with logrotate "
+        "(copytruncate not needed) or log to journald",
+        workers,
+        old.baseFilename,
+    )
     return handler
 
 
@@ -181,22 +243,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--log-max-bytes",
         type=_count,
-        default=DEFAULT_MAX_BYTES,
         metavar="N",
-        help="rotate the log file at N bytes; 0: leave rotation to logrotate (default 10 MB)",
+        help="rotate the log file at N bytes; 0: leave rotation to logrotate "
+        "(default: $SIHEYI_LOG_MAX_BYTES, else 10 MB; 0 for server run with workers)",
     )
     group.add_argument(
         "--log-backups",
         type=_count,
-        default=DEFAULT_BACKUPS,
         metavar="N",
-        help=f"rotated files kept (default {DEFAULT_BACKUPS})",
+        help=f"rotated files kept (default: $SIHEYI_LOG_BACKUPS, else {DEFAULT_BACKUPS})",
     )
 
 
 def configure_from_args(args: argparse.Namespace, *, force: bool = False) -> logging.Handler | None:
-    """:func:`configure_logging` from the options of :func:`add_arguments` and ``-v``."""
-    return configure_logging(
+    """:func:`configure_logging` from the options of :func:`add_arguments` and ``-v``;
+    ``server run --workers N`` (N > 1) gets a file without rotation (:func:`share_with_workers`;
+    workers set in server.toml instead need that call once the config is read)."""
+    handler = configure_logging(
         verbose=bool(getattr(args, "verbose", False)),
         fmt=args.log_format,
         file=args.log_file,
@@ -204,3 +267,7 @@ def configure_from_args(args: argparse.Namespace, *, force: bool = False) -> log
         backups=args.log_backups,
         force=force,
     )
+    workers = getattr(args, "workers", None)
+    if handler is not None and isinstance(workers, int):
+        return share_with_workers(workers) or handler
+    return handler

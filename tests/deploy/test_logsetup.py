@@ -17,8 +17,11 @@ from siheyi.logsetup import (
     add_arguments,
     configure_from_args,
     configure_logging,
+    default_backups,
     default_file,
     default_format,
+    default_max_bytes,
+    share_with_workers,
 )
 
 ID = make_id_number("110101", "19900307", "123")
@@ -181,3 +184,56 @@ def test_command_line_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         parser.parse_args(["--log-backups", "-1"])
     assert "is negative" in capsys.readouterr().err
+
+
+def test_rotation_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A unit's env file sets the rotation too (SIHEYI_LOG_MAX_BYTES=0: logrotate's job)."""
+    monkeypatch.delenv("SIHEYI_LOG_MAX_BYTES", raising=False)
+    monkeypatch.delenv("SIHEYI_LOG_BACKUPS", raising=False)
+    assert (default_max_bytes(), default_backups()) == (10 * 1024 * 1024, 5)
+    monkeypatch.setenv("SIHEYI_LOG_MAX_BYTES", "2000")
+    monkeypatch.setenv("SIHEYI_LOG_BACKUPS", "2")
+    handler = configure_logging(file=str(tmp_path / "a.log"), force=True)
+    assert isinstance(handler, logging.handlers.RotatingFileHandler)
+    assert (handler.maxBytes, handler.backupCount) == (2000, 2)
+    monkeypatch.setenv("SIHEYI_LOG_MAX_BYTES", "0")
+    handler = configure_logging(file=str(tmp_path / "a.log"), force=True)
+    assert isinstance(handler, logging.handlers.WatchedFileHandler)
+    for bad in ("-1", "ten"):  # ignored, as an unknown SIHEYI_LOG_FORMAT is
+        monkeypatch.setenv("SIHEYI_LOG_MAX_BYTES", bad)
+        assert default_max_bytes() == 10 * 1024 * 1024
+
+
+def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SIHEYI_LOG_MAX_BYTES", "0")
+    parser = argparse.ArgumentParser(prog="kiosk")
+    add_arguments(parser)
+    args = parser.parse_args(["--log-file", str(tmp_path / "a.log"), "--log-max-bytes", "3000"])
+    handler = configure_from_args(args, force=True)
+    assert isinstance(handler, logging.handlers.RotatingFileHandler) and handler.maxBytes == 3000
+
+
+def test_workers_share_the_file_without_rotating_it(tmp_path: Path) -> None:
+    """Several processes each rotating one file would rename it under the others."""
+    log_file = tmp_path / "server.log"
+    configure_logging(fmt="json", file=str(log_file), max_bytes=2000, force=True)
+    assert share_with_workers(1) is None  # one process: its own rotation stays
+    handler = share_with_workers(4)
+    assert type(handler) is logging.handlers.WatchedFileHandler
+    assert logging.getLogger().handlers == [handler]
+    assert share_with_workers(4) is None  # already shared
+    logging.getLogger("x").info("card %s", ID)
+    records = _records(log_file)
+    assert "logrotate" in str(records[0]["message"])
+    assert records[-1]["message"] == f"card {mask(ID)}"  # still masked, still JSON
+
+
+def test_server_run_with_workers_on_the_command_line(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="kiosk")
+    add_arguments(parser)
+    parser.add_argument("--workers", type=int)
+    args = parser.parse_args(["--log-file", str(tmp_path / "s.log"), "--workers", "2"])
+    handler = configure_from_args(args, force=True)
+    assert type(handler) is logging.handlers.WatchedFileHandler
+    args = parser.parse_args(["--log-file", str(tmp_path / "s.log")])  # workers: None
+    assert type(configure_from_args(args, force=True)) is logging.handlers.RotatingFileHandler
