@@ -6,11 +6,14 @@ library and never fails: it always exits 0, because the agent must start whateve
 here, and it only ever points ``current`` at a release whose ``bin/kiosk`` exists.
 
 While a trial is uncommitted (state ``trial``) every start counts a boot; a third start, a
-``current`` that does not resolve to the trial's release, or a failing ``kiosk doctor`` switch
-``current`` back to the previous release and record ``rolled_back`` with the reason, which
-the agent then reports. The file operations the updater needs to be power-cut safe (atomic
-state writes, atomic link switches) live here too, so there is one copy of them; the updater
-imports them (docs/updates.md).
+``current`` that does not resolve to the trial's release, or ``kiosk doctor --quiet-audio``
+failing a check that is the release's fault (:func:`judge_doctor`) switch ``current`` back to
+the previous release and record ``rolled_back`` with the reason, which the agent then
+reports. Nothing it writes or logs carries a clear ID number (:func:`mask_ids`).
+
+The file operations the updater needs to be power-cut safe (atomic state writes, atomic link
+switches) live here too, so there is one copy of them; the updater imports them
+(docs/updates.md).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -124,47 +128,126 @@ def release_works(root: Path, version: str | None) -> bool:
 
 
 def _log(message: str) -> None:
-    print(f"siheyi-boot-guard: {message}", file=sys.stderr, flush=True)
+    print(f"siheyi-boot-guard: {mask_ids(message)}", file=sys.stderr, flush=True)
 
 
-#: Doctor checks that fail with the network, not with the release: they alone do not roll a
-#: trial back (the self-test tap judges the release's own talk with the server).
-NETWORK_CHECKS = frozenset({"server", "tls", "session", "clock"})
+#: Doctor checks that never judge a trial: the network and the clock (the self-test tap
+#: judges the release's talk with the server), the disk and the journal (what the old agent
+#: left behind), and the prompt cache (the new agent renders missing clips when it starts,
+#: after the guard, and a release that changes a prompt's text always has some missing).
+NOT_THE_RELEASE = frozenset({"server", "tls", "session", "clock", "disk", "journal", "prompts"})
+#: A check in one of these states on the previous release too is the place's, not the new
+#: release's (an unplugged camera, a missing group).
+ALREADY_BAD = frozenset({"fail", "warn"})
+QUIET_AUDIO = "--quiet-audio"  # no prompt spoken at the gate on every trial start
 
 
-def run_doctor(kiosk: Path, config: Path | None, timeout_s: float) -> str:
-    """ "" when ``kiosk doctor`` passes (or fails only for the network), else why not."""
-    command = [str(kiosk), "doctor", "--json"]
-    if config is not None:
-        command += ["--config", str(config)]
+# -- privacy: the guard cannot import core.idnumbers ---------------------------------------
+
+_ID_SHAPES = re.compile(
+    r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])"  # GB 11643, 18 characters
+    r"|(?<![A-Za-z])[A-Za-z]{3}[0-9]{12}(?![0-9])"  # permit: 3 letters, 12 digits
+    r"|(?<![0-9])[0-9]{15}(?![0-9])"  # first-generation 15-digit number
+)
+
+
+def mask_ids(text: str) -> str:
+    """``text`` with every ID-number shape masked as core.idnumbers.mask does: the first and
+    last four characters kept (``1101**********002X``). Doctor's own JSON is masked already;
+    its stderr (a traceback) is not, and it goes to the journal and state.json."""
+    return _ID_SHAPES.sub(lambda m: _mask(m.group(0).upper()), text)
+
+
+def _mask(number: str) -> str:
+    return number[:4] + "*" * (len(number) - 8) + number[-4:]
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+class DoctorResult:
+    """One ``kiosk doctor --json`` run: each check's status, or why there is no report."""
+
+    def __init__(self, exit_status: int, checks: dict[str, str] | None, problem: str) -> None:
+        self.exit_status = exit_status
+        self.checks = checks  # None: no JSON report (crashed, timed out, could not start)
+        self.problem = problem
+
+    def failed(self) -> list[str]:
+        return [name for name, status in (self.checks or {}).items() if status == "fail"]
+
+
+def doctor_command(kiosk: Path, config: Path | None, quiet: bool = True) -> list[str]:
+    command = [str(kiosk), "doctor", "--json"] + ([QUIET_AUDIO] if quiet else [])
+    return command + (["--config", str(config)] if config is not None else [])
+
+
+def run_doctor_once(kiosk: Path, config: Path | None, timeout_s: float) -> DoctorResult:
+    """Doctor with ``--quiet-audio``; a release too old to know the option is asked again
+    without it (it then speaks its test prompt, as it always did)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        done = _doctor_process(doctor_command(kiosk, config), timeout_s)
+        if done.returncode == 2 and QUIET_AUDIO in done.stderr and not done.stdout.strip():
+            done = _doctor_process(doctor_command(kiosk, config, quiet=False), timeout_s)
     except subprocess.TimeoutExpired:
-        return f"kiosk doctor did not finish within {timeout_s:.0f} s"
+        return DoctorResult(-1, None, f"kiosk doctor did not finish within {timeout_s:.0f} s")
     except OSError as exc:
-        return f"kiosk doctor could not run: {exc}"
-    if done.returncode == 0:
-        return ""
-    failed = failing_checks(done.stdout)
-    if done.returncode == 1 and failed and set(failed) <= NETWORK_CHECKS:
-        _log(f"kiosk doctor: only network checks failed ({', '.join(failed)}): not the release")
-        return ""
-    what = ", ".join(failed)[:300] or done.stdout.strip()[-200:] or done.stderr.strip()[-200:]
-    return f"kiosk doctor failed (exit {done.returncode}): {what or 'no output'}"
+        return DoctorResult(-1, None, f"kiosk doctor could not run: {exc}")
+    checks = check_statuses(done.stdout)
+    problem = "" if checks is not None else _last_words(done.stdout, done.stderr)
+    return DoctorResult(done.returncode, checks, problem)
 
 
-def failing_checks(stdout: str) -> list[str]:
-    """The names of the failed checks in doctor's JSON (``{"ok", "checks": [...]}``)."""
+def _doctor_process(command: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+
+
+def _last_words(stdout: str, stderr: str) -> str:
+    """The end of what a doctor that gave no report printed (masked: it reaches state.json,
+    the journal and the server)."""
+    text = stdout.strip()[-200:] or stderr.strip()[-200:]
+    return mask_ids(text) or "no output"
+
+
+def check_statuses(stdout: str) -> dict[str, str] | None:
+    """``{check: status}`` from doctor's JSON (``{"ok", "checks": [...]}``); None if none."""
     try:
         report = json.loads(stdout)
     except ValueError:
-        return []
+        return None
     checks = report.get("checks") if isinstance(report, dict) else None
-    return [
-        str(c.get("name", "?"))
-        for c in (checks if isinstance(checks, list) else [])
-        if isinstance(c, dict) and c.get("status") == "fail"
-    ]
+    if not isinstance(checks, list):
+        return None
+    return {
+        str(c.get("name", "?")): str(c.get("status", "?")) for c in checks if isinstance(c, dict)
+    }
+
+
+def judge_doctor(kiosk: Path, previous: Path | None, config: Path | None, timeout_s: float) -> str:
+    """ "" when the new release's doctor says nothing against the release, else why.
+
+    Only checks that can be the release's fault count (not :data:`NOT_THE_RELEASE`); when
+    some fail, the previous release's doctor runs too (only then, to keep starts fast), and a
+    check that fails or warns there as well is the place's fault, not the release's.
+    """
+    new = run_doctor_once(kiosk, config, timeout_s)
+    if new.exit_status == 0:
+        return ""
+    if new.checks is None:
+        return f"kiosk doctor failed (exit {new.exit_status}): {new.problem}"
+    if not new.failed():  # non-zero without a failed check: doctor could not judge
+        return f"kiosk doctor failed (exit {new.exit_status}) without naming a check"
+    blamed = [name for name in new.failed() if name not in NOT_THE_RELEASE]
+    if blamed and previous is not None:
+        before = run_doctor_once(previous, config, timeout_s).checks or {}
+        excused = [name for name in blamed if before.get(name) in ALREADY_BAD]
+        if excused:
+            _log(f"kiosk doctor: {', '.join(excused)} fail on the previous release too")
+        blamed = [name for name in blamed if name not in excused]
+    if not blamed:
+        _log(f"kiosk doctor: failed {', '.join(new.failed())}: not the release's fault")
+        return ""
+    return f"kiosk doctor failed (exit {new.exit_status}): {', '.join(blamed)}"[:400]
 
 
 class Guard:
@@ -246,21 +329,34 @@ class Guard:
         elif not release_works(self.root, version):
             reason = "the new release is missing or has no bin/kiosk"
         elif self.doctor:
-            reason = run_doctor(self.current / "bin" / "kiosk", self.config, self.doctor_timeout_s)
+            reason = judge_doctor(
+                self.current / "bin" / "kiosk",
+                self._previous_kiosk(state, version),
+                self.config,
+                self.doctor_timeout_s,
+            )
         if reason:
             self._roll_back(state, reason)
+
+    def _previous_kiosk(self, state: dict[str, Any], version: str) -> Path | None:
+        """``bin/kiosk`` of the release the trial came from (to compare doctors with)."""
+        for back in (str(state.get("previous") or ""), linked_version(self.previous)):
+            if back and back != version and release_works(self.root, back):
+                return self.root / RELEASES / back / "bin" / "kiosk"
+        return None
 
     def _roll_back(self, state: dict[str, Any], reason: str) -> None:
         """``current`` back to the release that ran before the trial; recorded with why."""
         back = self._fallback(str(state.get("previous") or ""), str(state.get("version", "")))
         if back is None:
             _log(f"trial failed ({reason}) but no working release to return to")
-            state.update(state="failed", detail=f"{reason}; nothing to roll back to"[:500])
+            detail = mask_ids(f"{reason}; nothing to roll back to")[:500]
+            state.update(state="failed", detail=detail)
         else:
             if linked_version(self.current) != back:
                 switch_link(self.current, release_target(back))
             _log(f"rolled back to {back}: {reason}")
-            state.update(state="rolled_back", detail=reason[:500], running=back)
+            state.update(state="rolled_back", detail=mask_ids(reason)[:500], running=back)
         state.update(at=time.time(), acked=False, failing=None)
         self._write(state)
 

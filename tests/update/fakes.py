@@ -25,6 +25,12 @@ from device.update.install import run_niced
 KIOSK_SCRIPT = """#!/bin/sh
 here=$(dirname "$0")
 if [ "$1" = doctor ]; then
+  echo "$@" >> "$here/../doctor_args"
+  if [ -e "$here/../doctor_old" ] && echo "$@" | grep -q -- --quiet-audio; then
+    echo "kiosk: error: unrecognized arguments: --quiet-audio" >&2
+    exit 2
+  fi
+  cat "$here/../doctor.err" >&2 2>/dev/null
   cat "$here/../doctor.json" 2>/dev/null
   exit "$(cat "$here/../doctor_exit" 2>/dev/null || echo 0)"
 fi
@@ -48,10 +54,20 @@ def write_release(
     return path
 
 
-def set_doctor(path: Path, exit_status: int, failed: Sequence[str] = ()) -> None:
+def set_doctor(
+    path: Path, exit_status: int, failed: Sequence[str] = (), warned: Sequence[str] = ()
+) -> None:
+    """What the release's ``kiosk doctor --json`` prints and exits with."""
     (path / "doctor_exit").write_text(str(exit_status))
     checks = [{"name": n, "status": "fail", "detail": "", "fix": ""} for n in failed]
+    checks += [{"name": n, "status": "warn", "detail": "", "fix": ""} for n in warned]
     (path / "doctor.json").write_text(json.dumps({"ok": not failed, "checks": checks}))
+
+
+def doctor_runs(path: Path) -> list[str]:
+    """The argument lines the release's ``kiosk doctor`` was run with, oldest first."""
+    runs = path / "doctor_args"
+    return runs.read_text().splitlines() if runs.exists() else []
 
 
 def install_first(root: Path, version: str = "1.0") -> None:

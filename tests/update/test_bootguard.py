@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from device.doctor import CHECKS
 from device.update import bootguard
-from device.update.bootguard import Guard, release_target, switch_link, write_json_atomic
-from tests.update.fakes import install_first, running, set_doctor, write_release
+from device.update.bootguard import (
+    NOT_THE_RELEASE,
+    Guard,
+    mask_ids,
+    release_target,
+    switch_link,
+    write_json_atomic,
+)
+from tests.update.fakes import doctor_runs, install_first, running, set_doctor, write_release
 
 GUARD = Path(bootguard.__file__)
 
@@ -80,6 +88,116 @@ def test_a_failing_doctor_rolls_back_with_the_failed_checks(root: Path, state_pa
     assert after["state"] == "rolled_back"
     assert after["detail"] == "kiosk doctor failed (exit 1): serial, gpio"
     assert running(root) == "1.0"
+
+
+def release(root: Path, version: str) -> Path:
+    return root / "releases" / version
+
+
+@pytest.mark.parametrize(
+    "failed",
+    [["prompts"], ["disk"], ["journal"], ["prompts", "journal", "disk", "clock"]],
+    ids=["new-prompt-texts", "low-disk", "journal-backlog", "all-of-them"],
+)
+def test_doctor_failures_that_are_not_the_release_s_do_not_roll_back(
+    root: Path, state_path: Path, failed: list[str]
+) -> None:
+    """A release that changes a prompt's text has clips missing until its agent starts,
+    after the guard; a full disk or a journal backlog is what the old agent left."""
+    trial_of(root, state_path)
+    set_doctor(release(root, "2.0"), 1, failed)
+    assert guard(root, state_path)["state"] == "trial"
+    assert running(root) == "2.0"
+    assert doctor_runs(release(root, "1.0")) == []  # nothing to compare: not asked
+
+
+@pytest.mark.parametrize("before", ["fail", "warn"])
+def test_a_check_that_is_bad_on_the_previous_release_too_is_not_the_new_one_s_fault(
+    root: Path, state_path: Path, before: str
+) -> None:
+    """An unplugged camera fails whatever release runs: the good release stays."""
+    trial_of(root, state_path)
+    set_doctor(release(root, "2.0"), 1, ["camera"])
+    set_doctor(release(root, "1.0"), 1 if before == "fail" else 0, **{f"{before}ed": ["camera"]})
+    assert guard(root, state_path)["state"] == "trial"
+    assert running(root) == "2.0"
+    assert len(doctor_runs(release(root, "1.0"))) == 1
+
+
+def test_a_check_only_the_new_release_fails_rolls_it_back(root: Path, state_path: Path) -> None:
+    trial_of(root, state_path)
+    set_doctor(release(root, "2.0"), 1, ["camera", "gpio", "prompts"])
+    set_doctor(release(root, "1.0"), 1, ["camera"])
+    after = guard(root, state_path)
+    assert (after["state"], after["detail"]) == (
+        "rolled_back",
+        "kiosk doctor failed (exit 1): gpio",
+    )
+    assert running(root) == "1.0"
+
+
+def test_a_passing_doctor_does_not_run_the_previous_one(root: Path, state_path: Path) -> None:
+    trial_of(root, state_path)
+    assert guard(root, state_path)["state"] == "trial"
+    assert len(doctor_runs(release(root, "2.0"))) == 1
+    assert doctor_runs(release(root, "1.0")) == []
+
+
+def test_the_guard_runs_doctor_with_quiet_audio(root: Path, state_path: Path) -> None:
+    """Nothing is spoken at the gate on a trial start; the same config is checked."""
+    trial_of(root, state_path)
+    Guard(root, state_path, Path("/etc/siheyi/kiosk.toml")).run()
+    assert doctor_runs(release(root, "2.0")) == [
+        "doctor --json --quiet-audio --config /etc/siheyi/kiosk.toml"
+    ]
+
+
+@pytest.mark.parametrize("failed", [[], ["reader"]])
+def test_a_doctor_without_quiet_audio_is_asked_again_without_it(
+    root: Path, state_path: Path, failed: list[str]
+) -> None:
+    """A release older than the option is judged all the same (it then speaks its prompt)."""
+    trial_of(root, state_path)
+    set_doctor(release(root, "2.0"), 1 if failed else 0, failed)
+    (release(root, "2.0") / "doctor_old").touch()
+    after = guard(root, state_path)
+    assert after["state"] == ("rolled_back" if failed else "trial")
+    assert doctor_runs(release(root, "2.0")) == ["doctor --json --quiet-audio", "doctor --json"]
+
+
+def test_the_checks_the_guard_never_judges_are_doctor_s_names() -> None:
+    assert set(CHECKS) >= NOT_THE_RELEASE
+
+
+def test_a_doctor_crash_is_logged_and_recorded_with_id_numbers_masked(
+    root: Path, state_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Doctor's own JSON is masked; a traceback on stderr is not, and the guard (stdlib
+    only) masks it before the journal and state.json see it."""
+    trial_of(root, state_path)
+    set_doctor(release(root, "2.0"), 1)
+    (release(root, "2.0") / "doctor.json").write_text("")
+    (release(root, "2.0") / "doctor.err").write_text(
+        "Traceback ...\n"
+        "ValueError: card 11010519491231002x and HKM123456789012 at 110105491231002\n"
+    )
+    config = root.parent / "kiosk.toml"
+    config.write_text(f'state_dir = "{state_path.parent.parent}"\n[update]\nroot = "{root}"\n')
+    assert bootguard.main(["--config", str(config)]) == 0
+    after = json.loads(state_path.read_text())
+    logged = capsys.readouterr().err
+    for text in (str(after["detail"]), logged):
+        assert "1101**********002X" in text and "HKM1*******9012" in text
+        assert "1101*******1002" in text
+        for clear in ("11010519491231002", "123456789012", "110105491231002"):
+            assert clear not in text
+    assert after["state"] == "rolled_back" and "ValueError: card" in str(after["detail"])
+
+
+def test_mask_ids_keeps_what_is_no_id_number() -> None:
+    text = "exit 1 at 2026-11-28, pid 12345, sha 0123456789abcdef, run 12345678901234567890"
+    assert mask_ids(text) == text
+    assert mask_ids("id=11010519491231002X;") == "id=1101**********002X;"
 
 
 def test_a_doctor_that_fails_only_for_the_network_does_not_roll_back(
