@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.link.client import ChunkSink
 from device.update import state as records
 from device.update import updater as updater_module
 from device.update.settings import UpdateSettings
@@ -42,15 +43,32 @@ def pause_on_switch(tmp: Path, step: str, at_call: int, after: bool) -> None:
     vars(updater_module)["switch_link"] = switch
 
 
-def pause_before_install(tmp: Path, step: str) -> None:
+def pause_at_install(tmp: Path, step: str, after: bool) -> None:
+    """Hang before the install starts, or once ``releases/<v>`` is complete (before the
+    trial is written)."""
     real = vars(updater_module)["install_release"]
 
     async def install(*args: Any) -> Path:
-        hang(tmp, step)
+        if not after:
+            hang(tmp, step)
         result: Path = await real(*args)
+        if after:
+            hang(tmp, step)
         return result
 
     vars(updater_module)["install_release"] = install
+
+
+class StalledSource(FakeSource):
+    """A download that stops after its first chunk: ``downloads/<wheel>.part`` exists."""
+
+    def __init__(self, tmp: Path, step: str, data: bytes) -> None:
+        super().__init__(data)
+        self.tmp, self.step = tmp, step
+
+    async def fetch_chunks(self, url: str, sink: ChunkSink, timeout_s: float) -> None:
+        await sink(self.data[: self.chunk])
+        hang(self.tmp, self.step)
 
 
 async def main(tmp: Path, mode: str, step: str, failure: str) -> None:
@@ -63,10 +81,15 @@ async def main(tmp: Path, mode: str, step: str, failure: str) -> None:
         else FakeBuilder()
     )
     version = "2.0" if mode == "trial" else "1.0"
-    up = Updater(settings, FakeSource(wheel_bytes("2.0")), running_version=version, builder=builder)
+    source = (
+        StalledSource(tmp, step, wheel_bytes("2.0"))
+        if step == "downloading"
+        else FakeSource(wheel_bytes("2.0"))
+    )
+    up = Updater(settings, source, running_version=version, builder=builder)
     up.idle_for = lambda: 100.0
-    if step == "downloaded":
-        pause_before_install(tmp, step)
+    if step in ("downloaded", "installed"):
+        pause_at_install(tmp, step, after=step == "installed")
     elif step in ("state_written", "rollback_state"):
         pause_on_switch(tmp, step, 1, after=False)
     elif step in ("between_links", "rollback_switched"):

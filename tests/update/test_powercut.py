@@ -72,6 +72,36 @@ def test_a_cut_before_the_switch_keeps_the_running_release(tmp: Path, step: str)
     assert boot(tmp) == "2.0"
 
 
+def downloads(tmp: Path) -> list[str]:
+    folder = tmp / "var" / "update" / "downloads"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_a_cut_mid_download_leaves_a_part_file_that_the_next_offer_replaces(tmp: Path) -> None:
+    assert run_until(tmp, "update", "downloading") == "downloading"
+    assert downloads(tmp) == ["siheyi-2.0-py3-none-any.whl.part"]
+    assert boot(tmp) == "1.0"
+    assert not (tmp / "var" / "update" / "state.json").exists()  # nothing to report or judge
+    assert not list((tmp / "opt" / "releases").glob("2.0*"))
+    assert run_until(tmp, "update", "none") == "done trial"
+    assert downloads(tmp) == []
+    assert boot(tmp) == "2.0"
+
+
+def test_a_cut_after_the_install_before_the_trial_is_written_reuses_the_release(
+    tmp: Path,
+) -> None:
+    assert run_until(tmp, "update", "installed") == "installed"
+    assert (tmp / "opt" / "releases" / "2.0" / "siheyi-release.json").exists()
+    assert not (tmp / "var" / "update" / "state.json").exists()
+    assert boot(tmp) == "1.0"  # a complete release by name, but nothing points at it
+    (tmp / "opt" / "releases" / "2.0" / "kept").touch()  # gone if it were built again
+    assert run_until(tmp, "update", "none") == "done trial"
+    assert (tmp / "opt" / "releases" / "2.0" / "kept").exists()
+    assert downloads(tmp) == []  # the verified wheel left by the cut was cleared
+    assert boot(tmp) == "2.0"
+
+
 @pytest.mark.parametrize("step", ["state_written", "between_links"])
 def test_a_cut_during_the_switch_keeps_the_old_release_and_retries(tmp: Path, step: str) -> None:
     assert run_until(tmp, "update", step) == step
