@@ -214,6 +214,8 @@ env_file() {
 # Environment of siheyi-$1.service (read at each start; docs/install.md "Logs").
 # SIHEYI_LOG_FORMAT=json
 # SIHEYI_LOG_FILE=/var/log/siheyi/$1.log
+# SIHEYI_LOG_MAX_BYTES=10485760      (0: rotated by logrotate, not by the process)
+# SIHEYI_LOG_BACKUPS=5
 EOF
     chown "0:$GID" "$file"
     chmod 0640 "$file"
