@@ -246,6 +246,37 @@ def test_the_agent_switches_links_and_installs_releases_but_not_the_guard(
     assert (opt / "current").lstat().st_uid == int(uid)
 
 
+def test_running_it_again_repairs_an_older_layout(installed: Installed, tmp_path: Path) -> None:
+    """A kiosk installed when /opt/siheyi was root's and the wheelhouse the agent's, with a
+    link switched by hand as root: the next run gives each its owner."""
+    root = installed.copy(tmp_path)
+    uid, gid = (int(n) for n in _entry(root, "passwd", "siheyi")[2:4])
+    opt = root / "opt" / "siheyi"
+    os.chown(opt, 0, 0)
+    for path in (opt / "wheelhouse", *(opt / "wheelhouse").iterdir()):
+        os.chown(path, uid, gid)
+    os.lchown(opt / "current", 0, 0)
+    wheel = installed.wheels / "siheyi-1.0-py3-none-any.whl"
+    _ok(installed.run("--kiosk", "--wheel", str(wheel), root=root))
+    assert (opt.stat().st_uid, opt.stat().st_gid) == (uid, gid)
+    assert {p.stat().st_uid for p in (opt / "wheelhouse", *(opt / "wheelhouse").iterdir())} == {0}
+    assert (opt / "current").lstat().st_uid == uid
+
+
+def test_a_linked_guard_folder_is_refused(installed: Installed, tmp_path: Path) -> None:
+    """The agent owns /opt/siheyi: root must not write the guard through a link it made."""
+    root = installed.copy(tmp_path)
+    bin_dir = root / "opt" / "siheyi" / "bin"
+    shutil.rmtree(bin_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    bin_dir.symlink_to(elsewhere)
+    wheel = installed.wheels / "siheyi-1.0-py3-none-any.whl"
+    result = installed.run("--kiosk", "--wheel", str(wheel), root=root)
+    assert result.returncode == 2 and "is a symbolic link" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_kiosk_is_on_the_path(installed: Installed) -> None:
     link = installed.root / "usr" / "local" / "bin" / "kiosk"
     assert os.readlink(link) == "/opt/siheyi/current/bin/kiosk"  # the system's, not the root's
