@@ -5,8 +5,9 @@ The kiosks a rollout covers are those whose most specific layer is the rollout's
 (:mod:`server.releases.layers`); *offered* are those of waves ``0..wave``. Over the offered
 kiosks that reported on this version (any update state):
 
-* **halt** when at least one failed (``failed`` or ``rolled_back``) and the failed share of
-  those reporting is above ``failure_threshold``: a 1 % first wave of 200 kiosks with one
+* **halt** when at least one failed (``failed`` or ``rolled_back``; not a ``failed`` the
+  kiosk will retry, :func:`is_failure`) and the failed share of those reporting is above
+  ``failure_threshold``: a 1 % first wave of 200 kiosks with one
   failure halts at any threshold below 50 %;
 * else **advance** when every offered kiosk that is online runs the version (it reported
   ``committed`` or its heartbeat says it runs it) or failed it (within the threshold, a
@@ -36,6 +37,15 @@ from server.storage.connection import Connection
 from server.storage.db import lock, transaction
 
 FAILED = ("failed", "rolled_back")
+
+
+def is_failure(state: str | None, retry: bool) -> bool:
+    """Whether a report is a verdict against its version: ``rolled_back``, or ``failed``
+    unless the kiosk will try again (``UpdateReport.retry``: an interrupted download, a full
+    disk say nothing about the release, and must not halt a good rollout)."""
+    return state in FAILED and not (retry and state == "failed")
+
+
 #: Seconds between two evaluations a process makes for commits of one rollout (an
 #: evaluation reads every kiosk the rollout covers: ~0.2 s at 21,390 kiosks on SQLite).
 COMMIT_EVAL_S = 10.0
@@ -51,6 +61,7 @@ class KioskFacts:
     version: str | None  # the version its last update report is about
     state: str | None
     online: bool
+    retry: bool = False  # the report is a failure the kiosk will try again
 
     def at(self, version: str) -> bool:
         """Whether the kiosk runs ``version`` for good: it reported committing it, or it
@@ -63,7 +74,7 @@ class KioskFacts:
 def covered(conn: Connection, rollout: RolloutInfo, now: datetime) -> list[KioskFacts]:
     """The (not revoked) kiosks whose desired version this rollout's layer sets."""
     sql = (
-        "SELECT d.device_id, d.site, u.running, u.version, u.state FROM devices d"
+        "SELECT d.device_id, d.site, u.running, u.version, u.state, u.retry FROM devices d"
         " LEFT JOIN kiosk_updates u ON u.device_id = d.device_id WHERE d.status <> 'revoked'"
     )
     args: tuple[str, ...] = ()
@@ -75,7 +86,7 @@ def covered(conn: Connection, rollout: RolloutInfo, now: datetime) -> list[Kiosk
     layers = load_layers(conn)
     online = presence.online_devices(conn, now)
     return [
-        KioskFacts(str(r[0]), str(r[1]), r[2], r[3], r[4], str(r[0]) in online)
+        KioskFacts(str(r[0]), str(r[1]), r[2], r[3], r[4], str(r[0]) in online, bool(r[5]))
         for r in rows
         if covers(layers, rollout.scope, rollout.target, str(r[0]), str(r[1]))
     ]
@@ -93,7 +104,7 @@ def verdict(rollout: RolloutInfo, kiosks: list[KioskFacts], now: datetime) -> st
     """``halt: <why>``, ``advance``, or None (stay) for a running rollout."""
     wave = offered(rollout, kiosks)
     reporting = [k for k in wave if k.version == rollout.version]
-    failures = sum(1 for k in reporting if k.state in FAILED)
+    failures = sum(1 for k in reporting if is_failure(k.state, k.retry))
     if failures and failures / len(reporting) > rollout.failure_threshold:
         return (
             f"halt: {failures} of {len(reporting)} kiosk(s) reporting on {rollout.version}"
@@ -116,7 +127,9 @@ def _waves_open(wave: int) -> str:
 
 
 def _failed(kiosk: KioskFacts, version: str) -> bool:
-    return kiosk.version == version and kiosk.state in FAILED
+    """Failed ``version`` for good (a kiosk that will retry holds its wave like one that is
+    still installing)."""
+    return kiosk.version == version and is_failure(kiosk.state, kiosk.retry)
 
 
 def evaluate(conn: Connection, rollout_id: int, now: datetime) -> RolloutInfo:
@@ -172,7 +185,12 @@ def _count(wave: WaveStatus, kiosk: KioskFacts, version: str) -> None:
     wave.kiosks += 1
     if kiosk.at(version):
         wave.committed += 1
-    elif kiosk.version == version and kiosk.state is not None:
+    elif kiosk.version == version and kiosk.state is not None and not _retrying(kiosk):
         setattr(wave, kiosk.state, getattr(wave, kiosk.state) + 1)
     elif wave.open:
         wave.offered += 1
+
+
+def _retrying(kiosk: KioskFacts) -> bool:
+    """A failure the kiosk will try again: counted as offered (it is offered again)."""
+    return kiosk.state == "failed" and kiosk.retry

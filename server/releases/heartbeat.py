@@ -11,7 +11,9 @@
   through another within that time;
 * an offer is made when the kiosk's layer offers a version (its wave is open) other than the
   one it runs, and the kiosk has not failed that version (``failed`` or ``rolled_back``):
-  a bad release is never retried in a loop. Halted and cancelled rollouts offer nothing.
+  a bad release is never retried in a loop. A ``failed`` the kiosk will try again
+  (``UpdateReport.retry``: an interrupted download, a full disk) is no verdict on the
+  release: it is offered again. Halted and cancelled rollouts offer nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from core import wire
-from server.releases.evaluate import COMMIT_EVAL_S, FAILED, evaluate
+from server.releases.evaluate import COMMIT_EVAL_S, evaluate, is_failure
 from server.releases.layers import Layer, Layers, load_layers, winning
 from server.storage.connection import Connection
 from server.storage.db import Database
@@ -40,6 +42,7 @@ class Stored:
     version: str | None = None
     state: str | None = None
     detail: str | None = None
+    retry: bool = False
 
 
 @dataclass
@@ -63,12 +66,12 @@ class ReleaseCache:
         """Forget the layers (a rollout changed through this process)."""
         self.layers_at = float("-inf")
 
-    def due(self, rollout_id: int, state: str) -> bool:
-        """Whether a report in ``state`` should evaluate the rollout now: failures always,
-        commits at most every :data:`COMMIT_EVAL_S`."""
+    def due(self, rollout_id: int, failure: bool) -> bool:
+        """Whether a final report should evaluate the rollout now: failures always, commits
+        at most every :data:`COMMIT_EVAL_S`."""
         now = time.monotonic()
         with self.lock:
-            if state not in FAILED and now - self.evaluated.get(rollout_id, -1e9) < COMMIT_EVAL_S:
+            if not failure and now - self.evaluated.get(rollout_id, -1e9) < COMMIT_EVAL_S:
                 return False
             self.evaluated[rollout_id] = now
             return True
@@ -109,12 +112,14 @@ def on_heartbeat(
 
 def _to_evaluate(cache: ReleaseCache, layer: Layer, report: wire.UpdateReport | None) -> int | None:
     """The kiosk's rollout, when its report is a final one about that rollout's version
-    (and, for a commit, the rollout was not evaluated a moment ago)."""
+    (and, for a commit, the rollout was not evaluated a moment ago); a failure the kiosk
+    will retry is not final."""
     if report is None or report.version != layer.version or layer.state != "running":
         return None
-    if report.state not in (*FAILED, "committed"):
+    failure = is_failure(report.state, report.retry)
+    if not failure and report.state != "committed":
         return None
-    return layer.rollout_id if cache.due(layer.rollout_id, report.state) else None
+    return layer.rollout_id if cache.due(layer.rollout_id, failure) else None
 
 
 def _offer(
@@ -122,7 +127,7 @@ def _offer(
 ) -> wire.UpdateOffer | None:
     if running == layer.version or not layer.offers(device_id):
         return None
-    if stored.version == layer.version and stored.state in FAILED:
+    if stored.version == layer.version and is_failure(stored.state, stored.retry):
         return None
     return wire.UpdateOffer(
         version=layer.version,
@@ -153,14 +158,23 @@ def _remember(
         _text(report.version) if report else before.version,
         report.state if report else before.state,
         _text(report.detail) if report else before.detail,
+        report.retry if report else before.retry,
     )
     if after != before:
         conn.execute(
-            "INSERT INTO kiosk_updates (device_id, running, version, state, detail, at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+            "INSERT INTO kiosk_updates (device_id, running, version, state, detail, retry, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
             " running = excluded.running, version = excluded.version, state = excluded.state,"
-            " detail = excluded.detail, at = excluded.at",
-            (device_id, after.running, after.version, after.state, after.detail, now),
+            " detail = excluded.detail, retry = excluded.retry, at = excluded.at",
+            (
+                device_id,
+                after.running,
+                after.version,
+                after.state,
+                after.detail,
+                int(after.retry),
+                now,
+            ),
         )
     cache.seen[device_id] = (after, known[1])
     return after
@@ -173,10 +187,10 @@ def _text(value: str | None) -> str | None:
 
 def _read(conn: Connection, device_id: str) -> Stored:
     row = conn.execute(
-        "SELECT running, version, state, detail FROM kiosk_updates WHERE device_id = ?",
+        "SELECT running, version, state, detail, retry FROM kiosk_updates WHERE device_id = ?",
         (device_id,),
     ).fetchone()
-    return Stored() if row is None else Stored(row[0], row[1], row[2], row[3])
+    return Stored() if row is None else Stored(row[0], row[1], row[2], row[3], bool(row[4]))
 
 
 async def evaluate_after_report(db: Database, rollout_id: int, now: datetime) -> None:

@@ -59,13 +59,16 @@ CREATE TABLE release_layers (
 );
 
 -- kiosk_updates: each kiosk's last update report (Heartbeat.update) and the version it
--- last said it runs; written only when either changes.
+-- last said it runs; written only when either changes. retry (0/1): the report is a
+-- 'failed' the kiosk will try again (interrupted download, full disk): no verdict on the
+-- release, so it neither counts toward halting a rollout nor stops the offer.
 CREATE TABLE kiosk_updates (
     device_id  TEXT PRIMARY KEY,
     running    TEXT,
     version    TEXT,
     state      TEXT,
     detail     TEXT,
+    retry      INTEGER NOT NULL DEFAULT 0,
     at         TEXT NOT NULL
 );
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from server.releases.waves import percentile
+from server.storage.db import connect
 from tests.releases.support import Client, add_kiosks, beat, tokens, upload_body, wheel_data
 
 Headers = dict[str, str]
@@ -136,6 +137,41 @@ async def test_failures_halt_the_wave_and_are_never_offered_again(
     after = await offered(client, {d: auth[d] for d in first[3:]}, "1.4.0")
     assert set(after) == set(first[5:])  # the two that failed are not offered 1.5.0 again
     assert await beat(client, auth[bad], "1.4.0") is None  # nor without a report
+
+
+async def test_a_failure_the_kiosk_will_retry_is_no_verdict_on_the_release(
+    client: Client, admin: Headers, db_path: Any
+) -> None:
+    """An interrupted download or a full disk (``retry``) neither halts a good rollout nor
+    stops the offer; the same failure without ``retry`` does both."""
+    await publish(client, admin, "1.5.0")
+    ids = add_kiosks(db_path, "site-a", 4)
+    auth = tokens(db_path, ids)
+    started = await rollout(client, admin, version="1.5.0", waves=[100], failure_threshold=0.3)
+    first, second, *rest = ids
+    full = {"version": "1.5.0", "state": "failed", "detail": "disk: 20 MB free", "retry": True}
+    assert await beat(client, auth[first], "1.4.0", full) is not None  # offered again
+    assert await beat(client, auth[second], "1.4.0", full) is not None
+    assert await beat(client, auth[first], "1.4.0") is not None  # and at the next beat
+    found = await status(client, admin, started["id"])  # 2 of 2 "failed": would halt
+    assert found["state"] == "running" and found["wave"] == 0
+    assert (found["wave_status"][0]["failed"], found["wave_status"][0]["offered"]) == (0, 4)
+    with connect(db_path) as conn:
+        row = conn.execute("SELECT retry FROM kiosk_updates WHERE device_id = ?", (first,))
+        assert row.fetchone()[0] == 1
+    for device_id in rest:  # every other kiosk committed: the retrying ones hold the wave
+        await beat(client, auth[device_id], "1.5.0", {"version": "1.5.0", "state": "committed"})
+    assert (await status(client, admin, started["id"]))["state"] == "running"
+    final = {**full, "retry": False}
+    assert await beat(client, auth[first], "1.4.0", final) is None  # a verdict now
+    with connect(db_path) as conn:
+        row = conn.execute("SELECT retry FROM kiosk_updates WHERE device_id = ?", (first,))
+        assert row.fetchone()[0] == 0  # written on change of retry alone
+    found = await status(client, admin, started["id"])
+    assert found["state"] == "running"  # 1 of 4 failed: 25 % ≤ 30 %; second still retries
+    assert await beat(client, auth[second], "1.4.0", final) is None
+    found = await status(client, admin, started["id"])
+    assert found["state"] == "halted" and "2 of 4" in found["halted_reason"]
 
 
 async def test_waves_advance_once_every_online_kiosk_runs_the_version(
