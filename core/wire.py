@@ -338,6 +338,22 @@ class UpdateReport(Struct):
     retry: bool = False
 
 
+#: Latest ``sent_at`` taken for a unix time: 2100-01-01. A larger number is a unit mistake
+#: (milliseconds: ~1.7e12), refused with a 400 naming the field rather than recorded as a
+#: skew of decades. No lower bound above 0: a Pi without a real-time clock boots in 1970,
+#: and that skew is exactly what the server must hear.
+MAX_SENT_AT = 4_102_444_800
+SentAt = Annotated[
+    float,
+    Meta(
+        ge=0,
+        le=MAX_SENT_AT,
+        description="kiosk wall clock, unix seconds (sub-second precision allowed), at most"
+        f" {MAX_SENT_AT} (2100-01-01): not milliseconds",
+    ),
+]
+
+
 class Heartbeat(Struct):
     """A kiosk's status; stored whole (unknown fields too), so free of clear ID numbers."""
 
@@ -349,7 +365,7 @@ class Heartbeat(Struct):
     journal: JournalState | None = None
     reader: dict[str, Any] | None = None
     #: The kiosk's wall clock, unix seconds: the answer then carries ``clock_skew_s``.
-    sent_at: Amount | None = None
+    sent_at: SentAt | None = None
     counters: KioskCounters | None = None
     update: UpdateReport | None = None
 
@@ -359,8 +375,6 @@ class AuditHistory(Struct):
 
     epochs: Count
     events: Count
-
-
 
 
 class UpdateOffer(Struct):
@@ -461,9 +475,14 @@ class ChallengeRequest(Struct):
     device_id: DeviceId
 
 
+#: Seconds a challenge or token lasts. Servers send a whole number (``60``, ``900``); the type
+#: stays ``number`` so that kiosks also accept the ``60.0`` older servers sent.
+ExpiresIn = Annotated[float, Meta(ge=0, description="seconds, a whole number (e.g. 60, 900)")]
+
+
 class ChallengeAnswer(Struct):
     nonce: str
-    expires_in: float
+    expires_in: ExpiresIn
     server_time: Timestamp
 
 
@@ -472,7 +491,15 @@ class SessionRequest(Struct, omit_defaults=True):
 
     device_id: DeviceId
     nonce: Nonce
-    time: Annotated[int, Meta(ge=0, le=2**40, description="kiosk unix seconds")]
+    time: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=2**40,
+            description="kiosk unix seconds, an integer (a fraction is refused: the signed"
+            " text holds the same digits)",
+        ),
+    ]
     signature: SignatureHex
     new_public_key: PublicKeyHex | None = None
     new_signature: SignatureHex | None = None
@@ -480,7 +507,7 @@ class SessionRequest(Struct, omit_defaults=True):
 
 class SessionAnswer(Struct):
     token: str
-    expires_in: float
+    expires_in: ExpiresIn
     server_time: Timestamp
     clock_skew_s: float
     rotated: bool
@@ -495,7 +522,7 @@ class StatusRefusal(Struct):
     error: Literal["revoked", "quarantined"]
     detail: str
     audit_token: str
-    expires_in: float
+    expires_in: ExpiresIn
     server_time: Timestamp
 
 

@@ -74,11 +74,18 @@ async def _read_upto(request: web.Request, max_bytes: int) -> bytes:
 
 
 def _too_large(max_bytes: int, size: int) -> web.HTTPException:
-    body = json.dumps({"error": "too_large", "detail": "request body too large"})
-    error = web.HTTPRequestEntityTooLarge(
+    return _closing(too_large(max_bytes, size))
+
+
+def too_large(
+    max_bytes: int, size: int, detail: str = "request body too large"
+) -> web.HTTPException:
+    """``413 too_large``: docs/api.md's one answer for a body over its route's limit, also when
+    the limit is checked after reading (the heartbeat's 16 KiB of stored status)."""
+    body = json.dumps({"error": "too_large", "detail": detail})
+    return web.HTTPRequestEntityTooLarge(
         max_size=max_bytes, actual_size=size, text=body, content_type="application/json"
     )
-    return _closing(error)
 
 
 def _closing(error: web.HTTPException) -> web.HTTPException:

@@ -17,10 +17,9 @@ from core.idnumbers import is_self_test
 from server.alerts import hooks as alerts
 from server.appkeys import CLOCK, CONFIG, DATABASE, DEVICE, REPLAY, SNAPSHOTS, VERIFIER
 from server.audit import ingestion as audit
-from server.errors import BadRequest
 from server.events import publish
 from server.fleet.devices import Device, store_heartbeat
-from server.http.bodies import convert, read_body, read_object, refuse_clear_ids
+from server.http.bodies import convert, read_body, read_object, refuse_clear_ids, too_large
 from server.http.middleware import json_error
 from server.http.openapi import openapi_json
 from server.http.operations import Operation
@@ -219,8 +218,11 @@ async def accept_heartbeat(request: web.Request) -> tuple[wire.Heartbeat, str, d
     refuse_clear_ids(body)
     heartbeat = convert(body, wire.Heartbeat)
     status_json = _dumps(body, sort_keys=True)
-    if len(status_json.encode("utf-8")) > MAX_HEARTBEAT_BYTES:
-        raise BadRequest(f"body: heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes")
+    size = len(status_json.encode("utf-8"))
+    if size > MAX_HEARTBEAT_BYTES:
+        raise too_large(
+            MAX_HEARTBEAT_BYTES, size, f"heartbeat larger than {MAX_HEARTBEAT_BYTES} bytes"
+        )
     now = utc_now_iso(request)
     await store_heartbeat(
         request.app[DATABASE], request[DEVICE].device_id, status_json, now, heartbeat
