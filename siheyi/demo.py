@@ -11,16 +11,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
+import math
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+import unicodedata
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -54,8 +58,18 @@ AREAS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--taps", type=int, default=0, help="run N scripted taps, then exit")
-    parser.add_argument("--json", action="store_true", help="one JSON line per decision")
+    parser.add_argument(
+        "--taps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tap N cards, then print the summary and exit (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per tap on stdout, then one {"summary": …} object',
+    )
     parser.add_argument("--server-url", help="use this external server instead of the embedded one")
     parser.add_argument(
         "--bundle", help="device bundle for --server-url (from `kiosk provision add`)"
@@ -171,6 +185,40 @@ def choose_player(spec: str, workdir: Path) -> str:
     return "aplay" if has_card else f"file:{workdir / 'played'}"
 
 
+#: The text columns: (heading, width); the prompt's width counts a CJK character as two.
+COLUMNS = (
+    ("tap", 6),
+    ("id (masked)", 18),
+    ("outcome", 18),
+    ("prompt", 20),
+    ("where", 7),
+    ("latency", 10),
+    ("reasons", 0),
+)
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` padded to ``width`` terminal cells: a Chinese prompt is twice as wide as its
+    length, and str.ljust would leave every column after it out of line."""
+    cells = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    fill = " " * max(0, width - cells)
+    return fill + text if right else text + fill
+
+
+def _row(cells: list[str]) -> str:
+    """One line of the table: the columns of :data:`COLUMNS`, latency right-aligned."""
+    parts = [
+        _pad(cell, width, right=heading in ("tap", "latency")) if width else cell
+        for cell, (heading, width) in zip(cells, COLUMNS, strict=True)
+    ]
+    return "  ".join(parts)
+
+
+def heading_line() -> str:
+    """The column headings printed above the first tap (text output only)."""
+    return _row([heading for heading, _width in COLUMNS])
+
+
 def format_line(n: int, result: TapResult, as_json: bool) -> str:
     d = result.decision
     latency = round(result.latency_ms, 1) if result.latency_ms is not None else None
@@ -190,9 +238,47 @@ def format_line(n: int, result: TapResult, as_json: bool) -> str:
             ensure_ascii=False,
         )
     where = "offline" if d.offline else "online"
+    ms = f"{latency:.1f} ms" if latency is not None else "silent"
     reasons = ",".join(d.reasons) or "-"
-    ms = f"{latency:7.1f} ms" if latency is not None else "   silent"
-    return f"[{n:4d}] {d.masked_id}  {d.outcome:<18} {d.prompt:<12} {where:<7} {ms}  {reasons}"
+    return _row([f"[{n:4d}]", d.masked_id, d.outcome, d.prompt, where, ms, reasons])
+
+
+@dataclasses.dataclass
+class Tally:
+    """What the taps came to, for the summary line that ends every run."""
+
+    taps: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)
+    latencies: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, outcome: str, latency_ms: float | None) -> None:
+        self.taps += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest-rank percentile of the latencies (None when nothing was played)."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 1)
+
+    def summary(self, interrupted: bool, as_json: bool) -> str:
+        """The last line: counts per outcome and p50/p99 latency, text or one JSON object."""
+        p50, p99 = self.percentile(0.50), self.percentile(0.99)
+        ended = "Ctrl-C" if interrupted else "--taps"
+        if as_json:
+            body = {
+                "taps": self.taps,
+                "outcomes": self.outcomes,
+                "latency_ms": {"p50": p50, "p99": p99},
+                "ended_by": ended,
+            }
+            return json.dumps({"summary": body}, ensure_ascii=False)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())) or "none"
+        latency = f"p50 {p50} ms, p99 {p99} ms" if p50 is not None else "none played"
+        return f"summary: {self.taps} taps ({ended}): {counts}; latency {latency}"
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -231,9 +317,9 @@ async def _demo(args: argparse.Namespace, workdir: Path, astack: contextlib.Asyn
     agent.add_listener(results.put_nowait)
     what = f"{args.taps} cards" if args.taps else "cards until Ctrl-C"
     print(f"ready: tapping {what}", file=info)
-    stats = await _tap_cards(args, sim, demo_cards(ids, args.seed), results, info)
+    tally = await _tap_cards(args, sim, demo_cards(ids, args.seed), results, info)
     await _settle_uploads(agent)
-    return 1 if stats.get("no_decision") else 0
+    return 1 if tally.outcomes.get("no_decision") else 0
 
 
 async def _server_and_bundle(
@@ -336,32 +422,52 @@ async def _tap_cards(
     cards: list[dict[str, Any]],
     results: asyncio.Queue[TapResult],
     info: TextIO,
-) -> dict[str, int]:
+) -> Tally:
     """Tap random cards (``--taps`` of them, or until Ctrl-C); one line per tap, then a
-    summary. Returns the count per outcome (``no_decision`` for a tap without one)."""
+    summary line. Ctrl-C stops the taps rather than the program, so the summary is printed
+    and the kiosk's uploads settle; a second Ctrl-C interrupts as usual."""
     out = sys.stdout
     rng = random.Random(args.seed)
-    n = 0
-    stats: dict[str, int] = {}
-    latencies: list[float] = []
-    while not args.taps or n < args.taps:
-        n += 1
-        card = cards[rng.randrange(len(cards))]
-        result = await _tap(sim, card, results)
-        if result is None:
-            print(f"[{n:4d}] no decision within 5 s (reader problem?)", file=info, flush=True)
-            stats["no_decision"] = stats.get("no_decision", 0) + 1
-            continue
-        stats[result.decision.outcome] = stats.get(result.decision.outcome, 0) + 1
-        if result.latency_ms is not None:
-            latencies.append(result.latency_ms)
-        print(format_line(n, result, args.json), file=out, flush=True)
-        await asyncio.sleep(args.interval if not args.taps else min(args.interval, 0.2))
-    if not args.json:
-        latencies.sort()
-        p50 = latencies[len(latencies) // 2] if latencies else 0.0
-        print(f"done: {n} taps {stats}; median latency {p50:.1f} ms", file=out)
-    return stats
+    tally = Tally()
+    stop = asyncio.Event()
+    with _stopped_by_sigint(stop):
+        if not args.json:
+            print(heading_line(), file=out, flush=True)
+        while not stop.is_set() and (not args.taps or tally.taps < args.taps):
+            n = tally.taps + 1
+            card = cards[rng.randrange(len(cards))]
+            result = await _tap(sim, card, results)
+            if result is None:
+                print(f"[{n:4d}] no decision within 5 s (reader problem?)", file=info, flush=True)
+                tally.add("no_decision", None)
+                continue
+            tally.add(result.decision.outcome, result.latency_ms)
+            print(format_line(n, result, args.json), file=out, flush=True)
+            pause = args.interval if not args.taps else min(args.interval, 0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+    print(tally.summary(stop.is_set(), args.json), file=out, flush=True)
+    return tally
+
+
+@contextlib.contextmanager
+def _stopped_by_sigint(stop: asyncio.Event) -> Iterator[None]:
+    """The first Ctrl-C sets ``stop``; the next one raises KeyboardInterrupt again."""
+    loop = asyncio.get_running_loop()
+
+    def first() -> None:
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except (NotImplementedError, RuntimeError):  # no signals here: Ctrl-C ends the demo
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _tap(

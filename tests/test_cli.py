@@ -134,8 +134,8 @@ def test_reader_simulate_answers_on_its_pty_and_obeys_control(
 def test_demo_json_taps() -> None:
     proc = run("demo", "--taps", "6", "--json", "--port", "0", "--people", "1000", timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    decisions = [json.loads(line) for line in proc.stdout.splitlines()]  # only JSON on stdout
-    assert len(decisions) == 6
+    *decisions, summary = [json.loads(line) for line in proc.stdout.splitlines()]  # only JSON
+    assert len(decisions) == 6 and summary["summary"]["taps"] == 6
     for d in decisions:
         assert d["outcome"] in {"pass", "check", "nat_expired", "invalid_credential"}
         assert d["prompt"] and d["offline"] is False and d["latency_ms"] < 1000
@@ -178,7 +178,7 @@ def test_demo_against_an_external_server(tmp_path: Path) -> None:
             "--people", "1000", "--workdir", str(tmp_path / "demo"),
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-2000:]
-        decisions = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        decisions = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith('{"tap"')]
         assert len(decisions) == 4 and all(d["offline"] is False for d in decisions)
     finally:
         server.terminate()
