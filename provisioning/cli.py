@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import msgspec
 
-from core.wire_admin import ConfigSetRequest
+from core.settings import REMOTE_SETTINGS
+from core.wire_admin import ConfigSetRequest, RowFailure
 from provisioning import registry
 from provisioning.backend import FleetBackend, LocalOpener
 from provisioning.errors import InvalidField, ProvisioningError
@@ -60,12 +62,43 @@ def _bundle_urls(args: argparse.Namespace) -> tuple[str | None, str]:
     return args.server_url, registry.DEFAULT_SERVER_URL
 
 
+#: The admin API's advice (its request fields) as this command line's options: the same
+#: refusal reads right in both modes (server/fleet/registry.py words it for the API).
+API_TO_CLI = (
+    ("register the site first, or set create_sites", "kiosk provision site add, or --create-sites"),
+    ("set rekey to give it a new key", "use --rekey"),
+)
+
+
+def cli_words(text: str) -> str:
+    """``text`` with the admin API's field names replaced by the options that set them."""
+    for api, cli in API_TO_CLI:
+        text = text.replace(api, cli)
+    return text
+
+
 def _run(args: argparse.Namespace, work: Callable[[FleetBackend], int]) -> int:
     """Reach the fleet, run ``work``, map errors to messages and exit statuses."""
+    return _quiet_pipe(lambda: work(_fleet(args)))
+
+
+def _quiet_pipe(work: Callable[[], int]) -> int:
+    """Run ``work``; a reader that stopped early (``| head``) ends it quietly with status 0.
+
+    Flushing here, not at interpreter exit, is what lets the broken pipe be caught; stdout is
+    then pointed at /dev/null so that Python's own final flush does not complain either.
+    """
     try:
-        return work(_fleet(args))
+        status = work()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     except ProvisioningError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_words(str(exc))}", file=sys.stderr)
         return exc.exit_status
 
 
@@ -116,11 +149,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     Always on the database: the first administrator cannot log in to create itself.
     """
-    try:
-        return _init(args)
-    except ProvisioningError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_status
+    return _quiet_pipe(lambda: _init(args))
 
 
 def cmd_site(args: argparse.Namespace) -> int:
@@ -189,22 +218,63 @@ def _add_csv(args: argparse.Namespace) -> int:
         )
         report = result.report
         if args.json:
-            _print_json(report)
+            errors = [msgspec.structs.replace(e, error=cli_words(e.error)) for e in report.errors]
+            _print_json(msgspec.structs.replace(report, errors=errors))
         else:
-            for error in report.errors:
-                print(f"{args.csv}: {error.error}")
-            verb = "would be" if not result.applied else "were"
-            print(
-                f"{result.rows} row(s): {report.created} created,"
-                f" {report.updated} updated, {report.unchanged} unchanged,"
-                f" {len(report.errors)} refused; changes {verb} applied"
-                + ("" if result.applied else " (nothing written)")
-            )
+            for line in grouped_errors(report.errors):
+                print(f"{args.csv}: {cli_words(line)}")
+            print(_csv_summary(result, dry_run=args.dry_run))
             if result.bundles:
                 print(f"{len(result.bundles)} bundle(s) written to {args.bundle_dir} (mode 0600)")
         return 1 if report.errors else 0
 
     return _run(args, work)
+
+
+def grouped_errors(errors: Sequence[RowFailure]) -> list[str]:
+    """``row N: reason`` per refused row, rows with the same reason on one line
+    (``rows 3, 7-9: unknown site 'x'``), in the order the reasons first occur."""
+    rows: dict[str, list[int]] = {}
+    for error in errors:
+        rows.setdefault(registry.row_reason(error.error), []).append(error.row)
+    return [
+        f"{'row' if len(numbers) == 1 else 'rows'} {_ranges(numbers)}: {reason}"
+        for reason, numbers in rows.items()
+    ]
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``3, 4, 7-9, 12``: three or more consecutive rows as a range, so 2,000 bad rows of one
+    reason fit a line."""
+    spans: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    parts = []
+    for a, b in spans:
+        parts.extend([f"{a}-{b}"] if b - a >= 2 else [str(n) for n in range(a, b + 1)])
+    return ", ".join(parts)
+
+
+def _csv_summary(result: registry.CsvResult, *, dry_run: bool) -> str:
+    """One line: what happened to the rows, and plainly whether anything changed."""
+    report = result.report
+    changes = report.created + report.updated
+    if result.applied:
+        counts = f"{report.created} created, {report.updated} updated"
+        verdict = "" if changes else "; nothing changed"
+    else:
+        counts = f"{report.created} to create, {report.updated} to update"
+        if dry_run:
+            verdict = "; dry run, nothing written" if changes else "; nothing would change"
+        else:
+            verdict = "; nothing written (--all-or-nothing: some rows are refused)"
+    return (
+        f"{result.rows} row(s): {counts}, {report.unchanged} unchanged,"
+        f" {len(report.errors)} refused{verdict}"
+    )
 
 
 def _print_json(value: Any) -> None:
@@ -312,6 +382,14 @@ def _selected(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
     ]
 
 
+#: The column headings of ``kiosk provision status`` (SKEW: the kiosk's clock minus the
+#: server's at its last heartbeat, in seconds).
+STATUS_HEADER = (
+    f"{'SERIAL':<20} {'SITE':<16} {'GATE':<8} {'STATUS':<12} {'STATE':<8} {'LAST SEEN':<26}"
+    f" {'VERSION':<10} {'READER':<7} {'BACKLOG':>7} {'SKEW':>8}  PROBLEMS"
+)
+
+
 def _print_status(rows: list[dict[str, Any]]) -> None:
     online = sum(1 for r in rows if r["online"])
     unhealthy = sum(1 for r in rows if not r["healthy"])
@@ -322,17 +400,14 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
         f"{len(rows)} device(s): {online} online, {len(rows) - online} offline,"
         f" {unhealthy} unhealthy"
     )
-    print("versions: " + ", ".join(f"{v} × {n}" for v, n in sorted(versions.items())))
-    print(
-        f"{'SERIAL':<20} {'SITE':<16} {'STATUS':<12} {'STATE':<8} {'LAST SEEN':<26}"
-        f" {'VERSION':<10} {'READER':<7} {'BACKLOG':>7} {'SKEW':>8}  PROBLEMS"
-    )
+    print("versions: " + (", ".join(f"{v} × {n}" for v, n in sorted(versions.items())) or "-"))
+    print(STATUS_HEADER)
     for r in rows:
         state = "online" if r["online"] else "offline"
         backlog = "-" if r["journal_backlog"] is None else str(r["journal_backlog"])
         skew = "-" if r["clock_skew_s"] is None else f"{r['clock_skew_s']:+.1f}s"
         print(
-            f"{r['serial']:<20} {r['site']:<16} {r['status']:<12} {state:<8}"
+            f"{r['serial']:<20} {r['site']:<16} {r['gate'] or '-':<8} {r['status']:<12} {state:<8}"
             f" {r['last_seen_at'] or '-':<26} {r['version'] or '-':<10} {r['reader'] or '-':<7}"
             f" {backlog:>7} {skew:>8}  {'; '.join(r['problems']) or '-'}"
         )
@@ -409,11 +484,15 @@ def _add_location_options(parser: argparse.ArgumentParser, *, has_url: bool = Fa
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--site")
-    parser.add_argument("--gate")
-    parser.add_argument("--status", choices=STATUSES)
-    parser.add_argument("--serial-prefix", metavar="PREFIX")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--site", metavar="SITE", help="only kiosks of this site")
+    parser.add_argument("--gate", metavar="GATE", help="only kiosks at this gate")
+    parser.add_argument(
+        "--status", choices=STATUSES, help="only kiosks in this status: %(choices)s"
+    )
+    parser.add_argument(
+        "--serial-prefix", metavar="PREFIX", help="only kiosks whose serial starts with PREFIX"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -463,7 +542,9 @@ def _init_parser(verbs: Subparsers) -> argparse.ArgumentParser:
 def _site_leaves(site: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     site_verbs = site.add_subparsers(dest="site_verb", required=True)
     site_add = site_verbs.add_parser("add", help="register sites")
-    site_add.add_argument("names", nargs="+", metavar="SITE")
+    site_add.add_argument(
+        "names", nargs="+", metavar="SITE", help="site name(s); existing ones are left as they are"
+    )
     return [site_add, site_verbs.add_parser("list", help="list sites")]
 
 
@@ -478,19 +559,32 @@ def _add_parser(verbs: Subparsers) -> argparse.ArgumentParser:
     )
     add.add_argument("--progress", action="store_true", help="--csv: progress bar on stderr")
     add.add_argument("--json", action="store_true", help="--csv: the report as JSON")
-    add.add_argument("--serial")
-    add.add_argument("--site")
-    add.add_argument("--gate", default="")
-    add.add_argument("--location", default="")
+    add.add_argument("--serial", metavar="SERIAL", help="the kiosk's serial number (one kiosk)")
+    add.add_argument(
+        "--site", metavar="SITE", help="the kiosk's site (one kiosk; created if unknown)"
+    )
+    add.add_argument(
+        "--gate", default="", metavar="GATE", help="the gate at the site (one kiosk; optional)"
+    )
+    add.add_argument(
+        "--location",
+        default="",
+        metavar="TEXT",
+        help="where the kiosk stands, free text (one kiosk; optional)",
+    )
     add.add_argument(
         "--server-url",
         metavar="URL",
         help="the URL in the bundle (default: the fleet's); alone: remote mode, the admin API",
     )
-    add.add_argument("--bundle", metavar="FILE", help="bundle file to write")
     add.add_argument(
-        "--rekey", "--rotate-secret", action="store_true", help="give an existing serial a new key"
+        "--bundle", metavar="FILE", help="the bundle file to write (one kiosk; mode 0600)"
     )
+    add.add_argument(
+        "--rekey", action="store_true", help="give an existing serial a new key (one kiosk)"
+    )
+    # the name from before kiosks had keys of their own: still accepted, no longer shown
+    add.add_argument("--rotate-secret", dest="rekey", action="store_true", help=argparse.SUPPRESS)
     return add
 
 
@@ -499,8 +593,14 @@ def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
     code = parsers["enrol-code"] = verbs.add_parser(
         "enrol-code", help="single-use enrolment code for a registered serial"
     )
-    code.add_argument("serial", metavar="SERIAL")
-    code.add_argument("--ttl", type=float, default=15.0, metavar="MINUTES", help="default 15")
+    code.add_argument("serial", metavar="SERIAL", help="a registered kiosk's serial")
+    code.add_argument(
+        "--ttl",
+        type=float,
+        default=15.0,
+        metavar="MINUTES",
+        help="how long the code stays valid (default 15)",
+    )
     for name, text in (
         ("revoke", "revoke a kiosk for good (effective on its next request)"),
         ("quarantine", "refuse a kiosk until released (effective on its next request)"),
@@ -508,14 +608,20 @@ def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
         ("rotate", "require a new key at the kiosk's next session"),
     ):
         parsers[name] = verbs.add_parser(name, help=text)
-        parsers[name].add_argument("serial_or_id", metavar="SERIAL_OR_ID")
+        parsers[name].add_argument(
+            "serial_or_id", metavar="SERIAL_OR_ID", help="the kiosk's serial or device id"
+        )
     _add_filters(parsers.setdefault("list", verbs.add_parser("list", help="list kiosks")))
     status = parsers["status"] = verbs.add_parser(
         "status", help="online/offline, versions, reported health (reader, backlog, clock)"
     )
     _add_filters(status)
     status.add_argument(
-        "--offline-after", type=float, default=120.0, metavar="S", help="default 120 s"
+        "--offline-after",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="offline: no heartbeat for S seconds (default 120)",
     )
     status.add_argument("--offline", action="store_true", help="only kiosks that are offline")
     status.add_argument(
@@ -544,10 +650,17 @@ def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
 def _config_leaves(config: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     config_verbs = config.add_subparsers(dest="config_verb", required=True)
     config_set = config_verbs.add_parser("set", help="set KEY to VALUE (JSON or a bare word)")
-    config_set.add_argument("key", metavar="KEY")
-    config_set.add_argument("value", metavar="VALUE")
+    settable = ", ".join(
+        f"{key} ({low:g}-{high:g})" for key, (low, high) in sorted(REMOTE_SETTINGS.items())
+    )
+    config_set.add_argument(
+        "key", metavar="KEY", help=f"the setting; kiosks apply only: {settable}"
+    )
+    config_set.add_argument(
+        "value", metavar="VALUE", help='JSON (1.0, true, "text") or a bare word; null removes it'
+    )
     layer = config_set.add_mutually_exclusive_group(required=True)
-    layer.add_argument("--fleet", action="store_true")
-    layer.add_argument("--site", metavar="SITE")
-    layer.add_argument("--device", metavar="SERIAL")
+    layer.add_argument("--fleet", action="store_true", help="for every kiosk")
+    layer.add_argument("--site", metavar="SITE", help="for the kiosks of SITE (over --fleet)")
+    layer.add_argument("--device", metavar="SERIAL", help="for one kiosk (over --site and --fleet)")
     return [config_set, config_verbs.add_parser("list", help="every layer's keys")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -365,7 +366,22 @@ def _upsert(
             dry_run=dry_run, created=0, updated=0, unchanged=0, errors=[], devices=[]
         )
     errors = sorted([*answer.errors, *refused], key=lambda e: e.row)
+    errors = [
+        msgspec.structs.replace(e, error=f"row {e.row}: {row_reason(e.error)}") for e in errors
+    ]
     return msgspec.structs.replace(answer, errors=errors)
+
+
+_ROW_PREFIX = re.compile(r"\A(?:row \d+|devices\[\d+\]): ")
+
+
+def row_reason(error: str) -> str:
+    """A refused row's reason without its ``row N:`` (or ``devices[i]:``) prefix.
+
+    The fleet prefixes the rows it could not read and not those it refused on their merits;
+    the report gives every row one ``row N:`` of its own, and groups rows by this reason.
+    """
+    return _ROW_PREFIX.sub("", error, count=1)
 
 
 def _refuse_existing_bundles(

@@ -61,6 +61,12 @@ CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
 
 
+#: What to do about a refused row, in the admin API's own words (its fields, never a command
+#: line flag: ``kiosk provision`` translates them into its options).
+UNKNOWN_SITE_HINT = "register the site first, or set create_sites"
+SERIAL_EXISTS_HINT = "set rekey to give it a new key"
+
+
 def now_iso(now: datetime | None = None) -> str:
     """UTC, ISO 8601 to the second (text order is time order)."""
     return (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
@@ -238,11 +244,12 @@ def upsert_devices(
     """
     report = BulkReport(dry_run=dry_run)
     plan = _plan(conn, rows, create_sites, report)
+    if dry_run:  # an id handed out now would never exist: new devices have none yet
+        return report
     ids = new_device_ids(conn, len(plan.new))
     for (created, _), device_id in zip(plan.new, ids, strict=True):
         created.device_id = device_id
-    if not dry_run:
-        _apply(conn, plan, now_iso(now))
+    _apply(conn, plan, now_iso(now))
     return report
 
 
@@ -278,9 +285,7 @@ def _plan(
         if counts[item.serial] > 1:
             result.error = f"serial {item.serial} appears {counts[item.serial]} times in the input"
         elif item.site not in sites and not create_sites:
-            result.error = (
-                f"unknown site {item.site!r} (kiosk provision site add, or --create-sites)"
-            )
+            result.error = f"unknown site {item.site!r} ({UNKNOWN_SITE_HINT})"
         else:
             if item.site not in sites:
                 plan.new_sites.add(item.site)
@@ -766,7 +771,9 @@ def register_device(conn: Connection, row: DeviceRow, *, rekey: bool) -> Registe
         device_id = report.results[0].device_id
         assert device_id is not None
     elif not rekey:
-        raise SerialExists(f"serial exists: {row.serial} is device {existing[0]} (use --rekey)")
+        raise SerialExists(
+            f"serial exists: {row.serial} is device {existing[0]} ({SERIAL_EXISTS_HINT})"
+        )
     elif existing[1] == "revoked":
         raise DeviceRevoked(f"device {existing[0]} (serial {row.serial}) is revoked")
     else:

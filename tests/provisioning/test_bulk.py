@@ -93,7 +93,7 @@ def test_duplicate_serials_malformed_csv_and_dry_run(
                                       ["SN-1", "south", "", ""]])  # fmt: skip
     assert run(["provision", "add", "--csv", str(dup), "--database", str(db)]) == 1
     out = capsys.readouterr().out
-    assert out.count("appears 2 times") == 2 and "1 created" in out
+    assert "rows 2, 4: serial SN-1 appears 2 times" in out and "1 created" in out
     assert devices(db) == {"SN-2": ("north", "")}
 
     no_header = tmp_path / "nohead.csv"

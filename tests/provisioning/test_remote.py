@@ -116,7 +116,7 @@ def test_csv_list_status_config_match_local_mode(
     report = json.loads(capsys.readouterr().out)
     assert report["created"] == 2 and "bundle" not in report
     assert [(e["row"], e["error"].split(":")[0]) for e in report["errors"]] == [
-        (3, "unknown site 'atlantis' (kiosk provision site add, or --create-sites)"),
+        (3, "row 3"),
         (4, "row 4"),
         (5, "row 5"),
     ]
@@ -223,3 +223,23 @@ def test_unreachable_server_and_mixed_flags(
     assert run(["provision", "list", "--database", str(db), "--admin", "ops"]) == 1
     assert "--admin and --password-file go with --server-url" in capsys.readouterr().err
     assert run(["provision", "list", "--server-url", "ftp://x", "--admin", "ops"]) == 1
+
+
+def test_bulk_report_reads_the_same_in_both_modes(
+    served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Grouped ``row N:`` lines and the summary, word for word, through the API or not."""
+    assert run(served.remote("provision", "site", "add", "north")) == 0
+    csv_path = tmp_path / "fleet.csv"
+    csv_path.write_text(
+        "serial,site\nSN-1,north\nSN-2,atlantis\nbad serial!,north\nSN-4,atlantis\n",
+        encoding="utf-8",
+    )
+    argv = ["provision", "add", "--csv", str(csv_path), "--dry-run"]
+    capsys.readouterr()
+    assert run(served.remote(*argv)) == 1
+    remote = capsys.readouterr().out
+    assert run([*argv, "--database", str(served.db)]) == 1
+    assert capsys.readouterr().out == remote
+    assert f"{csv_path}: rows 3, 5: unknown site 'atlantis' (kiosk provision site add," in remote
+    assert f"{csv_path}: row 4: serial must be" in remote

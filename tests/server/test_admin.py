@@ -207,3 +207,33 @@ async def test_bulk_with_row_numbers_and_bundle_facts(admin: TestClient) -> None
     assert len(bytes.fromhex(report["bundle"]["server_key"])) == 32
     resp = await admin.post("/v1/admin/devices", json={**body, "rows": [1]}, headers=headers)
     assert resp.status == 400 and "rows" in (await resp.json())["detail"]
+
+
+async def test_dry_run_invents_no_device_ids_and_errors_speak_api_fields(
+    admin: TestClient,
+) -> None:
+    """A dry run's new devices have no id yet (an id it showed would never exist), and a
+    refusal names what to send (``create_sites``), never a command line flag."""
+    headers = await login(admin)
+    body = {
+        "devices": [{"serial": "SN-1", "site": "north"}, {"serial": "SN-2", "site": "atlantis"}],
+        "dry_run": True,
+    }
+    resp = await admin.post("/v1/admin/devices", json=body, headers=headers)
+    report = await resp.json()
+    assert resp.status == 200 and report["created"] == 1
+    assert report["devices"] == [
+        {"row": 1, "serial": "SN-1", "device_id": None, "action": "created"}
+    ]
+    (error,) = report["errors"]
+    assert "create_sites" in error["error"] and "--" not in error["error"]
+    resp = await admin.post("/v1/admin/devices", json={**body, "dry_run": False}, headers=headers)
+    (done,) = (await resp.json())["devices"]
+    assert done["device_id"].startswith("k-")
+    key = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    resp = await admin.post(
+        "/v1/admin/devices/SN-1", json={"site": "north", "public_key": key}, headers=headers
+    )
+    assert resp.status == 409
+    text = await resp.text()
+    assert "rekey" in text and "--" not in text
