@@ -75,6 +75,32 @@ class TapResult:
 TapListener = Callable[[TapResult], Awaitable[None] | None]
 
 
+def log_tap(result: TapResult) -> None:
+    """One INFO line per tap, so ``journalctl -u siheyi-agent`` shows what the gate did
+    without the server: masked ID (never the clear number: the decision holds only the
+    masked one), outcome, reasons, playback latency, and whether it was decided offline.
+    The same values go along as ``extra=`` fields for ``--log-format json``."""
+    d = result.decision
+    latency = f"{result.latency_ms:.1f} ms" if result.latency_ms is not None else "silent"
+    log.info(
+        "tap %s: %s %s reasons=%s latency=%s offline=%s",
+        d.tap_id,
+        d.masked_id or "-",
+        d.outcome,
+        ",".join(d.reasons) or "-",
+        latency,
+        "yes" if d.offline else "no",
+        extra={
+            "tap_id": d.tap_id,
+            "masked_id": d.masked_id,
+            "outcome": d.outcome,
+            "reasons": list(d.reasons),
+            "latency_ms": None if result.latency_ms is None else round(result.latency_ms, 1),
+            "offline": d.offline,
+        },
+    )
+
+
 class CredentialSource(Protocol):
     """What the agent needs of a credential source: `CardReader` (direct), `McuLink` (reader
     behind an MCU), `QrScanner` (camera) or `SsCardReader` (social-security card)."""
@@ -370,6 +396,7 @@ class Agent:
 
     async def _tell(self, result: TapResult) -> TapResult:
         self.counters.told(result)
+        log_tap(result)
         for listener in self._listeners:
             maybe = listener(result)
             if maybe is not None:
