@@ -107,3 +107,22 @@ async def test_quiet_audio_option_plays_silence(kiosk: Kiosk) -> None:
     code, out = await _doctor("--config", str(_toml(kiosk)), "--json", "--quiet-audio")
     audio = next(c for c in json.loads(out)["checks"] if c["name"] == "audio")
     assert code == 0 and audio["detail"].endswith("played 0.2 s of silence (--quiet-audio)")
+
+
+async def test_the_boot_guard_judges_the_real_doctor(kiosk: Kiosk) -> None:
+    """The guard's command line (``--quiet-audio``) and JSON reading against the real
+    ``kiosk doctor``: a reader that is not plugged in fails on the new release and on the
+    previous one alike, so it is the place's fault; with nothing to compare, the release's."""
+    import sys
+
+    from device.update.bootguard import judge_doctor, run_doctor_once
+
+    exe = Path(sys.executable).with_name("kiosk")
+    toml = _toml(kiosk, url=str(kiosk.tmp_path / "ttyUSB9"))
+    result = await asyncio.to_thread(run_doctor_once, exe, toml, 60.0)
+    assert result.checks is not None and list(result.checks) == list(CHECKS)
+    assert (result.exit_status, result.checks["serial_port"]) == (1, "fail")
+    assert result.checks["audio"] == "ok"
+    assert await asyncio.to_thread(judge_doctor, exe, exe, toml, 60.0) == ""
+    alone = await asyncio.to_thread(judge_doctor, exe, None, toml, 60.0)
+    assert alone.startswith("kiosk doctor failed (exit 1): ") and "serial_port" in alone
