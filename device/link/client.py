@@ -482,9 +482,9 @@ class ServerClient:
 
     async def heartbeat(self, status: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
         """Report health; the answer's fleet configuration is kept and announced on change."""
-        answer = await self.post(
-            "/v1/heartbeat", {**status, "sent_at": int(self._wall_clock())}, timeout_s
-        )
+        # to the millisecond: a whole second would report 0-1 s of skew that is not there
+        sent_at = round(self._wall_clock(), 3)
+        answer = await self.post("/v1/heartbeat", {**status, "sent_at": sent_at}, timeout_s)
         typed = checked(answer, wire.HeartbeatAnswer, "/v1/heartbeat")
         if typed.config_version != self.config_version:
             self.config_version, self.config = typed.config_version, typed.config
