@@ -248,9 +248,20 @@ def describe_bounds(info: mi.Type) -> str:
             return "non-blank"
         if info.pattern is not None:
             return f"matching {_code(info.pattern)}"
-        return "non-empty" if info.min_length else ""
+        return _length(info.min_length, info.max_length)
     if isinstance(info, mi.UnionType):
         return " or ".join(filter(None, (describe_bounds(t) for t in info.types)))
+    return ""
+
+
+def _length(low: int | None, high: int | None) -> str:
+    """Both bounds of a string's length when it has both (``1..100 characters``): "non-empty"
+    alone hid the upper bound (and was the whole error for a string too long). An upper
+    bound alone is left to msgspec's own words (``length <= 100``), which are exact."""
+    if low and high is not None:
+        return f"{low}..{high} characters"
+    if low:
+        return "non-empty" if low == 1 else f"at least {low} characters"
     return ""
 
 

@@ -20,6 +20,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import msgspec.inspect as mi
 from msgspec import UNSET, Meta, Struct, UnsetType, ValidationError, field
 
 from core.idnumbers import is_masked_id
@@ -40,16 +41,21 @@ _ECHO = re.compile(r"^Invalid (?:enum )?value .*$", re.DOTALL)
 _NAMED = re.compile(r"^(?P<field>[A-Za-z_][A-Za-z0-9_]*): (?P<why>.*)$", re.DOTALL)
 
 
-def error_text(exc: ValidationError, where: str = "") -> str:
+def error_text(exc: ValidationError, where: str = "", model: Any = None) -> str:
     """msgspec's message as ``path: why``, the path in this API's ``events[3].seq`` style.
 
     One style on both ends, the one docs/api.md shows (``body`` for the whole document);
     msgspec's ``$.events[3].seq`` is rewritten into it. A message that would quote the
     refused value is replaced: the value may be personal data. ``where`` prefixes the path.
+    With the ``model`` decoded into, a length error states both bounds (``of length
+    1..64``): msgspec names only the one broken, and ``<= 64`` reads as if empty were fine.
     """
     parts = _AT.match(str(exc))
     assert parts is not None  # the pattern matches any text
-    message, path = parts["message"], join_path(where, (parts["path"] or "").lstrip("."))
+    inner = (parts["path"] or "").lstrip(".")
+    message, path = parts["message"], join_path(where, inner)
+    if model is not None and _LENGTH.match(message):
+        message = _both_bounds(message, model, inner)
     missing = _MISSING.match(message)
     if missing:
         return f"{join_path(path, missing['field'])}: required"
@@ -61,6 +67,50 @@ def error_text(exc: ValidationError, where: str = "") -> str:
     elif message.startswith("Expected `object`") and not path:
         return "body must be a JSON object"
     return f"{path or 'body'}: {message[:1].lower()}{message[1:]}"
+
+
+_LENGTH = re.compile(r"^Expected `(?:str|array|object)` of length [<>]= \d+$")
+_STEP = re.compile(r"\[\d+\]|[^.\[\]]+")
+
+
+def _both_bounds(message: str, model: Any, path: str) -> str:
+    """``Expected `str` of length <= 64`` → ``… of length 1..64`` when the field at ``path``
+    of ``model`` also has a lower bound; the message unchanged when it has none (or the
+    path cannot be followed)."""
+    info: Any = mi.type_info(model)
+    for step in _STEP.findall(path):
+        info = _step(info, step)
+        if info is None:
+            return message
+    info = _bare(info)
+    low, high = getattr(info, "min_length", None), getattr(info, "max_length", None)
+    if not low or high is None:
+        return message
+    return f"{message.split(' of length ')[0]} of length {low}..{high}"
+
+
+def _bare(info: Any) -> Any:
+    """The type under its metadata; the one non-null member of an optional."""
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    if isinstance(info, mi.UnionType):
+        members = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        if len(members) == 1:
+            return _bare(members[0])
+    return info
+
+
+def _step(info: Any, step: str) -> Any:
+    """The type one path step (a field name, ``[3]`` or a dict key) below ``info``."""
+    info = _bare(info)
+    if isinstance(info, mi.UnionType):  # tagged structs: the first member with the field
+        found = (_step(member, step) for member in info.types)
+        return next((t for t in found if t is not None), None)
+    if step.startswith("["):
+        return info.item_type if isinstance(info, mi.ListType | mi.VarTupleType) else None
+    if isinstance(info, mi.StructType):
+        return next((f.type for f in info.fields if f.encode_name == step), None)
+    return info.value_type if isinstance(info, mi.DictType) else None
 
 
 def join_path(parent: str, child: str) -> str:

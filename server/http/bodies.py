@@ -104,7 +104,7 @@ def decode_body(raw: bytes, model: type[T]) -> T:
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise BadRequest(error_text(exc)) from exc
+        raise BadRequest(error_text(exc, model=model)) from exc
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(_malformed(raw)) from exc
 
@@ -132,7 +132,7 @@ def convert(value: Any, model: type[T], where: str = "") -> T:
     try:
         return msgspec.convert(value, model)
     except msgspec.ValidationError as exc:
-        raise BadRequest(error_text(exc, where)) from exc
+        raise BadRequest(error_text(exc, where, model)) from exc
 
 
 def refuse_clear_ids(value: Any, where: str = "", counters: Collection[str] = ()) -> None:
