@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
+from email.parser import HeaderParser
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +30,8 @@ VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 #: A wheel file name (the distribution, version and tags, ``.whl``), safe as a path part.
 WHEEL_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,190}\.whl")
 _KEY_HEX = re.compile(r"[0-9a-f]{64}")
+#: METADATA is a few KB; more is no wheel pip made (and would cost memory to read).
+MAX_METADATA_BYTES = 1024 * 1024
 
 
 class ReleaseError(SettingError):
@@ -80,3 +84,25 @@ def verify_release(
         raise ReleaseError(
             f"release {version} ({filename}) is not signed by the pinned release key"
         ) from exc
+
+
+def wheel_metadata_version(archive: zipfile.ZipFile) -> str:
+    """The ``Version:`` of the wheel's one top-level ``*.dist-info/METADATA``: the version a
+    kiosk reports once it runs the release (so the one a release must be published as)."""
+    found = [
+        info
+        for info in archive.infolist()
+        if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
+    ]
+    if len(found) != 1:
+        raise ReleaseError(f"wheel: {len(found)} *.dist-info/METADATA files, a wheel has one")
+    if found[0].file_size > MAX_METADATA_BYTES:
+        raise ReleaseError("wheel: METADATA is too large")
+    try:
+        text = archive.read(found[0]).decode("utf-8")
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise ReleaseError(f"wheel: unreadable METADATA ({exc})") from exc
+    version = HeaderParser().parsestr(text).get("Version")
+    if not version or not str(version).strip():
+        raise ReleaseError("wheel: METADATA has no Version")
+    return str(version).strip()

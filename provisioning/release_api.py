@@ -1,7 +1,7 @@
 """The release and rollout admin API as an HTTP client, and the release key's files.
 
 ``provisioning`` reaches the server only through its API, so answers are decoded as plain
-JSON here (their models are server/releases/wire.py; the CLI tests run against the real
+JSON here (their models are core/wire_releases.py; the CLI tests run against the real
 server, which keeps the two in step). Logging in works as for ``kiosk provision
 --server-url``: an admin's token kept per server URL, 0600 (:class:`RemoteFleet`).
 """
@@ -12,23 +12,27 @@ import base64
 import json
 import os
 import zipfile
-from email.parser import HeaderParser
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.errors import SettingError
-from core.releases import check_filename, check_version, file_sha256, sign_release
+from core.releases import (
+    ReleaseError,
+    check_filename,
+    check_version,
+    file_sha256,
+    sign_release,
+    wheel_metadata_version,
+)
 from provisioning.errors import (
     InvalidField,
     LoginFailed,
     ProvisioningError,
     Refused,
     StoreError,
-    Unavailable,
 )
 from provisioning.remote import RemoteFleet
 
@@ -43,19 +47,8 @@ class ReleaseApi(RemoteFleet):
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One request with the admin's token (one new login if it is refused); the JSON
         answer, or the server's refusal as a :class:`ProvisioningError`."""
-        data = None if body is None else msgspec.json.encode(body)
-        token, fresh = self._token()
-        status, raw, retry = self._send(method, path, data, token)
-        if status == 401 and not fresh:
-            username = self._username()
-            self.tokens.put(self.url, None)  # refused: never offered again
-            status, raw, retry = self._send(method, path, data, self._login(username))
-        if status != 200:
-            raise self._problem(status, raw, retry, path)
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise Unavailable(f"{self.url}{path}: unexpected answer: {exc}") from exc
+        answer: type[Any] = object  # plain JSON: msgspec decodes ``object`` as any value
+        return self._call(method, path, cast(Any, body), answer)
 
     def _problem(self, status: int, raw: bytes, retry: str, path: str) -> ProvisioningError:
         try:
@@ -119,15 +112,11 @@ def wheel_version(path: Path) -> str:
     """The ``Version:`` of the wheel's ``*.dist-info/METADATA``."""
     try:
         with zipfile.ZipFile(path) as wheel:
-            names = [n for n in wheel.namelist() if n.count("/") == 1]
-            metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
-            text = wheel.read(metadata).decode("utf-8")
-    except (OSError, zipfile.BadZipFile, StopIteration, UnicodeDecodeError) as exc:
+            return wheel_metadata_version(wheel)
+    except (OSError, zipfile.BadZipFile) as exc:
         raise InvalidField(f"{path}: not a wheel with a METADATA file ({exc})") from exc
-    version = HeaderParser().parsestr(text).get("Version")
-    if not version:
-        raise InvalidField(f"{path}: METADATA has no Version")
-    return str(version).strip()
+    except ReleaseError as exc:
+        raise InvalidField(f"{path}: {exc}") from exc
 
 
 def release_version(path: Path, given: str | None) -> str:

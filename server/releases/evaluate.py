@@ -28,11 +28,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core.wire_releases import RolloutInfo, WaveStatus
 from server.events import presence
 from server.releases import rollouts
 from server.releases.layers import covers, load_layers
 from server.releases.waves import band, percentile, wave_of
-from server.releases.wire import RolloutInfo, WaveStatus
 from server.storage.connection import Connection
 from server.storage.db import lock, transaction
 

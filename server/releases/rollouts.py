@@ -14,11 +14,11 @@ from typing import Any, cast
 
 from core.errors import SettingError
 from core.releases import check_version
+from core.wire_releases import RolloutInfo, RolloutRequest, RolloutState, Scope
 from server.releases import store
 from server.releases.errors import Conflict, NotFound, ReleaseProblem
 from server.releases.layers import set_layer
 from server.releases.waves import check_waves
-from server.releases.wire import RolloutInfo, RolloutRequest, RolloutState, Scope
 from server.storage.connection import Connection
 from server.storage.db import lock
 

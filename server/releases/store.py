@@ -17,9 +17,9 @@ from typing import Any
 
 from core.errors import SettingError
 from core.releases import check_filename, check_version, verify_release
+from core.wire_releases import ReleaseInfo, ReleaseUpload
 from server.releases.errors import Conflict, NotFound, ReleaseProblem
 from server.releases.wheels import check_versions
-from server.releases.wire import ReleaseInfo, ReleaseUpload
 from server.storage.connection import Connection
 
 _COLUMNS = "version, filename, sha256, signature, size, published_at, published_by"

@@ -20,6 +20,15 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from core.wire_releases import (
+    MAX_WHEEL_BYTES,
+    ReleaseList,
+    ReleasePublished,
+    ReleaseUpload,
+    RolloutInfo,
+    RolloutList,
+    RolloutRequest,
+)
 from server.appkeys import ADMIN, CLOCK, CONFIG, DATABASE, DEVICE
 from server.fleet.sessions import now_iso
 from server.http.bodies import decode_body, read_raw
@@ -31,15 +40,6 @@ from server.releases.errors import ReleaseProblem
 from server.releases.heartbeat import ReleaseCache, cache_for
 from server.releases.layers import winning
 from server.releases.settings import settings_of
-from server.releases.wire import (
-    MAX_WHEEL_BYTES,
-    ReleaseList,
-    ReleasePublished,
-    ReleaseUpload,
-    RolloutInfo,
-    RolloutList,
-    RolloutRequest,
-)
 from server.storage.connection import Connection
 from server.storage.db import transaction
 

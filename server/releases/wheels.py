@@ -12,36 +12,20 @@ from __future__ import annotations
 
 import io
 import zipfile
-from email.parser import HeaderParser
 
+from core.releases import ReleaseError, wheel_metadata_version
 from server.releases.errors import ReleaseProblem
-
-#: METADATA is a few KB; more is no wheel pip made (and would cost memory to read).
-MAX_METADATA_BYTES = 1024 * 1024
 
 
 def metadata_version(wheel: bytes) -> str:
     """The ``Version:`` of the wheel's one top-level ``*.dist-info/METADATA``."""
     try:
         with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
-            found = [
-                info
-                for info in archive.infolist()
-                if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
-            ]
-            if len(found) != 1:
-                raise ReleaseProblem(
-                    f"wheel: {len(found)} *.dist-info/METADATA files, a wheel has one"
-                )
-            if found[0].file_size > MAX_METADATA_BYTES:
-                raise ReleaseProblem("wheel: METADATA is too large")
-            text = archive.read(found[0]).decode("utf-8")
-    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, EOFError) as exc:
+            return wheel_metadata_version(archive)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ReleaseProblem(f"wheel: not a wheel with a METADATA file ({exc})") from exc
-    version = HeaderParser().parsestr(text).get("Version")
-    if not version or not str(version).strip():
-        raise ReleaseProblem("wheel: METADATA has no Version")
-    return str(version).strip()
+    except ReleaseError as exc:
+        raise ReleaseProblem(str(exc)) from exc
 
 
 def filename_version(filename: str) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from core.wire_releases import ReleaseUpload, RolloutRequest
 from server.board import pages
 from server.releases import rollouts, store
-from server.releases.wire import ReleaseUpload, RolloutRequest
 from server.storage.db import connect, transaction
 from tests.board.support import board_app
 from tests.releases.support import Client, add_kiosks, beat, tokens, upload_body

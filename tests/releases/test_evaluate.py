@@ -9,9 +9,9 @@ from pathlib import Path
 
 import msgspec
 
+from core.wire_releases import ReleaseUpload, RolloutRequest
 from server.releases import evaluate, rollouts, store
 from server.releases.waves import percentile
-from server.releases.wire import ReleaseUpload, RolloutRequest
 from server.storage.db import connect, transaction
 from tests.releases.support import Client, add_kiosks, beat, tokens, upload_body
 
