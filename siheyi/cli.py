@@ -145,18 +145,22 @@ def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The command line; with ``only="device"`` just the agent's verbs, so the agent on a Pi
-    does not import the server and OpenCV (for `kiosk camera scan`) that it never runs:
-    ~48 MB of its resident memory (bench/RESULTS.md, "Kiosk resources")."""
+    """The command line; with ``only="device"`` (or ``"doctor"``) just those verbs, so the
+    agent on a Pi does not import the server and OpenCV (for `kiosk camera scan`) that it
+    never runs: ~48 MB of its resident memory (bench/RESULTS.md, "Kiosk resources")."""
     parser = argparse.ArgumentParser(prog="kiosk", description="Siheyi four-in-one kiosks")
     parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     logsetup.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    from device.doctor import cli as doctor_cli
+
     if only == "device":
         _register_device(sub)
         return parser
-    from device.doctor import cli as doctor_cli
+    if only == "doctor":  # the boot guard runs it on every trial start
+        doctor_cli.register(sub)
+        return parser
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from provisioning import release_cli
@@ -182,7 +186,8 @@ def _command(words: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser("device" if _command(words) == "device" else None)
+    command = _command(words)
+    parser = build_parser(command if command in ("device", "doctor") else None)
     args = parser.parse_args(words)
     try:  # every handler masks ID numbers (siheyi/logsetup.py)
         logsetup.configure_from_args(args)

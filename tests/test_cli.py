@@ -48,6 +48,11 @@ def test_the_agent_command_line_leaves_the_server_and_opencv_unloaded(tmp_path: 
     )
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
     assert "missing.toml" in done.stderr  # the config error is still reported
+    doctor = probe.replace("['device', 'run',", "['doctor', '--json',")
+    done = subprocess.run(
+        [sys.executable, "-c", doctor, str(missing)], capture_output=True, text=True, env=ENV
+    )
+    assert done.stdout.strip().endswith("2 []"), done.stdout + done.stderr
 
 
 def test_reader_decode_prints_json_per_frame_and_fails_on_a_bad_one() -> None:
