@@ -70,9 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help='one JSON object per tap on stdout, then one {"summary": …} object',
     )
-    parser.add_argument("--server-url", help="use this external server instead of the embedded one")
     parser.add_argument(
-        "--bundle", help="device bundle for --server-url (from `kiosk provision add`)"
+        "--server-url",
+        metavar="URL",
+        help="tap against this server instead of an embedded one (needs --bundle)",
+    )
+    parser.add_argument(
+        "--bundle",
+        metavar="FILE",
+        help="the kiosk's bundle for --server-url (from `kiosk provision add`)",
     )
     parser.add_argument(
         "--reuse-kiosk",
@@ -80,19 +86,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --server-url: run even if the bundle's kiosk already has audit history on"
         " the server (the demo's taps then become part of that kiosk's audit trail)",
     )
-    parser.add_argument("--people", type=int, default=1000, help="synthetic people (embedded)")
-    parser.add_argument("--seed", type=int, default=2022, help="demo data seed")
-    parser.add_argument("--host", default="127.0.0.1", help="embedded server address")
-    parser.add_argument("--port", type=int, default=8080, help="embedded server port (0 = any)")
-    parser.add_argument("--workdir", help="keep state here (default: a temporary directory)")
+    parser.add_argument(
+        "--people",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="synthetic people the server knows (default 1000; with --server-url: as many as"
+        " `kiosk server init-demo-data` loaded there)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=2022,
+        metavar="S",
+        help="seed of the people and of the taps: the same seed, the same run (default 2022)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="embedded server address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        metavar="P",
+        help="embedded server port (default 8080, any free one if taken; 0 = any)",
+    )
+    parser.add_argument(
+        "--workdir", metavar="DIR", help="keep state here (default: a temporary directory)"
+    )
     parser.add_argument(
         "--player",
         default="auto",
-        help="audio player: auto (aplay when a sound card exists, else file sink), aplay, null, "
-        "file:DIR",
+        help="audio player: auto (aplay when a sound card exists, else file:WORKDIR/played),"
+        " aplay, null, or file:DIR (a copy of each prompt, named after its outcome:"
+        " DIR/000001-pass.wav, 000002-check.wav, …)",
     )
-    parser.add_argument("--interval", type=float, default=1.5, help="seconds between taps")
-    parser.add_argument("--deadline", type=float, default=1.2, help="lookup deadline in seconds")
+    parser.add_argument(
+        "--interval", type=float, default=1.5, metavar="S", help="seconds between taps (1.5)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=1.2,
+        metavar="S",
+        help="seconds the kiosk waits for the server before deciding offline (1.2)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

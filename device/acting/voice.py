@@ -301,6 +301,11 @@ class Player(abc.ABC):
     def play(self, path: Path, text: str | None = None) -> None:
         """Start playing ``path`` (``text`` is what it says, for recording backends)."""
 
+    def play_for(self, path: Path, text: str | None, outcome: str | None) -> None:
+        """Play the prompt said for ``outcome`` (``pass``, ``check``, ``fault`` …; None for
+        one that is no tap's). Only a player that keeps what it plays needs to know it."""
+        self.play(path, text)
+
     @abc.abstractmethod
     def stop(self) -> None:
         """Stop the prompt playing now, if any."""
@@ -466,7 +471,10 @@ class NullPlayer(Player):
 
 
 class FileSinkPlayer(Player):
-    """Copies each played clip into a directory as ``NNNNNN-<clip name>`` (recording sink).
+    """Copies each played clip into a directory as ``NNNNNN-<outcome>.wav`` (recording sink):
+    ``000001-pass.wav``, ``000002-check.wav``; ``NNNNNN-prompt.wav`` for a prompt that is no
+    tap's (the doctor's speak test). The clip's own name is a hash of its text, which told a
+    person listening through a demo's files nothing.
 
     Lets a demo or an end-to-end test check afterwards what the kiosk said and in which
     order, with real files. Numbering continues after files already in the directory. Each
@@ -474,6 +482,7 @@ class FileSinkPlayer(Player):
     """
 
     _NUMBERED: Final = re.compile(r"^(\d{6})-")
+    _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]")  # an outcome is a file name's part
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -488,13 +497,18 @@ class FileSinkPlayer(Player):
         self._closed = False
 
     def play(self, path: Path, text: str | None = None) -> None:
-        """Copy ``path`` into the sink with the next sequence number."""
+        """Copy ``path`` into the sink as the next ``NNNNNN-prompt.wav``."""
+        self.play_for(path, text, None)
+
+    def play_for(self, path: Path, text: str | None, outcome: str | None) -> None:
+        """Copy ``path`` into the sink as the next ``NNNNNN-<outcome>.wav``."""
+        label = self._UNSAFE.sub("_", outcome or "") or "prompt"
         with self._lock:
             if self._closed:
                 raise PlayerError("player is closed")
             _require_clip(path)
             self._seq += 1
-            target = self.directory / f"{self._seq:06d}-{Path(path).name}"
+            target = self.directory / f"{self._seq:06d}-{label}.wav"
             tmp = self.directory / f".{target.name}.tmp"
             try:
                 shutil.copyfile(path, tmp)
@@ -637,7 +651,10 @@ class Voice:
                 raise VoiceError(f"prompt not rendered yet and no fallback: {text!r}")
             log.warning("prompt %r not rendered yet: playing fallback %s", text, clip.name)
         started = await self._call_player(
-            lambda: self._play_and_time(clip, text), self.play_timeout_s, "play", exclusive=True
+            lambda: self._play_and_time(clip, text, outcome),
+            self.play_timeout_s,
+            "play",
+            exclusive=True,
         )
         self.last_started = started
         return started
@@ -686,8 +703,8 @@ class Voice:
 
         self._renders[text] = asyncio.create_task(render(), name="voice-render")
 
-    def _play_and_time(self, clip: Path, text: str) -> float:
-        self.player.play(clip, text)
+    def _play_and_time(self, clip: Path, text: str, outcome: str | None) -> float:
+        self.player.play_for(clip, text, outcome)
         return time.monotonic()
 
     async def _call_player(

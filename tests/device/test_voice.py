@@ -236,19 +236,44 @@ def test_mock_player_records_and_fails_on_demand(tmp_path: Path, clip: Path) -> 
         player.play(clip)
 
 
-def test_file_sink_numbers_clips_in_play_order(tmp_path: Path, clip: Path) -> None:
+def test_file_sink_names_clips_after_their_outcome_in_play_order(
+    tmp_path: Path, clip: Path
+) -> None:
+    """``000001-pass.wav`` says what the kiosk said; the clip's own name is a hash."""
     sink = tmp_path / "sink"
     player = FileSinkPlayer(sink)
-    player.play(clip)
-    player.play(clip)
+    player.play_for(clip, PASS_TEXT, "pass")
+    player.play_for(clip, "非绿码请核查", "check")
+    player.play(clip, "doctor")  # no tap's prompt (the doctor's speak test)
+    player.play_for(clip, None, "../odd outcome")  # never a path outside the sink
     names = [p.name for p in player.recorded()]
-    assert names == [f"000001-{clip.name}", f"000002-{clip.name}"]
+    assert names == [
+        "000001-pass.wav",
+        "000002-check.wav",
+        "000003-prompt.wav",
+        "000004-___odd_outcome.wav",
+    ]
     assert (sink / names[0]).read_bytes() == clip.read_bytes()
     player.close()
     again = FileSinkPlayer(sink)  # numbering continues after a restart
-    again.play(clip)
-    assert again.recorded()[-1].name == f"000003-{clip.name}"
+    again.play_for(clip, PASS_TEXT, "pass")
+    assert again.recorded()[-1].name == "000005-pass.wav"
     again.close()
+
+
+async def test_voice_tells_a_file_sink_the_outcome(
+    tmp_path: Path, shared_renderer: PromptRenderer
+) -> None:
+    """Through Voice.say, as the agent speaks a decision (and a fallback clip too)."""
+    sink = FileSinkPlayer(tmp_path / "played")
+    v = Voice(shared_renderer, sink, PROMPTS, play_timeout_s=2.0)
+    await v.start()
+    try:
+        await v.say(PASS_TEXT, outcome="pass")
+        await v.say("一个还没有渲染的提示", outcome="check")  # plays the check clip for now
+    finally:
+        await v.close()
+    assert [p.name for p in sink.recorded()] == ["000001-pass.wav", "000002-check.wav"]
 
 
 def test_null_player_drops_everything(tmp_path: Path) -> None:
