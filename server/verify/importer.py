@@ -5,6 +5,10 @@ Every row is checked (header, ID checksum or permit-number shape, ISO 8601 times
 an offset, enums, dose ≥ 1) and every problem reported with its row number (the header is
 row 1) and column. By default a file with any bad row imports nothing (one transaction);
 ``skip_bad`` imports the good rows. Keyed tables are upserted, so re-importing a file is harmless.
+
+``site_people`` names sites: a row whose site is not registered is refused (a typo would
+otherwise expect people at a site no kiosk belongs to, silently), unless ``create_sites``
+registers them, like ``kiosk provision add --csv --create-sites``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from server.storage.db import connect, durable
 from server.verify.qr import token_digest
 
 log = logging.getLogger(__name__)
+
+#: What to do about a site that is not registered (``kiosk server import``'s words).
+UNKNOWN_SITE_HINT = "register it with kiosk provision site add, or import with --create-sites"
 
 Params = tuple[Any, ...]
 
@@ -240,6 +247,8 @@ class Kind:
     parse: Callable[[_Row], Params]
     upsert: str
     prepare: Callable[[Connection, Sequence[Params]], Sequence[Params]] | None = None
+    #: Which parameter is a site that must be registered (``sites``), if any.
+    site_param: int | None = None
 
 
 KINDS: Mapping[str, Kind] = {
@@ -277,6 +286,7 @@ KINDS: Mapping[str, Kind] = {
         _site_person,
         "INSERT INTO site_people (site, id_number) VALUES (?, ?)"
         " ON CONFLICT (site, id_number) DO NOTHING",
+        site_param=0,
     ),
     # Not a source table either: QR token → person for the health-code source, by SHA-256.
     "qr_token": Kind(
@@ -326,17 +336,18 @@ def import_rows(
     skip_bad: bool = False,
     source: str = "<rows>",
     prior_errors: Sequence[RowError] = (),
+    create_sites: bool = False,
 ) -> ImportReport:
     """Validate numbered rows (``(row_number, {column: text})``) and upsert them.
 
     ``prior_errors`` are problems found while reading (rows that could not even be split
     into fields); they count as bad rows. With ``skip_bad`` false, any bad row means nothing
-    is written.
+    is written. A site that is not registered is a bad row unless ``create_sites``.
     """
     spec = _kind(kind)
     report = ImportReport(kind, source, errors=list(prior_errors))
     report.rows = len({e.row for e in prior_errors})
-    good: list[Params] = []
+    parsed: list[tuple[int, Params]] = []
     for number, values in rows:
         report.rows += 1
         row = _Row(number, values)
@@ -344,7 +355,11 @@ def import_rows(
         if row.errors:
             report.errors.extend(row.errors)
         else:
-            good.append(params)
+            parsed.append((number, params))
+    new_sites: set[str] = set()
+    if spec.site_param is not None:
+        parsed, new_sites = _check_sites(conn, spec.site_param, parsed, create_sites, report)
+    good = [params for _, params in parsed]
     report.errors.sort(key=lambda e: e.row)
     bad_rows = len({e.row for e in report.errors})
     if report.errors and not skip_bad:
@@ -352,9 +367,34 @@ def import_rows(
         return report
     report.skipped = bad_rows
     with durable(conn):
+        conn.executemany(
+            "INSERT INTO sites (site) VALUES (?) ON CONFLICT (site) DO NOTHING",
+            [(site,) for site in sorted(new_sites)],
+        )
         conn.executemany(spec.upsert, spec.prepare(conn, good) if spec.prepare else good)
     report.imported = len(good)
     return report
+
+
+def _check_sites(
+    conn: Connection,
+    at: int,
+    parsed: list[tuple[int, Params]],
+    create: bool,
+    report: ImportReport,
+) -> tuple[list[tuple[int, Params]], set[str]]:
+    """The rows whose site is registered, and the unknown sites to register (``create``);
+    without ``create`` each row naming an unknown site becomes a row error."""
+    known = {row[0] for row in conn.execute("SELECT site FROM sites")}
+    unknown = {params[at] for _, params in parsed} - known
+    if create or not unknown:
+        return parsed, unknown
+    report.errors.extend(
+        RowError(number, "site", f"unknown site {params[at]!r} ({UNKNOWN_SITE_HINT})")
+        for number, params in parsed
+        if params[at] in unknown
+    )
+    return [(n, p) for n, p in parsed if p[at] not in unknown], set()
 
 
 def _read_csv(kind: str, csv_path: Path) -> tuple[list[tuple[int, dict[str, str]]], list[RowError]]:
@@ -391,7 +431,12 @@ def _read_csv(kind: str, csv_path: Path) -> tuple[list[tuple[int, dict[str, str]
 
 
 def import_csv(
-    db_path: str | Path, kind: str, csv_path: str | Path, *, skip_bad: bool = False
+    db_path: str | Path,
+    kind: str,
+    csv_path: str | Path,
+    *,
+    skip_bad: bool = False,
+    create_sites: bool = False,
 ) -> ImportReport:
     """Import one CSV file of ``kind`` into the database at ``db_path``.
 
@@ -406,7 +451,13 @@ def import_csv(
         return ImportReport(kind, str(csv_path), errors=problems)
     with connect(db_path) as conn:
         report = import_rows(
-            conn, kind, rows, skip_bad=skip_bad, source=str(csv_path), prior_errors=problems
+            conn,
+            kind,
+            rows,
+            skip_bad=skip_bad,
+            source=str(csv_path),
+            prior_errors=problems,
+            create_sites=create_sites,
         )
     log.info(
         "imported %d of %d %s rows from %s (%d bad)",

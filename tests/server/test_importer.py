@@ -11,7 +11,7 @@ import pytest
 from core.idnumbers import make_id_number
 from server import cli
 from server.errors import ImportFormatError
-from server.storage.db import connect
+from server.storage.db import connect, transaction
 from server.verify.importer import RowError, import_csv
 
 from .conftest import write_csv
@@ -337,6 +337,8 @@ def test_cli_config_gives_the_same_database_as_run(
 def test_site_people_import(
     tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with connect(db_path) as conn, transaction(conn):
+        conn.execute("INSERT INTO sites (site) VALUES ('site-a'), ('site-b')")
     rows = [
         ("site-a", A),
         (" site-a ", A.lower()),  # same person again (trimmed, upper-cased): harmless
@@ -368,3 +370,31 @@ def test_site_people_import(
         (1, "id_number", "missing column"),
         (1, "id", "unknown column"),
     ]
+
+
+def test_site_people_of_an_unknown_site_are_refused_unless_sites_are_created(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """A typo in a site name would expect people at a site no kiosk belongs to, silently."""
+    with connect(db_path) as conn, transaction(conn):
+        conn.execute("INSERT INTO sites (site) VALUES ('north')")
+    path = write_csv(
+        tmp_path / "sp.csv", ["site", "id_number"], [("north", A), ("nroth", B), ("nroth", C)]
+    )
+    report = import_csv(db_path, "site_people", path)
+    assert report.imported == 0 and [(e.row, e.column) for e in report.errors] == [
+        (3, "site"),
+        (4, "site"),
+    ]
+    assert "unknown site 'nroth'" in str(report.errors[0])
+    assert "--create-sites" in str(report.errors[0])
+    skipped = import_csv(db_path, "site_people", path, skip_bad=True)
+    assert (skipped.imported, skipped.skipped) == (1, 2)
+    assert count(db_path, "sites") == 1
+    created = import_csv(db_path, "site_people", path, create_sites=True)
+    assert created.ok and created.imported == 3
+    with connect(db_path) as conn:
+        sites = sorted(row[0] for row in conn.execute("SELECT site FROM sites"))
+        people = sorted(conn.execute("SELECT site, id_number FROM site_people"))
+    assert sites == ["north", "nroth"]
+    assert people == sorted([("north", A), ("nroth", B), ("nroth", C)])
