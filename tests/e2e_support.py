@@ -135,3 +135,8 @@ def audit_rows(db: Path) -> list[sqlite3.Row]:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def reader_ready(agent: Agent) -> None:
+    """Until the agent's reader is connected: the first step of every tap test."""
+    await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))

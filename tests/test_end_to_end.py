@@ -27,6 +27,7 @@ from tests.e2e_support import (
     device_config,
     fleet,
     prompt_cache,
+    reader_ready,
     sim,
     tap,
     wait_for,
@@ -46,7 +47,7 @@ async def test_pass_tap_end_to_end(
             built_agent(config, bundle=fleet.bundle, player=player, pin_factory=factory)
         )
         relay = factory.pin(RELAY)
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         person = fleet.people["pass"][0]
         result = await tap(agent, sim, person)
 
@@ -89,7 +90,7 @@ async def test_every_outcome_spoken_and_only_pass_opens(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=factory
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         relay = factory.pin(RELAY)
         for outcome, prompt in (("check", "非绿码请核查"), ("nat_expired", "你的核酸结果已超时")):
             relay.clear_states()
@@ -113,7 +114,7 @@ async def test_server_stopped_gives_offline_prompt_within_deadline(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.offline and result.decision.outcome == "check"
         assert result.spoken and player.played[-1][1] == "非绿码请核查"
@@ -140,7 +141,7 @@ async def test_black_holed_server_prompt_within_deadline(
         async with built_agent(
             config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
         ) as agent:
-            await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+            await reader_ready(agent)
             result = await tap(agent, sim, fleet.people["pass"][0])
             assert result.decision.offline and result.decision.outcome == "check"
             assert result.latency_ms is not None and 550 <= result.latency_ms <= 1100
@@ -160,7 +161,7 @@ async def test_missing_audio_device_is_a_logged_fault_not_a_lost_tap(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=factory
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.outcome == "pass" and not result.spoken
 
@@ -186,13 +187,13 @@ async def test_reader_unplug_is_a_recorded_spoken_fault(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=factory
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         buzzer = factory.pin(23)
         sim.unplug()
         await wait_for(lambda: _true("设备故障，请联系工作人员" in player.texts))
         assert True in [s.state for s in buzzer.states]
         sim.replug()
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.outcome == "pass"
 
@@ -216,7 +217,7 @@ async def test_unreadable_card_gets_invalid_credential_prompt(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         results: asyncio.Queue[TapResult] = asyncio.Queue()
         agent.add_listener(results.put_nowait)
         broken = {**card(fleet.people["pass"][0]), "name": "\ud800"}  # text that cannot decode
@@ -244,7 +245,7 @@ async def test_agent_without_voice_still_decides_and_records_the_fault(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=factory
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.outcome == "pass" and not result.spoken
         await asyncio.sleep(0.1)
@@ -292,7 +293,7 @@ async def test_noise_instead_of_a_read_reply_is_an_unreadable_tap_within_budget(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, fleet.people["pass"][0])
         assert result.decision.outcome == "invalid_credential"
         assert result.decision.reasons == ("unreadable_card",)

@@ -41,6 +41,7 @@ from tests.e2e_support import (
     audit_rows,
     device_config,
     prompt_cache,
+    reader_ready,
     sim,
     tap,
     wait_for,
@@ -109,7 +110,7 @@ async def faulty(tmp_path: Path) -> AsyncIterator[tuple[Fleet, Any]]:
 
 async def warm(agent: Agent, sim: SimulatedReaderPort, person: str) -> None:
     """One online tap so the kiosk knows the person and trusts its clock."""
-    await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+    await reader_ready(agent)
     online = await tap(agent, sim, person)
     assert not online.decision.offline and online.decision.outcome == "pass"
     await agent._verifier.flush()
@@ -201,7 +202,7 @@ async def test_one_upstream_source_slow_or_down(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         # a person the server already looked up: the NAT source's last-known value stands in
         known = fleet.people["pass"][0]
         assert (await tap(agent, sim, known)).decision.outcome == "pass"
@@ -244,7 +245,7 @@ async def test_dns_never_resolves(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory(), client=client
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await tap(agent, sim, STRANGER)
         assert result.decision.offline and result.decision.outcome == "check"
         assert result.latency_ms is not None and result.latency_ms <= BUDGET_MS
@@ -265,7 +266,7 @@ async def test_audio_player_missing_or_hanging(
     async with built_agent(
         config, bundle=fleet.bundle, player=player, pin_factory=factory
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         result = await asyncio.wait_for(
             tap(agent, sim, fleet.people["pass"][0]), BUDGET_MS / 1000 + 1
         )
@@ -294,7 +295,7 @@ async def test_journal_disk_full_keeps_deciding_and_loses_nothing(
         pin_factory=MockFactory(),
         journal_max_pages=12,
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         results = []
         for _ in range(40):
             r = await tap(agent, sim, STRANGER)

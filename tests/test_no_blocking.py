@@ -10,7 +10,15 @@ from gpiozero.pins.mock import MockFactory
 from device.acting.voice import MockPlayer
 from device.runtime import built_agent
 from firmware_bridge.simserve import SimulatedReaderPort
-from tests.e2e_support import Fleet, _true, device_config, fleet, prompt_cache, sim, tap, wait_for
+from tests.e2e_support import (
+    Fleet,
+    device_config,
+    fleet,
+    prompt_cache,
+    reader_ready,
+    sim,
+    tap,
+)
 
 __all__ = ["fleet", "prompt_cache", "sim"]  # fixtures used by the test below
 
@@ -36,7 +44,7 @@ async def test_a_tap_never_blocks_the_event_loop(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         # Only calls made from our own packages count: the test's own set-up may block.
         with blockbuster_ctx(scanned_modules=["device", "server", "siheyi"]) as bb:
             allow_inline_sqlite(bb)

@@ -27,6 +27,7 @@ from tests.e2e_support import (
     Fleet,
     device_config,
     prompt_cache,
+    reader_ready,
     sim,
     tap,
     wait_for,
@@ -72,7 +73,7 @@ async def test_taps_reach_the_site_totals(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         for outcome in ("pass", "pass", "nat_expired"):
             result = await tap(agent, sim, fleet.people[outcome][0])
             assert result.decision.outcome == outcome

@@ -31,6 +31,7 @@ from tests.e2e_support import (
     device_config,
     fleet,
     prompt_cache,
+    reader_ready,
     sim,
     wait_for,
 )
@@ -108,7 +109,7 @@ async def test_idle_means_no_tap_running_or_waiting_and_drain_stops_the_sources(
     async with built_agent(
         config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
     ) as agent:
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         done: asyncio.Queue[object] = asyncio.Queue()
         agent.add_listener(done.put_nowait)
         person = fleet.people["pass"][0]
@@ -159,7 +160,7 @@ async def test_an_offer_during_a_real_tap_switches_only_after_the_tap_has_ended(
         agent.updater = up
         _connect_updater(agent, agent._client)
         task = asyncio.create_task(up.run())
-        await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+        await reader_ready(agent)
         in_tap, end_tap = asyncio.Event(), asyncio.Event()
 
         async def hold(result: object) -> None:  # the tap is not over until this returns
