@@ -390,3 +390,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("issue-pass", issue),
     ):
         parser.set_defaults(func=VERBS[name])
+    run.set_defaults(service=True)  # its database and migration lines are a service's log

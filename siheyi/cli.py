@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,7 +195,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a log file that cannot be opened
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    quiet_storage(args)
     return int(args.func(args))
+
+
+#: Loggers whose INFO lines are a service's log, noise on an admin's terminal.
+SERVICE_LOGGERS = ("server.storage",)
+
+
+def quiet_storage(args: argparse.Namespace) -> None:
+    """A one-shot verb (``kiosk server issue-pass``, ``kiosk provision …``) prints its answer,
+    not "database … open", "applied schema migration 7", "database … closed": those stay
+    for ``kiosk -v`` and for the services (``kiosk server run``, ``service=True``)."""
+    if args.verbose or getattr(args, "service", False):
+        return
+    for name in SERVICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

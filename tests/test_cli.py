@@ -207,3 +207,17 @@ def test_simulator_rejects_bad_control_values_and_files(tmp_path: Path) -> None:
     assert proc.returncode == 0
     answers = proc.stdout.splitlines()[1:]
     assert all(a.startswith("error:") for a in answers), answers
+
+
+def test_admin_verbs_keep_database_lines_for_verbose(tmp_path: Path) -> None:
+    """The lines "database … open/closed" and "applied schema migration N" are a service's
+    log: an admin's one-shot verb prints only its answer, unless `kiosk -v` asks for more."""
+    db = str(tmp_path / "a.db")
+    init = run("server", "init-demo-data", "--database", db, "--people", "10")
+    assert init.returncode == 0 and "migration" not in init.stderr, init.stderr
+    issue = ["server", "issue-pass", "110101199003070017", "--site", "s1", "--database", db]
+    quiet = run(*issue)
+    assert "1101**********0017" in quiet.stdout + quiet.stderr  # the verb's own answer
+    assert "server.storage" not in quiet.stderr, quiet.stderr
+    loud = run("-v", *issue)
+    assert f"database {db} open" in loud.stderr and f"database {db} closed" in loud.stderr
