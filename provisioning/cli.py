@@ -67,6 +67,7 @@ def _bundle_urls(args: argparse.Namespace) -> tuple[str | None, str]:
 API_TO_CLI = (
     ("register the site first, or set create_sites", "kiosk provision site add, or --create-sites"),
     ("set rekey to give it a new key", "use --rekey"),
+    ("(register the site first)", "(kiosk provision site add)"),
 )
 
 

@@ -65,6 +65,7 @@ CODE_LENGTH = 10
 #: line flag: ``kiosk provision`` translates them into its options).
 UNKNOWN_SITE_HINT = "register the site first, or set create_sites"
 SERIAL_EXISTS_HINT = "set rekey to give it a new key"
+REGISTER_SITE_HINT = "register the site first"
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -498,7 +499,7 @@ def list_sites(conn: Connection) -> list[str]:
 def require_site(conn: Connection, site: str) -> None:
     """Raise :class:`UnknownSite` unless ``site`` is registered."""
     if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site,)).fetchone() is None:
-        raise UnknownSite(f"unknown site {site!r} (kiosk provision site add {site})")
+        raise UnknownSite(f"unknown site {site!r} ({REGISTER_SITE_HINT})")
 
 
 # --- enrolment codes -------------------------------------------------------------------

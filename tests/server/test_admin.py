@@ -237,3 +237,15 @@ async def test_dry_run_invents_no_device_ids_and_errors_speak_api_fields(
     assert resp.status == 409
     text = await resp.text()
     assert "rekey" in text and "--" not in text
+
+
+async def test_config_for_an_unknown_site_names_no_command(admin: TestClient) -> None:
+    headers = await login(admin)
+    resp = await admin.post(
+        "/v1/admin/config",
+        json={"scope": "site", "target": "atlantis", "key": "verify.deadline_s", "value": 0.9},
+        headers=headers,
+    )
+    text = await resp.text()
+    assert resp.status == 404 and "unknown site 'atlantis'" in text
+    assert "kiosk" not in text and "--" not in text
