@@ -134,6 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if not getattr(args, "verbose", False):
+        # The table is the demo's output; the server's and the kiosk's INFO lines (each tap
+        # logged again, alerts of a kiosk just booted) would interleave with its rows.
+        # Warnings and errors still show; `kiosk -v demo` shows everything.
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:

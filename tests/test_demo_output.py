@@ -104,6 +104,8 @@ def test_taps_end_with_the_summary_too() -> None:
     first = lines.index(heading_line())
     assert [line[:6] for line in lines[first + 1 : first + 4]] == ["[   1]", "[   2]", "[   3]"]
     assert lines[-1].startswith("summary: 3 taps (--taps): ")
+    # No log line between the rows: stderr has the set-up lines only (`kiosk -v demo`: all)
+    assert " INFO " not in proc.stderr, proc.stderr[-2000:]
 
 
 def test_summary_counts_and_nearest_rank_percentiles() -> None:
