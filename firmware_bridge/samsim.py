@@ -82,6 +82,88 @@ SAMPLE_CARDS = {
 }
 
 
+# What a cards file (``kiosk reader simulate --cards``) may say about a card, per card_type:
+# the fields the card's text stores (idcard's layouts, in their order).
+CARD_FIELDS = {
+    "resident": (
+        "name", "sex", "nation", "birth", "address", "id_number", "authority",
+        "valid_from", "valid_to",
+    ),
+    "J": (
+        "name", "sex", "birth", "address", "id_number", "authority", "valid_from",
+        "valid_to", "pass_number", "issue_count",
+    ),
+    "I": (
+        "english_name", "sex", "permit_number", "nationality", "chinese_name", "valid_from",
+        "valid_to", "birth", "card_version", "issuing_office",
+    ),
+    "Y": (
+        "name", "sex", "renewal_count", "birth", "english_name", "id_number", "valid_from",
+        "valid_to", "nationality", "previous_permit_link",
+    ),
+}  # fmt: skip
+# What ``kiosk reader decode`` prints besides the stored fields: accepted and ignored, so a
+# card it printed can be served again. Common keys a kind has no field for must be empty.
+DECODED_ONLY = ("sex_text", "nation_text", "id_checksum_ok", "photo_bytes", "finger_bytes")
+COMMON_FIELDS = (
+    "name", "sex", "nation", "birth", "address", "id_number", "authority", "valid_from",
+    "valid_to",
+)  # fmt: skip
+# What only the simulator reads: the answer to "read new address", and the chip serial.
+SIMULATOR_FIELDS = ("new_address", "chip_serial")
+
+
+def card_problems(card):
+    """What is wrong with a card object of a cards file: a list of (field, reason), empty
+    when the card can be served. Unknown (misspelled) fields are problems, so a typo is not
+    silently served as a blank field."""
+    if not isinstance(card, dict):
+        return [("", "must be an object")]
+    kind = card.get("card_type", "resident")
+    if kind not in CARD_FIELDS:
+        return [("card_type", f"must be one of resident, J, I, Y, not {kind!r}")]
+    stored = CARD_FIELDS[kind]
+    problems = []
+    for key in sorted(card):
+        value = card[key]
+        if key == "card_type" or key in DECODED_ONLY:
+            continue
+        if key in stored or key == "new_address":
+            if not isinstance(value, str):
+                problems.append((key, "must be text"))
+        elif key == "chip_serial":
+            if not _is_serial(value):
+                problems.append((key, "must be a list of 8 numbers 0-255"))
+        elif key in COMMON_FIELDS:
+            if value not in ("", None) and not _derived(card, kind, key):
+                problems.append((key, f"card_type {kind} has no {key}"))
+        else:
+            problems.append((key, "unknown field"))
+    if not problems:
+        try:
+            encode_text(card)
+        except ValueError as exc:
+            problems.append(("", str(exc)))
+    return problems
+
+
+def _is_serial(value):
+    return (
+        isinstance(value, list)
+        and len(value) == 8
+        and all(isinstance(b, int) and 0 <= b <= 255 for b in value)
+    )
+
+
+def _derived(card, kind, key):
+    """An I card's name and id_number are derived (as decode prints them): same value only."""
+    if kind != "I":
+        return False
+    if key == "id_number":
+        return card[key] == card.get("permit_number")
+    return key == "name" and card[key] in (card.get("chinese_name"), card.get("english_name"))
+
+
 def _le32(n):
     return bytes((n & 0xFF, (n >> 8) & 0xFF, (n >> 16) & 0xFF, (n >> 24) & 0xFF))
 

@@ -12,6 +12,7 @@ MicroPython-compatible `firmware_bridge.samsim`.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import select
@@ -24,13 +25,19 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from firmware_bridge.samsim import SimulatedSam
+from firmware_bridge.samsim import (
+    CARD_FIELDS,
+    DECODED_ONLY,
+    SIMULATOR_FIELDS,
+    SimulatedSam,
+    card_problems,
+)
 
 _PACE_CHUNK = 32  # bytes per paced burst: 2.8 ms at 115200
 
 USAGE = (
-    "place N|remove|tap N [seconds]|corrupt|fail-read|slow SECONDS|silent [off]|"
-    "unplug|replug|cards|path"
+    "place #N|…DIGITS|remove|tap #N|…DIGITS [seconds]|corrupt|fail-read|slow SECONDS|"
+    "silent [off]|unplug|replug|cards|path"
 )
 
 
@@ -211,14 +218,14 @@ class SimulatedReaderPort:
         verb, args = words[0].lower(), words[1:]
         try:
             if verb == "place":
-                card = pick_card(cards, args[0] if args else "0")
+                card = pick_card(cards, args[0] if args else "#0")
                 self.place(card)
                 return "placed " + str(card.get("name", ""))
             if verb == "remove":
                 self.remove()
                 return "removed"
             if verb == "tap":
-                card = pick_card(cards, args[0] if args else "0")
+                card = pick_card(cards, args[0] if args else "#0")
                 hold = _seconds(args[1]) if len(args) > 1 else 1.0
                 self.place(card)
                 time.sleep(hold)
@@ -258,24 +265,115 @@ def _seconds(text: str) -> float:
     return value
 
 
+#: How ``tap`` / ``place`` name the last digits of a card's number (``…1234`` or ``...1234``).
+SUFFIX_MARKS = ("…", "...")
+
+
+class CardChoiceError(ValueError):
+    """A ``tap``/``place`` argument that names no card, or more than one."""
+
+
 def pick_card(cards: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """A card by index in the file, or by the last four digits of its number."""
-    if key.isdigit() and int(key) < len(cards):
-        return cards[int(key)]
-    for card in cards:
-        if str(card.get("id_number", "")).endswith(key):
-            return card
-    raise KeyError(f"no card {key!r}")
+    """The card ``key`` names: ``#3`` the fourth card of the file (from ``#0``), ``…1234`` (or
+    ``...1234``) the one card whose number ends in 1234. A bare ``3`` is either, and is
+    taken only when both readings agree or just one names a card."""
+    if key.startswith("#"):
+        return cards[_index(cards, key[1:])]
+    for mark in SUFFIX_MARKS:
+        if key.startswith(mark):
+            return cards[_by_suffix(cards, key[len(mark) :])]
+    if not key.isdigit():
+        raise CardChoiceError(f"no card {key!r}: say #N for the N-th card, …DIGITS for a number")
+    index = int(key) if int(key) < len(cards) else None
+    ends = _ending(cards, key)
+    named = set(ends) | ({index} if index is not None else set())
+    if not named:
+        raise CardChoiceError(f"no card {key}: there is no #{key} and no number ends in {key}")
+    if len(named) > 1:
+        raise CardChoiceError(
+            f"{key} is ambiguous ({_which(sorted(named))}): say #{key} for the card at that"
+            f" index, or …{key} for the number that ends in it"
+        )
+    return cards[named.pop()]
+
+
+def _index(cards: list[dict[str, Any]], text: str) -> int:
+    if not text.isdigit():
+        raise CardChoiceError(f"#{text}: expected #N, a card's index in the file")
+    if int(text) >= len(cards):
+        have = f"#0-#{len(cards) - 1}" if cards else "none: no --cards file"
+        raise CardChoiceError(f"no card #{text} (cards: {have})")
+    return int(text)
+
+
+def _by_suffix(cards: list[dict[str, Any]], digits: str) -> int:
+    if not digits:
+        raise CardChoiceError("…: give the last digits of the number, e.g. …1234")
+    ends = _ending(cards, digits)
+    if not ends:
+        raise CardChoiceError(f"no card's number ends in {digits}")
+    if len(ends) > 1:
+        raise CardChoiceError(f"…{digits} names {_which(ends)}: give more digits, or #N")
+    return ends[0]
+
+
+def _ending(cards: list[dict[str, Any]], digits: str) -> list[int]:
+    """Indexes of the cards whose number (id_number, or an I card's permit_number) ends so."""
+    return [
+        i
+        for i, card in enumerate(cards)
+        if str(card.get("id_number") or card.get("permit_number") or "")
+        .upper()
+        .endswith(digits.upper())
+    ]
+
+
+def _which(indexes: list[int]) -> str:
+    return "cards " + ", ".join(f"#{i}" for i in indexes)
 
 
 def load_cards(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Cards from a JSON file: a list of card objects as `kiosk reader decode` prints them."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if isinstance(data, dict):
-        data = data.get("cards", [])
-    if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
-        raise ValueError(f"{path}: expected a JSON list of card objects")
+    """Cards from a JSON file: a list of card objects as `kiosk reader decode` prints them
+    (or ``{"cards": [...]}``), each checked here: an unknown or misspelled field, a field the
+    card type does not have, or a value that does not fit its field is a ``ValueError``
+    naming the card (``#N``, from 0) and the field, before any card is served."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from exc
+    if isinstance(data, dict) and set(data) == {"cards"}:
+        data = data["cards"]
+    if not isinstance(data, list):
+        raise ValueError(f'{path}: expected a JSON list of card objects (or {{"cards": [...]}})')
+    problems = [
+        _problem(path, index, card, field, reason)
+        for index, card in enumerate(data)
+        for field, reason in card_problems(card)
+    ]
+    if problems:
+        raise ValueError("\n".join(problems))
     return data
+
+
+def _problem(path: str | os.PathLike[str], index: int, card: Any, field: str, reason: str) -> str:
+    """``cards.json: card #2 (张三): field 'nmae': unknown field (did you mean 'name'?)``."""
+    name = card.get("name") or card.get("english_name") if isinstance(card, dict) else ""
+    where = f"{path}: card #{index}" + (f" ({name})" if name else "")
+    if not field:
+        return f"{where}: {reason}"
+    hint = ""
+    if reason == "unknown field":
+        kind = card.get("card_type", "resident")
+        known = [*CARD_FIELDS.get(kind, ()), "card_type", *SIMULATOR_FIELDS, *DECODED_ONLY]
+        close = difflib.get_close_matches(field, known, n=1)
+        hint = (
+            f" (did you mean {close[0]!r}?)"
+            if close
+            else f" (a {kind} card has: {', '.join(known)})"
+        )
+    return f"{where}: field {field!r}: {reason}{hint}"
 
 
 def serve_control_lines(

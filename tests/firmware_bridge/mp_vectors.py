@@ -183,6 +183,10 @@ def vectors_samsim(sam, samsim, idcard):
                 card = idcard.decode_text(sam.parse_read_base(f)[0])
     check(sw == [0x90, 0x90, 0x9F, 0x90, 0x90, 0x80], f"sequence {sw!r}")
     check(card is not None and card["valid_to"] == "长期", "card read")
+    for sample in samsim.SAMPLE_CARDS.values():
+        check(samsim.card_problems(sample) == [], "sample card is valid")
+    check(samsim.card_problems({"nmae": "x"}) == [("nmae", "unknown field")], "cards typo")
+    check(samsim.card_problems({"card_type": "J", "nation": "01"})[0][0] == "nation", "J nation")
 
 
 def vectors_decode(decode):
