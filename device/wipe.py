@@ -83,6 +83,6 @@ def _wipe(args: argparse.Namespace) -> int:
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `device wipe` to the `kiosk device` verbs."""
     w = verbs.add_parser("wipe", help="delete a retired kiosk's journal, cache and key")
-    w.add_argument("--config", required=True, help="device TOML configuration")
+    w.add_argument("--config", required=True, metavar="FILE", help="device TOML configuration")
     w.add_argument("--force", action="store_true", help="even if events are not uploaded")
     w.set_defaults(func=_wipe)

@@ -288,7 +288,9 @@ def register(subparsers: Subparsers) -> None:
     verbs = audit.add_subparsers(dest="audit_verb", metavar="VERB", required=True)
     query = verbs.add_parser("query", help="events newest first, as a table or JSON lines")
     _filters(query)
-    query.add_argument("--limit", type=int, default=100, help="events per page, 1-1000 (100)")
+    query.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="events per page, 1-1000 (100)"
+    )
     query.add_argument("--cursor", help="start after this page (printed as 'more: …')")
     query.add_argument("--all", action="store_true", help="every page, not only the first")
     query.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -43,12 +43,13 @@ def _register_reader(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     dec.set_defaults(func=_reader_decode)
     sim = verbs.add_parser("simulate", help="serve a simulated SAM reader on a pty or serial URL")
-    sim.add_argument("--cards", help="JSON file with a list of card objects")
+    sim.add_argument("--cards", metavar="FILE.json", help="JSON file with a list of card objects")
     sim.add_argument("--url", help="serve on this pyserial URL instead of a new pty")
-    sim.add_argument("--link", help="keep a stable symlink to the pty at this path")
+    sim.add_argument("--link", metavar="PATH", help="keep a stable symlink to the pty here")
     sim.add_argument(
         "--control",
         default="stdin",
+        metavar="stdin|HOST:PORT",
         help="control interface: 'stdin' (default) or HOST:PORT for a TCP line protocol",
     )
     sim.set_defaults(func=_reader_simulate)
@@ -78,7 +79,7 @@ def _register_device(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     dev = sub.add_parser("device", help="the kiosk agent")
     verbs = dev.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run the kiosk agent")
-    run.add_argument("--config", required=True, help="device TOML configuration")
+    run.add_argument("--config", required=True, metavar="FILE", help="device TOML configuration")
     run.set_defaults(func=_device_run)
     from device import wipe
     from device.link import enrol
