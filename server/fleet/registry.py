@@ -241,7 +241,9 @@ def upsert_devices(
     appearing more than once in the input (every occurrence), an unknown site (unless
     ``create_sites``), an update of a revoked device, a public key that differs from the
     registered one (key changes go through enrolment or rotation). The rest is applied by the
-    caller's transaction, all together; with ``dry_run`` nothing is written.
+    caller's transaction, all together; with ``dry_run`` nothing is written and new devices
+    get no device id (``None``): an id is chosen when the device is created, and one shown by
+    a dry run would never exist.
     """
     report = BulkReport(dry_run=dry_run)
     plan = _plan(conn, rows, create_sites, report)
