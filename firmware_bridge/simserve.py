@@ -220,7 +220,7 @@ class SimulatedReaderPort:
             if verb == "place":
                 card = pick_card(cards, args[0] if args else "#0")
                 self.place(card)
-                return "placed " + str(card.get("name", ""))
+                return "placed " + _label(card)
             if verb == "remove":
                 self.remove()
                 return "removed"
@@ -230,7 +230,7 @@ class SimulatedReaderPort:
                 self.place(card)
                 time.sleep(hold)
                 self.remove()
-                return "tapped " + str(card.get("name", ""))
+                return "tapped " + _label(card)
             if verb == "corrupt":
                 self.sam.corrupt_next = True
                 return "next reply corrupt"
@@ -250,12 +250,17 @@ class SimulatedReaderPort:
                 self.replug()
                 return "replugged " + self.path
             if verb == "cards":
-                return json.dumps([c.get("name", "") for c in cards], ensure_ascii=False)
+                return json.dumps([_label(c) for c in cards], ensure_ascii=False)
             if verb == "path":
                 return self.path
         except (IndexError, ValueError, KeyError) as exc:
             return f"error: {exc}"
         return f"error: unknown command {verb!r} ({USAGE})"
+
+
+def _label(card: dict[str, Any]) -> str:
+    """A card's name as answers show it (an I card's is its Chinese, else English name)."""
+    return str(card.get("name") or card.get("chinese_name") or card.get("english_name") or "")
 
 
 def _seconds(text: str) -> float:
