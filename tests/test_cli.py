@@ -121,7 +121,7 @@ def test_reader_simulate_answers_on_its_pty_and_obeys_control(
     with serial.serial_for_url(path, baudrate=115200, timeout=0.05) as port:
         assert transact(port, sam.reset_command()).sw3 == 0x90
         assert transact(port, sam.find_card_command()).sw3 == 0x80
-        proc.stdin.write("place 0\n")
+        proc.stdin.write("place #0\n")  # by index: a bare 0 may also end a card number
         proc.stdin.flush()
         assert proc.stdout.readline().startswith("placed")
         assert transact(port, sam.find_card_command()).sw3 == 0x9F
