@@ -67,7 +67,9 @@ async def challenge(request: web.Request) -> web.Response:
     now = sessions.utc_now()
     ttl = request.app[CONFIG].identity.challenge_ttl_s
     nonce = await request.app[DATABASE].run(issue_nonce, device_id, ttl, now)
-    return views.json_response({"nonce": nonce, "expires_in": ttl, "server_time": now_iso(now)})
+    return views.json_response(
+        {"nonce": nonce, "expires_in": round(ttl), "server_time": now_iso(now)}
+    )
 
 
 #: Checked against signatures for ids without a key (unknown, not enrolled), so that every
@@ -127,7 +129,7 @@ async def _audit_only(
     log.info("%s device %s refused a session; audit-only token issued", status, device_id)
     detail = "this device has been revoked" if status == "revoked" else "this device is quarantined"
     answer = wire.StatusRefusal(
-        status, f"{detail}: only POST /v1/audit is open to it", token, ttl, now_iso(now)
+        status, f"{detail}: only POST /v1/audit is open to it", token, round(ttl), now_iso(now)
     )
     return web.HTTPForbidden(
         text=msgspec.json.encode(answer).decode(), content_type="application/json"
@@ -184,7 +186,7 @@ async def session(request: web.Request) -> web.Response:
     return views.json_response(
         {
             "token": token,
-            "expires_in": ttl,
+            "expires_in": round(ttl),
             "server_time": now_iso(now),
             "clock_skew_s": skew,
             "rotated": bool(new_key),

@@ -79,10 +79,6 @@ async def test_a_session_time_with_a_fraction_is_refused(
     assert (await resp.json())["detail"].startswith("time: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs server/fleet/device_views.py to send round(ttl) (issue 14 report, engineer A)",
-)
 async def test_lifetimes_are_whole_seconds_as_documented(
     client: Client, device: DeviceBundle
 ) -> None:

@@ -131,8 +131,8 @@ async def test_surrounding_blanks_are_not_part_of_the_token(
     ("credential", "field"),
     [
         ({"kind": "qr"}, "credential.token: required"),
-        ({"kind": "qr", "token": ""}, "credential.token: expected `str` of length >= 1"),
-        ({"kind": "qr", "token": "x" * 1025}, "credential.token: expected `str` of length <= 1024"),
+        ({"kind": "qr", "token": ""}, "credential.token: expected `str` of length 1..1024"),
+        ({"kind": "qr", "token": "x" * 1025}, "credential.token: expected `str` of length 1..1024"),
         ({"kind": "qr", "token": 42}, "credential.token: expected `str`, got `int`"),
         ({"kind": "qr", "token": None}, "credential.token: expected `str`, got `null`"),
         ({"kind": "barcode", "token": "x"}, "credential.kind"),
