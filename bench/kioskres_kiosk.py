@@ -207,7 +207,7 @@ class Kiosk:
     def tap(self, rng: random.Random, hold_s: float = 0.5) -> None:
         """A card placed for ``hold_s`` and taken away, through the control interface."""
         assert self.control_file is not None
-        self.control_file.write(f"tap {rng.randrange(len(self.people))} {hold_s}\n")
+        self.control_file.write(f"tap #{rng.randrange(len(self.people))} {hold_s}\n")
         self.control_file.flush()
         answer = self.control_file.readline()
         if not answer.startswith("tapped"):

@@ -180,7 +180,7 @@ def register(subparsers: Subparsers) -> None:
     keygen.add_argument("--out", required=True, metavar="KEYFILE", help="new file, 0600")
     keygen.set_defaults(func=_guarded(cmd_keygen))
     publish = verbs.add_parser("publish", help="sign a wheel with the release key and upload it")
-    publish.add_argument("wheel", metavar="WHEEL")
+    publish.add_argument("wheel", metavar="WHEEL", help="the siheyi wheel (.whl) to publish")
     publish.add_argument("--key", required=True, metavar="KEYFILE", help="the release key")
     publish.add_argument(
         "--version", help="the release version, checked: it must be the wheel's METADATA version"
@@ -189,7 +189,9 @@ def register(subparsers: Subparsers) -> None:
     listing = verbs.add_parser("list", help="the releases the server holds")
     listing.set_defaults(func=_guarded(cmd_list))
     rollout = verbs.add_parser("rollout", help="roll a published version out in waves")
-    rollout.add_argument("version", metavar="VERSION")
+    rollout.add_argument(
+        "version", metavar="VERSION", help="a published version (see `kiosk release list`)"
+    )
     scope = rollout.add_mutually_exclusive_group()
     scope.add_argument("--site", help="only this site's kiosks (default: the fleet)")
     scope.add_argument("--device", metavar="SERIAL_OR_ID", help="only this kiosk")
@@ -204,12 +206,16 @@ def register(subparsers: Subparsers) -> None:
     )  # fmt: skip
     rollout.set_defaults(func=_guarded(cmd_rollout))
     status = verbs.add_parser("status", help="the latest rollouts, or one in detail")
-    status.add_argument("rollout_id", metavar="ROLLOUT_ID", nargs="?", type=int)
+    status.add_argument(
+        "rollout_id", metavar="ROLLOUT_ID", nargs="?", type=int, help="this rollout in detail"
+    )
     status.set_defaults(func=_guarded(cmd_status))
     parsers = [publish, listing, rollout, status]
     for verb in ("halt", "resume", "cancel"):
         moving = verbs.add_parser(verb, help=f"{verb} a rollout")
-        moving.add_argument("rollout_id", metavar="ROLLOUT_ID", type=int)
+        moving.add_argument(
+            "rollout_id", metavar="ROLLOUT_ID", type=int, help="as `kiosk release status` lists it"
+        )
         moving.set_defaults(func=_guarded(_move(verb)))
         parsers.append(moving)
     for parser in parsers:

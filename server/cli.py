@@ -110,6 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
     config = replace(config, workers=workers, limits=per_worker_limits(config.limits, workers))
+    share_logs = getattr(args, "share_logs", None)  # siheyi.logsetup, given by the CLI
+    if callable(share_logs):  # forked workers must not each rotate one log file
+        share_logs(workers)
     try:
         check_port(config.host, config.port, reuse_port=workers > 1)
     except OSError as exc:
@@ -143,7 +146,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return config_error(exc)
     try:
-        report = import_csv(database, args.kind, args.file, skip_bad=args.skip_bad)
+        report = import_csv(
+            database, args.kind, args.file, skip_bad=args.skip_bad, create_sites=args.create_sites
+        )
     except ImportFormatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -332,6 +337,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.add_argument("file", metavar="FILE.csv", help="the CSV file (header row; UTF-8)")
     add_database_options(imp)
     imp.add_argument("--skip-bad", action="store_true", help="import the good rows only")
+    imp.add_argument(
+        "--create-sites",
+        action="store_true",
+        help="site_people: register sites that are not registered yet (else their rows are"
+        " refused, as kiosk provision add --csv does)",
+    )
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = verbs.add_parser("init-demo-data", help="load a generated demo population")

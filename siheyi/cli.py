@@ -154,6 +154,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"siheyi {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     logsetup.add_arguments(parser)
+    parser.set_defaults(share_logs=logsetup.share_with_workers)  # for `server run` workers
     sub = parser.add_subparsers(dest="command", required=True)
     from device.doctor import cli as doctor_cli
 

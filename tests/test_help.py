@@ -16,13 +16,6 @@ import pytest
 
 from siheyi.cli import build_parser
 
-#: Verbs whose help another engineer is fixing at the moment (issue 14): they are checked
-#: like the others once they leave this list, which must end up empty.
-PENDING: tuple[str, ...] = (
-    "kiosk release",  # provisioning/release_cli.py
-    "kiosk server user",  # server/accounts/cli.py
-)
-
 Found = tuple[str, argparse.Action]
 
 
@@ -47,10 +40,6 @@ def _verbs(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, li
                 yield from _verbs(sub, f"{path} {name}")
 
 
-def _pending(path: str) -> bool:
-    return any(path == p or path.startswith(p + " ") for p in PENDING)
-
-
 def _name(action: argparse.Action) -> str:
     return "/".join(action.option_strings) or action.dest
 
@@ -70,11 +59,7 @@ def test_the_walk_sees_the_whole_tree() -> None:
 
 
 def test_every_option_and_positional_has_a_help_line() -> None:
-    missing = [
-        f"{path} {_name(action)}"
-        for path, action in _everything()
-        if not action.help and not _pending(path)
-    ]
+    missing = [f"{path} {_name(action)}" for path, action in _everything() if not action.help]
     assert missing == []
 
 
@@ -85,7 +70,6 @@ def test_no_option_shows_two_long_spellings() -> None:
         for path, action in _everything()
         if action.help != argparse.SUPPRESS
         and sum(o.startswith("--") for o in action.option_strings) > 1
-        and not _pending(path)
     ]
     assert shown == []
 
@@ -95,16 +79,9 @@ def test_every_verb_has_a_help_line_and_no_alias() -> None:
     unexplained = [
         f"{path}: {sorted(set(names) - shown)}"
         for path, names, shown in _verbs(build_parser(), "kiosk")
-        if set(names) - shown and not _pending(path)
+        if set(names) - shown
     ]
     assert unexplained == []
-
-
-def test_pending_verbs_still_exist() -> None:
-    """An allow-list entry for a verb that was renamed would silently allow nothing."""
-    paths = {path for path, _action in _everything()}
-    for pending in PENDING:
-        assert any(p == pending or p.startswith(pending + " ") for p in paths), pending
 
 
 def _help_text(argv: list[str]) -> str:

@@ -90,8 +90,14 @@ def register(
     user = verbs.add_parser("user", help="accounts: admins, site guards, auditors")
     user_verbs = user.add_subparsers(dest="user_verb", metavar="VERB", required=True)
     add = user_verbs.add_parser("add", help="create an account, or replace its role and sites")
-    add.add_argument("username", metavar="USER")
-    add.add_argument("--role", required=True, choices=ROLES)
+    add.add_argument("username", metavar="USER", help="the account's login name")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="admin: everything; guard: the board and audit of its --site sites;"
+        " auditor: reads every site's audit trail",
+    )
     add.add_argument(
         "--site", action="append", metavar="S", help="a site a guard watches (repeat for more)"
     )
@@ -101,7 +107,7 @@ def register(
     listing = user_verbs.add_parser("list", help="every account with its role and sites")
     listing.add_argument("--json", action="store_true", help="print JSON")
     remove = user_verbs.add_parser("remove", help="delete an account and end its sessions")
-    remove.add_argument("username", metavar="USER")
+    remove.add_argument("username", metavar="USER", help="the account to delete")
     for parser, verb in ((add, cmd_add), (listing, cmd_list), (remove, cmd_remove)):
         add_database_options(parser)
         parser.set_defaults(func=run(verb, resolve))

@@ -42,9 +42,9 @@ def check_account(username: str, role: str, sites: Iterable[str]) -> tuple[Role,
         if SITE.fullmatch(site) is None:
             raise AccountError(f"site {site[:64]!r}: 1-64 characters, no spaces or '/'")
     if role == "guard" and not wanted:
-        raise AccountError("a guard needs at least one --site")
+        raise AccountError("a guard needs at least one site (sites)")
     if role != "guard" and wanted:
-        raise AccountError(f"an {role} sees every site: give --site to guards only")
+        raise AccountError(f"an {role} sees every site: give sites to guards only")
     return role, wanted
 
 

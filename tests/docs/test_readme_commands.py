@@ -157,18 +157,8 @@ def test_the_readme_lists_the_commands() -> None:
     assert {("server", "run"), ("provision", "add"), ("reader", "decode"), ("demo",)} <= verbs
 
 
-#: README lines known to be stale, until the lead's README edit lands (issue 14 report): the
-#: exact text, so the mark stops applying once the line is fixed.
-STALE = {
-    "kiosk device enrol --server URL --serial S --code C --out DIR [--tls-ca CA.pem]":
-        "--server is a hidden alias of --server-url now",
-}  # fmt: skip
-
-
 def _case(line: Line) -> object:
-    reason = STALE.get(line.text)
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(line, id=line.text[:60], marks=marks)
+    return pytest.param(line, id=line.text[:60])
 
 
 @pytest.mark.parametrize("line", [_case(ln) for ln in LINES])

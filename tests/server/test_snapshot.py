@@ -58,7 +58,10 @@ def site_people(db_path: Path, tmp_path: Path, people: People) -> list[str]:
         ("site-b", people.travel),
     ]
     report = import_csv(
-        db_path, "site_people", write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
+        db_path,
+        "site_people",
+        write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows),
+        create_sites=True,
     )
     assert report.ok and report.imported == 5, report.errors
     return [people.passing, people.expired, people.yellow, people.unknown]
@@ -181,7 +184,7 @@ async def test_each_site_pseudonymised_with_its_own_key(
     site-a bundle derives site-a's exactly and none of site-b's."""
     rows = [("site-a", people.passing), ("site-b", people.passing), ("site-b", people.travel)]
     csv_path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
-    assert import_csv(db_path, "site_people", csv_path).ok
+    assert import_csv(db_path, "site_people", csv_path, create_sites=True).ok
     client: TestClient = await aiohttp_client(create_app(config))
     a = add_device(local_fleet(None, db_path), "SN-A", "site-a")
     b = add_device(local_fleet(None, db_path), "SN-B", "site-b")
@@ -267,7 +270,7 @@ async def test_snapshot_matches_verify_and_privacy_pseudonym_normalisation(
 ) -> None:
     number = "11010519491231002X"
     write_csv(tmp_path / "sp2.csv", ["site", "id_number"], [("site-a", number.lower())])
-    assert import_csv(db_path, "site_people", tmp_path / "sp2.csv").ok
+    assert import_csv(db_path, "site_people", tmp_path / "sp2.csv", create_sites=True).ok
     body = await get_snapshot(client, auth)
     key = bytes.fromhex(device.site_key)
     # the kiosk may read "…x" from a QR code and "…X" from a card: one pseudonym either way
