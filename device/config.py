@@ -28,7 +28,9 @@ from core.outcomes import DEFAULT_PROMPTS, OutcomeName
 from device.errors import ConfigError
 
 #: Every outcome the kiosk speaks a prompt for (core.outcomes.Outcome; a test keeps them equal).
-PLAYERS = "aplay, aplay:DEVICE, null, file:DIR or mock"
+PLAYERS = (
+    "aplay, aplay:DEVICE, null, file:DIR (a copy of each prompt: DIR/000001-pass.wav …) or mock"
+)
 
 
 #: Spoken by the "speak test prompt" command unless configured otherwise.
