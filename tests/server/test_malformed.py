@@ -176,12 +176,20 @@ async def test_audit_batch(client: TestClient, auth: dict[str, str], doc: Any) -
         {"boot_id": "b", "journal_pending": -1},
         {"boot_id": "b", "reader": []},
         {"boot_id": "b", "version": ["0.1"]},
-        {"boot_id": "b", "blob": "x" * 20_000},
     ],
 )
 async def test_heartbeat_fields(client: TestClient, auth: dict[str, str], doc: Any) -> None:
     body = await expect_error(client, "/v1/heartbeat", auth, 400, json=doc)
     assert body["error"] == "bad_request"
+
+
+async def test_an_oversized_heartbeat_is_too_large(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """413, as docs/api.md documents for bodies that are too large (not a 400)."""
+    doc = {"boot_id": "b", "blob": "x" * 20_000}
+    body = await expect_error(client, "/v1/heartbeat", auth, 413, json=doc)
+    assert body["error"] == "too_large"
 
 
 async def test_unknown_route_and_method(client: TestClient, auth: dict[str, str]) -> None:
