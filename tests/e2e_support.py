@@ -4,6 +4,7 @@ on a pty, and helpers to tap a card and wait for what follows."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import sqlite3
 import time
@@ -14,10 +15,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from gpiozero.pins.mock import MockFactory
 
 from core.bundle import Bundle
+from device.acting.voice import MockPlayer
 from device.agent import Agent, TapResult
 from device.config import DeviceConfig, load_bundle
+from device.runtime import built_agent
 from firmware_bridge.samsim import SimulatedSam
 from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
@@ -140,3 +144,16 @@ async def _true(value: bool) -> bool:
 async def reader_ready(agent: Agent) -> None:
     """Until the agent's reader is connected: the first step of every tap test."""
     await wait_for(lambda: _true(agent._reader is not None and agent._reader.connected))
+
+
+@contextlib.asynccontextmanager
+async def ready_agent(
+    tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
+) -> AsyncIterator[Agent]:
+    """The end-to-end agent with a mock player and mock pins, its reader connected."""
+    config = device_config(tmp_path, sim, prompt_cache)
+    async with built_agent(
+        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
+    ) as agent:
+        await reader_ready(agent)
+        yield agent

@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from blockbuster import BlockBuster, blockbuster_ctx
-from gpiozero.pins.mock import MockFactory
 
-from device.acting.voice import MockPlayer
-from device.runtime import built_agent
 from firmware_bridge.simserve import SimulatedReaderPort
 from tests.e2e_support import (
     Fleet,
-    device_config,
     fleet,
     prompt_cache,
-    reader_ready,
+    ready_agent,
     sim,
     tap,
 )
@@ -40,11 +36,7 @@ def allow_inline_sqlite(bb: BlockBuster) -> None:
 async def test_a_tap_never_blocks_the_event_loop(
     tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
-    config = device_config(tmp_path, sim, prompt_cache)
-    async with built_agent(
-        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
-    ) as agent:
-        await reader_ready(agent)
+    async with ready_agent(tmp_path, fleet, sim, prompt_cache) as agent:
         # Only calls made from our own packages count: the test's own set-up may block.
         with blockbuster_ctx(scanned_modules=["device", "server", "siheyi"]) as bb:
             allow_inline_sqlite(bb)

@@ -10,11 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from gpiozero.pins.mock import MockFactory
 
-from device.acting.voice import MockPlayer
 from device.config import load_bundle
-from device.runtime import built_agent
 from firmware_bridge.simserve import SimulatedReaderPort
 from provisioning.registry import add_device, write_bundle
 from server.config import ServerConfig
@@ -25,9 +22,8 @@ from tests.e2e_support import (
     PEOPLE,
     SEED,
     Fleet,
-    device_config,
     prompt_cache,
-    reader_ready,
+    ready_agent,
     sim,
     tap,
     wait_for,
@@ -69,11 +65,7 @@ async def _scrape(url: str) -> Samples:
 async def test_taps_reach_the_site_totals(
     tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
-    config = device_config(tmp_path, sim, prompt_cache)
-    async with built_agent(
-        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
-    ) as agent:
-        await reader_ready(agent)
+    async with ready_agent(tmp_path, fleet, sim, prompt_cache) as agent:
         for outcome in ("pass", "pass", "nat_expired"):
             result = await tap(agent, sim, fleet.people[outcome][0])
             assert result.decision.outcome == outcome

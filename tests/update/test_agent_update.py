@@ -32,6 +32,7 @@ from tests.e2e_support import (
     fleet,
     prompt_cache,
     reader_ready,
+    ready_agent,
     sim,
     wait_for,
 )
@@ -105,11 +106,7 @@ async def test_what_a_failed_self_test_is(made: Decision, probe: object, fails: 
 async def test_idle_means_no_tap_running_or_waiting_and_drain_stops_the_sources(
     tmp_path: Path, fleet: Fleet, sim: SimulatedReaderPort, prompt_cache: Path
 ) -> None:
-    config = device_config(tmp_path, sim, prompt_cache)
-    async with built_agent(
-        config, bundle=fleet.bundle, player=MockPlayer(), pin_factory=MockFactory()
-    ) as agent:
-        await reader_ready(agent)
+    async with ready_agent(tmp_path, fleet, sim, prompt_cache) as agent:
         done: asyncio.Queue[object] = asyncio.Queue()
         agent.add_listener(done.put_nowait)
         person = fleet.people["pass"][0]
