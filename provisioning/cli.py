@@ -383,12 +383,16 @@ def _selected(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[dict
     ]
 
 
-#: The column headings of ``kiosk provision status`` (SKEW: the kiosk's clock minus the
-#: server's at its last heartbeat, in seconds).
+#: The column headings of ``kiosk provision status`` (SKEW: the server's clock minus the
+#: kiosk's at its last heartbeat, in seconds, as the server stores it and docs/api.md's
+#: ``clock_skew_s`` says; positive means the kiosk's clock is behind).
 STATUS_HEADER = (
     f"{'SERIAL':<20} {'SITE':<16} {'GATE':<8} {'STATUS':<12} {'STATE':<8} {'LAST SEEN':<26}"
     f" {'VERSION':<10} {'READER':<7} {'BACKLOG':>7} {'SKEW':>8}  PROBLEMS"
 )
+
+#: The line under the table that says which way SKEW counts (a sign nobody can guess).
+SKEW_LEGEND = "SKEW: server clock minus kiosk clock at the last heartbeat (+: kiosk is behind)"
 
 
 def _print_status(rows: list[dict[str, Any]]) -> None:
@@ -412,6 +416,7 @@ def _print_status(rows: list[dict[str, Any]]) -> None:
             f" {r['last_seen_at'] or '-':<26} {r['version'] or '-':<10} {r['reader'] or '-':<7}"
             f" {backlog:>7} {skew:>8}  {'; '.join(r['problems']) or '-'}"
         )
+    print(SKEW_LEGEND)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
