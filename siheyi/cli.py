@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,17 +199,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     quiet_storage(args)
-    return int(args.func(args))
+    return quiet_pipe(args)
 
 
-#: Loggers whose INFO lines are a service's log, noise on an admin's terminal.
-SERVICE_LOGGERS = ("server.storage",)
+def quiet_pipe(args: argparse.Namespace) -> int:
+    """Run the verb; a reader that stopped early (``kiosk … | head -1``) ends it quietly
+    with status 0, as ``yes | head`` does, for every verb alike.
+
+    Flushing here, not at interpreter exit, is what lets the broken pipe be caught; stdout is
+    then pointed at /dev/null so that Python's own final flush does not complain either.
+    """
+    try:
+        status = int(args.func(args))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+#: Loggers whose INFO lines are a service's log, noise on an admin's terminal: the whole
+#: server ("imported 4 of 4 rows", "audit pruned …", "database … open"), not only storage.
+SERVICE_LOGGERS = ("server",)
 
 
 def quiet_storage(args: argparse.Namespace) -> None:
-    """A one-shot verb (``kiosk server issue-pass``, ``kiosk provision …``) prints its answer,
-    not "database … open", "applied schema migration 7", "database … closed": those stay
-    for ``kiosk -v`` and for the services (``kiosk server run``, ``service=True``)."""
+    """A one-shot verb (``kiosk server import``, ``prune``, ``kiosk provision …``) prints its
+    answer, not "database … open", "applied schema migration 7", "imported 4 of 4 rows",
+    "audit pruned …": those INFO lines stay for ``kiosk -v`` and for the services (``kiosk
+    server run``, ``service=True``); warnings and errors always show."""
     if args.verbose or getattr(args, "service", False):
         return
     for name in SERVICE_LOGGERS:

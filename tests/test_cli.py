@@ -221,3 +221,55 @@ def test_admin_verbs_keep_database_lines_for_verbose(tmp_path: Path) -> None:
     assert "server.storage" not in quiet.stderr, quiet.stderr
     loud = run("-v", *issue)
     assert f"database {db} open" in loud.stderr and f"database {db} closed" in loud.stderr
+
+
+def _closed_pipe_run(args: list[str], stdin: str, *, unbuffered: bool) -> tuple[int, str]:
+    """Run ``kiosk ARGS`` with stdout a pipe whose reader is gone, as after ``| head -1``
+    (closed before the verb writes, so the broken pipe is certain, not a race)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:  # a print that fails inside the verb, not at the final flush
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        proc = subprocess.run(
+            [*KIOSK, *args], input=stdin, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=120, env=env,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    return proc.returncode, proc.stderr
+
+
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "unbuffered"])
+def test_every_verb_ends_quietly_when_its_reader_stops(tmp_path: Path, unbuffered: bool) -> None:
+    """`kiosk … | head -1`: the reader stopped early is no error, for every verb alike."""
+    db = str(tmp_path / "p.db")
+    people = tmp_path / "people.csv"
+    people.write_text("site,id_number\ns1,110101199003070011\n", encoding="utf-8")
+    frame = "AA AA AA 96 69 00 04 00 00 80 84\n"
+    verbs: list[tuple[list[str], str]] = [
+        (["server", "init-demo-data", "--database", db, "--people", "10"], ""),
+        (["server", "import", "site_people", str(people), "--database", db, "--create-sites"], ""),
+        (["server", "user", "list", "--database", db], ""),
+        (["reader", "decode"], frame * 50),
+        (["provision", "site", "list", "--database", db], ""),
+    ]
+    for args, stdin in verbs:
+        status, err = _closed_pipe_run(args, stdin, unbuffered=unbuffered)
+        assert (status, err) == (0, ""), args
+
+
+def test_import_and_prune_print_their_answer_only(tmp_path: Path) -> None:
+    """The importer's "imported 4 of 4 rows" and retention's "audit pruned" are INFO lines
+    of the server's log; the verbs print their own answer, and `-v` adds the log lines."""
+    db = str(tmp_path / "q.db")
+    people = tmp_path / "people.csv"
+    people.write_text("site,id_number\ns1,110101199003070011\n", encoding="utf-8")
+    imp = ["server", "import", "site_people", str(people), "--database", db, "--create-sites"]
+    prune = ["server", "prune", "--before", "2000-01-01", "--database", db]
+    for verb in (imp, prune):
+        quiet = run(*verb)
+        assert quiet.returncode == 0 and quiet.stdout, quiet.stderr
+        assert "INFO" not in quiet.stderr, quiet.stderr
+        assert " INFO server." in run("-v", *verb).stderr

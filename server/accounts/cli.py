@@ -74,6 +74,8 @@ def run(
             return 2
         try:
             return verb(args, database)
+        except BrokenPipeError:  # `| head`: the command line ends quietly (siheyi.cli)
+            raise
         except (users.AccountError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
