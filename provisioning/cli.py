@@ -175,10 +175,14 @@ def cmd_add(args: argparse.Namespace) -> int:
     """One kiosk (``--serial``) or a CSV of thousands (``--csv``)."""
     if args.csv:
         return _add_csv(args)
-    missing = [f"--{n}" for n in ("serial", "site", "bundle") if not getattr(args, n)]
+    missing = [f"--{n}" for n in ("serial", "site") if not getattr(args, n)]
+    if args.rekey and not args.bundle:
+        missing.append("--bundle (--rekey writes the new key there)")
     if missing:
         print(f"error: add needs --csv FILE, or {', '.join(missing)}", file=sys.stderr)
         return 2
+    if not args.bundle:
+        return _preregister(args)
 
     def work(fleet: FleetBackend) -> int:
         override, fallback = _bundle_urls(args)
@@ -196,6 +200,22 @@ def cmd_add(args: argparse.Namespace) -> int:
         action = "re-keyed" if args.rekey else "added"
         print(f"{action} device {bundle.device_id} (serial {bundle.serial}, site {bundle.site})")
         print(f"bundle written to {args.bundle} (mode 0600; it holds the kiosk's private key)")
+        return 0
+
+    return _run(args, work)
+
+
+def _preregister(args: argparse.Namespace) -> int:
+    """``add --serial S --site X`` without ``--bundle``: the kiosk makes its own key and
+    enrols with a code (as ``add --csv`` without ``--bundle-dir``)."""
+
+    def work(fleet: FleetBackend) -> int:
+        row = registry.preregister_device(fleet, args.serial, args.site, args.gate, args.location)
+        print(f"added device {row.device_id} (serial {row.serial}, site {args.site}): no key yet")
+        print(
+            f"next: kiosk provision enrol-code {row.serial}; on the kiosk: kiosk device enrol"
+            f" --server-url URL --serial {row.serial} --code CODE --out DIR"
+        )
         return 0
 
     return _run(args, work)
@@ -584,7 +604,10 @@ def _add_parser(verbs: Subparsers) -> argparse.ArgumentParser:
         help="the URL in the bundle (default: the fleet's); alone: remote mode, the admin API",
     )
     add.add_argument(
-        "--bundle", metavar="FILE", help="the bundle file to write (one kiosk; mode 0600)"
+        "--bundle",
+        metavar="FILE",
+        help="the bundle file to write (one kiosk; mode 0600); without it the kiosk makes its"
+        " own key and enrols with a code (enrol-code)",
     )
     add.add_argument(
         "--rekey", action="store_true", help="give an existing serial a new key (one kiosk)"

@@ -39,11 +39,18 @@ from core.wire_admin import (
     DeviceInfo,
     Registered,
     RegisterRequest,
+    RowDone,
     RowFailure,
 )
 from provisioning import keygen
 from provisioning.backend import FleetBackend
-from provisioning.errors import BundleError, CsvFormatError, DeviceNotFound, InvalidField
+from provisioning.errors import (
+    BundleError,
+    CsvFormatError,
+    DeviceNotFound,
+    InvalidField,
+    SerialExists,
+)
 
 __all__ = [
     "CsvResult",
@@ -151,6 +158,35 @@ def add_device(
     if staged is not None:
         staged.publish()
     return made[0]
+
+
+def preregister_device(
+    fleet: FleetBackend, serial: str, site: str, gate: str = "", location: str = ""
+) -> RowDone:
+    """Register one kiosk *without* a key: it makes its own and enrols with a code
+    (``kiosk provision enrol-code``, then ``kiosk device enrol`` on the kiosk), as ``add --csv``
+    without ``--bundle-dir`` does for many. No private key ever leaves the kiosk.
+
+    Like :func:`add_device` the site is created if needed and a known serial is refused
+    (:class:`~provisioning.errors.SerialExists`): a preview first, so that nothing is changed
+    when the serial exists (an upsert alone would move the existing kiosk).
+    """
+    row = {"serial": serial, "site": site, "gate": gate, "location": location}
+    request = BulkRequest(devices=[row], rows=[1], create_sites=True, dry_run=True)
+    preview = _one_row(fleet.upsert(request))
+    if preview.action != "created":
+        raise SerialExists(
+            f"serial exists: {serial} is device {preview.device_id}"
+            " (give it a new key with --bundle FILE --rekey)"
+        )
+    return _one_row(fleet.upsert(msgspec.structs.replace(request, dry_run=False)))
+
+
+def _one_row(answer: BulkAnswer) -> RowDone:
+    """The single row of a one-device upsert, or its refusal as an error."""
+    if answer.errors:
+        raise InvalidField(row_reason(answer.errors[0].error))
+    return answer.devices[0]
 
 
 class _StagedBundle:

@@ -120,7 +120,7 @@ def test_csv_list_status_config_match_local_mode(
         (4, "row 4"),
         (5, "row 5"),
     ]
-    keys = dict(_sql(served.db, "SELECT serial, public_key FROM devices"))
+    keys = {r[0]: r[1] for r in _sql(served.db, "SELECT serial, public_key FROM devices")}
     for path in sorted(out_dir.iterdir()):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         written = json.loads(path.read_text())
