@@ -19,6 +19,20 @@ from server.storage.db import connect, transaction
 Resolve = Callable[[argparse.Namespace], str | Path | None]
 
 
+#: The account refusals (worded for the API too) in this command line's words.
+CLI_WORDS = (
+    (users.GUARD_NEEDS_SITE, "a guard needs at least one --site"),
+    (users.SITES_ARE_FOR_GUARDS, "--site is for guards only"),
+)
+
+
+def cli_words(text: str) -> str:
+    """``text`` with the neutral words of :mod:`server.accounts.users` naming ``--site``."""
+    for neutral, ours in CLI_WORDS:
+        text = text.replace(neutral, ours)
+    return text
+
+
 def read_password(path: str | None) -> str:
     """The password from ``--password-file`` (first line), else asked twice on a terminal,
     else the first line of standard input (scripts)."""
@@ -77,7 +91,7 @@ def run(
         except BrokenPipeError:  # `| head`: the command line ends quietly (siheyi.cli)
             raise
         except (users.AccountError, ValueError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {cli_words(str(exc))}", file=sys.stderr)
             return 1
 
     return main

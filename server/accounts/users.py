@@ -19,6 +19,12 @@ USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 SITE = re.compile(r"[^\s/]{1,64}")
 
 
+#: Refusals about sites, worded for every caller (API field ``sites``, option ``--site``):
+#: ``server.accounts.cli`` turns them into the command line's words.
+GUARD_NEEDS_SITE = "a guard needs at least one site"
+SITES_ARE_FOR_GUARDS = "only a guard is given sites"
+
+
 class AccountError(ValueError):
     """A refused account change: a bad name, role or site, or an unknown account."""
 
@@ -42,9 +48,9 @@ def check_account(username: str, role: str, sites: Iterable[str]) -> tuple[Role,
         if SITE.fullmatch(site) is None:
             raise AccountError(f"site {site[:64]!r}: 1-64 characters, no spaces or '/'")
     if role == "guard" and not wanted:
-        raise AccountError("a guard needs at least one site (sites)")
+        raise AccountError(GUARD_NEEDS_SITE)
     if role != "guard" and wanted:
-        raise AccountError(f"an {role} sees every site: give sites to guards only")
+        raise AccountError(f"an {role} sees every site: {SITES_ARE_FOR_GUARDS}")
     return role, wanted
 
 

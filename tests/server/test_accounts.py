@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from server.accounts import cli as accounts_cli
 from server.accounts import users, websession
 from server.app import OPERATIONS, create_app
 from server.config import ServerConfig
@@ -86,6 +87,7 @@ async def test_admin_api_manages_accounts_and_a_change_ends_sessions(client: Cli
     bad = {**body, "sites": []}
     resp = await client.post("/v1/admin/users", json=bad, headers=admin)
     assert resp.status == 400 and "site" in (await resp.json())["detail"]
+    assert "--" not in (await resp.json())["detail"]  # API answers name no CLI option
     assert (await client.delete("/v1/admin/users/gus", headers=admin)).status == 200
     assert (await client.delete("/v1/admin/users/gus", headers=admin)).status == 404
     assert (await client.delete("/v1/admin/users/root", headers=admin)).status == 409
@@ -103,6 +105,24 @@ def _session(db_path: Path, username: str) -> str:
             "session",
         )
     return token
+
+
+@pytest.mark.parametrize(
+    ("role", "sites"), [("guard", []), ("admin", ["north"]), ("auditor", ["north"])]
+)
+async def test_site_refusals_name_the_api_field_words_not_cli_options(
+    client: Client, role: str, sites: list[str]
+) -> None:
+    """The same refusal serves ``POST /v1/admin/users`` and ``kiosk server user add``: the
+    API's words are neutral, the command line's name ``--site``."""
+    admin = bearer(await token_for(client, "root"))
+    body = {"username": "gus", "role": role, "password": PASSWORD, "sites": sites}
+    resp = await client.post("/v1/admin/users", json=body, headers=admin)
+    detail = (await resp.json())["detail"]
+    assert resp.status == 400 and "site" in detail and "--" not in detail and "(" not in detail
+    with pytest.raises(users.AccountError) as refused:
+        users.check_account("gus", role, sites)
+    assert "--site" in accounts_cli.cli_words(str(refused.value))
 
 
 async def test_cookie_changes_need_the_csrf_token(client: Client, db_path: Path) -> None:
@@ -138,7 +158,9 @@ def test_user_verbs(tmp_path: Path) -> None:
     made = kiosk("add", "gina", "--role", "guard", "--site", "north", "--password-file", str(pw))
     assert made.returncode == 0, made.stderr
     no_site = kiosk("add", "gus", "--role", "guard", "--password-file", str(pw))
-    assert no_site.returncode == 1 and "site" in no_site.stderr
+    assert no_site.returncode == 1 and "--site" in no_site.stderr, no_site.stderr
+    sited = kiosk("add", "al", "--role", "admin", "--site", "n", "--password-file", str(pw))
+    assert sited.returncode == 1 and "--site is for guards only" in sited.stderr, sited.stderr
     listed = kiosk("list")
     assert "gina" in listed.stdout and "north" in listed.stdout
     assert kiosk("remove", "gina").returncode == 0
