@@ -40,7 +40,13 @@ def _register_reader(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     reader = sub.add_parser("reader", help="ID-card reader tools (decode frames, simulate a SAM)")
     verbs = reader.add_subparsers(dest="verb", required=True)
     dec = verbs.add_parser(
-        "decode", help="decode SAM response frames given as hex on stdin, one JSON line each"
+        "decode",
+        help="decode SAM response frames given as hex on stdin, one JSON line each",
+        description="Read SAM reply frames as hex on stdin (whitespace anywhere, 0x prefixes"
+        " allowed, frames may run together) and print one JSON object per frame: its status"
+        " and data, or for a read reply the card's fields, with the photo and fingerprint as"
+        ' byte counts only. A malformed frame prints an object with "error" and'
+        ' "detail", decoding goes on, and the exit status is 1.',
     )
     dec.set_defaults(func=_reader_decode)
     sim = verbs.add_parser("simulate", help="serve a simulated SAM reader on a pty or serial URL")

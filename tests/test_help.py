@@ -116,3 +116,50 @@ def test_enrol_without_a_server_url_names_the_shown_spelling(
         )
     assert exit_.value.code == 2
     assert "--server-url" in capsys.readouterr().err
+
+
+#: Options with another spelling that are not the server's URL, or are its hidden alias.
+OTHER_URL_OPTIONS = {
+    ("kiosk device enrol", "--server"),  # hidden legacy alias of --server-url
+    ("kiosk reader simulate", "--url"),  # a pyserial URL to serve on, not the server's
+}
+
+
+def _names_a_url(action: argparse.Action) -> bool:
+    """An option that (by its dest, metavar or spelling) takes a URL of a server."""
+    words = {w for o in action.option_strings for w in o.lstrip("-").split("-")}
+    return action.dest == "server_url" or action.metavar == "URL" or bool(words & {"url", "server"})
+
+
+def test_every_option_taking_the_server_url_is_spelled_server_url() -> None:
+    """One spelling across the whole tree (issue 14, part 6): a new verb's ``--url`` or
+    ``--server`` for the server's address fails here."""
+    found = [(path, action) for path, action in _everything() if _names_a_url(action)]
+    other = {
+        (path, option)
+        for path, action in found
+        for option in action.option_strings
+        if option != "--server-url"
+    }
+    assert other == OTHER_URL_OPTIONS
+    assert len({path for path, action in found if "--server-url" in action.option_strings}) > 20
+
+
+def _bare_verbs(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, str]]:
+    """(path, description) of every verb that takes no argument at all."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _bare_verbs(sub, f"{path} {name}")
+    if not subs and all(isinstance(a, argparse._HelpAction) for a in parser._actions):
+        yield path, parser.description or ""
+
+
+def test_a_verb_without_options_explains_itself_in_its_help() -> None:
+    """``kiosk reader decode --help`` has no options to list: its description says what
+    goes in and what comes out."""
+    bare = dict(_bare_verbs(build_parser(), "kiosk"))
+    assert "kiosk reader decode" in bare
+    assert [path for path, description in bare.items() if len(description) < 40] == []
+    text = _help_text(["reader", "decode"])
+    assert "stdin" in text and "one JSON object per frame" in text
