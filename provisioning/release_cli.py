@@ -27,6 +27,16 @@ from provisioning.remote import password_source
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+#: The admin API's words for what to do → the ``kiosk release`` verb that does it.
+API_TO_CLI = (("POST /v1/admin/releases", "kiosk release publish"),)
+
+
+def cli_words(text: str) -> str:
+    """A server refusal as an admin at the CLI reads it: with the verb to run."""
+    for api, cli in API_TO_CLI:
+        text = text.replace(api, cli)
+    return text
+
 
 def _api(args: argparse.Namespace) -> ReleaseApi:
     if not args.server_url:
@@ -162,7 +172,7 @@ def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         try:
             return verb(args)
         except ProvisioningError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {cli_words(str(exc))}", file=sys.stderr)
             return exc.exit_status
 
     run.__doc__ = verb.__doc__

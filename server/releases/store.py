@@ -87,11 +87,16 @@ def find(conn: Connection, version: str) -> ReleaseInfo | None:
     return None if row is None else _info(row)
 
 
+#: How to get an unknown release, in the API's words (the CLI puts its own verb in: an API
+#: client has no ``kiosk`` command; provisioning/release_cli.py ``API_TO_CLI``).
+PUBLISH_FIRST = "publish it first: POST /v1/admin/releases"
+
+
 def require(conn: Connection, version: str) -> ReleaseInfo:
     """One release's facts, or :class:`NotFound`."""
     found = find(conn, version)
     if found is None:
-        raise NotFound(f"no release {version!r} (kiosk release publish first)")
+        raise NotFound(f"no release {version!r} ({PUBLISH_FIRST})")
     return found
 
 

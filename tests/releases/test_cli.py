@@ -95,6 +95,8 @@ def test_publish_rollout_status_halt_resume_cancel(
     assert wheel.name in capsys.readouterr().out
     assert run(served.argv("rollout", "1.5.0", "--site", "nowhere")) == 1
     assert "no site" in capsys.readouterr().err
+    assert run(served.argv("rollout", "9.9.9")) == 1  # the API's call, as a verb to run
+    assert "publish it first: kiosk release publish" in capsys.readouterr().err
     assert run(served.argv("rollout", "1.5.0", "--waves", "5,50,100", "--json")) == 0
     started = json.loads(capsys.readouterr().out)
     assert (started["waves"], started["state"]) == ([5.0, 50.0, 100.0], "running")

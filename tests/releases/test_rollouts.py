@@ -230,3 +230,12 @@ async def test_bad_rollouts_are_refused(
     assert resp.status == status_code, await resp.text()
     assert (await client.get("/v1/admin/rollouts/77", headers=admin)).status == 404
     assert (await client.post("/v1/admin/rollouts/77/halt", headers=admin)).status == 404
+
+
+async def test_an_unknown_version_names_the_api_call_not_a_cli_verb(
+    client: Client, admin: Headers
+) -> None:
+    resp = await client.post("/v1/admin/rollouts", json={"version": "9.9.9"}, headers=admin)
+    assert resp.status == 404
+    detail = (await resp.json())["detail"]
+    assert "POST /v1/admin/releases" in detail and "kiosk" not in detail, detail
