@@ -12,7 +12,7 @@ until the card is removed and placed again: one tap, one read.
 
 from . import sam
 from .errors import ChecksumError, LengthError
-from .idcard import encode_address, encode_text, make_id_number
+from .idcard import LONG_TERM, _card_date, encode_address, encode_text, make_id_number
 
 # Demo cards for ``kiosk demo`` and tests; id numbers are valid GB 11643 numbers.
 SAMPLE_CARDS = {
@@ -109,6 +109,8 @@ COMMON_FIELDS = (
     "name", "sex", "nation", "birth", "address", "id_number", "authority", "valid_from",
     "valid_to",
 )  # fmt: skip
+# Dates a card stores as YYYYMMDD, written YYYY-MM-DD in a cards file (as decode prints them).
+DATE_FIELDS = ("birth", "valid_from", "valid_to")
 # What only the simulator reads: the answer to "read new address", and the chip serial.
 SIMULATOR_FIELDS = ("new_address", "chip_serial")
 
@@ -131,6 +133,9 @@ def card_problems(card):
         if key in stored or key == "new_address":
             if not isinstance(value, str):
                 problems.append((key, "must be text"))
+            elif key in DATE_FIELDS and not _is_card_date(key, value):
+                also = " or " + LONG_TERM if key == "valid_to" else ""
+                problems.append((key, f"must be a date YYYY-MM-DD{also}, not {value!r}"))
         elif key == "chip_serial":
             if not _is_serial(value):
                 problems.append((key, "must be a list of 8 numbers 0-255"))
@@ -145,6 +150,14 @@ def card_problems(card):
         except ValueError as exc:
             problems.append(("", str(exc)))
     return problems
+
+
+def _is_card_date(key, value):
+    """A real date as YYYY-MM-DD (the card stores YYYYMMDD), or blank like a missing field;
+    a long-term card's valid_to is 长期."""
+    if value == "" or (key == "valid_to" and value == LONG_TERM):
+        return True
+    return _card_date(value) != value  # converted: it was a well-formed, real date
 
 
 def _is_serial(value):

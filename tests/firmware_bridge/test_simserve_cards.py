@@ -3,7 +3,10 @@ ambiguity: ``#3`` by index, ``…1234`` (or ``...1234``) by the last digits (iss
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,52 @@ def test_the_control_line_answers_an_ambiguous_tap_with_an_error() -> None:
     assert not port.sam.present
     assert port.control("place #1", cards) == "placed p1"
     assert port.control("place …0001", cards) == "placed p0" and port.sam.present
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("birth", "1990/03/07"),  # once "birth: 10 characters do not fit 16 bytes"
+        ("birth", "1990-02-30"),  # not a real date
+        ("valid_from", "2015-6-1"),
+        ("valid_to", "never"),  # once served as is
+        ("valid_to", "20350601"),
+    ],
+)
+def test_a_bad_date_is_named_as_a_date(tmp_path: Path, field: str, value: str) -> None:
+    card = {**SAMPLE_CARDS["resident"], field: value}
+    also = " or 长期" if field == "valid_to" else ""
+    assert card_problems(card) == [(field, f"must be a date YYYY-MM-DD{also}, not {value!r}")]
+    with pytest.raises(ValueError, match=f"card #0 \\(张三\\): field '{field}': must be a date"):
+        load_cards(_file(tmp_path, [card]))
+
+
+def test_good_dates_load_long_term_and_blank_included() -> None:
+    long_term = SAMPLE_CARDS["long_term"]
+    assert long_term["valid_to"] == "长期" and card_problems(long_term) == []
+    assert card_problems({**SAMPLE_CARDS["resident"], "valid_from": ""}) == []
+    assert card_problems({**SAMPLE_CARDS["permit_j"], "birth": "2000-02-29"}) == []  # leap day
+    assert card_problems({"card_type": "I", "valid_to": "长期"}) == []
+    assert card_problems({"valid_from": "长期"})[0][0] == "valid_from"
+
+
+def test_date_checks_agree_under_micropython() -> None:
+    """samsim runs on the MCU too: the same cards get the same answers there."""
+    # imported by name: that module's vectors are untyped (they run under MicroPython too)
+    mp: Any = importlib.import_module("tests.firmware_bridge.test_micropython")
+
+    script = (
+        "from firmware_bridge import samsim\n"
+        "for c in ({'birth': '1990-02-30'}, {'valid_to': 'never'}, {'valid_to': '长期'},"
+        " {'birth': '2000-02-29'}):\n"
+        "    print(' | '.join(f + ': ' + r for f, r in samsim.card_problems(c)))\n"
+    )
+    answers = [
+        subprocess.run(
+            [binary, "-c", script], capture_output=True, text=True, cwd=mp.ROOT, timeout=60
+        )
+        for binary in (mp.micropython_binary(), sys.executable)
+    ]
+    assert answers[0].returncode == 0, answers[0].stderr
+    assert answers[0].stdout == answers[1].stdout
+    assert answers[0].stdout.count("must be a date") == 2
