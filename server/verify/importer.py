@@ -65,6 +65,19 @@ class ImportReport:
         """True when every row was valid."""
         return not self.errors
 
+    def grouped(self) -> list[str]:
+        """The problems as lines, rows with the same column and reason on one line
+        (``rows 3, 5, 7-9, column site: unknown site 'x' …``) in the order they first occur,
+        so 2,000 rows naming one misspelled site are one line, as ``kiosk provision add
+        --csv`` reports them; ``--json`` keeps one error per row."""
+        rows: dict[tuple[str, str], list[int]] = {}
+        for error in self.errors:
+            rows.setdefault((error.column, error.reason), []).append(error.row)
+        return [
+            f"{'row' if len(numbers) == 1 else 'rows'} {_ranges(numbers)}, column {column}: {why}"
+            for (column, why), numbers in rows.items()
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (``kiosk server import --json``)."""
         return {
@@ -76,6 +89,20 @@ class ImportReport:
             "ok": self.ok,
             "errors": [{"row": e.row, "column": e.column, "reason": e.reason} for e in self.errors],
         }
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """``3, 4, 7-9, 12``: three or more consecutive rows as a range."""
+    spans: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    parts: list[str] = []
+    for a, b in spans:
+        parts.extend([f"{a}-{b}"] if b - a >= 2 else [str(n) for n in range(a, b + 1)])
+    return ", ".join(parts)
 
 
 class _Row:

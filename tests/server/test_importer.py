@@ -12,7 +12,7 @@ from core.idnumbers import make_id_number
 from server import cli
 from server.errors import ImportFormatError
 from server.storage.db import connect, transaction
-from server.verify.importer import RowError, import_csv
+from server.verify.importer import UNKNOWN_SITE_HINT, RowError, import_csv
 
 from .conftest import write_csv
 
@@ -250,7 +250,7 @@ def test_timestamp_out_of_range_is_a_row_error(tmp_path: Path, db_path: Path, st
 
 def test_permit_numbers_import_for_every_kind(tmp_path: Path, db_path: Path) -> None:
     permit = "CAN310087061235"
-    files = {
+    files: dict[str, tuple[list[str], list[tuple[object, ...]]]] = {
         "health_code": (HC, [(permit.lower(), "green", "", "2026-11-23T08:00:00+08:00")]),
         "nat": (
             ["id_number", "sampled_at", "result", "lab"],
@@ -398,3 +398,17 @@ def test_site_people_of_an_unknown_site_are_refused_unless_sites_are_created(
         people = sorted(conn.execute("SELECT site, id_number FROM site_people"))
     assert sites == ["north", "nroth"]
     assert people == sorted([("north", A), ("nroth", B), ("nroth", C)])
+
+
+def test_rows_with_the_same_problem_are_one_line(tmp_path: Path, db_path: Path) -> None:
+    """2,000 rows naming one misspelled site are one line with their rows, not 2,000 lines
+    (in the order the problems first occur); the JSON report keeps one error per row."""
+    rows = [("nroth", A), ("north", B), ("nroth", C), ("nroth", B), ("nroth", A), ("x", C)]
+    path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
+    report = import_csv(db_path, "site_people", path)
+    assert report.grouped() == [
+        f"rows 2, 4-6, column site: unknown site 'nroth' ({UNKNOWN_SITE_HINT})",
+        f"row 3, column site: unknown site 'north' ({UNKNOWN_SITE_HINT})",
+        f"row 7, column site: unknown site 'x' ({UNKNOWN_SITE_HINT})",
+    ]
+    assert len(report.to_json()["errors"]) == 6
