@@ -13,9 +13,11 @@ import argparse
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,13 +189,24 @@ def kiosk(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess
 
 
 def follows_readme(args: list[str]) -> None:
-    """``args`` use a README command and only options its line shows."""
+    """``args`` use a README command and only options its line shows. No ``--database``
+    unless the line shows it: the runs work on ``siheyi.db`` in their directory, the default
+    the README's "every other provision verb takes [--database PATH | --config FILE]" means."""
     verbs = tuple(a for a in args if not a.startswith("-"))
     lines = [ln for ln in LINES if any(verbs[: len(v)] == v for v in ln.verbs)]
     assert lines, f"no README line for kiosk {' '.join(args)}"
     used = {a for a in args if a.startswith("--")}
     shown = set().union(*(ln.options for ln in lines))
-    assert used <= shown | {"--database"}, f"{sorted(used - shown)} not on the README line"
+    assert used <= shown, f"{sorted(used - shown)} not on the README line"
+
+
+def run_all(runs: list[tuple[list[str], str]], cwd: Path) -> None:
+    """Each run follows the README, exits 0 and prints what it promises."""
+    for args, expected in runs:
+        follows_readme(args)
+        done = kiosk(*args, cwd=cwd)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert expected in done.stdout, (args, done.stdout)
 
 
 def csv_file(path: Path, text: str) -> Path:
@@ -216,32 +229,73 @@ def person_who_passes(tmp: Path) -> tuple[str, list[tuple[str, Path]]]:
 
 
 def test_the_commands_without_hardware_run(tmp_path: Path) -> None:
-    db = str(tmp_path / "siheyi.db")
-    runs: list[tuple[list[str], str]] = [
-        (["server", "init-demo-data", "--database", str(tmp_path / "demo.db"), "--people",
-          "20", "--seed", "7"], "demo data for 20 people"),
-        (["provision", "init", "--database", db], "fleet ready"),
-        (["provision", "site", "add", "site-a", "--database", db], "1 site(s) added"),
-    ]  # fmt: skip
-    number, imports = person_who_passes(tmp_path)
-    for kind, path in imports:
-        runs.append((["server", "import", kind, str(path), "--database", db, "--json"], "{"))
-    kiosks = csv_file(tmp_path / "kiosks.csv", "serial,site,gate\nSN-1,site-a,g1\n")
-    password = csv_file(tmp_path / "pw", "a long enough password\n")
-    runs += [
-        (["provision", "add", "--csv", str(kiosks), "--dry-run", "--database", db], "dry run"),
-        (["server", "issue-pass", number, "--site", "site-a", "--minutes", "5",
-          "--database", db], "SHY1."),
+    """Server and provisioning verbs on ``siheyi.db`` in two temporary directories: two
+    chains of runs that depend on nothing of each other, run side by side (2 cores)."""
+    fleet, server = tmp_path / "fleet", tmp_path / "server"
+    fleet.mkdir()
+    server.mkdir()
+    kiosks = csv_file(fleet / "kiosks.csv", "serial,site,gate\nSN-1,site-a,g1\n")
+    fleet_runs: list[tuple[list[str], str]] = [
+        (["provision", "init"], "fleet ready"),
+        (["provision", "site", "add", "site-a"], "1 site(s) added"),
+        (["provision", "site", "list"], "site-a"),
+        (["provision", "add", "--csv", str(kiosks), "--dry-run"], "dry run"),
+        (["provision", "add", "--serial", "SN-2", "--site", "site-a"], "SN-2"),
+        (["provision", "enrol-code", "SN-2"], "SN-2"),
+        (["provision", "config", "set", "verify.deadline_s", "1.0", "--fleet"], "config"),
+        (["provision", "config", "list"], "verify.deadline_s"),
+        (["provision", "list"], "SN-2"),
+        (["provision", "status"], "SKEW"),
+        (["provision", "revoke", "SN-2"], "revoked"),
+    ]
+    number, imports = person_who_passes(server)
+    password = csv_file(server / "pw", "a long enough password\n")
+    server_runs: list[tuple[list[str], str]] = [
+        (["server", "init-demo-data", "--database", "demo.db", "--people", "20", "--seed", "7"],
+         "demo data for 20 people"),
+        (["provision", "site", "add", "site-a"], "1 site(s) added"),
+        *((["server", "import", kind, str(path), "--json"], "{") for kind, path in imports),
+        (["server", "issue-pass", number, "--site", "site-a", "--minutes", "5"], "SHY1."),
         (["server", "user", "add", "ana", "--role", "guard", "--site", "east-gate", "--site",
-          "west-gate", "--password-file", str(password), "--database", db], "ana"),
-        (["server", "user", "list", "--database", db], "ana"),
-        (["provision", "list", "--database", db], ""),
+          "west-gate", "--password-file", str(password)], "ana"),
+        (["server", "user", "list"], "ana"),
+        (["server", "user", "remove", "ana"], "ana"),
+        (["server", "prune", "--before", "2000-01-01", "--database", "siheyi.db"], ""),
+        (["release", "keygen", "--out", "release.key"], ""),
     ]  # fmt: skip
-    for args, expected in runs:
-        follows_readme(args)
-        done = kiosk(*args, cwd=tmp_path)
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        assert expected in done.stdout, (args, done.stdout)
+    with ThreadPoolExecutor(2) as pool:
+        chains = [
+            pool.submit(run_all, fleet_runs, fleet),
+            pool.submit(run_all, server_runs, server),
+        ]
+        for chain in chains:
+            chain.result()
+    assert (server / "release.key").stat().st_mode & 0o077 == 0
+    assert "ana" not in kiosk("server", "user", "list", cwd=server).stdout
+
+
+def readme_demo() -> tuple[str, str]:
+    """The heading line and the summary line of the README's demo output."""
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("   tap  id (masked)") :]
+    heading = block.splitlines()[0]
+    summary = next(ln for ln in block.splitlines() if ln.startswith("summary: "))
+    return heading, summary
+
+
+def test_the_demo_prints_the_headings_and_summary_the_readme_shows(tmp_path: Path) -> None:
+    args = ["demo", "--taps", "3"]
+    follows_readme(args)
+    done = kiosk(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    heading, summary = readme_demo()
+    lines = done.stdout.splitlines()
+    assert heading.split() in [ln.split() for ln in lines], done.stdout
+    taps = [ln for ln in lines if re.match(r"\[ +\d+\]  ", ln)]
+    assert len(taps) == 3, done.stdout
+    summary_shape = r"summary: {} taps \({}\): .+; latency p50 [\d.]+ ms, p99 [\d.]+ ms"
+    assert re.fullmatch(summary_shape.format(7, "Ctrl-C"), summary), summary  # the README's
+    assert re.fullmatch(summary_shape.format(3, "--taps"), lines[-1]), lines[-1]
 
 
 def test_kiosk_help_and_reader_decode_run(tmp_path: Path) -> None:
@@ -250,3 +304,45 @@ def test_kiosk_help_and_reader_decode_run(tmp_path: Path) -> None:
     done = kiosk("reader", "decode", cwd=tmp_path, stdin="AA AA AA 96 69 00 04 00 00 80 84\n")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "80"
+
+
+def readme_cards() -> str:
+    """The JSON example under "The cards file" in the README."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("**The cards file.**") :]
+    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
+    assert block is not None
+    return block[1]
+
+
+def test_the_reader_simulator_serves_the_readme_cards(tmp_path: Path) -> None:
+    """``tap #1`` and ``tap …0151`` pick the cards the README says; a bare ``tap 1`` is
+    refused as ambiguous. Driven through the TCP control port, as a test rig would."""
+    cards = csv_file(tmp_path / "cards.json", readme_cards())
+    args = ["reader", "simulate", "--cards", str(cards), "--control", "127.0.0.1:0"]
+    follows_readme(args)
+    proc = subprocess.Popen(
+        [*KIOSK, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        control = ""
+        for _ in range(2):
+            control = proc.stdout.readline()
+        assert control.startswith("control on "), (control, proc.stderr)
+        port = int(control.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            answers = conn.makefile("rw", encoding="utf-8", newline="\n")
+
+            def ask(line: str) -> str:
+                answers.write(line + "\n")
+                answers.flush()
+                return answers.readline().strip()
+
+            assert ask("tap #1 0") == "tapped 李四"
+            assert ask("tap …0151 0") == "tapped 史密斯"
+            refused = ask("tap 1 0")
+            assert "ambiguous" in refused and "#1" in refused, refused
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
