@@ -157,8 +157,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:
-        for error in report.errors:
-            print(f"{report.source}: {error}")
+        for line in report.grouped():  # rows with the same problem on one line
+            print(f"{report.source}: {line}")
         verdict = "ok" if report.ok else f"{len(report.errors)} problem(s)"
         print(
             f"{report.kind}: {report.rows} row(s) read, {report.imported} imported, "

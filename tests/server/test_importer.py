@@ -412,3 +412,12 @@ def test_rows_with_the_same_problem_are_one_line(tmp_path: Path, db_path: Path) 
         f"row 7, column site: unknown site 'x' ({UNKNOWN_SITE_HINT})",
     ]
     assert len(report.to_json()["errors"]) == 6
+
+
+def test_cli_groups_rows_with_the_same_problem(
+    tmp_path: Path, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [("nroth", A), ("nroth", B), ("nroth", C)]
+    path = write_csv(tmp_path / "sp.csv", ["site", "id_number"], rows)
+    assert run(["server", "import", "site_people", str(path), "--database", str(db_path)]) == 1
+    assert f"{path}: rows 2-4, column site: unknown site 'nroth'" in capsys.readouterr().out
