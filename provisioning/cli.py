@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,24 +79,14 @@ def cli_words(text: str) -> str:
 
 def _run(args: argparse.Namespace, work: Callable[[FleetBackend], int]) -> int:
     """Reach the fleet, run ``work``, map errors to messages and exit statuses."""
-    return _quiet_pipe(lambda: work(_fleet(args)))
+    return _refusals(lambda: work(_fleet(args)))
 
 
-def _quiet_pipe(work: Callable[[], int]) -> int:
-    """Run ``work``; a reader that stopped early (``| head``) ends it quietly with status 0.
-
-    Flushing here, not at interpreter exit, is what lets the broken pipe be caught; stdout is
-    then pointed at /dev/null so that Python's own final flush does not complain either.
-    """
+def _refusals(work: Callable[[], int]) -> int:
+    """Run ``work``; a provisioning error is its message on stderr and its exit status (a
+    reader that stops early, ``| head``, is handled for every verb by siheyi.cli)."""
     try:
-        status = work()
-        sys.stdout.flush()
-        return status
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 0
+        return work()
     except ProvisioningError as exc:
         print(f"error: {cli_words(str(exc))}", file=sys.stderr)
         return exc.exit_status
@@ -150,7 +139,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     Always on the database: the first administrator cannot log in to create itself.
     """
-    return _quiet_pipe(lambda: _init(args))
+    return _refusals(lambda: _init(args))
 
 
 def cmd_site(args: argparse.Namespace) -> int:

@@ -287,7 +287,9 @@ def read_device_csv(path: str | Path) -> list[tuple[int, CsvRow]]:
         if not fields or fields == [""]:
             continue
         if len(fields) != len(header):
-            rows.append((line, f"row {line}: {len(fields)} fields, the header has {len(header)}"))
+            n = len(fields)
+            plural = "" if n == 1 else "s"
+            rows.append((line, f"row {line}: {n} field{plural}, the header has {len(header)}"))
         else:
             rows.append((line, dict(zip(header, fields, strict=True))))
     return rows

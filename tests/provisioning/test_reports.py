@@ -24,6 +24,7 @@ BAD_CSV = (
     "SN-6,atlantis,,\n"  # 7: unknown site
     "SN-7,north,,\n"  # 8: duplicate serial
     "SN-7,north,,\n"  # 9: duplicate serial
+    "SN-10\n"  # 10: one field
 )
 
 
@@ -53,10 +54,11 @@ def test_every_refused_row_has_its_number_and_one_reason_one_line(
         "row 4: serial must be 1-64 characters of A-Z a-z 0-9 _ . : -",
         "row 6: 2 fields, the header has 4",
         "rows 8, 9: serial SN-7 appears 2 times in the input",
+        "row 10: 1 field, the header has 4",
     ]
     assert (
         lines[-1]
-        == "8 row(s): 1 to create, 0 to update, 0 unchanged, 7 refused; dry run, nothing written"
+        == "9 row(s): 1 to create, 0 to update, 0 unchanged, 8 refused; dry run, nothing written"
     )
 
 
@@ -67,7 +69,7 @@ def test_json_report_gives_every_error_its_row(
     csv_path.write_text(BAD_CSV, encoding="utf-8")
     status, lines = _add(db, csv_path, capsys, "--dry-run", "--json")
     report = json.loads("\n".join(lines))
-    assert status == 1 and len(report["errors"]) == 7
+    assert status == 1 and len(report["errors"]) == 8
     assert all(e["error"].startswith(f"row {e['row']}: ") for e in report["errors"])
     (new,) = report["devices"]
     assert new["device_id"] is None  # a dry run invents no ids
