@@ -7,6 +7,10 @@ connection, login), so a script can tell "fix the input" from "fix the set-up".
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
+
 
 class ProvisioningError(Exception):
     """Base class of every error raised deliberately by ``provisioning``."""
@@ -66,3 +70,21 @@ class LoginFailed(ProvisioningError, PermissionError):
 
 class NoPassword(ProvisioningError, ValueError):
     """An admin password is needed and there is neither a file, the variable nor a terminal."""
+
+
+Verb = Callable[[argparse.Namespace], int]
+
+
+def guarded(verb: Verb, words: Callable[[str], str] = str) -> Verb:
+    """``verb`` as a command-line verb: a :class:`ProvisioningError` becomes its message on
+    stderr (through ``words``, which may turn API wording into the CLI's) and its exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return verb(args)
+        except ProvisioningError as exc:
+            print(f"error: {words(str(exc))}", file=sys.stderr)
+            return exc.exit_status
+
+    run.__doc__ = verb.__doc__
+    return run

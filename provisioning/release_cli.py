@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from provisioning.errors import InvalidField, ProvisioningError
+from provisioning.errors import InvalidField, guarded
 from provisioning.release_api import ReleaseApi, read_key, signed_upload, write_key
 from provisioning.remote import password_source
 
@@ -167,18 +167,6 @@ def _detail(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return verb(args)
-        except ProvisioningError as exc:
-            print(f"error: {cli_words(str(exc))}", file=sys.stderr)
-            return exc.exit_status
-
-    run.__doc__ = verb.__doc__
-    return run
-
-
 # -- the parser ---------------------------------------------------------------------------
 
 
@@ -188,16 +176,16 @@ def register(subparsers: Subparsers) -> None:
     verbs = release.add_subparsers(dest="release_verb", metavar="VERB", required=True)
     keygen = verbs.add_parser("keygen", help="make the fleet's release key (print its public hex)")
     keygen.add_argument("--out", required=True, metavar="KEYFILE", help="new file, 0600")
-    keygen.set_defaults(func=_guarded(cmd_keygen))
+    keygen.set_defaults(func=guarded(cmd_keygen, cli_words))
     publish = verbs.add_parser("publish", help="sign a wheel with the release key and upload it")
     publish.add_argument("wheel", metavar="WHEEL", help="the siheyi wheel (.whl) to publish")
     publish.add_argument("--key", required=True, metavar="KEYFILE", help="the release key")
     publish.add_argument(
         "--version", help="the release version, checked: it must be the wheel's METADATA version"
     )
-    publish.set_defaults(func=_guarded(cmd_publish))
+    publish.set_defaults(func=guarded(cmd_publish, cli_words))
     listing = verbs.add_parser("list", help="the releases the server holds")
-    listing.set_defaults(func=_guarded(cmd_list))
+    listing.set_defaults(func=guarded(cmd_list, cli_words))
     rollout = verbs.add_parser("rollout", help="roll a published version out in waves")
     rollout.add_argument(
         "version", metavar="VERSION", help="a published version (see `kiosk release list`)"
@@ -214,19 +202,19 @@ def register(subparsers: Subparsers) -> None:
         "--soak", type=float, default=0.0, metavar="SECONDS",
         help="keep each wave open at least this long before the next (0)",
     )  # fmt: skip
-    rollout.set_defaults(func=_guarded(cmd_rollout))
+    rollout.set_defaults(func=guarded(cmd_rollout, cli_words))
     status = verbs.add_parser("status", help="the latest rollouts, or one in detail")
     status.add_argument(
         "rollout_id", metavar="ROLLOUT_ID", nargs="?", type=int, help="this rollout in detail"
     )
-    status.set_defaults(func=_guarded(cmd_status))
+    status.set_defaults(func=guarded(cmd_status, cli_words))
     parsers = [publish, listing, rollout, status]
     for verb in ("halt", "resume", "cancel"):
         moving = verbs.add_parser(verb, help=f"{verb} a rollout")
         moving.add_argument(
             "rollout_id", metavar="ROLLOUT_ID", type=int, help="as `kiosk release status` lists it"
         )
-        moving.set_defaults(func=_guarded(_move(verb)))
+        moving.set_defaults(func=guarded(_move(verb), cli_words))
         parsers.append(moving)
     for parser in parsers:
         _connection(parser)

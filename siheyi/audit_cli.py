@@ -22,7 +22,7 @@ import secrets
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeAlias, TypeVar
@@ -39,6 +39,7 @@ from provisioning.errors import (
     Refused,
     StoreError,
     Unavailable,
+    guarded,
 )
 from provisioning.remote import (
     ApiClient,
@@ -267,18 +268,6 @@ def cmd_verify_chain(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return verb(args)
-        except ProvisioningError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_status
-
-    run.__doc__ = verb.__doc__
-    return run
-
-
 # -- the parser ---------------------------------------------------------------------------
 
 
@@ -294,18 +283,18 @@ def register(subparsers: Subparsers) -> None:
     query.add_argument("--cursor", help="start after this page (printed as 'more: …')")
     query.add_argument("--all", action="store_true", help="every page, not only the first")
     query.add_argument("--json", action="store_true", help="one JSON object per line")
-    query.set_defaults(func=_guarded(cmd_query))
+    query.set_defaults(func=guarded(cmd_query))
     export = verbs.add_parser("export", help="every matching event as CSV or JSON")
     _filters(export)
     export.add_argument(
         "--format", choices=("csv", "json"), default="csv", help="csv (default) or json"
     )
     export.add_argument("--output", "-o", metavar="FILE", help="file to write (default stdout)")
-    export.set_defaults(func=_guarded(cmd_export))
+    export.set_defaults(func=guarded(cmd_export))
     chain = verbs.add_parser("verify-chain", help="a kiosk's chain checked by the server")
     chain.add_argument("device_id", metavar="DEVICE_ID", help="the kiosk's device id")
     chain.add_argument("--json", action="store_true", help="print the server's answer as JSON")
-    chain.set_defaults(func=_guarded(cmd_verify_chain))
+    chain.set_defaults(func=guarded(cmd_verify_chain))
     for parser in (query, export, chain):
         _connection(parser)
 
