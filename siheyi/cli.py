@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -204,8 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a log file that cannot be opened
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet_storage(args)
-    return quiet_pipe(args)
+    with quiet_service_logs(args):
+        return quiet_pipe(args)
 
 
 def quiet_pipe(args: argparse.Namespace) -> int:
@@ -231,15 +232,25 @@ def quiet_pipe(args: argparse.Namespace) -> int:
 SERVICE_LOGGERS = ("server",)
 
 
-def quiet_storage(args: argparse.Namespace) -> None:
+@contextlib.contextmanager
+def quiet_service_logs(args: argparse.Namespace) -> Iterator[None]:
     """A one-shot verb (``kiosk server import``, ``prune``, ``kiosk provision …``) prints its
     answer, not "database … open", "applied schema migration 7", "imported 4 of 4 rows",
     "audit pruned …": those INFO lines stay for ``kiosk -v`` and for the services (``kiosk
-    server run``, ``service=True``); warnings and errors always show."""
+    server run``, ``service=True``); warnings and errors always show. The levels are put
+    back afterwards, so ``main()`` called in a process leaves its logging as it was."""
     if args.verbose or getattr(args, "service", False):
+        yield
         return
-    for name in SERVICE_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in SERVICE_LOGGERS]
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
 
 
 if __name__ == "__main__":

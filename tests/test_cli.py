@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -273,3 +274,15 @@ def test_import_and_prune_print_their_answer_only(tmp_path: Path) -> None:
         assert quiet.returncode == 0 and quiet.stdout, quiet.stderr
         assert "INFO" not in quiet.stderr, quiet.stderr
         assert " INFO server." in run("-v", *verb).stderr
+
+
+def test_a_quiet_verb_gives_the_servers_log_level_back(tmp_path: Path) -> None:
+    """main() run inside a process (tests, a wrapper script) must not leave the server's
+    loggers silenced for whatever that process does next."""
+    from siheyi import cli
+
+    server_log = logging.getLogger("server")
+    before = server_log.level
+    db = str(tmp_path / "q.db")
+    assert cli.main(["server", "init-demo-data", "--people", "2", "--database", db]) == 0
+    assert server_log.level == before
