@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv lint
-	$(BIN)/python -m pytest -q -n 3 --durations=25  # many tests wait on processes and sockets: three workers keep two cores busy
+	$(BIN)/python -m pytest -q -n 2 --durations=25
 
 .PHONY: config-docs
 config-docs: venv  # the configuration tables in docs/ from the schemas in device/ and server/config.py

@@ -117,6 +117,14 @@ def log_in(page: Page, live: Live, username: str) -> None:
     expect(page.locator("#live")).to_be_visible()  # the event stream is open
 
 
+def go_to(page: Page, path: str) -> None:
+    """Follow the nav link to ``path`` and wait until the page's modules have run: a form
+    used before its script is attached would be submitted natively (without CSRF token)."""
+    page.click(f"nav a[href='{path}']")
+    page.wait_for_url(f"**{path}")
+    page.wait_for_load_state("load")
+
+
 def card(page: Page, device_id: str):  # type: ignore[no-untyped-def]
     return page.locator(f"#kiosk-{device_id}")
 
@@ -234,7 +242,7 @@ def test_the_gate_of_a_kiosk_without_a_link_is_refused_in_words(page: Page, scen
 
 def test_a_lookup_shows_reasons_and_recovery(page: Page, scene: Scene) -> None:
     log_in(page, scene.live, "guard-a")
-    page.click("nav a[href='/board/lookup']")
+    go_to(page, "/board/lookup")
     person = scene.people["check"][0]
     page.fill("#lookup-form input[name=id_number]", person)
     page.click("#lookup-form button[type=submit]")
@@ -262,7 +270,7 @@ def test_an_admin_looks_up_at_a_chosen_site(page: Page, scene: Scene) -> None:
 def test_the_audit_trail_pages_with_more(page: Page, scene: Scene) -> None:
     scene.live.report(scene.a3, [("pass", [], False)] * 12)
     log_in(page, scene.live, "guard-a")
-    page.click("nav a[href='/board/audit']")
+    go_to(page, "/board/audit")
     rows = page.locator("#events tr")
     expect(rows.first).to_be_visible()
     page.select_option("select[name=limit]", "10")
@@ -294,7 +302,7 @@ def alerts_hooked() -> bool:
 
 def test_a_reader_unplug_raises_an_alert_a_guard_acknowledges(page: Page, scene: Scene) -> None:
     log_in(page, scene.live, "guard-a")
-    page.click("nav a[href='/board/alerts']")
+    go_to(page, "/board/alerts")
     expect(page.locator("#live")).to_be_visible()
     device_id = scene.kiosk.bundle.device_id
     alert = page.locator("#alerts tr", has_text=device_id).filter(has_text="读卡器故障")

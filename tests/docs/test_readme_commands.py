@@ -228,9 +228,8 @@ def person_who_passes(tmp: Path) -> tuple[str, list[tuple[str, Path]]]:
     return number, [(kind, csv_file(tmp / f"{kind}.csv", body)) for kind, body in files]
 
 
-@pytest.mark.timeout(
-    300
-)  # two chains of ~20 CLI processes each: 30 s alone, more in a loaded suite
+# two chains of ~20 CLI processes each: 30 s alone, more in a loaded suite
+@pytest.mark.timeout(300)
 def test_the_commands_without_hardware_run(tmp_path: Path) -> None:
     """Server and provisioning verbs on ``siheyi.db`` in two temporary directories: two
     chains of runs that depend on nothing of each other, run side by side (2 cores)."""
