@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, TypeAlias
 
 from provisioning.errors import InvalidField, guarded
 from provisioning.release_api import ReleaseApi, read_key, signed_upload, write_key
-from provisioning.remote import password_source
+from provisioning.remote import add_connection_options, client_from_args
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -39,14 +38,7 @@ def cli_words(text: str) -> str:
 
 
 def _api(args: argparse.Namespace) -> ReleaseApi:
-    if not args.server_url:
-        raise InvalidField("--server-url URL is needed (or set $SIHEYI_SERVER_URL)")
-    return ReleaseApi(
-        args.server_url,
-        user=args.admin,
-        password=password_source(args.password_file),
-        tls_ca=args.tls_ca,
-    )
+    return client_from_args(ReleaseApi, args)
 
 
 def _print(args: argparse.Namespace, answer: Any, text: Callable[[Any], str]) -> None:
@@ -221,17 +213,5 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server-url",
-        metavar="URL",
-        default=os.environ.get("SIHEYI_SERVER_URL"),
-        help="the server (default $SIHEYI_SERVER_URL)",
-    )
-    parser.add_argument("--admin", metavar="USER", help="log in as this admin")
-    parser.add_argument(
-        "--password-file",
-        metavar="FILE",
-        help="the password (else $SIHEYI_ADMIN_PASSWORD, else a prompt)",
-    )
-    parser.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) for the server's certificate")
+    add_connection_options(parser, ReleaseApi, "log in as this admin")
     parser.add_argument("--json", action="store_true", help="the server's answer as JSON")

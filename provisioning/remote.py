@@ -10,6 +10,7 @@ request each, and the tool keeps no event loop.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import os
@@ -363,3 +364,39 @@ class RemoteFleet(ApiClient):
 
     def config(self) -> ConfigLayers:
         return self._call("GET", "/v1/admin/config", None, ConfigLayers)
+
+
+C = TypeVar("C", bound=ApiClient)
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser, client: type[ApiClient], who: str
+) -> None:
+    """The options every verb that only talks to the API takes (``kiosk audit``, ``kiosk
+    release``): the server, the person (``client.USER_OPTION``, described by ``who``), the
+    password file and the CA."""
+    parser.add_argument(
+        "--server-url",
+        metavar="URL",
+        default=os.environ.get("SIHEYI_SERVER_URL"),
+        help="the server (default $SIHEYI_SERVER_URL)",
+    )
+    parser.add_argument(client.USER_OPTION, metavar="USER", help=who)
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="the password (else $SIHEYI_ADMIN_PASSWORD, else a prompt)",
+    )
+    parser.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) for the server's certificate")
+
+
+def client_from_args(client: type[C], args: argparse.Namespace) -> C:
+    """The API client those options describe; ``--server-url`` is required."""
+    if not args.server_url:
+        raise InvalidField("--server-url URL is needed (or set $SIHEYI_SERVER_URL)")
+    return client(
+        args.server_url,
+        user=getattr(args, client.USER_OPTION.removeprefix("--")),
+        password=password_source(args.password_file),
+        tls_ca=args.tls_ca,
+    )

@@ -44,8 +44,9 @@ from provisioning.errors import (
 from provisioning.remote import (
     ApiClient,
     TokenStore,
+    add_connection_options,
+    client_from_args,
     default_token_file,
-    password_source,
 )
 
 T = TypeVar("T")
@@ -147,14 +148,7 @@ def _read(response: Any, url: str, size: int = -1) -> bytes:
 
 
 def _api(args: argparse.Namespace) -> AuditApi:
-    if not args.server_url:
-        raise InvalidField("--server-url URL is needed (or set $SIHEYI_SERVER_URL)")
-    return AuditApi(
-        args.server_url,
-        user=args.user,
-        password=password_source(args.password_file),
-        tls_ca=args.tls_ca,
-    )
+    return client_from_args(AuditApi, args)
 
 
 def filter_query(args: argparse.Namespace, **more: str | None) -> dict[str, str]:
@@ -300,21 +294,7 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--server-url",
-        metavar="URL",
-        default=os.environ.get("SIHEYI_SERVER_URL"),
-        help="the server (default $SIHEYI_SERVER_URL)",
-    )
-    parser.add_argument(
-        "--user", metavar="USER", help="log in as this person (admin, auditor, guard)"
-    )
-    parser.add_argument(
-        "--password-file",
-        metavar="FILE",
-        help="the password (else $SIHEYI_ADMIN_PASSWORD, else a prompt)",
-    )
-    parser.add_argument("--tls-ca", metavar="FILE", help="CA (PEM) for the server's certificate")
+    add_connection_options(parser, AuditApi, "log in as this person (admin, auditor, guard)")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
