@@ -8,7 +8,7 @@ the kiosks' own check is the only one (they never install an unsigned wheel eith
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from msgspec import Meta, Struct
 
@@ -26,13 +26,3 @@ class ReleaseSettings(Struct, frozen=True, forbid_unknown_fields=True):
     """``[releases]``: what the server checks of a release it is given."""
 
     release_key: _Key = ""
-
-
-DEFAULT = ReleaseSettings()
-
-
-def settings_of(config: Any) -> ReleaseSettings:
-    """The ``[releases]`` settings of a server configuration (defaults until the
-    configuration carries them)."""
-    found = getattr(config, "releases", DEFAULT)
-    return found if isinstance(found, ReleaseSettings) else DEFAULT

@@ -39,7 +39,6 @@ from server.releases import evaluate, rollouts, store
 from server.releases.errors import ReleaseProblem
 from server.releases.heartbeat import ReleaseCache, cache_for
 from server.releases.layers import winning
-from server.releases.settings import settings_of
 from server.storage.connection import Connection
 from server.storage.db import transaction
 
@@ -85,7 +84,7 @@ def _now(request: web.Request) -> str:
 async def publish(request: web.Request) -> web.Response:
     """``POST /v1/admin/releases``: store a signed wheel (checked first)."""
     upload = decode_body(await read_raw(request, MAX_UPLOAD_BYTES), ReleaseUpload)
-    key = settings_of(request.app[CONFIG]).release_key
+    key = request.app[CONFIG].releases.release_key
     try:
         await asyncio.to_thread(store.check_upload, upload, key)
     except ReleaseProblem as exc:

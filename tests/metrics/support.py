@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import ServerConfig
-from server.metrics import views
 from server.metrics.settings import MetricsSettings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-_WIRED = "metrics" in {f.name for f in dataclasses.fields(ServerConfig)}
-
 
 def metrics_app(config: ServerConfig, settings: MetricsSettings | None = None) -> web.Application:
-    """The real app with ``[metrics]`` = ``settings``: through the config once the app
-    factory wires server.metrics, by hand (the same two calls) until then."""
-    settings = settings or MetricsSettings()
-    if _WIRED:
-        wired: dict[str, Any] = {"metrics": settings}
-        return create_app(replace(config, **wired))
-    app = create_app(config)
-    views.install(app, settings)
-    app.add_routes([op.route() for op in views.OPERATIONS])
-    return app
+    """The real app with ``[metrics]`` = ``settings``."""
+    return create_app(replace(config, metrics=settings or MetricsSettings()))
 
 
 def parse(text: str) -> Samples:

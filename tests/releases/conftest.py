@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from server.config import ServerConfig
 from server.releases.settings import ReleaseSettings
-from tests.releases.support import PUBLIC_HEX, Client, ReleaseConfig, release_app
+from tests.releases.support import PUBLIC_HEX, Client, release_app
 from tests.server.users_support import add_user, bearer, token_for
 
 
@@ -20,12 +21,12 @@ def db_path(any_database: Path | str) -> Path | str:
 
 
 @pytest.fixture
-def config(db_path: Path | str) -> ReleaseConfig:
-    return ReleaseConfig(database=str(db_path), releases=ReleaseSettings(PUBLIC_HEX))
+def config(db_path: Path | str) -> ServerConfig:
+    return ServerConfig(database=str(db_path), releases=ReleaseSettings(PUBLIC_HEX))
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, config: ReleaseConfig) -> Client:
+async def client(aiohttp_client: Any, config: ServerConfig) -> Client:
     add_user(config.database, "ops", "admin")
     return await aiohttp_client(release_app(config))  # type: ignore[no-any-return]
 

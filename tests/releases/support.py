@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from server.app import create_app
 from server.config import ServerConfig
 from server.fleet import registry
 from server.fleet.sessions import mint_token
-from server.releases import views as release_views
-from server.releases.settings import DEFAULT, ReleaseSettings
 from server.storage.db import connect, transaction
 
 Client = TestClient[web.Request, web.Application]
@@ -30,20 +27,9 @@ RELEASE_KEY = Ed25519PrivateKey.generate()
 PUBLIC_HEX = RELEASE_KEY.public_key().public_bytes_raw().hex()
 
 
-@dataclass(frozen=True)
-class ReleaseConfig(ServerConfig):
-    """A server configuration with ``[releases]`` (until ServerConfig carries it)."""
-
-    releases: ReleaseSettings = DEFAULT
-
-
 def release_app(config: ServerConfig) -> web.Application:
-    """The app, with the release routes added if the app factory does not have them yet."""
-    app = create_app(config)
-    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource}
-    missing = [op for op in release_views.OPERATIONS if (op.method, op.path) not in served]
-    app.router.add_routes([op.route() for op in missing])
-    return app
+    """The app the release tests talk to."""
+    return create_app(config)
 
 
 _EPOCH = (2026, 1, 1, 0, 0, 0)

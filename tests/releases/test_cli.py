@@ -14,10 +14,10 @@ import pytest
 
 from core.releases import file_sha256, verify_release
 from provisioning import release_cli
-from server.config import LimitSettings
+from server.config import LimitSettings, ServerConfig
 from server.releases.settings import ReleaseSettings
 from server.storage.db import connect
-from tests.releases.support import ReleaseConfig, make_wheel, release_app
+from tests.releases.support import make_wheel, release_app
 from tests.server.users_support import PASSWORD, add_user
 from tests.threaded_server import served_in_thread
 
@@ -64,7 +64,7 @@ def served(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("SIHEYI_ADMIN_PASSWORD", raising=False)
     monkeypatch.delenv("SIHEYI_SERVER_URL", raising=False)
-    config = ReleaseConfig(
+    config = ServerConfig(
         database=str(db), releases=ReleaseSettings(key[1]), limits=LimitSettings(login_per_s=100)
     )
     with served_in_thread(lambda: release_app(config)) as url:

@@ -7,9 +7,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from server.config import ServerConfig
 from server.releases.settings import ReleaseSettings
 from server.storage.db import connect
-from tests.releases.support import Client, ReleaseConfig, release_app, upload_body, wheel_data
+from tests.releases.support import Client, release_app, upload_body, wheel_data
 from tests.server.users_support import add_user, bearer, token_for
 
 WHEEL = wheel_data("1.4.0", b"# a few bytes" * 100)
@@ -88,7 +89,7 @@ async def test_a_signature_not_by_the_pinned_key_is_refused(
 async def test_without_a_pinned_key_any_matching_wheel_is_stored(
     aiohttp_client: Any, db_path: Any
 ) -> None:
-    config = ReleaseConfig(database=str(db_path), releases=ReleaseSettings(""))
+    config = ServerConfig(database=str(db_path), releases=ReleaseSettings(""))
     add_user(db_path, "ops", "admin")
     client = await aiohttp_client(release_app(config))
     admin = bearer(await token_for(client, "ops"))
