@@ -91,6 +91,10 @@ class CameraEnded(KioskError, EOFError):
     """A file source has delivered its last frame."""
 
 
+class NoQrDecoder(KioskError, ImportError):
+    """Neither zxing-cpp nor pyzbar (libzbar0) can be loaded: the camera cannot read codes."""
+
+
 class ReaderError(KioskError, IOError):
     """The reader did not answer as the SAM protocol requires."""
 

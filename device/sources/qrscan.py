@@ -2,21 +2,31 @@
 
 Three layers, one per class:
 
-- `QrDecoder` finds and decodes codes in one frame while doing far less work than running
-  pyzbar on every full frame (figures in `docs/camera.md` and `bench/RESULTS.md`):
+- `QrDecoder` finds and decodes codes in one frame while doing far less work than decoding
+  every full frame, and never reads fewer codes than full-frame decoding would (figures in
+  `docs/camera.md` and `bench/RESULTS.md`). The decoders themselves are in `qrbackends`:
+  zxing-cpp first where it is installed, pyzbar as the fallback.
 
   1. grayscale, then an 80×60 thumbnail; a frame that differs little from the last frame that
      was analysed is skipped, unless a code was seen recently, a code-like region is still
      being retried, or `max_skip` frames in a row were skipped;
   2. the region of interest: where the last code was, expanded, decoded first, the way that
      worked last time (half resolution when the code is big enough);
-  3. candidate regions: on a half-size image, a 3×3 morphological gradient marks strong
+  3. the whole frame by zxing-cpp, which reads a 640×480 frame in well under a millisecond;
+  4. candidate regions: on a half-size image, a 3×3 morphological gradient marks strong
      edges; cells dense with edges (a QR code is mostly edges, a wall is not) that differ from
      a slow background model (a sign on the wall is not decoded again and again) are grouped
-     into boxes, and only those boxes are decoded, at full resolution (large ones at half);
-  4. when a box looks like a code but does not decode and the scene holds still, one harder
-     variant is tried per frame, in rotation: contrast-limited equalisation (glare, moiré),
-     the inverted image (light-on-dark codes), full resolution for a box decoded at half.
+     into boxes. With pyzbar first, the boxes are decoded plainly, at full resolution (large
+     ones at half), instead of step 3. When a box looks like a code but does not decode and
+     the scene holds still, one harder variant is tried per frame, in rotation: contrast-
+     limited equalisation (glare, moiré), full resolution for a box decoded at half, the
+     fallback decoder on the box (and, with pyzbar first, the inverted image: zbar does not
+     read light-on-dark codes);
+  5. the whole frame by pyzbar, which costs several milliseconds: once a scene with code-like
+     regions holds still, and every `full_frame_interval_s` whatever the frame shows. So
+     regions and crops only ever add codes to what full-frame decoding reads: a code with a
+     thin quiet zone on a dark surround, or one so large its cells do not look like a code,
+     is still read.
 
 - `CodeFilter` applies the payload rules (length bound, UTF-8, printable) and the dedupe
   window: the same payload seen again within `dedupe_s` of when it was last seen is the same
@@ -36,6 +46,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -46,10 +57,9 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pyzbar import pyzbar
-from pyzbar.pyzbar import ZBarSymbol
 
-from device.errors import CameraEnded
+from device.errors import CameraEnded, NoQrDecoder
+from device.sources import qrbackends
 from device.sources.camera import Camera, CaptureThread, Frame, SourceEvent
 from device.sources.credentials import Credential
 
@@ -58,10 +68,11 @@ log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
 Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
-_QR_ONLY = [ZBarSymbol.QRCODE]
 _THUMB = (80, 60)
 _CELL = 8  # half-resolution pixels per cell: 16×16 frame pixels
-_VARIANTS = ("clahe", "inverted", "full", "inverted_clahe")
+# zxing-cpp tries inverted images itself; zbar needs them done for it.
+_VARIANTS = ("clahe", "full", "fallback")
+_ZBAR_VARIANTS = ("clahe", "inverted", "full", "inverted_clahe")
 
 
 def token_digest(data: bytes | str) -> str:
@@ -76,7 +87,7 @@ class Detection:
 
     data: bytes
     box: Box
-    method: str  # "roi:<variant>" or "region:<variant>"
+    method: str  # "roi:<variant>", "region:<variant>" or "full:plain" / "full:fallback"
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,9 @@ class QrDecoder:
         background_rate: float = 0.05,
         clahe: bool = True,
         try_inverted: bool = True,
+        backend: qrbackends.Preference = "auto",
+        full_frame_interval_s: float = 2.0,
+        fallback_interval_s: float = 0.25,
     ) -> None:
         self.skip_diff = skip_diff
         self.max_skip = max_skip
@@ -123,8 +137,25 @@ class QrDecoder:
         self.probe_half_px = probe_half_px
         self.background_diff = background_diff
         self.background_rate = background_rate
-        variants = [v for v in _VARIANTS if clahe or "clahe" not in v]
-        self._variants = [v for v in variants if try_inverted or "inverted" not in v]
+        self.full_frame_interval_s = full_frame_interval_s
+        self.fallback_interval_s = fallback_interval_s
+        self.backends = qrbackends.chain(backend)
+        if not self.backends:
+            raise NoQrDecoder("no QR decoder loads: install zxing-cpp, or libzbar0 for pyzbar")
+        self._first = self.backends[0]
+        self._fallback = self.backends[1] if len(self.backends) > 1 else None
+        # zxing-cpp reads a whole 640×480 frame in well under a millisecond: it reads every
+        # analysed frame first. zbar takes several: it reads whole frames only by rule.
+        self._cheap = self._first if self._first.name == qrbackends.ZXING else None
+        self._costly = [b for b in self.backends if b is not self._cheap]
+        names = _VARIANTS if self._first.name == qrbackends.ZXING else _ZBAR_VARIANTS
+        variants = [v for v in names if clahe or "clahe" not in v]
+        variants = [v for v in variants if try_inverted or "inverted" not in v]
+        self._variants = [v for v in variants if self._fallback or v != "fallback"]
+        self._last_full = -math.inf  # when every decoder last read the full frame
+        self._last_fallback = -math.inf
+        self._fallback_spent = False  # the fallback already read this still scene
+        self._evidence = False  # this frame has a code-like region that did not decode
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(4, 4))
         self._kernel = np.ones((3, 3), np.uint8)
         self._ref: npt.NDArray[np.float32] | None = None
@@ -143,6 +174,13 @@ class QrDecoder:
         self._bg = None
         self._pending = []
         self._retry = 0
+        self._last_full = self._last_fallback = -math.inf
+        self._fallback_spent = False
+
+    @property
+    def decoder_names(self) -> str:
+        """The decoders in use, for health and logs: 'zxing-cpp 3.1.1, fallback pyzbar 0.1.9'."""
+        return qrbackends.describe(self.backends)
 
     # -- the per-frame ladder ----------------------------------------------------------------
     def decode(self, image: Image, t: float) -> list[Detection]:
@@ -167,20 +205,38 @@ class QrDecoder:
         self._ref = thumb
         self._since_ref = 0
         self.stats["analysed"] += 1
+        if moving:  # a new scene once it comes to rest
+            self._fallback_spent = False
+        self._evidence = False
+        found = self._at_last_code(gray, t, hint) if recent and hint is not None else []
+        if not found and self._cheap is not None:
+            found = self._whole(self._cheap, gray, t, "plain")
+        if not found:
+            found = self._in_regions(gray, t, changed, moving)
+        if not found:
+            found = self._costly_full_frame(gray, t, moving)
+        return found
 
-        if recent and hint is not None:
-            roi = self._grow(hint.box, gray.shape)
-            if hint.probe_half:
-                found = self._decode_box(gray, roi, True, hint.variant)
-                if found:
-                    self.stats["roi_hits"] += 1
-                    return self._remember(found, t, "roi")
-                self._hint = hint = replace(hint, probe_half=False)
-            found = self._decode_box(gray, roi, hint.half, hint.variant)
+    def _at_last_code(self, gray: Image, t: float, hint: _Hint) -> list[Detection]:
+        """The area where the last code was, decoded the way that worked last time."""
+        roi = self._grow(hint.box, gray.shape)
+        if hint.probe_half:
+            found = self._decode_box(gray, roi, True, hint.variant)
             if found:
                 self.stats["roi_hits"] += 1
-                return self._remember(found, t, "roi", probe=False)
+                return self._remember(found, t, "roi")
+            self._hint = hint = replace(hint, probe_half=False)
+        found = self._decode_box(gray, roi, hint.half, hint.variant)
+        if found:
+            self.stats["roi_hits"] += 1
+            return self._remember(found, t, "roi", probe=False)
+        return []
 
+    def _in_regions(self, gray: Image, t: float, changed: bool, moving: bool) -> list[Detection]:
+        """Codes in the code-like regions of the frame, with a harder variant when still.
+
+        Sets `self._evidence` when a region looked like a code but did not decode.
+        """
         boxes, dense = self._regions(gray)
         if self._retry > 0:  # still working on code-like regions the background absorbed
             boxes += [b for b in self._pending if b not in boxes and self._textured(b, dense)]
@@ -194,11 +250,13 @@ class QrDecoder:
             variant = self._variants[self._rotation % len(self._variants)]
         for box in boxes:
             half = max(box[2], box[3]) > self.half_above_px
-            found = self._decode_box(gray, box, half, "plain")
+            # the cheap decoder already read the whole frame plainly: only variants are new
+            found = [] if self._cheap else self._decode_box(gray, box, half, "plain")
             if not found and variant:
                 found = self._decode_box(gray, box, half, variant)
             if found:
                 return self._remember(found, t, "region")
+        self._evidence = True
         # Code-like but undecoded: keep looking at the next frames even if they look the same,
         # with the next variant each time.
         if variant:
@@ -209,6 +267,45 @@ class QrDecoder:
             self._retry = self.retry_frames
             self._pending = boxes[: self.max_regions]
         return []
+
+    def _costly_full_frame(self, gray: Image, t: float, moving: bool) -> list[Detection]:
+        """The whole frame by the decoders too slow to run on every frame (zbar: milliseconds).
+
+        They read it when a scene with code-like regions holds still (once per such scene, at
+        most every `fallback_interval_s`) and every `full_frame_interval_s` whatever the frame
+        shows: the steady rate that catches what the region finder cannot see. With these
+        passes, regions and crops only ever add codes to what full-frame decoding reads.
+        """
+        if not self._costly:
+            return []
+        due = t - self._last_full >= self.full_frame_interval_s
+        still_evidence = (
+            self._evidence
+            and not moving
+            and not self._fallback_spent
+            and t - self._last_fallback >= self.fallback_interval_s
+        )
+        if not (due or still_evidence):
+            return []
+        if due:
+            self._last_full = t
+        self._last_fallback = t
+        self._fallback_spent = self._evidence and not moving
+        for backend in self._costly:
+            variant = "plain" if backend is self._first else "fallback"
+            found = self._whole(backend, gray, t, variant)
+            if found:
+                return found
+        return []
+
+    def _whole(
+        self, backend: qrbackends.QrBackend, gray: Image, t: float, variant: str
+    ) -> list[Detection]:
+        found = self._decode_with(backend, gray, False, variant)
+        if not found:
+            return []
+        self.stats["full_frame_hits"] += 1
+        return self._remember(found, t, "full")
 
     def _remember(
         self, found: list[tuple[Detection, bool, str]], t: float, how: str, *, probe: bool = True
@@ -301,14 +398,38 @@ class QrDecoder:
             crop = self._clahe.apply(crop)
         if "inverted" in variant:
             crop = cv2.bitwise_not(crop)
-        self.stats["zbar_calls"] += 1
-        self.stats["zbar_pixels"] += crop.shape[0] * crop.shape[1]
-        out = []
-        for sym in pyzbar.decode(crop, symbols=_QR_ONLY):
-            left, top, sw, sh = sym.rect
-            det_box = (x + left * scale, y + top * scale, sw * scale, sh * scale)
-            out.append((Detection(bytes(sym.data), det_box, variant), half, variant))
-        return out
+        backend = self._first
+        if variant == "fallback":
+            if self._fallback is None:
+                return []
+            backend = self._fallback
+        found = self._decode_with(backend, np.ascontiguousarray(crop), half, variant)
+        return [(replace(d, box=_scaled(d.box, scale, x, y)), hf, v) for d, hf, v in found]
+
+    def _decode_with(
+        self, backend: qrbackends.QrBackend, image: Image, half: bool, variant: str
+    ) -> list[tuple[Detection, bool, str]]:
+        """`backend` on `image`; a backend that raises is counted and its fallback used."""
+        self.stats["decode_calls"] += 1
+        self.stats["decode_pixels"] += image.shape[0] * image.shape[1]
+        self.stats[f"{backend.name}_calls"] += 1
+        self.stats[f"{backend.name}_pixels"] += image.shape[0] * image.shape[1]
+        try:
+            symbols = backend.decode(image)
+        except Exception as exc:  # a decoder bug on one odd image must not cost the code
+            self.stats[f"{backend.name}_errors"] += 1
+            log.warning("qr decoder %s failed: %s", backend.name, type(exc).__name__)
+            fallback = self._fallback
+            if fallback is None or backend is fallback:
+                return []
+            return self._decode_with(fallback, image, half, "fallback")
+        return [(Detection(sym.data, sym.box, variant), half, variant) for sym in symbols]
+
+
+def _scaled(box: Box, scale: int, x: int, y: int) -> Box:
+    """A box found in a (possibly half-size) crop, in frame pixels."""
+    left, top, w, h = box
+    return x + left * scale, y + top * scale, w * scale, h * scale
 
 
 # -- payload rules and dedupe ----------------------------------------------------------------
