@@ -174,6 +174,13 @@ class CameraConfig:
     stall_s: Annotated[
         Seconds, Meta(description="no frame for this long: the camera is reopened")
     ] = 3.0
+    decoder: Annotated[
+        Literal["auto", "zxing", "pyzbar"],
+        Meta(
+            description='"auto" or "zxing": zxing-cpp first where installed, pyzbar as the '
+            'fallback; "pyzbar": pyzbar alone (`kiosk doctor` shows what is used)'
+        ),
+    ] = "auto"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from device.deciding.cache import KioskCache
 from device.deciding.clock import ClockTrust
 from device.deciding.snapshot import SnapshotLoader
 from device.deciding.verifier import Verifier
+from device.errors import NoQrDecoder
 from device.link.breaker import CircuitBreaker
 from device.link.client import ServerClient
 from device.link.identity import DeviceIdentity
@@ -87,15 +88,25 @@ def credential_sources(config: DeviceConfig) -> list[CredentialSource]:
     sources: list[CredentialSource] = []
     if config.camera.enabled:
         from device.sources.camera import OpenCvCamera
-        from device.sources.qrscan import QrScanner
+        from device.sources.qrscan import QrDecoder, QrScanner
 
         cam = config.camera
         camera = OpenCvCamera(cam.source, width=cam.width, height=cam.height, fps=cam.fps)
-        sources.append(
-            QrScanner(
-                camera, dedupe_s=cam.dedupe_s, max_payload=cam.max_payload, stall_s=cam.stall_s
+        try:
+            decoder = QrDecoder(backend=cam.decoder)
+        except NoQrDecoder as exc:  # cards still work; `kiosk doctor` names the fix
+            log.error("camera disabled: %s", exc)
+        else:
+            log.info("qr decoding with %s", decoder.decoder_names)
+            sources.append(
+                QrScanner(
+                    camera,
+                    dedupe_s=cam.dedupe_s,
+                    max_payload=cam.max_payload,
+                    stall_s=cam.stall_s,
+                    decoder=decoder,
+                )
             )
-        )
     if config.sscard.enabled:
         from device.sources.sscard import PcscCardFactory, SsCardReader
 

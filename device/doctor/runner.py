@@ -18,7 +18,7 @@ from typing import Any
 
 from device.acting.voice import PromptRenderer, check_wav
 from device.config import DeviceConfig
-from device.doctor import camera, groups, local, network, outputs, reader
+from device.doctor import camera, groups, local, network, outputs, qrdecoder, reader
 from device.doctor.context import DEFAULT_TIMEOUT_S, DoctorContext, Probes, Thresholds
 from device.doctor.model import CheckResult, Report, fail
 from device.errors import VoiceError
@@ -34,6 +34,7 @@ CHECKS = (
     "audio",
     "prompts",
     "camera",
+    "qr_decoder",
     "clock",
     "server",
     "tls",
@@ -103,6 +104,7 @@ class _Run:
             self.threaded("groups", lambda: groups.check_groups(ctx)),
             self.threaded("gpio", lambda: outputs.check_gpio(ctx)),
             self.threaded("camera", lambda: camera.check_camera(ctx)),
+            self.threaded("qr_decoder", lambda: qrdecoder.check_qr_decoder(ctx)),
             self.audio(),
             self.reader_chain(),
             self.network_chain(),

@@ -15,9 +15,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-from device.errors import CameraEnded
+from device.errors import CameraEnded, NoQrDecoder
 from device.sources.camera import CaptureThread, OpenCvCamera
-from device.sources.qrscan import QrScanner
+from device.sources.qrbackends import Preference
+from device.sources.qrscan import QrDecoder, QrScanner
 
 
 def scan(
@@ -26,12 +27,19 @@ def scan(
     dedupe_s: float = 3.0,
     max_frames: int | None = None,
     no_frame_timeout_s: float = 10.0,
+    decoder: Preference = "auto",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
     """Scan `source` and print accepted codes; 0 on success, 2 if it never opened."""
+    try:
+        qr = QrDecoder(backend=decoder)
+    except NoQrDecoder as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    print(f"camera scan: decoding with {qr.decoder_names}", file=err)
     camera = OpenCvCamera(source)
-    scanner = QrScanner(camera, dedupe_s=dedupe_s)
+    scanner = QrScanner(camera, dedupe_s=dedupe_s, decoder=qr)
     capture: CaptureThread = scanner.capture  # read on its thread, decode on this one
     capture.start()
     frames = 0
@@ -75,6 +83,7 @@ def _scan(args: argparse.Namespace) -> int:
         dedupe_s=args.dedupe,
         max_frames=args.max_frames,
         no_frame_timeout_s=args.timeout,
+        decoder=args.decoder,
     )
 
 
@@ -104,5 +113,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=10.0,
         metavar="S",
         help="give up (exit 2) when no frame arrives for S seconds (default 10)",
+    )
+    scan_p.add_argument(
+        "--decoder",
+        choices=("auto", "zxing", "pyzbar"),
+        default="auto",
+        help="QR decoder: zxing-cpp first with pyzbar fallback (auto, zxing) or pyzbar alone",
     )
     scan_p.set_defaults(func=_scan)

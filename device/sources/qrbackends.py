@@ -147,3 +147,49 @@ def describe(backends: list[QrBackend]) -> str:
     if rest:
         text += ", fallback " + ", ".join(f"{b.name} {b.version}" for b in rest)
     return text
+
+
+SELF_TEST_TEXT = "SIHEYI QR SELF-TEST"
+# The modules of a version-1 QR code holding SELF_TEST_TEXT ("#" dark), so that `kiosk doctor`
+# can prove a decoder works without a camera and without a QR writer on the kiosk.
+_SELF_TEST_MODULES = (
+    "#######.###...#######",
+    "#.....#.####..#.....#",
+    "#.###.#.....#.#.###.#",
+    "#.###.#.###.#.#.###.#",
+    "#.###.#..#.#..#.###.#",
+    "#.....#..#....#.....#",
+    "#######.#.#.#.#######",
+    "........#.##.........",
+    "#.##.###.#....#..#.##",
+    ".##....###..###..##.#",
+    "..#####.##...#..####.",
+    "#.......#.###..#....#",
+    "#.#..##.#####..#.####",
+    "........######..#...#",
+    "#######.##....##.##.#",
+    "#.....#.#..##..#...#.",
+    "#.###.#..#.##.##.#...",
+    "#.###.#.##..##.#...#.",
+    "#.###.#.##..###..#...",
+    "#.....#..#.....###...",
+    "#######.#.#.###.####.",
+)
+
+
+def self_test_image(module_px: int = 6) -> Image:
+    """SELF_TEST_TEXT as a grayscale image: black modules, a four-module white quiet zone."""
+    dark = np.array([[c == "#" for c in row] for row in _SELF_TEST_MODULES], dtype=bool)
+    code = np.where(dark, 0, 255).astype(np.uint8)
+    code = np.pad(code, 4, constant_values=255)
+    return np.kron(code, np.ones((module_px, module_px), np.uint8)).astype(np.uint8)
+
+
+def self_test(backend: QrBackend) -> bool:
+    """Does `backend` read the built-in test code? (False too when it raises.)"""
+    try:
+        found = backend.decode(self_test_image())
+    except Exception:
+        log.exception("qr backend %s failed its self-test", backend.name)
+        return False
+    return [s.data for s in found] == [SELF_TEST_TEXT.encode()]

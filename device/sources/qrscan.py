@@ -580,6 +580,7 @@ class QrScanner:
             decoded = self._decoded
             out.update(
                 {
+                    "decoder": self.decoder.decoder_names,
                     "decode_fps": (
                         round((len(times) - 1) / (times[-1] - times[0]), 1)
                         if len(times) > 1 and times[-1] > times[0]
