@@ -243,7 +243,7 @@ def _phone(spec: Spec, mods: npt.NDArray[np.bool_], k: int, rng: np.random.Gener
     )
     # Backlight: the panel's black stays a little lit, its white dims with the brightness.
     level = 0.25 + 0.75 * spec.brightness
-    scr = np.asarray(np.clip(scr.astype(np.float32) * level + 8, 0, 255), np.uint8)
+    scr = np.asarray(cv2.convertScaleAbs(scr, alpha=level, beta=8), np.uint8)
     img[bezel : bezel + sh, bezel : bezel + sw] = scr
     mask = np.zeros((h, w), np.uint8)
     _rounded(mask, 0, 0, w - 1, h - 1, bezel * 4)
@@ -256,21 +256,22 @@ def _paper(spec: Spec, mods: npt.NDArray[np.bool_], k: int, rng: np.random.Gener
     """A printed notice: textured off-white paper, ink with dot gain, a title, curl."""
     side = mods.shape[0] * k
     w, h = int(side * 1.5), int(side * 1.75)
-    tone = np.array([222, 228, 232], np.float32)
     blotch = cv2.resize(
         rng.normal(0, 6, (8, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
     )
-    fibre = _noise_field((w, h), rng) * 4
-    paper = tone[None, None, :] + (blotch + fibre)[:, :, None]
+    paper = np.asarray(cv2.convertScaleAbs(blotch + _noise_field((w, h), rng) * 4, beta=228))
     ink, blank = (235, 40) if spec.inverted else (38, 235)
-    code = _code_raster(mods, k, ink, blank).astype(np.float32)
+    code = _code_raster(mods, k, ink, blank)
     code = np.asarray(
-        cv2.GaussianBlur(code, (0, 0), 0.25 * k), np.float32
+        cv2.GaussianBlur(code, (0, 0), 0.25 * k), np.uint8
     )  # dot gain: ink spreads a little
     left, top = (w - side) // 2, int(h * 0.2)
     region = paper[top : top + side, left : left + side]
-    region[:] = np.minimum(region, code[:, :, None]) if not spec.inverted else code[:, :, None]
-    img = np.asarray(np.clip(paper, 0, 255), np.uint8)
+    region[:] = code if spec.inverted else np.minimum(region, code)
+    # Off-white, a little warm: blue below green below red.
+    blue = cv2.subtract(paper, np.full_like(paper, 6))
+    red = cv2.add(paper, np.full_like(paper, 4))
+    img = np.asarray(cv2.merge([blue, paper, red]), np.uint8)
     f = w / 500
     _text(img, "SCAN AT THE GATE", (int(w * 0.12), int(h * 0.1)), 1.1 * f, 45)
     _text(img, f"Pass no. {spec.name[-3:]}", (int(w * 0.3), int(h * 0.93)), 0.8 * f, 60)
@@ -413,22 +414,29 @@ def _pose(spec: Spec, sheet: _Sheet, k: int) -> Floats:
 
 
 def _place(frame: Floats, sheet: _Sheet, dst: Floats) -> tuple[Floats, Floats]:
-    """Warp the sheet into the frame; also returns the screen's coverage (0..1) per pixel."""
+    """Warp the sheet into the frame; also returns the screen's coverage (0..1) per pixel.
+
+    Only the box the sheet lands in is warped and blended: a small code costs little.
+    """
     h, w = sheet.mask.shape
+    fh, fw = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(dst.min(axis=0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(dst.max(axis=0)).astype(int), (fw, fh))
+    screen = np.zeros((fh, fw), np.float32)
+    if x1 <= x0 or y1 <= y0:
+        return frame, screen
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    hom = cv2.getPerspectiveTransform(src, dst)
-    size = (frame.shape[1], frame.shape[0])
-    warped = cv2.warpPerspective(sheet.image, hom, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-    alpha = cv2.warpPerspective(sheet.mask, hom, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-    a = (alpha / 255.0)[:, :, None]
-    out = warped * a + frame * (1 - a)
-    screen = np.zeros(frame.shape[:2], np.float32)
+    hom = cv2.getPerspectiveTransform(src, dst - np.array([x0, y0], np.float32))
+    size = (int(x1 - x0), int(y1 - y0))
+    warped = cv2.warpPerspective(sheet.image, hom, size, flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(sheet.mask, hom, size, flags=cv2.INTER_LINEAR)
+    a = alpha.astype(np.float32) / 255.0
+    box = frame[y0:y1, x0:x1]
+    box[:] = cv2.blendLinear(warped.astype(np.float32), box, a, 1.0 - a)
     if sheet.screen is not None:
-        screen = (
-            cv2.warpPerspective(sheet.screen, hom, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-            / 255.0
-        )
-    return np.asarray(out, np.float32), screen
+        cover = cv2.warpPerspective(sheet.screen, hom, size, flags=cv2.INTER_LINEAR)
+        screen[y0:y1, x0:x1] = cover.astype(np.float32) / 255.0
+    return frame, screen
 
 
 @functools.cache
@@ -886,9 +894,7 @@ def write(directory: Path, seed: int = 0, categories: Sequence[str] = CATEGORIES
             cv2.imwrite(str(path), img.image)
         paths.append(path)
     (directory / "expected.tsv").write_text(
-        "".join(
-            f"{p.name}\t{img.text}\n" for p, (img, _) in zip(paths, _rendered(seed), strict=True)
-        ),
+        "".join(f"{p.name}\t{img.text}\n" for p, (img, _) in zip(paths, chosen, strict=True)),
         encoding="utf-8",
     )
     return paths
