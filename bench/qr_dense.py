@@ -83,9 +83,9 @@ NOISE_SIGMA = 3.0
 JPEG_QUALITY = 80
 SUPERSAMPLE = 4  # every stepped module size is a whole number of quarter pixels
 QUIET = 4  # quiet-zone modules each side, as the health-code apps show it
-PIPELINE_FRAMES = 8
-TRIALS = 4  # per size: two URLs and two signed tokens; docs/dense-codes.md ran this many
+PIPELINE_FRAMES = 8  # a still image fed as frames at 15 fps, as the plan defines "reads"
 PIPELINE_FPS = 15.0
+TRIALS = 4  # per size: two URLs and two signed tokens; docs/dense-codes.md ran this many
 
 
 # -- payloads ----------------------------------------------------------------------------------
