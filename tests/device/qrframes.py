@@ -314,12 +314,14 @@ def idle_frame(*, index: int = 0, seed: int = 0) -> Image:
 
 @dataclass(frozen=True)
 class Shown:
-    """Where one code is in a sequence: frames [first, last] hold it still in view."""
+    """Where one code is in a sequence: frames [first, last] hold it still in view; from frame
+    `visible` on (during the slide-in) the whole symbol is inside the frame."""
 
     payload: str | bytes
     first: int
     last: int
     label: str
+    visible: int = -1
 
 
 @dataclass(frozen=True)
@@ -357,10 +359,13 @@ def make_sequence(
     idle(idle_frames)
     for k, s in enumerate(shots):
         start_dy = HEIGHT / 2 + s.size * 1.2 + 60  # fully below the frame
+        visible = -1
         for i in range(slide_in_frames):
             frac = (i + 1) / (slide_in_frames + 1)
             dy = start_dy * (1 - frac) ** 2  # decelerating
             speed = 2 * start_dy * (1 - frac) / (slide_in_frames + 1)
+            if visible < 0 and _inside(s, dy):
+                visible = len(frames)
             frames.append(
                 _compose(bg, s, index=len(frames), seed=seed, dy=dy, motion=min(15, int(speed / 3)))
             )
@@ -371,7 +376,8 @@ def make_sequence(
             jy = float(np.clip(jy + rng.normal(0, 0.5), -2, 2))
             frames.append(_compose(bg, s, index=len(frames), seed=seed, dx=jx, dy=jy))
         label = labels[k] if labels is not None else f"shot{k}"
-        shown.append(Shown(s.payload, first, len(frames) - 1, label))
+        visible = first if visible < 0 else visible
+        shown.append(Shown(s.payload, first, len(frames) - 1, label, visible))
         for i in range(slide_out_frames):
             frac = (i + 1) / slide_out_frames
             dy = -(HEIGHT / 2 + s.size * 1.2 + 60) * frac**2
@@ -389,6 +395,15 @@ def make_sequence(
             )
         idle(idle_frames)
     return FrameSequence(frames, shown)
+
+
+def _inside(shot_: Shot, dy: float) -> bool:
+    """Is the whole symbol (rotated, with its hold offset, moved down by `dy`) in the frame?"""
+    a = math.radians(shot_.angle)
+    half = shot_.size / 2 * (abs(math.cos(a)) + abs(math.sin(a))) + 2  # + tremor
+    cx = WIDTH / 2 + shot_.offset[0]
+    cy = HEIGHT / 2 + shot_.offset[1] + dy
+    return cx - half >= 0 and cx + half <= WIDTH and cy - half >= 0 and cy + half <= HEIGHT
 
 
 @functools.lru_cache(maxsize=2)
