@@ -236,8 +236,9 @@ def throughput(seed: int, repeat: int) -> dict[str, object]:
     def codes_of(name: str) -> int:
         return len(results[name][2] & shown)
 
+    idle = idle_gate(repeat)
     p_wall = results["pipeline"][0]
-    return {
+    return idle | {
         "pipeline_fps": fps_of("pipeline"),
         "naive_fps": fps_of("naive"),
         "ratio": round(results["naive"][0] / p_wall, 2),
@@ -253,6 +254,23 @@ def throughput(seed: int, repeat: int) -> dict[str, object]:
         "pipeline_cpu_ms_per_frame": round(results["pipeline"][1] / n * 1000, 3),
         "naive_cpu_ms_per_frame": round(results["naive"][1] / n * 1000, 3),
         "frames": n,
+    }
+
+
+def idle_gate(repeat: int, n: int = 300) -> dict[str, object]:
+    """Most of a gate's day: nobody at the camera. CPU ms per frame, pipeline vs naive zxing."""
+    frames = [qrframes.idle_frame(index=i) for i in range(n)]
+    seq = qrframes.FrameSequence(frames, [])
+    pipeline = min(run_pipeline(seq)[1] for _ in range(repeat))
+    naive = min(run_naive_zxing(seq)[1] for _ in range(repeat))
+    print(
+        f"idle gate, {n} frames: pipeline {pipeline / n * 1000:.2f} CPU ms/frame, "
+        f"naive zxing {naive / n * 1000:.2f}"
+    )
+    print()
+    return {
+        "idle_pipeline_cpu_ms_per_frame": round(pipeline / n * 1000, 3),
+        "idle_naive_zxing_cpu_ms_per_frame": round(naive / n * 1000, 3),
     }
 
 

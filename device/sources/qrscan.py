@@ -19,9 +19,8 @@ Three layers, one per class:
      into boxes. With pyzbar first, the boxes are decoded plainly, at full resolution (large
      ones at half), instead of step 3. When a box looks like a code but does not decode and
      the scene holds still, one harder variant is tried per frame, in rotation: contrast-
-     limited equalisation (glare, moiré), full resolution for a box decoded at half, the
-     fallback decoder on the box (and, with pyzbar first, the inverted image: zbar does not
-     read light-on-dark codes);
+     limited equalisation (glare, moiré), full resolution for a box decoded at half (and, with
+     pyzbar first, the inverted image: zbar does not read light-on-dark codes);
   5. the whole frame by pyzbar, which costs several milliseconds: once a scene with code-like
      regions holds still, and every `full_frame_interval_s` whatever the frame shows. So
      regions and crops only ever add codes to what full-frame decoding reads: a code with a
@@ -70,8 +69,10 @@ Box = tuple[int, int, int, int]  # x, y, width, height in frame pixels
 
 _THUMB = (80, 60)
 _CELL = 8  # half-resolution pixels per cell: 16×16 frame pixels
-# zxing-cpp tries inverted images itself; zbar needs them done for it.
-_VARIANTS = ("clahe", "full", "fallback")
+# zxing-cpp tries inverted images itself; zbar needs them done for it. (zbar on a box that
+# zxing-cpp could not read added no code that its full-frame pass does not, at a third of
+# the pipeline's time on the bench sequence: it is not a variant.)
+_VARIANTS = ("clahe", "full")
 _ZBAR_VARIANTS = ("clahe", "inverted", "full", "inverted_clahe")
 
 
@@ -150,8 +151,7 @@ class QrDecoder:
         self._costly = [b for b in self.backends if b is not self._cheap]
         names = _VARIANTS if self._first.name == qrbackends.ZXING else _ZBAR_VARIANTS
         variants = [v for v in names if clahe or "clahe" not in v]
-        variants = [v for v in variants if try_inverted or "inverted" not in v]
-        self._variants = [v for v in variants if self._fallback or v != "fallback"]
+        self._variants = [v for v in variants if try_inverted or "inverted" not in v]
         self._last_full = -math.inf  # when every decoder last read the full frame
         self._last_fallback = -math.inf
         self._fallback_spent = False  # the fallback already read this still scene
