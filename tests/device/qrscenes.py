@@ -2,9 +2,10 @@
 
 Each `Scene` is a small frozen record (kind, frame size, payload, module size, quiet zone,
 angle, position, contrast, noise...) that `render` turns into two BGR frames: the idle scene
-without the code, and the same scene with the code in it. Everything outside the code's
-overlay is the same in both, byte for byte (the same sensor noise), so a stream of idle frames
-followed by the held code is what a kiosk sees when a phone or a screen comes into a still view.
+without the code, and the same scene with the code in it. Everything outside what appears is
+the same in both, byte for byte (the same sensor noise), so a stream of idle frames followed by
+the held code is what a kiosk sees when a phone comes into a still view, or (`screen_first`)
+when the code comes up on a phone already held still in view.
 
 The kinds are the cases a region finder tuned on tidy codes can miss while a full-frame decoder
 reads them:
@@ -65,6 +66,10 @@ class Scene:
     blur: float = 0.0  # optics: Gaussian sigma in pixels over the whole frame
     error: str = "m"
     seed: int = 0
+    # The phone is in view before the code is: the idle frames show it with its app but no
+    # code, and the code then appears on the still screen (the citizen opens the code with the
+    # phone already held up). A change this small is not motion.
+    screen_first: bool = False
 
     def describe(self) -> str:
         """One line for a failure report: every field, payload length instead of the text."""
@@ -114,6 +119,7 @@ def scenes(draw: st.DrawFn, kind: str | None = None) -> Scene:
         blur=draw(st.sampled_from((0.0, 0.0, 0.6, 1.0))),
         error=draw(st.sampled_from("lmqh")),
         seed=draw(st.integers(0, 2**16)),
+        screen_first=draw(st.booleans()),
     )
     return _specialise(draw, scene)
 
@@ -201,6 +207,36 @@ EXAMPLES: dict[str, Scene] = {
     "small_stream": Scene(
         "small", "SHY1.012.SMALL", 1.7, quiet=2, dark=20, noise=0.5, pos=(0.5, 0.35), seed=5
     ),
+    # ... and that the decoders of 4c0fa2f-705beca missed in a stream although they read the still
+    # image: the code appears without motion after the fallback was spent on the idle scene.
+    "small_appears_unmoving": Scene(
+        "small",
+        "https://hc.example.cn/v?t=c1mxLpQ~2~yMK_~Ye9FZ1wUVl4nuYV-d8fNYv",
+        1.5,
+        quiet=3,
+        dark=32,
+        light=222,
+        pos=(0.30375962504202964, 0.0),
+        noise=0.09,
+        error="l",
+        seed=32,
+    ),
+    "moire_code_comes_up_on_held_phone": Scene(
+        "moire",
+        "https://hc.example.cn/v?t=mQHgnY7hqVE",
+        4.28440865889936,
+        quiet=2,
+        dark=61,
+        light=209,
+        surround=209,
+        pitch=3.48900617792456,
+        depth=0.44362923516918285,
+        noise=6.460736912247443,
+        blur=0.8615113312551999,
+        pos=(0.04950158617388324, 0.05),
+        seed=243,
+        screen_first=True,
+    ),
     "large_fill75_low_contrast": Scene(
         "large", "SHY1.100.LARGE", -0.75, quiet=2, dark=60, light=170, noise=3.0, angle=1.0
     ),
@@ -214,13 +250,17 @@ regressions (scenes an earlier decoder missed)."""
 
 @functools.lru_cache(maxsize=64)
 def render(scene: Scene) -> tuple[Image, Image]:
-    """(idle frame, frame with the code), BGR uint8, identical outside the code's overlay."""
+    """(idle frame, frame with the code), BGR uint8.
+
+    The two are identical, sensor noise included, outside what appears: the phone, or with
+    `screen_first` only the code on its screen.
+    """
     bg = _background(scene)
-    frame = bg.copy()
-    overlay, alpha, code_centre, ss = _overlay(scene)
-    _place(frame, overlay, alpha, code_centre, ss, scene)
-    idle, shown = _camera((bg, frame), scene)
-    return idle, shown
+    idle, frame = bg.copy(), bg.copy()
+    if scene.screen_first and scene.kind != "terminal":
+        _place(idle, *_overlay(scene, code=False), scene)
+    _place(frame, *_overlay(scene), scene)
+    return _camera(idle, scene), _camera(frame, scene)
 
 
 def gray(image: Image) -> Image:
@@ -254,7 +294,7 @@ def _code_block(s: Scene, ss: int) -> Image:
     return np.asarray(cv2.resize(img, (side, side), interpolation=cv2.INTER_NEAREST), np.uint8)
 
 
-def _overlay(s: Scene) -> tuple[Image, Image, tuple[float, float], int]:
+def _overlay(s: Scene, *, code: bool = True) -> tuple[Image, Image, tuple[float, float], int]:
     """What appears in front of the idle scene: BGR, alpha, the code's centre in it, scale.
 
     Built at `ss` times the camera scale so that module edges land between pixels after the
@@ -284,7 +324,8 @@ def _overlay(s: Scene) -> tuple[Image, Image, tuple[float, float], int]:
         cv2.line(phone, (left, y), (left + side * (3 - row) // 4, y), (ui,) * 3, max(1, ss))
         y2 = top + side + (row + 1) * max(2, (h - bezel - top - side) // 5)
         cv2.line(phone, (left, y2), (left + side // (row + 2), y2), (ui,) * 3, max(1, ss))
-    phone[top : top + side, left : left + side] = block[:, :, None]
+    if code:
+        phone[top : top + side, left : left + side] = block[:, :, None]
     alpha = np.zeros((h, w), np.uint8)
     r = 3 * bezel
     cv2.rectangle(alpha, (r, 0), (w - r, h), 255, -1)
@@ -410,18 +451,17 @@ def _terminal(img: Image, s: Scene, rng: np.random.Generator) -> None:
         cv2.putText(img, text, (mx + 6, row), cv2.FONT_HERSHEY_PLAIN, scale * 2, colour, 1)
 
 
-def _camera(frames: tuple[Image, ...], s: Scene) -> list[Image]:
-    """Optics blur and sensor noise, the same noise field for every frame of the scene."""
-    noise = None
+def _camera(frame: Image, s: Scene) -> Image:
+    """Optics blur and sensor noise: the same noise field for every frame of the scene."""
+    f: Floats = frame.astype(np.float32)
+    if s.blur > 0:
+        f = np.asarray(cv2.GaussianBlur(f, (0, 0), s.blur), np.float32)
     if s.noise > 0:
-        rng = np.random.default_rng(s.seed + 1)
-        noise = rng.standard_normal(frames[0].shape, dtype=np.float32) * np.float32(s.noise)
-    out = []
-    for frame in frames:
-        f: Floats = frame.astype(np.float32)
-        if s.blur > 0:
-            f = np.asarray(cv2.GaussianBlur(f, (0, 0), s.blur), np.float32)
-        if noise is not None:
-            f = f + noise
-        out.append(np.clip(f, 0, 255).round().astype(np.uint8))
-    return out
+        f = f + _noise_field(s.seed, f.shape, s.noise)
+    return np.clip(f, 0, 255).round().astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def _noise_field(seed: int, shape: tuple[int, ...], sigma: float) -> Floats:
+    rng = np.random.default_rng(seed + 1)
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma)
