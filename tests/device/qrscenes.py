@@ -207,6 +207,9 @@ EXAMPLES: dict[str, Scene] = {
     "small_stream": Scene(
         "small", "SHY1.012.SMALL", 1.7, quiet=2, dark=20, noise=0.5, pos=(0.5, 0.35), seed=5
     ),
+    "large_fill75_low_contrast": Scene(
+        "large", "SHY1.100.LARGE", -0.75, quiet=2, dark=60, light=170, noise=3.0, angle=1.0
+    ),
     # ... and that the decoders of 4c0fa2f-705beca missed in a stream although they read the still
     # image: the code appears without motion after the fallback was spent on the idle scene.
     "small_appears_unmoving": Scene(
@@ -237,8 +240,20 @@ EXAMPLES: dict[str, Scene] = {
         seed=243,
         screen_first=True,
     ),
-    "large_fill75_low_contrast": Scene(
-        "large", "SHY1.100.LARGE", -0.75, quiet=2, dark=60, light=170, noise=3.0, angle=1.0
+    "terminal_code_printed_no_quiet_zone": Scene(
+        "terminal",
+        "nTt.MpdTKV",
+        5.143578915738878,
+        quiet=0,
+        dark=0,
+        light=205,
+        surround=0,
+        angle=0.025,
+        pos=(0.0, 0.0),
+        noise=3.6125594176524576,
+        blur=0.6,
+        error="h",
+        seed=19,
     ),
 }
 """Fixed scenes, each read by naive full-frame pyzbar: one per kind, a 1280×720 one, and
