@@ -154,7 +154,6 @@ class QrDecoder:
         self._variants = [v for v in variants if try_inverted or "inverted" not in v]
         self._last_full = -math.inf  # when every decoder last read the full frame
         self._last_fallback = -math.inf
-        self._fallback_spent = False  # the fallback already read this still scene
         self._evidence = False  # this frame has a code-like region that did not decode
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(4, 4))
         self._kernel = np.ones((3, 3), np.uint8)
@@ -175,7 +174,6 @@ class QrDecoder:
         self._pending = []
         self._retry = 0
         self._last_full = self._last_fallback = -math.inf
-        self._fallback_spent = False
 
     @property
     def decoder_names(self) -> str:
@@ -205,8 +203,6 @@ class QrDecoder:
         self._ref = thumb
         self._since_ref = 0
         self.stats["analysed"] += 1
-        if moving:  # a new scene once it comes to rest
-            self._fallback_spent = False
         self._evidence = False
         found = self._at_last_code(gray, t, hint) if recent and hint is not None else []
         if not found and self._cheap is not None:
@@ -271,26 +267,24 @@ class QrDecoder:
     def _costly_full_frame(self, gray: Image, t: float, moving: bool) -> list[Detection]:
         """The whole frame by the decoders too slow to run on every frame (zbar: milliseconds).
 
-        They read it when a scene with code-like regions holds still (once per such scene, at
-        most every `fallback_interval_s`) and every `full_frame_interval_s` whatever the frame
+        They read it when the frame holds an undecoded code-like region and is not moving (at
+        most every `fallback_interval_s`), and every `full_frame_interval_s` whatever the frame
         shows: the steady rate that catches what the region finder cannot see. With these
-        passes, regions and crops only ever add codes to what full-frame decoding reads.
+        passes, regions and crops only ever add codes to what full-frame decoding reads. (A
+        still region is not retried forever: the background model absorbs it within a few
+        seconds, and then only the steady rate is left.)
         """
         if not self._costly:
             return []
         due = t - self._last_full >= self.full_frame_interval_s
         still_evidence = (
-            self._evidence
-            and not moving
-            and not self._fallback_spent
-            and t - self._last_fallback >= self.fallback_interval_s
+            self._evidence and not moving and t - self._last_fallback >= self.fallback_interval_s
         )
         if not (due or still_evidence):
             return []
         if due:
             self._last_full = t
         self._last_fallback = t
-        self._fallback_spent = self._evidence and not moving
         for backend in self._costly:
             variant = "plain" if backend is self._first else "fallback"
             found = self._whole(backend, gray, t, variant)
