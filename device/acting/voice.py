@@ -4,9 +4,12 @@ DESIGN.md "The three-second promise" gives the prompt's first audio sample 100 m
 rules out synthesising during a tap. So:
 
 * :class:`PromptRenderer` renders each prompt text with pyttsx3 (espeak) once, into a cache
-  keyed by text + voice + rate. pyttsx3 is not thread-safe and espeak can hang, so every
-  synthesis runs in a short-lived child process (``python -m device.acting.voice render ...``)
-  with a timeout: a wedged engine costs one killed child, never the agent.
+  keyed by text + voice + rate + loudness target + peak ceiling. pyttsx3 is not thread-safe
+  and espeak can hang, so every synthesis runs in a short-lived child process
+  (``python -m device.acting.voice render ...``) with a timeout: a wedged engine costs one
+  killed child, never the agent. The raw render is then levelled to one loudness and
+  trimmed (:func:`device.acting.audio.prepare`, docs/voice.md) before it lands in the cache,
+  so every prompt is equally loud and starts at once.
 * players share one small interface (:class:`Player`): ``play`` returns as soon as playback
   has *started* and interrupts the previous prompt. Like gpiozero's pin factories there is a
   real backend (:class:`AplayPlayer`) and in-package ones for tests and demos
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -60,6 +64,11 @@ _T = TypeVar("_T")
 
 DEFAULT_VOICE: Final = "sit/cmn"
 DEFAULT_RATE: Final = 170
+#: Integrated loudness (LUFS) and sample-peak ceiling (dBFS) every cached prompt is set to.
+DEFAULT_LOUDNESS_LUFS: Final = -20.0
+DEFAULT_PEAK_DBFS: Final = -1.0
+#: A prompt longer than this may be cut off by the next tap (one every 3 s).
+MAX_PROMPT_S: Final = 2.5
 #: Outcome keys tried, in order, when a prompt text has no rendered clip yet.
 FALLBACK_KEYS: Final = ("generic", "fault")
 
@@ -99,10 +108,12 @@ def check_wav(path: Path) -> float:
 class PromptRenderer:
     """Renders prompt texts to cached WAV files, one child process per synthesis.
 
-    ``cache_dir/<sha256(text|voice|rate)>.wav``; a file is only ever created complete (the
-    child writes a temporary file that is checked, then renamed over the final name), so a
-    crash mid-render never leaves a clip that plays half a prompt. Safe to call from several
-    threads. ``renders`` counts syntheses actually run (cache misses).
+    ``cache_dir/<sha256(text|voice|rate|loudness_lufs|peak_dbfs)>.wav``; a file is only ever
+    created complete (the child writes a temporary file that is checked, levelled and
+    trimmed into a second one, which is renamed over the final name), so a crash mid-render
+    never leaves a clip that plays half a prompt. Safe to call from several threads.
+    ``renders`` counts syntheses actually run (cache misses). ``loudness_lufs`` and
+    ``peak_dbfs`` are the level every clip is brought to; changing them renders again.
     """
 
     def __init__(
@@ -113,10 +124,19 @@ class PromptRenderer:
         rate: int = DEFAULT_RATE,
         timeout_s: float = 20.0,
         python: str | None = None,
+        loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
+        peak_dbfs: float = DEFAULT_PEAK_DBFS,
     ) -> None:
+        if not (math.isfinite(loudness_lufs) and math.isfinite(peak_dbfs) and peak_dbfs <= 0):
+            raise ValueError(
+                f"loudness target {loudness_lufs} LUFS / peak {peak_dbfs} dBFS: "
+                "finite, and the peak at most 0 dBFS"
+            )
         self.cache_dir = Path(cache_dir)
         self.voice = voice
         self.rate = int(rate)
+        self.loudness_lufs = float(loudness_lufs)
+        self.peak_dbfs = float(peak_dbfs)
         self.timeout_s = timeout_s
         self.python = python or sys.executable
         self._lock = threading.Lock()
@@ -124,8 +144,9 @@ class PromptRenderer:
         self.attempts = 0  # synthesis runs, retries included
 
     def path_for(self, text: str) -> Path:
-        """The cache file for ``text`` with this renderer's voice and rate."""
-        key = f"{text}|{self.voice}|{self.rate}".encode()
+        """The cache file for ``text`` with this renderer's voice, rate and level."""
+        level = f"{self.loudness_lufs:g}|{self.peak_dbfs:g}"
+        key = f"{text}|{self.voice}|{self.rate}|{level}".encode()
         return self.cache_dir / f"{hashlib.sha256(key).hexdigest()}.wav"
 
     def cached(self, text: str) -> Path | None:
@@ -156,13 +177,16 @@ class PromptRenderer:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         final = self.path_for(text)
         tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp.wav")
+        raw = tmp.with_name(f"{tmp.stem}.raw.wav")
         # pyttsx3's espeak driver now and then writes an empty or truncated file and still
         # reports success (seen about once in a dozen renders here): check and try again.
         for attempt in range(1, _RENDER_ATTEMPTS + 1):
             with self._lock:
                 self.attempts += 1
             try:
-                self._synthesise(text, tmp)
+                self._synthesise(text, raw)
+                check_wav(raw)
+                self._level(raw, tmp, text)
                 check_wav(tmp)
                 os.replace(tmp, final)
                 with self._lock:
@@ -174,7 +198,33 @@ class PromptRenderer:
                 log.warning("prompt render attempt %d failed, retrying: %s", attempt, exc)
             finally:
                 tmp.unlink(missing_ok=True)
+                raw.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def _level(self, raw: Path, out: Path, text: str) -> None:
+        """Level and trim the engine's ``raw`` WAV into ``out``; VoiceError if it is unusable.
+
+        Runs here rather than in the render child: the audio stack (pyloudnorm pulls in
+        scipy) takes a second or more to import, which each child would pay per prompt; here
+        it is imported once, and only on a cache miss, so an agent whose prompts are cached
+        never loads it.
+        """
+        from device.acting import audio
+
+        clip = audio.prepare(
+            audio.load_clip(raw), target_lufs=self.loudness_lufs, peak_dbfs=self.peak_dbfs
+        )
+        unusable = audio.problems(clip, max_duration_s=math.inf)
+        if unusable:
+            raise VoiceError(f"speech synthesis produced no usable audio: {', '.join(unusable)}")
+        if clip.duration_s > MAX_PROMPT_S:
+            log.warning(
+                "prompt %r lasts %.2f s > %g s: a tap every 3 s may cut it off",
+                text,
+                clip.duration_s,
+                MAX_PROMPT_S,
+            )
+        audio.save_wav(clip, out)
 
     def prerender(self, texts: Iterable[str]) -> dict[str, Path]:
         """Render every distinct text; return ``{text: clip}``.

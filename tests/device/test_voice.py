@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from device.acting import audio
 from device.acting.voice import (
     AplayPlayer,
     FileSinkPlayer,
@@ -89,7 +90,7 @@ def amplitude(path: Path) -> tuple[int, float]:
 def test_real_render_is_a_valid_non_silent_wav(tmp_path: Path) -> None:
     renderer = PromptRenderer(tmp_path)
     clip = renderer.render(PASS_TEXT)
-    key = f"{PASS_TEXT}|sit/cmn|170".encode()
+    key = f"{PASS_TEXT}|sit/cmn|170|-20|-1".encode()
     assert clip == tmp_path / f"{hashlib.sha256(key).hexdigest()}.wav"
     assert check_wav(clip) > 0.3
     peak, rms = amplitude(clip)
@@ -166,6 +167,77 @@ def test_engine_output_without_audio_is_not_cached(tmp_path: Path) -> None:
     with pytest.raises(VoiceError, match="not a readable WAV"):
         renderer.render(PASS_TEXT)
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def fake_engine(tmp_path: Path, *, seconds: float, amplitude: float) -> Path:
+    """A 'python' whose render writes a 440 Hz tone (or silence) WAV where --out says."""
+    engine = tmp_path / "engine.py"
+    engine.write_text(
+        "import math, struct, sys, wave\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        f"n = int({seconds} * 16000)\n"
+        f"data = [int({amplitude} * 32767 * math.sin(2 * math.pi * 440 * i / 16000))"
+        " for i in range(n)]\n"
+        "with wave.open(out, 'wb') as w:\n"
+        "    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)\n"
+        "    w.writeframes(struct.pack(f'<{n}h', *data))\n"
+    )
+    return script(tmp_path / "py", f'exec "{sys.executable}" "{engine}" "$@"')
+
+
+def test_rendered_prompts_are_level_and_start_at_once(shared_renderer: PromptRenderer) -> None:
+    """Real espeak renders come out of the cache at the target level, trimmed."""
+    figures = [
+        audio.stats(audio.load_clip(shared_renderer.render(text)))
+        for text in (PASS_TEXT, PROMPTS["check"])
+    ]
+    for clip in figures:
+        assert clip.lufs == pytest.approx(-20.0, abs=0.1)
+        assert clip.peak_dbfs <= -1.0 + 1e-3  # 16-bit rounding
+        assert clip.leading_silence_ms <= 30.0
+    assert abs(figures[0].lufs - figures[1].lufs) <= 0.2
+
+
+def test_loudness_target_and_peak_join_the_key(tmp_path: Path) -> None:
+    quiet = PromptRenderer(tmp_path, loudness_lufs=-26.0, peak_dbfs=-6.0)
+    default = PromptRenderer(tmp_path)
+    other_peak = PromptRenderer(tmp_path, peak_dbfs=-3.0)
+    assert len({quiet.path_for(PASS_TEXT), default.path_for(PASS_TEXT)}) == 2
+    assert other_peak.path_for(PASS_TEXT) != default.path_for(PASS_TEXT)
+    figures = audio.stats(audio.load_clip(quiet.render(PASS_TEXT)))
+    assert figures.lufs == pytest.approx(-26.0, abs=0.1)
+    assert figures.peak_dbfs <= -6.0 + 1e-3
+
+
+def test_a_level_above_full_scale_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="peak"):
+        PromptRenderer(tmp_path, peak_dbfs=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        PromptRenderer(tmp_path, loudness_lufs=math.nan)
+
+
+def test_engine_output_of_silence_is_not_cached(tmp_path: Path) -> None:
+    renderer = PromptRenderer(
+        tmp_path / "c", python=str(fake_engine(tmp_path, seconds=1.0, amplitude=0.0))
+    )
+    with pytest.raises(VoiceError, match="no usable audio: silent"):
+        renderer.render(PASS_TEXT)
+    assert renderer.attempts == 3 and renderer.renders == 0
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_prompt_longer_than_a_tap_is_cached_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A quiet engine output that runs past a tap: levelled, cached, and warned about."""
+    engine = fake_engine(tmp_path, seconds=2.8, amplitude=0.05)
+    renderer = PromptRenderer(tmp_path / "c", python=str(engine))
+    with caplog.at_level(logging.WARNING, logger="device.acting.voice"):
+        clip = renderer.render("很长的提示")
+    assert "lasts 2.80 s > 2.5 s" in caplog.text
+    figures = audio.stats(audio.load_clip(clip))
+    assert figures.lufs == pytest.approx(-20.0, abs=0.1)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [clip.name]
 
 
 # --------------------------------------------------------------------------- players
