@@ -10,7 +10,8 @@ before, and the gate keeps talking.
 A good clip is trimmed of leading and trailing silence (time to first sound) and normalised
 to the same loudness target and peak limit as the synthesised prompts, then written as a
 16-bit PCM WAV (what the players play) into the prompt cache under a name made of the
-file's content and the settings. The next start finds it there and decodes nothing.
+file's content and the settings. The next start finds it there and decodes nothing (nor
+imports the audio stack).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from core.outcomes import ALL_OUTCOMES
-from device.acting import audio
 from device.errors import VoiceError
+
+if TYPE_CHECKING:
+    from device.acting import audio
 
 __all__ = ["ClipLibrary", "ClipProblem", "clip_key", "split_key"]
 
@@ -125,6 +128,10 @@ class ClipLibrary:
         target = self.cache_dir / f"clip-{self._digest(source)}.wav"
         if target.is_file():
             return target
+        # Only now: the audio stack (scipy via pyloudnorm) takes a second or more to import,
+        # which a start that finds every clip cached need not pay.
+        from device.acting import audio
+
         clip = audio.load_clip(source)
         found = audio.problems(clip, max_duration_s=self.max_duration_s)
         if found:
@@ -155,6 +162,8 @@ class ClipLibrary:
         """Write ``target`` whole or not at all (a temporary file renamed over it)."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp.wav")
+        from device.acting import audio
+
         try:
             audio.save_wav(clip, tmp)
             os.replace(tmp, target)

@@ -20,7 +20,6 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Final
 
-from device.acting import audio
 from device.errors import VoiceError
 
 __all__ = ["VolumeSchedule", "VolumeWindow", "apply_gain", "parse_hhmm"]
@@ -113,6 +112,9 @@ def apply_gain(path: Path, gain_db: float, scratch_dir: Path) -> Path:
     target = _copy_path(path, gain_db, scratch_dir)
     if target.is_file():
         return target
+    # Only on a miss: the audio stack takes a second or more to import (scipy).
+    from device.acting import audio
+
     clip = audio.load_clip(path)
     scratch_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp.wav")

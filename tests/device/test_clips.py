@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import soundfile
 from device.acting.clips import ClipLibrary, clip_key, split_key
 from device.acting.voice import check_wav
 
+ROOT = Path(__file__).resolve().parents[2]
 TARGET_LUFS = -20.0
 PEAK_DBFS = -1.0
 
@@ -128,6 +132,30 @@ def test_a_second_start_uses_the_cache(good: dict[str, Path], tmp_path: Path) ->
     assert again.normalised == 0
     assert {key: path.stat().st_mtime_ns for key, path in first.items()} == stamps
     assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in first.values())
+
+
+def test_a_start_with_every_clip_cached_does_not_import_the_audio_stack(
+    good: dict[str, Path], tmp_path: Path
+) -> None:
+    """scipy and pyloudnorm take a second or more to import: only a cache miss needs them."""
+    cache = tmp_path / "cache"
+    names = {key: str(path) for key, path in good.items()}
+    first = library(good, cache).load()
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from device.acting.clips import ClipLibrary\n"
+        "lib = ClipLibrary(json.loads(sys.argv[1]), Path(sys.argv[2]), target_lufs=-20.0)\n"
+        "loaded = {k: str(p) for k, p in lib.load().items()}\n"
+        "heavy = sorted({'device.acting.audio', 'pyloudnorm', 'scipy'} & set(sys.modules))\n"
+        "print(json.dumps([loaded, lib.normalised, heavy]))\n"
+    )
+    argv = [sys.executable, "-c", code, json.dumps(names), str(cache)]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    loaded, normalised, heavy = json.loads(out.stdout)
+    assert loaded == {key: str(path) for key, path in first.items()}
+    assert normalised == 0
+    assert heavy == []
 
 
 def test_new_content_or_settings_make_a_new_clip(good: dict[str, Path], tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from device.acting import audio
 from device.acting.volume import VolumeSchedule, VolumeWindow, apply_gain, parse_hhmm
 from device.errors import VoiceError
 
+ROOT = Path(__file__).resolve().parents[2]
 DAY = datetime(2026, 11, 28)
 
 
@@ -155,6 +159,23 @@ def test_a_copy_is_made_once_per_clip_and_gain(
     other = apply_gain(clip, -20.0, scratch)
     assert other != first
     assert sorted(scratch.iterdir()) == sorted([first, other])
+
+
+def test_a_cached_copy_needs_no_audio_stack(clip: Path, tmp_path: Path) -> None:
+    """The player's path at a tap: scipy and pyloudnorm (a second or more) stay unloaded."""
+    first = apply_gain(clip, -10.0, tmp_path / "scratch")
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from device.acting.volume import VolumeSchedule, apply_gain\n"
+        "gain = VolumeSchedule([('00:00', '00:00', -10.0)]).gain_db()\n"
+        "copy = apply_gain(Path(sys.argv[1]), gain, Path(sys.argv[2]))\n"
+        "heavy = sorted({'device.acting.audio', 'pyloudnorm', 'scipy'} & set(sys.modules))\n"
+        "print(json.dumps([str(copy), heavy]))\n"
+    )
+    argv = [sys.executable, "-c", code, str(clip), str(tmp_path / "scratch")]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(out.stdout) == [str(first), []]
 
 
 def test_a_rewritten_clip_gets_a_new_copy(clip: Path, tmp_path: Path) -> None:
