@@ -29,7 +29,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
-from device.acting.audio import concat, load_clip, save_wav
 from device.acting.voice import PromptRenderer, check_wav
 from device.errors import VoiceError
 
@@ -82,10 +81,10 @@ DEFAULT_CARD_LANGUAGES: Mapping[str, str] = MappingProxyType({"I": "en", "Y": "e
 #: espeak-ng voice per language, spelled as pyttsx3's espeak driver names it (as "sit/cmn").
 DEFAULT_LANGUAGE_VOICES: Mapping[str, str] = MappingProxyType({"en": "gmw/en-us"})
 
-#: Words per minute for the second language: a little brisker than the Chinese prompt's 170
-#: so that "Green code, please pass" still fits after 绿码通行 in 3 s (measured with
-#: espeak-ng: about 1.25 s of speech at 210, 1.55 s at 170).
-DEFAULT_LANGUAGE_RATE: Final = 210
+#: Words per minute for the second language: brisker than the Chinese prompt's 170 so that
+#: "Green code, please pass" fits after 绿码通行 with room to spare (espeak-ng, levelled and
+#: trimmed: 1.59 s + 0.12 s + 1.19 s = 2.90 s at 220; 1.55 s of English at 170 would not fit).
+DEFAULT_LANGUAGE_RATE: Final = 220
 
 
 def languages_in_use(card_languages: Mapping[str, str]) -> frozenset[str]:
@@ -127,16 +126,25 @@ class Bilingual:
         self.budget_s = float(budget_s)
         self.gap_s = float(gap_s)
 
-    def compose(self, first: Path, second: Path, out_dir: Path) -> Path | None:
+    def compose(self, first: Path, second: Path, out_dir: Path, *, label: str = "") -> Path | None:
         """``first``, ``gap_s`` of silence, ``second`` as one WAV; None if over budget.
 
-        VoiceError if either clip cannot be read or the result cannot be written.
+        ``label`` names the pair in the warning (``pass.en``); the clips' file names are
+        given too. VoiceError if either clip cannot be read or the result cannot be written.
         """
+        target = Path(out_dir) / f"bilingual-{self._digest(first, second)}.wav"
+        if _valid(target) and check_wav(target) <= self.budget_s:
+            return target  # joined at an earlier start: no audio stack to load
+        # Imported here, as PromptRenderer does: the audio stack (scipy) costs a second or
+        # more to import, which an agent whose prompts are all cached never pays.
+        from device.acting.audio import concat, load_clip, save_wav
+
         combined = concat(load_clip(first), load_clip(second), gap_s=self.gap_s)
         if combined.duration_s > self.budget_s:
             log.warning(
-                "second-language prompt not added: %s + %.2f s gap + %s play %.2f s, over the "
-                "%g s budget; the Chinese prompt plays alone",
+                "second-language prompt %s not added: %s + %.2f s gap + %s play %.2f s, over "
+                "the %g s budget; the Chinese prompt plays alone",
+                label or "-",
                 first.name,
                 self.gap_s,
                 second.name,
@@ -144,9 +152,6 @@ class Bilingual:
                 self.budget_s,
             )
             return None
-        target = Path(out_dir) / f"bilingual-{self._digest(first, second)}.wav"
-        if _valid(target):
-            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp.wav")
         try:
@@ -260,7 +265,7 @@ class SecondLanguage:
             return None
         try:
             second = self.recorded.get(f"{outcome}.{lang}") or self.renderers[lang].render(words)
-            return self.bilingual.compose(first, second, self.out_dir)
+            return self.bilingual.compose(first, second, self.out_dir, label=f"{outcome}.{lang}")
         except VoiceError as exc:
             log.warning("no %s prompt for %s, the Chinese plays alone: %s", lang, outcome, exc)
             return None

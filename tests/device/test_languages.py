@@ -121,6 +121,18 @@ def test_every_default_outcome_fits_the_budget_or_is_refused(
             assert not caplog.records
 
 
+def test_green_code_please_pass_fits_at_the_defaults(
+    pairs: Mapping[str, Pair], tmp_path: Path
+) -> None:
+    """What the default configuration gives a foreign visitor: 绿码通行, then English, ≤ 3 s.
+
+    The longer Chinese prompts already fill the budget alone at the default rate, so the
+    default English rate is chosen for this one; a slower voice or a longer text fails here.
+    """
+    joined = Bilingual().compose(*pairs["pass"], tmp_path)
+    assert joined is not None and check_wav(joined) <= BUDGET_S
+
+
 def test_over_budget_is_refused_with_a_warning(
     pairs: Mapping[str, Pair], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -128,12 +140,16 @@ def test_over_budget_is_refused_with_a_warning(
     length = check_wav(first) + 0.5 + check_wav(second)
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, "device.acting.languages"):
-        refused = Bilingual(budget_s=length - 0.01, gap_s=0.5).compose(first, second, out)
+        refused = Bilingual(budget_s=length - 0.01, gap_s=0.5).compose(
+            first, second, out, label="pass.en"
+        )
         fits = Bilingual(budget_s=length + 0.01, gap_s=0.5).compose(first, second, out)
     assert refused is None and fits is not None
     (warning,) = caplog.records
     assert warning.levelno == logging.WARNING
-    assert f"play {length:.2f} s, over the {length - 0.01:g} s budget" in warning.getMessage()
+    message = warning.getMessage()
+    assert message.startswith(f"second-language prompt pass.en not added: {first.name} + ")
+    assert f"play {length:.2f} s, over the {length - 0.01:g} s budget" in message
     assert list(out.iterdir()) == [fits]  # a refusal leaves no file behind
 
 
@@ -145,6 +161,7 @@ def test_compose_reuses_its_file_and_rewrites_a_broken_one(
     joined = bilingual.compose(first, second, tmp_path)
     assert joined is not None
     assert bilingual.compose(first, second, tmp_path) == joined
+    assert Bilingual(budget_s=0.5).compose(first, second, tmp_path) is None  # cached, too long
     assert Bilingual(budget_s=10.0, gap_s=0.2).compose(first, second, tmp_path) != joined
     other = bilingual.compose(*pairs["check"], tmp_path)
     assert other is not None and other != joined
