@@ -203,6 +203,8 @@ class QrDecoder:
         self._ref = thumb
         self._since_ref = 0
         self.stats["analysed"] += 1
+        if moving:  # a new scene: its first still frame may have the fallback at once
+            self._last_fallback = -math.inf
         self._evidence = False
         found = self._at_last_code(gray, t, hint) if recent and hint is not None else []
         if not found and self._cheap is not None:
