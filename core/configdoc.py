@@ -66,6 +66,10 @@ def rows(table: _Table, prefix: tuple[str, ...] = ()) -> Iterator[Row]:
             yield from rows(nested, path)
         elif isinstance(plain, mi.DictType):
             yield from _dict_rows(plain, meta, path, _default(f))
+        elif isinstance(plain, mi.ListType) and (item := _table_in(plain.item_type)):
+            default = _show(_default(f))
+            yield Row(".".join(path), _type(plain), default, describe_bounds(plain), _about(meta))
+            yield from rows(item, (*prefix, f"{f.encode_name}[]"))
         else:
             default = _show(_default(f))
             yield Row(".".join(path), _type(plain), default, describe_bounds(plain), _about(meta))
@@ -139,6 +143,9 @@ def _type(info: mi.Type) -> str:
         return " or ".join(_type(t) for t in info.types if not isinstance(t, mi.NoneType))
     if isinstance(info, mi.LiteralType):
         return _type(mi.type_info(type(info.values[0])))
+    if isinstance(info, mi.ListType):
+        item = _type(info.item_type)
+        return "array of " + ("tables" if item.startswith("table") else f"{item}s")
     if isinstance(info, mi.DictType):
         value = _type(info.value_type)
         return "table of " + ("tables" if value.startswith("table") else f"{value}s")

@@ -333,7 +333,7 @@ class Agent:
                 await self.record_fault("journal_failed", f"{type(exc).__name__}: {exc}")
             return await self._tell(TapResult(decision, None, False, None))
         self._uploader.poke()
-        latency_ms, problems = await self._actuate(decision, cred.completed_at)
+        latency_ms, problems = await self._actuate(decision, cred.completed_at, cred.card_type)
         if problems:  # the decision's event is already written: the fault follows it
             what = "voice_fault" if any(p.startswith("voice") for p in problems) else "gate_fault"
             await self.record_fault(what, "; ".join(problems), speak=False, tap_id=decision.tap_id)
@@ -373,9 +373,11 @@ class Agent:
         }
 
     async def _actuate(
-        self, decision: Decision, completed_at: float
+        self, decision: Decision, completed_at: float, card_type: str = "resident"
     ) -> tuple[float | None, list[str]]:
-        """Gate and voice for a journalled decision: (playback latency or None, problems)."""
+        """Gate and voice for a journalled decision: (playback latency or None, problems).
+
+        ``card_type`` lets a foreigner's card hear the prompt in a second language too."""
         problems: list[str] = []
         if self._gate is not None:
             try:
@@ -387,7 +389,9 @@ class Agent:
                 log.exception("gate action failed")
         latency_ms: float | None = None
         try:
-            started = await self._voice.say(decision.prompt, outcome=decision.outcome)
+            started = await self._voice.say(
+                decision.prompt, outcome=decision.outcome, card_type=card_type
+            )
             latency_ms = (started - completed_at) * 1000.0
         except KioskError as exc:
             problems.append(f"voice: {exc}")

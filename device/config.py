@@ -19,12 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from msgspec import Meta
+from msgspec import Meta, Struct
 
 from core import configschema
 from core.bundle import Bundle, decode_bundle
 from core.errors import BundleError
 from core.outcomes import DEFAULT_PROMPTS, OutcomeName
+from device.acting.languages import (
+    DEFAULT_CARD_LANGUAGES,
+    DEFAULT_LANGUAGE_RATE,
+    DEFAULT_LANGUAGE_VOICES,
+    LanguageName,
+    config_problems,
+)
 from device.errors import ConfigError
 
 #: Every outcome the kiosk speaks a prompt for (core.outcomes.Outcome; a test keeps them equal).
@@ -111,6 +118,40 @@ class CacheConfig:
     ] = 900.0
 
 
+#: "HH:MM" on a 24-hour clock (device.acting.volume.HHMM_PATTERN; a test keeps them equal).
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+#: A `voice.clips` key: an outcome, or an outcome and a language such as `pass.en`
+#: (device.acting.clips.KEY_PATTERN; a test keeps them equal).
+_CLIP_KEY = r"^(check|fault|invalid_credential|nat_expired|pass)(\.[a-z]{2,3})?$"
+
+
+class VolumeWindow(Struct, frozen=True, forbid_unknown_fields=True):
+    """One window of `voice.volume_schedule`, in the kiosk's local time.
+
+    A Struct, not a dataclass like the sections: core.configschema refuses a dataclass's
+    unknown keys only where it is a table of its own, not as an entry of an array.
+    """
+
+    start: Annotated[str, Meta(pattern=_HHMM, description='"HH:MM" local time, included')]
+    end: Annotated[
+        str,
+        Meta(
+            pattern=_HHMM,
+            description='"HH:MM", excluded; before `start`: the window wraps midnight; '
+            "equal to `start`: all day",
+        ),
+    ]
+    gain_db: Annotated[
+        float,
+        Meta(
+            ge=-40,
+            le=0,
+            description="gain the player applies (quieter only: for louder prompts, raise "
+            "`loudness_lufs`)",
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class VoiceConfig:
     """Prompt synthesis and playback."""
@@ -123,9 +164,61 @@ class VoiceConfig:
         default_factory=lambda: cast(dict[OutcomeName, str], dict(DEFAULT_PROMPTS))
     )
 
+    clips: Annotated[
+        dict[Annotated[str, Meta(pattern=_CLIP_KEY)], str],
+        Meta(
+            description="a recorded clip per outcome (`pass`) or outcome and language "
+            '(`"pass.en"`): a WAV, FLAC or OGG file (absolute path) of at most 2.5 s, played '
+            "instead of the synthesised prompt; a bad file is logged and synthesis is used"
+        ),
+    ] = field(default_factory=dict)
+    loudness_lufs: Annotated[
+        float,
+        Meta(
+            ge=-40,
+            le=-5,
+            description="integrated loudness (EBU R128, LUFS) every prompt, synthesised or "
+            "recorded, is set to",
+        ),
+    ] = -20.0
+    peak_dbfs: Annotated[
+        float, Meta(ge=-20, le=0, description="sample-peak ceiling of every prompt (dBFS)")
+    ] = -1.0
+    volume_schedule: Annotated[
+        list[VolumeWindow],
+        Meta(
+            description="quieter windows the player applies, e.g. "
+            '`[{start = "22:00", end = "07:00", gain_db = -10}]`; where windows overlap the '
+            "first listed wins",
+        ),
+    ] = field(default_factory=list)
+    languages: Annotated[
+        dict[Literal["I", "Y", "J"], LanguageName],
+        Meta(
+            description='second language after the Chinese prompt for this card type ("": '
+            "Chinese only); skipped where the pair would play longer than 3 s"
+        ),
+    ] = field(default_factory=lambda: cast(dict[Any, LanguageName], dict(DEFAULT_CARD_LANGUAGES)))
+    language_voices: Annotated[
+        dict[Literal["en"], str],
+        Meta(description='espeak-ng voice per second language (pyttsx3\'s id, e.g. "gmw/en-us")'),
+    ] = field(default_factory=lambda: cast(dict[Literal["en"], str], dict(DEFAULT_LANGUAGE_VOICES)))
+    language_rate: Annotated[
+        int, Meta(ge=80, le=400, description="words per minute of the second language")
+    ] = DEFAULT_LANGUAGE_RATE
+
     def prompt(self, outcome: str) -> str:
         """The configured text for an outcome, falling back to the built-in default."""
         return cast(Mapping[str, str], self.prompts).get(outcome) or DEFAULT_PROMPTS[outcome]
+
+    def card_languages(self) -> Mapping[str, str]:
+        """Card type → second language ("": Chinese only); a card type the file leaves out
+        keeps its default, as an outcome left out of ``prompts`` keeps its words."""
+        return {**DEFAULT_CARD_LANGUAGES, **cast(Mapping[str, str], self.languages)}
+
+    def voices_by_language(self) -> Mapping[str, str]:
+        """Second language → espeak-ng voice (defaults for the languages left out)."""
+        return {**DEFAULT_LANGUAGE_VOICES, **cast(Mapping[str, str], self.language_voices)}
 
 
 _Pin = Annotated[int, Meta(ge=0, le=27, description="BCM number")]
@@ -326,6 +419,9 @@ class DeviceConfig:
             raise ConfigError(
                 f"{source}: voice.player: expected {PLAYERS}, got {self.voice.player!r}"
             )
+        voice = self.voice
+        for problem in config_problems(voice.card_languages(), voice.voices_by_language()):
+            raise ConfigError(f"{source}: voice.languages: {problem}")
         pins = [gpio.relay_pin, gpio.green_led_pin, gpio.red_led_pin, gpio.buzzer_pin]
         if len(set(pins)) != len(pins):
             raise ConfigError(f"{source}: gpio: relay, LED and buzzer pins must differ, got {pins}")

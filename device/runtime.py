@@ -18,8 +18,11 @@ from typing import Any
 from core.bundle import Bundle
 from core.outcomes import DEFAULT_PROMPTS
 from core.systemd import notify_ready, notify_stopping, watchdog_loop
+from device.acting.clips import ClipLibrary
 from device.acting.gate import Gate
-from device.acting.voice import Player, PromptRenderer, Voice, make_player
+from device.acting.languages import SecondLanguage, languages_in_use
+from device.acting.voice import MAX_PROMPT_S, Player, PromptRenderer, Voice, make_player
+from device.acting.volume import VolumeSchedule
 from device.agent import VERSION, Agent, CredentialSource, GateActions
 from device.config import DeviceConfig, load_bundle
 from device.deciding.cache import KioskCache
@@ -127,14 +130,54 @@ def _server_client(config: DeviceConfig, bundle: Bundle) -> ServerClient:
 
 
 def _voice(config: DeviceConfig, state: Path, player: Player | None) -> Voice:
-    cache_dir = Path(config.voice.cache_dir) if config.voice.cache_dir else state / "prompts"
-    renderer = PromptRenderer(cache_dir, voice=config.voice.voice, rate=config.voice.rate)
-    prompts = {outcome: config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS}
+    settings = config.voice
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else state / "prompts"
+    renderer = PromptRenderer.for_settings(cache_dir, settings)
+    prompts = {outcome: settings.prompt(outcome) for outcome in DEFAULT_PROMPTS}
     # Prompts a guard's command may ask for are rendered with the rest, before any tap.
     prompts["speak_test"] = config.commands.test_prompt
     if config.commands.gate_prompt:
         prompts["guard_open"] = config.commands.gate_prompt
-    return Voice(renderer, player or make_player(config.voice.player), prompts)
+    # Recorded clips are checked and levelled like the synthesised prompts, into the same
+    # cache, when the voice starts (Voice.start); the schedule is applied by the player.
+    library = ClipLibrary(
+        settings.clips,
+        cache_dir,
+        target_lufs=settings.loudness_lufs,
+        peak_dbfs=settings.peak_dbfs,
+        max_duration_s=MAX_PROMPT_S,
+    )
+    schedule = VolumeSchedule((w.start, w.end, w.gain_db) for w in settings.volume_schedule)
+    return Voice(
+        renderer,
+        player or make_player(settings.player),
+        prompts,
+        library=library,
+        schedule=schedule,
+        volume_dir=cache_dir / "volume",
+        second_language=_second_language(config, cache_dir),
+    )
+
+
+def _second_language(config: DeviceConfig, cache_dir: Path) -> SecondLanguage | None:
+    """The card holder's language (I/Y cards hear English by default); None: Chinese only."""
+    voice = config.voice
+    card_languages = voice.card_languages()
+    used = languages_in_use(card_languages)
+    if not used:
+        return None
+    voices = voice.voices_by_language()  # DeviceConfig.check: every used language has one
+    renderers = {
+        lang: PromptRenderer(
+            cache_dir,
+            voice=voices[lang],
+            rate=voice.language_rate,
+            loudness_lufs=voice.loudness_lufs,
+            peak_dbfs=voice.peak_dbfs,
+        )
+        for lang in used
+    }
+    return SecondLanguage(renderers, card_languages, cache_dir / "bilingual")
 
 
 def _gate_and_reader(

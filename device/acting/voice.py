@@ -41,10 +41,30 @@ import time
 import uuid
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 
+from device.acting.clips import ClipLibrary
+from device.acting.volume import VolumeSchedule, apply_gain
 from device.errors import PlayerError, VoiceError
+
+if TYPE_CHECKING:  # languages imports this module (PromptRenderer)
+    from device.acting.languages import SecondLanguage
+
+
+class VoiceSettings(Protocol):
+    """What a renderer needs of the `[voice]` section (device.config.VoiceConfig)."""
+
+    @property
+    def voice(self) -> str: ...
+    @property
+    def rate(self) -> int: ...
+    @property
+    def loudness_lufs(self) -> float: ...
+    @property
+    def peak_dbfs(self) -> float: ...
+
 
 __all__ = [
     "AplayPlayer",
@@ -142,6 +162,18 @@ class PromptRenderer:
         self._lock = threading.Lock()
         self.renders = 0  # clips synthesised (cache misses that succeeded)
         self.attempts = 0  # synthesis runs, retries included
+
+    @classmethod
+    def for_settings(cls, cache_dir: Path, settings: VoiceSettings) -> PromptRenderer:
+        """The renderer the agent uses for `settings` (the `[voice]` section), so that the
+        doctor and the agent look up the same cache files."""
+        return cls(
+            cache_dir,
+            voice=settings.voice,
+            rate=settings.rate,
+            loudness_lufs=settings.loudness_lufs,
+            peak_dbfs=settings.peak_dbfs,
+        )
 
     def path_for(self, text: str) -> Path:
         """The cache file for ``text`` with this renderer's voice, rate and level."""
@@ -611,6 +643,12 @@ class Voice:
     ``prompts`` are the configured texts, either ``{outcome: text}`` (then a text that has
     no clip yet falls back to the clip of its outcome, else ``generic``, else ``fault``) or
     just texts. ``play_timeout_s`` bounds how long ``say`` waits for the player to start.
+
+    ``library`` holds the site's recorded clips (loaded by :meth:`start`): a recorded clip
+    for an outcome is played for that outcome instead of the synthesised prompt, whatever
+    the text. ``schedule`` is the site's volume schedule, applied by the player as a scaled
+    copy of the clip kept in ``volume_dir`` (made at start for every gain the schedule
+    has, so a tap only looks it up); without ``volume_dir`` it is not applied.
     """
 
     def __init__(
@@ -620,9 +658,20 @@ class Voice:
         prompts: Mapping[str, str] | Iterable[str],
         *,
         play_timeout_s: float = 0.3,
+        library: ClipLibrary | None = None,
+        schedule: VolumeSchedule | None = None,
+        volume_dir: Path | None = None,
+        second_language: SecondLanguage | None = None,
     ) -> None:
         self.renderer = renderer
+        #: Joined Chinese + second-language clips per card type (None: Chinese only).
+        self.second_language = second_language
         self.player = player
+        self.library = library
+        self.schedule = schedule if schedule is not None else VolumeSchedule()
+        self.volume_dir = volume_dir
+        #: Recorded clips by key (``pass``, ``pass.en``), once :meth:`start` loaded them.
+        self.recorded: Mapping[str, Path] = {}
         if isinstance(prompts, Mapping):
             self._by_key: dict[str, str] = dict(prompts)
             self._texts = list(dict.fromkeys(self._by_key.values()))
@@ -656,6 +705,11 @@ class Voice:
         VoiceError if some could not be rendered; the others are ready, and ``say`` falls
         back for the missing ones, so the agent may log this and carry on.
         """
+        if self.library is not None and not self.recorded:
+            self.recorded = await asyncio.to_thread(self.library.load)
+            for key, text in self._by_key.items():
+                if key in self.recorded:  # the recording replaces the synthesised prompt
+                    self._clips[text] = self.recorded[key]
         missing = [t for t in self._texts if t not in self._clips]
 
         def render_all() -> tuple[dict[str, Path], list[str]]:
@@ -670,29 +724,42 @@ class Voice:
 
         clips, failures = await asyncio.to_thread(render_all)
         self._clips.update(clips)  # on the loop: say() never sees a half-updated map
+        if self.second_language is not None:  # never raises: a miss stays Chinese only
+            second = self.second_language
+            second.recorded = {k: p for k, p in self.recorded.items() if "." in k}
+            await asyncio.to_thread(second.prepare, dict(self._by_key), dict(self._clips))
+            await asyncio.to_thread(self.prepare_volume, list(second.clips.values()))
+        await asyncio.to_thread(self.prepare_volume, list(self._clips.values()))
         self.unrendered = len(failures)
         if failures:
             self.last_error = "prompts not rendered: " + "; ".join(failures)
             raise VoiceError(self.last_error)
 
-    async def say(self, text: str, *, outcome: str | None = None) -> float:
+    async def say(
+        self, text: str, *, outcome: str | None = None, card_type: str = "resident"
+    ) -> float:
         """Start speaking ``text``; return the monotonic time playback started.
 
         Never synthesises on the caller's time: a text without a clip is rendered in the
         background for next time and a fallback clip is played now (VoiceError if there is
         none). PlayerError if the player fails or does not start within
-        ``play_timeout_s``. Interrupts the previous prompt.
+        ``play_timeout_s``. Interrupts the previous prompt. ``card_type`` (the credential's)
+        picks the clip joined with that card holder's second language, when there is one.
         """
         try:
-            started = await self._say(text, outcome)
+            started = await self._say(text, outcome, card_type)
         except (VoiceError, PlayerError) as exc:
             self.last_ok, self.failures, self.last_error = False, self.failures + 1, str(exc)
             raise
         self.last_ok = True
         return started
 
-    async def _say(self, text: str, outcome: str | None) -> float:
-        clip = self._clips.get(text)
+    async def _say(self, text: str, outcome: str | None, card_type: str) -> float:
+        clip = self.recorded.get(outcome) if outcome else None
+        if clip is None:
+            clip = self._clips.get(text)
+        if clip is not None and self.second_language is not None:
+            clip = self.second_language.clip_for(text, card_type) or clip
         if clip is None:
             self._render_later(text)
             clip = self._fallback(outcome)
@@ -753,7 +820,25 @@ class Voice:
 
         self._renders[text] = asyncio.create_task(render(), name="voice-render")
 
+    def prepare_volume(self, clips: Iterable[Path]) -> None:
+        """Make each clip's copy for every gain of the schedule (blocks: call it from a
+        thread), so that playing at 22:00 finds its quieter copy made. Never raises."""
+        if self.volume_dir is None:
+            return
+        for clip in set(clips):
+            for gain in sorted(self.schedule.gains()):
+                try:
+                    apply_gain(clip, gain, self.volume_dir)
+                except VoiceError as exc:
+                    log.warning("no %+g dB copy of prompt %s: %s", gain, clip.name, exc)
+
     def _play_and_time(self, clip: Path, text: str, outcome: str | None) -> float:
+        gain = self.schedule.gain_db(datetime.now())
+        if gain and self.volume_dir is not None:
+            try:
+                clip = apply_gain(clip, gain, self.volume_dir)
+            except VoiceError as exc:  # too loud beats silent
+                log.error("volume schedule not applied to %s: %s", clip.name, exc)
         self.player.play_for(clip, text, outcome)
         return time.monotonic()
 

@@ -171,7 +171,7 @@ def prompt_texts(ctx: DoctorContext) -> list[str]:
 def check_prompts(ctx: DoctorContext) -> CheckResult:
     """Every prompt has a valid clip in the cache (so no tap waits for synthesis)."""
     voice = ctx.config.voice
-    renderer = PromptRenderer(ctx.prompt_dir, voice=voice.voice, rate=voice.rate)
+    renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
     texts = prompt_texts(ctx)
     missing: list[str] = []
     for text in texts:

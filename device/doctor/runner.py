@@ -115,7 +115,7 @@ class _Run:
 def _test_clip(ctx: DoctorContext) -> Path | None:
     """The rendered "speak test" prompt, when the cache holds a valid one."""
     voice = ctx.config.voice
-    renderer = PromptRenderer(ctx.prompt_dir, voice=voice.voice, rate=voice.rate)
+    renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
     path = renderer.path_for(ctx.config.commands.test_prompt)
     return path if _length(path) else None
 

@@ -49,8 +49,12 @@ class FakeVoice:
     def __init__(self, steps: Steps) -> None:
         self._steps = steps
 
-    async def say(self, text: str, *, outcome: str | None = None) -> float:
-        self._steps.done.append(f"say {outcome}")
+    async def say(
+        self, text: str, *, outcome: str | None = None, card_type: str = "resident"
+    ) -> float:
+        self._steps.done.append(
+            f"say {outcome}" + ("" if card_type == "resident" else f" {card_type}")
+        )
         return time.monotonic()
 
 
@@ -98,6 +102,14 @@ async def test_a_pass_is_journalled_before_the_gate_opens_and_the_prompt_starts(
     result = await agent(steps).handle(cred())
     assert steps.done == ["decide", "journal decision", "show pass", "relay", "say pass"]
     assert result.spoken and result.seq == 1
+
+
+async def test_the_prompt_is_told_the_card_type() -> None:
+    """A foreigner's residence card may hear a second language (device.acting.languages)."""
+    steps = Steps()
+    foreign = Credential(kind="id_card", id_number="", completed_at=time.monotonic(), card_type="Y")
+    await agent(steps).handle(foreign)
+    assert steps.done[-1] == "say pass Y"
 
 
 async def test_a_decision_that_cannot_be_journalled_never_opens_the_gate() -> None:

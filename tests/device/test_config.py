@@ -116,7 +116,11 @@ def test_the_reference_table_is_generated_from_the_schema() -> None:
     for section in (*sections, "commands", "update"):
         keys |= {f"{section}.{name}" for name in vars(getattr(DeviceConfig(), section))}
     keys |= {"heartbeat.interval_s"} | {f"voice.prompts.{o}" for o in DEFAULT_PROMPTS}
-    assert keys - {"voice.prompts"} == documented
+    voice = DeviceConfig().voice
+    keys |= {f"voice.languages.{card}" for card in voice.languages}
+    keys |= {f"voice.language_voices.{lang}" for lang in voice.language_voices}
+    keys |= {f"voice.volume_schedule[].{name}" for name in ("start", "end", "gain_db")}
+    assert keys - {"voice.prompts", "voice.languages", "voice.language_voices"} == documented
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -153,3 +157,25 @@ def test_unencrypted_or_unpinned_server_is_warned_about(caplog: pytest.LogCaptur
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
     assert "plain HTTP" in messages[0] and "pins no fleet CA" in messages[1]
+
+
+def test_the_second_language_table_overrides_per_card_type() -> None:
+    """A site that turns English on for permits keeps it for residence cards."""
+    voice = DeviceConfig.from_dict({"voice": {"languages": {"J": "en"}}}).voice
+    assert voice.card_languages() == {"I": "en", "Y": "en", "J": "en"}
+    voice = DeviceConfig.from_dict({"voice": {"languages": {"I": "", "Y": ""}}}).voice
+    assert voice.card_languages() == {"I": "", "Y": "", "J": ""}
+    assert DeviceConfig().voice.voices_by_language() == {"en": "gmw/en-us"}
+    with pytest.raises(ConfigError, match=r"voice\.languages: no espeak voice for 'en'"):
+        DeviceConfig.from_dict({"voice": {"language_voices": {"en": " "}}})
+    with pytest.raises(ConfigError, match=r"voice\.languages\.I"):
+        DeviceConfig.from_dict({"voice": {"languages": {"I": "fr"}}})
+
+
+def test_the_config_patterns_are_the_voice_modules_own() -> None:
+    """config.py cannot import the audio stack at load time, so it repeats two patterns."""
+    from device import config
+    from device.acting import clips, volume
+
+    assert config._CLIP_KEY == clips.KEY_PATTERN
+    assert config._HHMM == volume.HHMM_PATTERN

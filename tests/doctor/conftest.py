@@ -84,7 +84,7 @@ def render_prompts(config: DeviceConfig) -> list[Path]:
     espeak: doctor checks that the cache is complete, not how it was filled."""
     ctx = DoctorContext(config)
     voice = config.voice
-    renderer = PromptRenderer(ctx.prompt_dir, voice=voice.voice, rate=voice.rate)
+    renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
     return [write_wav(renderer.path_for(text)) for text in prompt_texts(ctx)]
 
 
