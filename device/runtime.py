@@ -129,7 +129,8 @@ def _server_client(config: DeviceConfig, bundle: Bundle) -> ServerClient:
     return ServerClient(url, identity, tls_ca=bundle.tls_ca)
 
 
-def _voice(config: DeviceConfig, state: Path, player: Player | None) -> Voice:
+def voice_for(config: DeviceConfig, state: Path, player: Player | None = None) -> Voice:
+    """The agent's voice for `config`: prompts, recorded clips, schedule, second language."""
     settings = config.voice
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else state / "prompts"
     renderer = PromptRenderer.for_settings(cache_dir, settings)
@@ -316,7 +317,7 @@ async def built_agent(
         )
         await journal.open()
         stack.push_async_callback(journal.close)
-        voice = _voice(config, state, player)
+        voice = voice_for(config, state, player)
         stack.push_async_callback(voice.close)
         gate, card_reader = _gate_and_reader(config, reader, pin_factory, stack)
         cache = await _open_cache(config, state, stack)

@@ -1,7 +1,7 @@
 """`kiosk`: one command line for every part of Siheyi.
 
 Each part registers its own verbs (`server`, `provision`, `audit`, `reader`, `device`,
-`camera`, `doctor`, `demo`); every verb is one function returning an exit code, reached
+`camera`, `voice`, `doctor`, `demo`); every verb is one function returning an exit code, reached
 through the parser's dispatch table.
 """
 
@@ -172,6 +172,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only == "doctor":  # the boot guard runs it on every trial start
         doctor_cli.register(sub)
         return parser
+    from device import voice_cli
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from provisioning import release_cli
@@ -184,6 +185,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)
+    voice_cli.register(sub)
     doctor_cli.register(sub)
     _register_demo(sub)
     return parser

@@ -754,12 +754,26 @@ class Voice:
         self.last_ok = True
         return started
 
-    async def _say(self, text: str, outcome: str | None, card_type: str) -> float:
+    def clip_for(
+        self, text: str, outcome: str | None = None, card_type: str = "resident"
+    ) -> Path | None:
+        """The clip `say` plays for this text, outcome and card, None when none is ready:
+        the outcome's recording, else the rendered text, joined with the card holder's
+        second language when that pair was prepared."""
         clip = self.recorded.get(outcome) if outcome else None
         if clip is None:
             clip = self._clips.get(text)
         if clip is not None and self.second_language is not None:
             clip = self.second_language.clip_for(text, card_type) or clip
+        return clip
+
+    @property
+    def prompts(self) -> Mapping[str, str]:
+        """The configured prompts by key (outcomes, ``speak_test``, ``guard_open``)."""
+        return dict(self._by_key)
+
+    async def _say(self, text: str, outcome: str | None, card_type: str) -> float:
+        clip = self.clip_for(text, outcome, card_type)
         if clip is None:
             self._render_later(text)
             clip = self._fallback(outcome)
