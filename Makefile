@@ -26,7 +26,7 @@ sysdeps:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[device,server,provisioning,dev]'
+	$(BIN)/python -m pip install -q -e '.[device,zxing,server,provisioning,dev]'
 	@touch $(STAMP)
 
 venv: sysdeps $(STAMP)

@@ -253,8 +253,17 @@ read_version() {
 extras() {
     local list=()
     [ "$KIOSK" = 1 ] && list+=(device)
+    [ "$KIOSK" = 1 ] && zxing_wheels && list+=(zxing)
     [ "$SERVER" = 1 ] && list+=(server)
     (IFS=,; printf '%s' "${list[*]}")
+}
+
+# zxing-cpp (the first QR decoder) has wheels for 64-bit x86_64 and aarch64 only. Asked of
+# the Python itself: 32-bit Raspberry Pi OS on a Pi 4 or 5 runs a 64-bit kernel (uname and
+# pip's platform_machine say aarch64), and there pip would try to build it from source.
+zxing_wheels() {
+    "$PYTHON" -c 'import platform, sys
+sys.exit(not (sys.maxsize > 2**32 and platform.machine() in ("x86_64", "aarch64")))'
 }
 
 # Built in place, the marker written last: a release without it is half-built and redone.

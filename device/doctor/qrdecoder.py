@@ -9,6 +9,7 @@ reads a built-in test code, without a camera.
 from __future__ import annotations
 
 import platform
+import sys
 
 from device.doctor.context import DoctorContext
 from device.doctor.model import CheckResult, fail, not_configured, ok, warn
@@ -16,7 +17,20 @@ from device.sources import qrbackends
 
 #: Machines zxing-cpp publishes wheels for: elsewhere pyzbar alone is expected, not a fault.
 ZXING_MACHINES = ("x86_64", "aarch64")
-INSTALL_ZXING = "pip install zxing-cpp into the kiosk's venv (or reinstall: deploy/install.sh)"
+
+
+def this_machine() -> str:
+    """The machine as far as wheels go: a 32-bit Python on a 64-bit kernel (32-bit Raspberry
+    Pi OS on a Pi 4 or 5 says aarch64) is "armv7l"; zxing-cpp has no wheel for it."""
+    machine = platform.machine()
+    if sys.maxsize <= 2**32 and machine in ZXING_MACHINES:
+        return "armv7l" if machine == "aarch64" else "i686"
+    return machine
+
+
+INSTALL_ZXING = (
+    "reinstall with deploy/install.sh (it adds the zxing extra), or: pip install zxing-cpp"
+)
 INSTALL_ZBAR = "sudo apt install libzbar0"
 
 
@@ -41,7 +55,7 @@ def check_qr_decoder(ctx: DoctorContext, machine: str | None = None) -> CheckRes
             "reinstall the kiosk (deploy/install.sh); see the agent's log for the error",
         )
     names = {b.name for b in backends}
-    machine = machine or platform.machine()
+    machine = machine or this_machine()
     if cam.decoder == "pyzbar":
         return ok("qr_decoder", f"{used} (camera.decoder = pyzbar)")
     if qrbackends.ZXING not in names:

@@ -10,14 +10,15 @@ Three layers, one per class:
   1. grayscale, then an 80×60 thumbnail; a frame that differs little from the last frame that
      was analysed is skipped, unless a code was seen recently, a code-like region is still
      being retried, or `max_skip` frames in a row were skipped;
-  2. the region of interest: where the last code was, expanded, decoded first, the way that
-     worked last time (half resolution when the code is big enough);
-  3. the whole frame by zxing-cpp, which reads a 640×480 frame in well under a millisecond;
+  2. the whole frame by zxing-cpp, which reads a 640×480 frame in well under a millisecond,
+     on every analysed frame, so that a code in view (a venue poster) never hides another;
+  3. with pyzbar first instead, the region of interest: where the last code was, expanded,
+     decoded first, the way that worked last time (half resolution when it is big enough);
   4. candidate regions: on a half-size image, a 3×3 morphological gradient marks strong
      edges; cells dense with edges (a QR code is mostly edges, a wall is not) that differ from
      a slow background model (a sign on the wall is not decoded again and again) are grouped
      into boxes. With pyzbar first, the boxes are decoded plainly, at full resolution (large
-     ones at half), instead of step 3. When a box looks like a code but does not decode and
+     ones at half), instead of step 2. When a box looks like a code but does not decode and
      the scene holds still, one harder variant is tried per frame, in rotation: contrast-
      limited equalisation (glare, moiré), full resolution for a box decoded at half (and, with
      pyzbar first, the inverted image: zbar does not read light-on-dark codes);
@@ -124,7 +125,7 @@ class QrDecoder:
         try_inverted: bool = True,
         backend: qrbackends.Preference = "auto",
         full_frame_interval_s: float = 2.0,
-        fallback_interval_s: float = 0.25,
+        fallback_interval_s: float = 0.5,
     ) -> None:
         self.skip_diff = skip_diff
         self.max_skip = max_skip
@@ -153,7 +154,8 @@ class QrDecoder:
         variants = [v for v in names if clahe or "clahe" not in v]
         self._variants = [v for v in variants if try_inverted or "inverted" not in v]
         self._last_full = -math.inf  # when every decoder last read the full frame
-        self._last_fallback = -math.inf
+        self._tokens: float = 2.0  # the fallback's budget (_take_fallback_token)
+        self._token_t: float | None = None
         self._evidence = False  # this frame has a code-like region that did not decode
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(4, 4))
         self._kernel = np.ones((3, 3), np.uint8)
@@ -173,7 +175,8 @@ class QrDecoder:
         self._bg = None
         self._pending = []
         self._retry = 0
-        self._last_full = self._last_fallback = -math.inf
+        self._last_full = -math.inf
+        self._tokens, self._token_t = 2.0, None
 
     @property
     def decoder_names(self) -> str:
@@ -203,16 +206,23 @@ class QrDecoder:
         self._ref = thumb
         self._since_ref = 0
         self.stats["analysed"] += 1
-        if moving:  # a new scene: its first still frame may have the fallback at once
-            self._last_fallback = -math.inf
+        if moving:  # a scene that comes to rest may have the fallback on its first still frame
+            self._tokens = max(self._tokens, 1.0)
         self._evidence = False
-        found = self._at_last_code(gray, t, hint) if recent and hint is not None else []
-        if not found and self._cheap is not None:
+        if self._cheap is not None:  # every analysed frame whole: no code can hide another
             found = self._whole(self._cheap, gray, t, "plain")
+        else:  # zbar: where the last code was first, the whole frame only by rule (below)
+            found = self._at_last_code(gray, t, hint) if recent and hint is not None else []
         if not found:
             found = self._in_regions(gray, t, changed, moving)
         if not found:
-            found = self._costly_full_frame(gray, t, moving)
+            return self._costly_full_frame(gray, t, moving)
+        if self._costly and t - self._last_full >= self.full_frame_interval_s:
+            # a code in view must not blind the slow decoders to a second one for ever
+            # (a code both read counts once: zbar and zxing-cpp may give binary content as
+            # different bytes, so "the same" is the same place)
+            more = self._costly_full_frame(gray, t, moving)
+            found += [d for d in more if not any(_overlap(d.box, f.box) for f in found)]
         return found
 
     def _at_last_code(self, gray: Image, t: float, hint: _Hint) -> list[Detection]:
@@ -269,9 +279,11 @@ class QrDecoder:
     def _costly_full_frame(self, gray: Image, t: float, moving: bool) -> list[Detection]:
         """The whole frame by the decoders too slow to run on every frame (zbar: milliseconds).
 
-        They read it when the frame holds an undecoded code-like region and is not moving (at
-        most every `fallback_interval_s`), and every `full_frame_interval_s` whatever the frame
-        shows: the steady rate that catches what the region finder cannot see. With these
+        They read it when the frame holds an undecoded code-like region and is not moving (two
+        such passes in a row at most, then one per `fallback_interval_s` while the scene stays
+        still; a scene that comes to rest after motion gets one at once), and every
+        `full_frame_interval_s` whatever the frame shows, a code in view or not: the steady
+        rate that catches what the region finder cannot see. With these
         passes, regions and crops only ever add codes to what full-frame decoding reads. (A
         still region is not retried forever: the background model absorbs it within a few
         seconds, and then only the steady rate is left.)
@@ -279,20 +291,28 @@ class QrDecoder:
         if not self._costly:
             return []
         due = t - self._last_full >= self.full_frame_interval_s
-        still_evidence = (
-            self._evidence and not moving and t - self._last_fallback >= self.fallback_interval_s
-        )
+        still_evidence = self._evidence and not moving and self._take_fallback_token(t)
         if not (due or still_evidence):
             return []
         if due:
             self._last_full = t
-        self._last_fallback = t
         for backend in self._costly:
             variant = "plain" if backend is self._first else "fallback"
             found = self._whole(backend, gray, t, variant)
             if found:
                 return found
         return []
+
+    def _take_fallback_token(self, t: float) -> bool:
+        """A token bucket: two passes in a row, then one per `fallback_interval_s`, so a
+        patterned shirt moving in and out of stillness cannot make zbar read every frame."""
+        elapsed = max(0.0, t - self._token_t) if self._token_t is not None else 0.0
+        self._token_t = t
+        self._tokens = min(2.0, self._tokens + elapsed / self.fallback_interval_s)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def _whole(
         self, backend: qrbackends.QrBackend, gray: Image, t: float, variant: str
@@ -307,6 +327,7 @@ class QrDecoder:
         self, found: list[tuple[Detection, bool, str]], t: float, how: str, *, probe: bool = True
     ) -> list[Detection]:
         det, half, variant = found[0]
+        variant = "plain" if variant == "full" else variant  # full resolution is plain now
         probe_half = probe and not half and min(det.box[2], det.box[3]) >= self.probe_half_px
         self._hint = _Hint(det.box, half, variant, t, probe_half)
         self._retry = 0
@@ -414,12 +435,25 @@ class QrDecoder:
             symbols = backend.decode(image)
         except Exception as exc:  # a decoder bug on one odd image must not cost the code
             self.stats[f"{backend.name}_errors"] += 1
-            log.warning("qr decoder %s failed: %s", backend.name, type(exc).__name__)
+            if self.stats[f"{backend.name}_errors"] in (1, 10, 100) or not (
+                self.stats[f"{backend.name}_errors"] % 1000
+            ):  # a decoder failing on every frame must not log 15 lines a second
+                log.warning(
+                    "qr decoder %s failed (%d times so far): %s",
+                    backend.name,
+                    self.stats[f"{backend.name}_errors"],
+                    type(exc).__name__,
+                )
             fallback = self._fallback
             if fallback is None or backend is fallback:
                 return []
             return self._decode_with(fallback, image, half, "fallback")
         return [(Detection(sym.data, sym.box, variant), half, variant) for sym in symbols]
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    """Do two boxes share any pixel?"""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _scaled(box: Box, scale: int, x: int, y: int) -> Box:
@@ -593,7 +627,8 @@ class QrScanner:
                     "codes": self.filter.accepted,
                     "duplicates": self.filter.duplicates,
                     "rejected": dict(self.filter.rejected),
-                    "decode_errors": dict(self.errors),
+                    "decode_errors": dict(self.errors)
+                    | {k: v for k, v in self.decoder.stats.items() if k.endswith("_errors")},
                 }
             )
         return out
@@ -660,8 +695,8 @@ class QrScanner:
                     log.exception("credential handler failed")
 
     def _capture_event(self, what: str, detail: dict[str, Any]) -> None:
-        if what == "camera_ready":
-            self.decoder.reset()
+        if what == "camera_ready":  # on the capture thread: the decoder resets on its own
+            self._reset_pending = True
         self._event(what, **detail)
 
     def _event(self, what: str, **detail: Any) -> None:

@@ -78,10 +78,10 @@ def test_sequence_gives_one_code_per_shot_with_less_work(sequence: qf.FrameSeque
     for acc, shown in zip(accepted, sequence.shown, strict=True):
         assert shown.first - 10 <= acc.frame <= shown.last  # during slide-in or hold
     stats = scanner.decoder.stats
-    # zxing-cpp reads whole frames, but not the skipped ones nor where a code is known to be;
-    # zbar, ten times dearer per pixel, reads far less than naive full-frame decoding would
+    # zxing-cpp reads every analysed frame whole (so no code hides another), not the skipped
+    # ones; zbar, ten times dearer per pixel, reads far less than naive decoding would
     naive_pixels = len(sequence.frames) * 640 * 480
-    assert stats["zxing-cpp_pixels"] < naive_pixels / 2, dict(stats)
+    assert stats["skipped"] > 100 and stats["zxing-cpp_pixels"] < naive_pixels, dict(stats)
     assert stats["pyzbar_pixels"] < naive_pixels / 10, dict(stats)
     assert stats["skipped"] > 50  # idle frames are skipped
     assert scanner.filter.duplicates > 300  # the held frames were decoded, then deduplicated
@@ -285,3 +285,29 @@ def test_camera_scan_missing_source(tmp_path: Path) -> None:
     err = io.StringIO()
     assert scan(str(tmp_path / "nope.avi"), out=io.StringIO(), err=err) == 2
     assert "cannot open" in err.getvalue()
+
+
+def _with_poster(image: np.ndarray, poster: np.ndarray) -> np.ndarray:
+    """`image` with a venue-code poster stuck on the wall at the top right."""
+    out = image.copy()
+    h, w = poster.shape
+    out[20 : 20 + h, 620 - w : 620] = poster[:, :, None]
+    return out
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyzbar"])
+def test_a_code_always_in_view_does_not_hide_a_second_one(backend: str) -> None:
+    """A venue-code poster at the gate is read first; a citizen's code shown later must still
+    be read (naive full-frame decoding reads both), whatever decoder the kiosk has."""
+    poster = qf.code_image("VENUE-POSTER-0042", 110)
+    phone = qf.shot("plain", qf.token(8), offset=(-120, 40))
+    dec = QrDecoder(backend=backend)  # type: ignore[arg-type]
+    read: dict[bytes, int] = {}
+    frames = [_with_poster(qf.idle_frame(index=i), poster) for i in range(20)]
+    frames += [_with_poster(qf.code_frame(phone, index=i), poster) for i in range(20, 65)]
+    for i, image in enumerate(frames):
+        for d in dec.decode(image, i / 15):
+            read.setdefault(d.data, i)
+    assert read.get(b"VENUE-POSTER-0042", 99) < 20
+    # within the steady full-frame pass's interval (2 s = 30 frames) of appearing
+    assert 20 <= read.get(qf.token(8).encode(), 99) <= 20 + 30, read
