@@ -135,22 +135,19 @@ class Bilingual:
         target = Path(out_dir) / f"bilingual-{self._digest(first, second)}.wav"
         if _valid(target) and check_wav(target) <= self.budget_s:
             return target  # joined at an earlier start: no audio stack to load
+        # The lengths from the WAV headers first: a pair over budget is refused at every
+        # start, and must not make each start import the audio stack to find that out.
+        total = check_wav(first) + self.gap_s + check_wav(second)
+        if total > self.budget_s + 0.005:
+            self._refuse(label, first, second, total)
+            return None
         # Imported here, as PromptRenderer does: the audio stack (scipy) costs a second or
         # more to import, which an agent whose prompts are all cached never pays.
         from device.acting.audio import concat, load_clip, save_wav
 
         combined = concat(load_clip(first), load_clip(second), gap_s=self.gap_s)
         if combined.duration_s > self.budget_s:
-            log.warning(
-                "second-language prompt %s not added: %s + %.2f s gap + %s play %.2f s, over "
-                "the %g s budget; the Chinese prompt plays alone",
-                label or "-",
-                first.name,
-                self.gap_s,
-                second.name,
-                combined.duration_s,
-                self.budget_s,
-            )
+            self._refuse(label, first, second, combined.duration_s)
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.stem}.{uuid.uuid4().hex}.tmp.wav")
@@ -162,6 +159,18 @@ class Bilingual:
         finally:
             tmp.unlink(missing_ok=True)
         return target
+
+    def _refuse(self, label: str, first: Path, second: Path, seconds: float) -> None:
+        log.warning(
+            "second-language prompt %s not added: %s + %.2f s gap + %s play %.2f s, over "
+            "the %g s budget; the Chinese prompt plays alone",
+            label or "-",
+            first.name,
+            self.gap_s,
+            second.name,
+            seconds,
+            self.budget_s,
+        )
 
     def _digest(self, first: Path, second: Path) -> str:
         digest = hashlib.sha256(f"{self.gap_s!r}|".encode())
