@@ -13,7 +13,6 @@ import sys
 
 from device.doctor.context import DoctorContext
 from device.doctor.model import CheckResult, fail, not_configured, ok, warn
-from device.sources import qrbackends
 
 #: Machines zxing-cpp publishes wheels for: elsewhere pyzbar alone is expected, not a fault.
 ZXING_MACHINES = ("x86_64", "aarch64")
@@ -39,6 +38,9 @@ def check_qr_decoder(ctx: DoctorContext, machine: str | None = None) -> CheckRes
     cam = ctx.config.camera
     if not cam.enabled:
         return not_configured("qr_decoder", "not configured (camera.enabled = false)")
+    # Here, not at the top: numpy is ~20 MB the agent's command line never loads otherwise.
+    from device.sources import qrbackends
+
     backends = qrbackends.chain(cam.decoder)
     if not backends:
         return fail(
