@@ -12,10 +12,11 @@ import json
 import sqlite3
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from core.outcomes import DEFAULT_PROMPTS
-from device.acting.voice import PromptRenderer, check_wav
+from device.acting.voice import MAX_PROMPT_S, PromptRenderer, check_wav
 from device.config import load_bundle
 from device.doctor.context import DoctorContext
 from device.doctor.model import CheckResult, fail, ok, warn
@@ -168,11 +169,38 @@ def prompt_texts(ctx: DoctorContext) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def recorded_clip_problems(clips: Mapping[str, str]) -> tuple[set[str], list[str]]:
+    """(outcomes whose recorded clip the agent will play, "file: reason" for the others).
+
+    Read-only: the agent levels and caches the clips itself; doctor, often run as root, must
+    not leave files in the agent's cache.
+    """
+    if not clips:
+        return set(), []
+    from device.acting import audio  # the audio stack: only when clips are configured
+
+    good: set[str] = set()
+    bad: list[str] = []
+    for key, name in clips.items():
+        try:
+            found = audio.problems(audio.load_clip(Path(name)), max_duration_s=MAX_PROMPT_S)
+        except VoiceError as exc:
+            found = [str(exc)]
+        if found:
+            bad.append(f"{name}: {'; '.join(found)}")
+        elif "." not in key:
+            good.add(key)
+    return good, bad
+
+
 def check_prompts(ctx: DoctorContext) -> CheckResult:
-    """Every prompt has a valid clip in the cache (so no tap waits for synthesis)."""
+    """Every prompt has a valid clip in the cache (so no tap waits for synthesis), and every
+    recorded clip is one the agent will play."""
     voice = ctx.config.voice
     renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
-    texts = prompt_texts(ctx)
+    recorded, bad = recorded_clip_problems(voice.clips)
+    covered = {voice.prompt(outcome) for outcome in recorded}  # played from the recording
+    texts = [t for t in prompt_texts(ctx) if t not in covered]
     missing: list[str] = []
     for text in texts:
         path = renderer.path_for(text)
@@ -188,4 +216,14 @@ def check_prompts(ctx: DoctorContext) -> CheckResult:
             "start the agent once with espeak-ng installed (`apt install espeak-ng`; voice "
             f"{voice.voice!r}): it renders missing prompts at start-up",
         )
-    return ok("prompts", f"all {len(texts)} prompts rendered in {ctx.prompt_dir}")
+    rendered = f"all {len(texts)} prompts rendered in {ctx.prompt_dir}"
+    if bad:
+        return warn(
+            "prompts",
+            f"{rendered}; recorded clips not used (synthesis plays instead): " + "; ".join(bad),
+            "fix or replace the file (WAV, FLAC or OGG, at most 2.5 s, not silent), or "
+            "remove it from [voice.clips]",
+        )
+    if recorded:
+        rendered += f", {len(recorded)} recorded"
+    return ok("prompts", rendered)

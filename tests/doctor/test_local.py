@@ -138,3 +138,35 @@ async def test_a_clear_id_number_never_appears_in_the_report(kiosk: Kiosk) -> No
     text = json.dumps(report.as_dict())
     assert clear not in text
     assert "1101**********002X" in report.by_name("journal").detail
+
+
+def _speech_like(path: Path, seconds: float, level: float = 0.3) -> Path:
+    import numpy as np
+    import soundfile
+
+    rate = 16000
+    t = np.arange(int(rate * seconds)) / rate
+    tone = level * np.sin(2 * np.pi * 300 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    soundfile.write(path, tone.astype(np.float32), rate)
+    return path
+
+
+async def test_a_recorded_clip_stands_in_for_its_prompt(kiosk: Kiosk) -> None:
+    clips = render_prompts(kiosk.config)
+    clips[0].unlink()  # 绿码通行 is not rendered: the recording plays instead
+    good = _speech_like(kiosk.tmp_path / "pass.flac", 1.2)
+    config = kiosk.configured(voice={"clips": {"pass": str(good)}})
+    check = (await kiosk.run(config)).by_name("prompts")
+    assert check.status == "ok", check
+    assert check.detail.endswith(", 1 recorded")
+
+
+async def test_a_recorded_clip_the_agent_will_not_play_is_named(kiosk: Kiosk) -> None:
+    render_prompts(kiosk.config)
+    long = _speech_like(kiosk.tmp_path / "check.wav", 3.0)
+    silent = _speech_like(kiosk.tmp_path / "pass-en.ogg", 1.0, level=0.0)
+    clips = {"check": str(long), "pass.en": str(silent)}
+    check = (await kiosk.run(kiosk.configured(voice={"clips": clips}))).by_name("prompts")
+    assert check.status == "warn", check
+    assert f"{long}: too long" in check.detail and f"{silent}: silent" in check.detail
+    assert "[voice.clips]" in check.fix
