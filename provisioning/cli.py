@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
+from core.rows import rows_text
 from core.settings import REMOTE_SETTINGS
 from core.wire_admin import ConfigSetRequest, RowFailure
 from provisioning import registry
@@ -247,25 +248,7 @@ def grouped_errors(errors: Sequence[RowFailure]) -> list[str]:
     rows: dict[str, list[int]] = {}
     for error in errors:
         rows.setdefault(registry.row_reason(error.error), []).append(error.row)
-    return [
-        f"{'row' if len(numbers) == 1 else 'rows'} {_ranges(numbers)}: {reason}"
-        for reason, numbers in rows.items()
-    ]
-
-
-def _ranges(numbers: Sequence[int]) -> str:
-    """``3, 4, 7-9, 12``: three or more consecutive rows as a range, so 2,000 bad rows of one
-    reason fit a line."""
-    spans: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    parts = []
-    for a, b in spans:
-        parts.extend([f"{a}-{b}"] if b - a >= 2 else [str(n) for n in range(a, b + 1)])
-    return ", ".join(parts)
+    return [f"{rows_text(numbers)}: {reason}" for reason, numbers in rows.items()]
 
 
 def _csv_summary(result: registry.CsvResult, *, dry_run: bool) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import idnumbers as identity
+from core.rows import rows_text
 from core.wire import MAX_TOKEN_LEN
 from server.errors import ImportFormatError
 from server.lookup.phones import normalise_phone, phone_hash, phone_key
@@ -74,7 +75,7 @@ class ImportReport:
         for error in self.errors:
             rows.setdefault((error.column, error.reason), []).append(error.row)
         return [
-            f"{'row' if len(numbers) == 1 else 'rows'} {_ranges(numbers)}, column {column}: {why}"
+            f"{rows_text(numbers)}, column {column}: {why}"
             for (column, why), numbers in rows.items()
         ]
 
@@ -89,20 +90,6 @@ class ImportReport:
             "ok": self.ok,
             "errors": [{"row": e.row, "column": e.column, "reason": e.reason} for e in self.errors],
         }
-
-
-def _ranges(numbers: Sequence[int]) -> str:
-    """``3, 4, 7-9, 12``: three or more consecutive rows as a range."""
-    spans: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    parts: list[str] = []
-    for a, b in spans:
-        parts.extend([f"{a}-{b}"] if b - a >= 2 else [str(n) for n in range(a, b + 1)])
-    return ", ".join(parts)
 
 
 class _Row:
