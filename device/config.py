@@ -25,6 +25,7 @@ from core import configschema
 from core.bundle import Bundle, decode_bundle
 from core.errors import BundleError
 from core.outcomes import DEFAULT_PROMPTS, OutcomeName
+from device.acting.clips import KEY_PATTERN
 from device.acting.languages import (
     DEFAULT_CARD_LANGUAGES,
     DEFAULT_LANGUAGE_RATE,
@@ -32,6 +33,7 @@ from device.acting.languages import (
     LanguageName,
     config_problems,
 )
+from device.acting.volume import HHMM_PATTERN
 from device.errors import ConfigError
 
 #: Every outcome the kiosk speaks a prompt for (core.outcomes.Outcome; a test keeps them equal).
@@ -118,11 +120,10 @@ class CacheConfig:
     ] = 900.0
 
 
-#: "HH:MM" on a 24-hour clock (device.acting.volume.HHMM_PATTERN; a test keeps them equal).
-_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-#: A `voice.clips` key: an outcome, or an outcome and a language such as `pass.en`
-#: (device.acting.clips.KEY_PATTERN; a test keeps them equal).
-_CLIP_KEY = r"^(check|fault|invalid_credential|nat_expired|pass)(\.[a-z]{2,3})?$"
+#: "HH:MM" on a 24-hour clock, and a `voice.clips` key (an outcome, or an outcome and a
+#: language such as `pass.en`): the patterns the voice modules themselves check.
+_HHMM = HHMM_PATTERN
+_CLIP_KEY = KEY_PATTERN
 
 
 class VolumeWindow(Struct, frozen=True, forbid_unknown_fields=True):

@@ -173,9 +173,9 @@ def test_the_second_language_table_overrides_per_card_type() -> None:
 
 
 def test_the_config_patterns_are_the_voice_modules_own() -> None:
-    """config.py cannot import the audio stack at load time, so it repeats two patterns."""
+    """The schema refuses exactly what the clip library and the schedule refuse."""
     from device import config
     from device.acting import clips, volume
 
-    assert config._CLIP_KEY == clips.KEY_PATTERN
-    assert config._HHMM == volume.HHMM_PATTERN
+    assert config._CLIP_KEY is clips.KEY_PATTERN
+    assert config._HHMM is volume.HHMM_PATTERN
