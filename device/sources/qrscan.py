@@ -415,20 +415,13 @@ class QrDecoder:
             crop = self._clahe.apply(crop)
         if "inverted" in variant:
             crop = cv2.bitwise_not(crop)
-        backend = self._first
-        if variant == "fallback":
-            if self._fallback is None:
-                return []
-            backend = self._fallback
-        found = self._decode_with(backend, np.ascontiguousarray(crop), half, variant)
+        found = self._decode_with(self._first, np.ascontiguousarray(crop), half, variant)
         return [(replace(d, box=_scaled(d.box, scale, x, y)), hf, v) for d, hf, v in found]
 
     def _decode_with(
         self, backend: qrbackends.QrBackend, image: Image, half: bool, variant: str
     ) -> list[tuple[Detection, bool, str]]:
         """`backend` on `image`; a backend that raises is counted and its fallback used."""
-        self.stats["decode_calls"] += 1
-        self.stats["decode_pixels"] += image.shape[0] * image.shape[1]
         self.stats[f"{backend.name}_calls"] += 1
         self.stats[f"{backend.name}_pixels"] += image.shape[0] * image.shape[1]
         try:
