@@ -123,11 +123,26 @@ class ClipLibrary:
                 )
         return ready
 
-    def _prepare(self, source: Path) -> Path:
-        """The cached WAV for ``source``, made on the first start that sees this content."""
-        target = self.cache_dir / f"clip-{self._digest(source)}.wav"
-        if target.is_file():
-            return target
+    def check(self) -> tuple[set[str], list[ClipProblem]]:
+        """(keys whose clip :meth:`load` would use, the others and why), reading the files
+        and writing nothing: what ``kiosk doctor`` reports, often run as root, which must
+        not leave files in the agent's cache."""
+        good: set[str] = set()
+        problems: list[ClipProblem] = []
+        for key, name in self.clips.items():
+            try:
+                split_key(key)
+                source = Path(name).expanduser()
+                self._digest(source)  # the size limit and readability, as load() meets them
+                self._decoded(source)
+            except (ValueError, VoiceError) as exc:
+                problems.append(ClipProblem(key, name, str(exc)))
+            else:
+                good.add(key)
+        return good, problems
+
+    def _decoded(self, source: Path) -> audio.Clip:
+        """The clip as recorded; VoiceError when unreadable, too long, too short or silent."""
         # Only now: the audio stack (scipy via pyloudnorm) takes a second or more to import,
         # which a start that finds every clip cached need not pay.
         from device.acting import audio
@@ -136,6 +151,16 @@ class ClipLibrary:
         found = audio.problems(clip, max_duration_s=self.max_duration_s)
         if found:
             raise VoiceError("; ".join(found))
+        return clip
+
+    def _prepare(self, source: Path) -> Path:
+        """The cached WAV for ``source``, made on the first start that sees this content."""
+        target = self.cache_dir / f"clip-{self._digest(source)}.wav"
+        if target.is_file():
+            return target
+        from device.acting import audio
+
+        clip = self._decoded(source)
         clip = audio.prepare(clip, target_lufs=self.target_lufs, peak_dbfs=self.peak_dbfs)
         self._write(clip, target)
         self.normalised += 1

@@ -12,10 +12,10 @@ import json
 import sqlite3
 import stat
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from core.outcomes import DEFAULT_PROMPTS
+from device.acting.clips import ClipLibrary
 from device.acting.voice import MAX_PROMPT_S, PromptRenderer, check_wav
 from device.config import load_bundle
 from device.doctor.context import DoctorContext
@@ -169,36 +169,15 @@ def prompt_texts(ctx: DoctorContext) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
-def recorded_clip_problems(clips: Mapping[str, str]) -> tuple[set[str], list[str]]:
-    """(outcomes whose recorded clip the agent will play, "file: reason" for the others).
-
-    Read-only: the agent levels and caches the clips itself; doctor, often run as root, must
-    not leave files in the agent's cache.
-    """
-    if not clips:
-        return set(), []
-    from device.acting import audio  # the audio stack: only when clips are configured
-
-    good: set[str] = set()
-    bad: list[str] = []
-    for key, name in clips.items():
-        try:
-            found = audio.problems(audio.load_clip(Path(name)), max_duration_s=MAX_PROMPT_S)
-        except VoiceError as exc:
-            found = [str(exc)]
-        if found:
-            bad.append(f"{name}: {'; '.join(found)}")
-        elif "." not in key:
-            good.add(key)
-    return good, bad
-
-
 def check_prompts(ctx: DoctorContext) -> CheckResult:
     """Every prompt has a valid clip in the cache (so no tap waits for synthesis), and every
     recorded clip is one the agent will play."""
     voice = ctx.config.voice
     renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
-    recorded, bad = recorded_clip_problems(voice.clips)
+    library = ClipLibrary(voice.clips, ctx.prompt_dir, max_duration_s=MAX_PROMPT_S)
+    usable, problems = library.check()
+    recorded = {key for key in usable if "." not in key}  # the first language's clips
+    bad = [f"{p.path}: {p.reason}" for p in problems]
     covered = {voice.prompt(outcome) for outcome in recorded}  # played from the recording
     texts = [t for t in prompt_texts(ctx) if t not in covered]
     missing: list[str] = []
