@@ -58,13 +58,18 @@ class Line:
         return frozenset().union(*(g.options for g in self.groups))
 
 
-def command_block() -> str:
-    """The fenced block under "## Command line"."""
+def readme_block(after: str, lang: str = "") -> str:
+    """The first fenced block (of `lang`) in the README after the text `after`."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Command line") :]
-    block = re.search(r"```\n(.*?)\n```", section, re.DOTALL)
+    section = text[text.index(after) :]
+    block = re.search(rf"```{lang}\n(.*?)\n```", section, re.DOTALL)
     assert block is not None
     return block[1]
+
+
+def command_block() -> str:
+    """The fenced block under "## Command line"."""
+    return readme_block("## Command line")
 
 
 def sh_examples() -> list[str]:
@@ -310,11 +315,7 @@ def test_kiosk_help_and_reader_decode_run(tmp_path: Path) -> None:
 
 def readme_cards() -> str:
     """The JSON example under "The cards file" in the README."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("**The cards file.**") :]
-    block = re.search(r"```json\n(.*?)\n```", section, re.DOTALL)
-    assert block is not None
-    return block[1]
+    return readme_block("**The cards file.**", "json")
 
 
 def test_the_reader_simulator_serves_the_readme_cards(tmp_path: Path) -> None:
