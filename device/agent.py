@@ -28,7 +28,7 @@ import msgspec
 
 from core.commands import SignedCommand
 from core.errors import SettingError
-from core.settings import check_remote_setting
+from core.settings import REMOTE_SETTINGS, check_remote_setting, remote_number
 from device.acting.voice import Voice
 from device.config import TEST_PROMPT
 from device.counters import KioskCounterSet
@@ -414,7 +414,10 @@ class Agent:
         refused: dict[str, str] = {}
         for key, raw in config.items():
             try:
-                applied[key] = check_remote_setting(key, raw)
+                if key in REMOTE_SETTINGS:
+                    applied[key] = remote_number(key, raw)
+                else:
+                    check_remote_setting(key, raw)
             except SettingError as exc:
                 refused[key] = str(exc)
         if "verify.deadline_s" in applied:
