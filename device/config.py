@@ -169,8 +169,9 @@ class VoiceConfig:
         dict[Annotated[str, Meta(pattern=_CLIP_KEY)], str],
         Meta(
             description="a recorded clip per outcome (`pass`) or outcome and language "
-            '(`"pass.en"`): a WAV, FLAC or OGG file (absolute path) of at most 2.5 s, played '
-            "instead of the synthesised prompt; a bad file is logged and synthesis is used"
+            '(`"pass.en"`): a WAV, FLAC or OGG file (absolute, or relative to this file) of '
+            "at most 2.5 s, played instead of the synthesised prompt; a bad file is logged and "
+            "synthesis is used"
         ),
     ] = field(default_factory=dict)
     loudness_lufs: Annotated[
@@ -397,7 +398,8 @@ class DeviceConfig:
             raw = path.read_bytes()
         except OSError as exc:
             raise configschema.unreadable(path, exc, ConfigError) from exc
-        return cls.from_dict(configschema.parse_toml(raw, str(path), ConfigError), source=str(path))
+        config = cls.from_dict(configschema.parse_toml(raw, str(path), ConfigError), str(path))
+        return config.with_clips_from(path.parent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> DeviceConfig:
@@ -426,6 +428,12 @@ class DeviceConfig:
         pins = [gpio.relay_pin, gpio.green_led_pin, gpio.red_led_pin, gpio.buzzer_pin]
         if len(set(pins)) != len(pins):
             raise ConfigError(f"{source}: gpio: relay, LED and buzzer pins must differ, got {pins}")
+
+    def with_clips_from(self, directory: Path) -> DeviceConfig:
+        """Relative ``voice.clips`` paths taken from ``directory`` (the file's own), so a
+        clip beside kiosk.toml is found whatever directory the agent was started in."""
+        clips = {key: str(directory / path) for key, path in self.voice.clips.items()}
+        return self.with_overrides(voice=dataclasses.replace(self.voice, clips=clips))
 
     def with_overrides(self, **changes: Any) -> DeviceConfig:
         """A copy with some sections or keys replaced (tests, the demo); not re-checked."""

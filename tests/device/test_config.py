@@ -179,3 +179,10 @@ def test_the_config_patterns_are_the_voice_modules_own() -> None:
 
     assert config._CLIP_KEY is clips.KEY_PATTERN
     assert config._HHMM is volume.HHMM_PATTERN
+
+
+def test_relative_clip_paths_are_taken_from_the_config_files_directory(tmp_path: Path) -> None:
+    """A clip beside kiosk.toml is found whatever directory the agent starts in."""
+    path = write(tmp_path, '[voice.clips]\npass = "clips/pass.wav"\ncheck = "/srv/check.wav"\n')
+    clips = DeviceConfig.load(path).voice.clips
+    assert clips == {"pass": str(tmp_path / "clips" / "pass.wav"), "check": "/srv/check.wav"}
