@@ -52,6 +52,7 @@ from server.verify.replay import TapReplay
 from server.verify.resilience import ResilientSource
 from server.verify.service import Verifier
 from server.verify.upstream import configured_resolver, configured_sources
+from server.voicepacks import views as voice_pack_views
 
 MAX_BODY_BYTES = 1024 * 1024
 #: Connections the shared upstream client keeps open at most, over all upstreams.
@@ -71,6 +72,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *board.OPERATIONS,
     *alert_views.OPERATIONS,
     *release_views.OPERATIONS,
+    *voice_pack_views.OPERATIONS,
     *metrics_views.OPERATIONS,
 )
 ROUTES = [op.route() for op in OPERATIONS]

@@ -47,6 +47,7 @@ from server.errors import (
 from server.fleet.health import health_of
 from server.offline.keys import server_public_key, site_key
 from server.storage.connection import Connection
+from server.voicepacks import store as voice_packs
 
 SERIAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 PUBLIC_KEY = re.compile(r"[0-9a-f]{64}")
@@ -630,6 +631,7 @@ def set_config(
             check_remote_setting(key, value)
         except SettingError as exc:  # the kiosks would ignore it: refuse it here
             raise InvalidField(str(exc)) from exc
+        _require_pack(conn, key, value)
     if scope == "fleet":
         target = ""
     elif scope == "site":
@@ -651,6 +653,13 @@ def set_config(
         (scope, target, key, json.dumps(value, ensure_ascii=False), version, now_iso(now)),
     )
     return version
+
+
+def _require_pack(conn: Connection, key: str, value: Any) -> None:
+    """A ``voice.pack`` must name a stored pack ("" is none): kiosks could not download
+    another, and would keep asking for it at every heartbeat."""
+    if key == "voice.pack" and value and not voice_packs.exists(conn, value):
+        raise InvalidField(f"no voice pack {value[:12]}…: {voice_packs.PUBLISH_FIRST}")
 
 
 def merged_config(conn: Connection, device_id: str) -> tuple[int, dict[str, Any]]:
