@@ -19,6 +19,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ _MEMBER = re.compile(MEMBER_PATTERN)
 _NAME = re.compile(NAME_PATTERN)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SIGNATURE = re.compile(r"[0-9a-f]{128}")
+#: Stored or deflated members only: what :func:`build_pack` writes, and nothing that needs
+#: another decompressor (whose errors zipfile does not wrap) or a password.
+_METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_ENCRYPTED: Final = 0x1
 #: Fixed member time, so that the same files always build the same bytes (and hash).
 _ZIP_TIME: Final = (2020, 1, 1, 0, 0, 0)
 
@@ -149,7 +154,7 @@ def read_pack(data: bytes) -> VoicePack:
             clips = {
                 key: _read(archive, infos[_member(infos, m)]) for key, m in manifest.clips.items()
             }
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
         raise VoicePackError(f"voice pack: not a readable zip ({exc})") from exc
     return VoicePack(manifest, pack_sha256(data), MappingProxyType(clips))
 
@@ -162,6 +167,8 @@ def _checked_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     for info in infos:
         if info.filename != MANIFEST and not _MEMBER.fullmatch(info.filename):
             raise VoicePackError(f"voice pack: file name {info.filename!r} is not allowed")
+        if info.compress_type not in _METHODS or info.flag_bits & _ENCRYPTED:
+            raise VoicePackError(f"voice pack: {info.filename} is encrypted or not deflated")
         if info.file_size > MAX_MEMBER_BYTES:
             raise VoicePackError(f"voice pack: {info.filename} is larger than {MAX_MEMBER_BYTES}")
         if info.filename in by_name:
@@ -190,11 +197,11 @@ def _member(infos: Mapping[str, zipfile.ZipInfo], name: str) -> str:
 def _manifest(raw: bytes) -> Manifest:
     try:
         document: Any = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise VoicePackError(f"voice pack: {MANIFEST} is not JSON ({exc})") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise VoicePackError(f"voice pack: {MANIFEST} is not JSON ({type(exc).__name__})") from exc
     if not isinstance(document, dict):
         raise VoicePackError(f"voice pack: {MANIFEST} must be an object")
-    if document.get("format") != FORMAT:
+    if type(document.get("format")) is not int or document.get("format") != FORMAT:
         raise VoicePackError(f"voice pack: format {document.get('format')!r}, expected {FORMAT}")
     name = document.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):

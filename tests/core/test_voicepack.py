@@ -237,14 +237,6 @@ def test_a_truncated_pack_is_refused() -> None:
     _refused(data[: len(data) // 2], "not a readable zip")
 
 
-BUG = pytest.mark.xfail(
-    strict=True,
-    reason="core/voicepack.py lets zlib.error / RuntimeError / NotImplementedError / LZMAError"
-    " / RecursionError out of read_pack (helper P's report has the fix; remove this mark then)",
-)
-
-
-@BUG
 def test_a_corrupt_deflate_stream_is_refused() -> None:
     data = zipped([(MANIFEST, manifest()), ("pass.wav", b"A" * 5000)])
     _refused(_flip(data, "pass.wav", 0, b"\xff\xff\xff\xff"), "voice pack")
@@ -264,12 +256,10 @@ def _set_flags(data: bytes, member: str, *, flag: int = 0, method: int | None = 
     return bytes(out)
 
 
-@BUG
 def test_an_encrypted_member_is_refused() -> None:
     _refused(_set_flags(pack_with(), "pass.wav", flag=1), "voice pack")
 
 
-@BUG
 @pytest.mark.parametrize("method", [zipfile.ZIP_LZMA, 99])
 def test_a_compression_other_than_deflate_is_refused(method: int) -> None:
     """LZMA (whose corrupt data raises LZMAError) and methods zipfile does not know."""
@@ -281,12 +271,10 @@ def test_a_compression_other_than_deflate_is_refused(method: int) -> None:
     _refused(data, "voice pack")
 
 
-@BUG
 def test_a_deeply_nested_manifest_is_refused() -> None:
     _refused(zipped([(MANIFEST, b"[" * 100_000 + b"]" * 100_000)]), "voice pack")
 
 
-@BUG
 def test_format_true_is_not_format_1() -> None:
     _refused(pack_with(format=True), "format")
 
