@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,9 @@ async def test_publish_stores_once_and_lists_newest_first(
     assert bytes(row[0]) == spring
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
+    with zipfile.ZipFile(out, "w", compression=compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
     return out.getvalue()
@@ -195,3 +196,23 @@ async def test_only_admins_publish_and_list(
     assert (await client.get("/v1/admin/voice-packs", headers=guard)).status == 403
     assert (await client.post("/v1/admin/voice-packs", json={})).status == 401
     assert (await client.get("/v1/admin/voice-packs")).status == 401
+
+
+def _corrupt_member(data: bytes, member: str) -> bytes:
+    """``data`` with the first bytes of ``member``'s compressed stream overwritten."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(member)
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    return data[:start] + b"\xff\xff\xff\xff" + data[start + 4 :]
+
+
+async def test_a_corrupt_member_is_a_bad_pack_not_a_server_error(
+    app: tuple[Client, dict[str, str]],
+) -> None:
+    """A broken deflate stream (zlib.error in the zip reader) is the admin's mistake, answered
+    as one: never a 500 for a body the server could read."""
+    client, admin = app
+    members = {"pack.json": MANIFEST, "pass.wav": b"A" * 5000}
+    data = _corrupt_member(_zip(members, zipfile.ZIP_DEFLATED), "pass.wav")
+    resp = await post_pack(client, admin, upload_body(data))
+    assert resp.status == 400 and (await resp.json())["error"] == "bad_pack"
