@@ -154,6 +154,14 @@ def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
     return None
 
 
+def _verbs_of(
+    parser: argparse.ArgumentParser,
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The verbs of a command another module registered: ``kiosk voice`` is the kiosk's
+    (``test``, device/voice_cli.py) and the admin's (``pack``, provisioning/voice_cli.py)."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line; with ``only="device"`` (or ``"doctor"``) just those verbs, so the
     agent on a Pi does not import the server and OpenCV (for `kiosk camera scan`) that it
@@ -176,6 +184,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from device.sources import camera_cli
     from provisioning import cli as provisioning_cli
     from provisioning import release_cli
+    from provisioning import voice_cli as voice_pack_cli
     from server import cli as server_cli
 
     server_cli.register(sub)
@@ -186,6 +195,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _register_device(sub)
     camera_cli.register(sub)
     voice_cli.register(sub)
+    voice_pack_cli.register(_verbs_of(sub.choices["voice"]))
     doctor_cli.register(sub)
     _register_demo(sub)
     return parser
