@@ -648,11 +648,21 @@ def _device_parsers(verbs: Subparsers) -> dict[str, argparse.ArgumentParser]:
     return parsers
 
 
+#: The voice's remote settings as ``config set`` explains them (core/settings.py checks them;
+#: docs/voice-packs.md).
+VOICE_SETTINGS = (
+    ("voice.pack", 'a published pack\'s sha256, or "" for none: kiosk voice pack publish'),
+    ("voice.volume_schedule", '[{"start": "22:00", "end": "07:00", "gain_db": -10}]'),
+    ("voice.languages", '{"I": "en", "Y": "en", "J": ""}'),
+)
+
+
 def _config_leaves(config: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     config_verbs = config.add_subparsers(dest="config_verb", required=True)
     config_set = config_verbs.add_parser("set", help="set KEY to VALUE (JSON or a bare word)")
     settable = ", ".join(
-        f"{key} ({low:g}-{high:g})" for key, (low, high) in sorted(REMOTE_SETTINGS.items())
+        [f"{key} ({low:g}-{high:g})" for key, (low, high) in sorted(REMOTE_SETTINGS.items())]
+        + [f"{key} ({what})" for key, what in VOICE_SETTINGS]
     )
     config_set.add_argument(
         "key", metavar="KEY", help=f"the setting; kiosks apply only: {settable}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import REMOTE_KEYS
 from core.voicepack import MAX_MEMBER_BYTES, pack_sha256, read_pack, verify_pack
 from provisioning import voice_cli
 from provisioning.release_api import write_key
@@ -298,3 +299,13 @@ def test_connection_login_and_files_exit_2(
     assert run(closed) == 2
     assert run(["voice", "pack", "list"]) == 1  # no --server-url: say so
     assert "--server-url URL is needed" in capsys.readouterr().err
+
+
+def test_config_set_explains_every_key_kiosks_apply(capsys: pytest.CaptureFixture[str]) -> None:
+    """``kiosk provision config set --help`` lists what may be set remotely, the voice's
+    structured keys with an example each: a new remote key without one fails here."""
+    with pytest.raises(SystemExit):
+        provision(["provision", "config", "set", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert sorted(k for k in REMOTE_KEYS if f"{k} (" not in text) == []
+    assert '"gain_db": -10' in text and '{"I": "en"' in text
