@@ -29,6 +29,7 @@ import msgspec
 from core.commands import SignedCommand
 from core.errors import SettingError
 from core.settings import REMOTE_SETTINGS, check_remote_setting, remote_number
+from device.acting.packs import RemoteVoice
 from device.acting.voice import Voice
 from device.config import TEST_PROMPT
 from device.counters import KioskCounterSet
@@ -43,6 +44,7 @@ from device.sources.credentials import Credential
 from device.sources.threaded import ReaderEvent
 from device.update.selftest import self_test_tap
 from device.update.updater import Updater
+from device.voicesync import VoiceSync
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,7 @@ class Agent:
         gate_prompt: str = "",
         test_prompt: str = TEST_PROMPT,
         updater: Updater | None = None,
+        voice_sync: VoiceSync | None = None,
     ) -> None:
         self.device_id = device_id
         self.boot_id = boot_id or uuid.uuid4().hex
@@ -178,6 +181,8 @@ class Agent:
         self._tap_running = False
         self._last_tap_end = self._started
         self.updater = updater
+        #: Remote voice settings and packs (None: the voice keeps its local settings).
+        self.voice_sync = voice_sync
         self.dropped_credentials = 0
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._faulty: set[str] = set()  # parts (reader, camera, ...) currently failed
@@ -429,8 +434,27 @@ class Agent:
         if refused:
             log.warning("fleet configuration v%d: ignored %s", version, refused)
         self.config_version = version
-        detail = {"version": version, "applied": applied, "ignored": refused}
-        self._spawn(self._journal_system("config_applied", detail), "config")
+        detail: dict[str, Any] = {"version": version, "applied": applied, "ignored": refused}
+        remote, _ = RemoteVoice.from_config(config)  # refused keys are in ``refused`` already
+        self._spawn(self._apply_voice(detail, remote), "config")
+
+    async def _apply_voice(self, detail: dict[str, Any], remote: RemoteVoice) -> None:
+        """Hand the ``voice.*`` settings to the voice (a pack may be fetched first), then
+        journal ``config_applied`` with what became of them."""
+        if self.voice_sync is not None:
+            detail["voice"] = await self.voice_sync.apply(remote)
+        await self._journal_system("config_applied", detail)
+
+    async def _retry_voice(self) -> None:
+        """A voice pack that could not be fetched is tried again after each heartbeat, even
+        when the configuration did not change; journalled once it is settled."""
+        sync = self.voice_sync
+        if sync is None:
+            return
+        report = await sync.retry()
+        if report is not None and sync.pending is None:
+            detail = {"version": self.config_version, "voice": report, "retry": True}
+            await self._journal_system("config_applied", detail)
 
     # -- guards' commands (verified by device/link/commands.py) ----------------------------
     async def execute_command(self, cmd: SignedCommand) -> str:
@@ -640,6 +664,9 @@ class Agent:
                 answer = await self.heartbeat_once()
                 if self.commands is not None and answer.get("commands"):
                     await self.commands.accept_all(answer["commands"])
+                sync = self.voice_sync
+                if sync is not None and sync.pending is not None and not sync.busy:
+                    self._spawn(self._retry_voice(), "voice-retry")
                 if failing:
                     log.info("heartbeat recovered")
                 failing = False

@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from core.bundle import Bundle
-from core.outcomes import DEFAULT_PROMPTS
 from core.systemd import notify_ready, notify_stopping, watchdog_loop
-from device.acting.clips import ClipLibrary
 from device.acting.gate import Gate
-from device.acting.languages import SecondLanguage, languages_in_use
-from device.acting.voice import MAX_PROMPT_S, Player, PromptRenderer, Voice, make_player
-from device.acting.volume import VolumeSchedule
+from device.acting.packs import PackStore
+from device.acting.tuning import VoiceRecipe
+from device.acting.voice import Player, Voice, make_player
 from device.agent import VERSION, Agent, CredentialSource, GateActions
 from device.config import DeviceConfig, load_bundle
 from device.deciding.cache import KioskCache
@@ -39,6 +37,7 @@ from device.sources.cardreader import CardReader
 from device.sources.mculink import McuGate, McuLink
 from device.update.settings import UpdateSettings
 from device.update.updater import Updater
+from device.voicesync import VoiceSync
 
 log = logging.getLogger(__name__)
 
@@ -130,55 +129,43 @@ def _server_client(config: DeviceConfig, bundle: Bundle) -> ServerClient:
 
 
 def voice_for(config: DeviceConfig, state: Path, player: Player | None = None) -> Voice:
-    """The agent's voice for `config`: prompts, recorded clips, schedule, second language."""
-    settings = config.voice
-    cache_dir = Path(settings.cache_dir) if settings.cache_dir else state / "prompts"
-    renderer = PromptRenderer.for_settings(cache_dir, settings)
-    prompts = {outcome: settings.prompt(outcome) for outcome in DEFAULT_PROMPTS}
-    # Prompts a guard's command may ask for are rendered with the rest, before any tap.
-    prompts["speak_test"] = config.commands.test_prompt
-    if config.commands.gate_prompt:
-        prompts["guard_open"] = config.commands.gate_prompt
-    # Recorded clips are checked and levelled like the synthesised prompts, into the same
-    # cache, when the voice starts (Voice.start); the schedule is applied by the player.
-    library = ClipLibrary(
-        settings.clips,
-        cache_dir,
-        target_lufs=settings.loudness_lufs,
-        peak_dbfs=settings.peak_dbfs,
-        max_duration_s=MAX_PROMPT_S,
-    )
-    schedule = VolumeSchedule((w.start, w.end, w.gain_db) for w in settings.volume_schedule)
+    """The agent's voice for `config`: prompts, recorded clips, schedule, second language,
+    with the remote settings and voice pack it was last given (a kiosk that starts without
+    network speaks the words an admin last sent it)."""
+    recipe = VoiceRecipe.from_config(config, state)
+    store = pack_store(state)
+    remote = store.load_settings()
+    pack = store.current(_release_key(config)) if remote.pack else None
+    parts, refused = recipe.parts(remote, pack)
+    if refused:
+        log.warning("remote voice settings partly refused: %s", refused)
     return Voice(
-        renderer,
-        player or make_player(settings.player),
-        prompts,
-        library=library,
-        schedule=schedule,
-        volume_dir=cache_dir / "volume",
-        second_language=_second_language(config, cache_dir),
+        recipe.renderer(),
+        player or make_player(config.voice.player),
+        parts.prompts,
+        library=parts.library,
+        schedule=parts.schedule,
+        volume_dir=recipe.cache_dir / "volume",
+        second_language=parts.second_language,
+        remote_words=parts.remote_words,
+        pack=parts.pack,
     )
 
 
-def _second_language(config: DeviceConfig, cache_dir: Path) -> SecondLanguage | None:
-    """The card holder's language (I/Y cards hear English by default); None: Chinese only."""
-    voice = config.voice
-    card_languages = voice.card_languages()
-    used = languages_in_use(card_languages)
-    if not used:
-        return None
-    voices = voice.voices_by_language()  # DeviceConfig.check: every used language has one
-    renderers = {
-        lang: PromptRenderer(
-            cache_dir,
-            voice=voices[lang],
-            rate=voice.language_rate,
-            loudness_lufs=voice.loudness_lufs,
-            peak_dbfs=voice.peak_dbfs,
-        )
-        for lang in used
-    }
-    return SecondLanguage(renderers, card_languages, cache_dir / "bilingual")
+def pack_store(state: Path) -> PackStore:
+    """Where the kiosk keeps its voice pack and remote voice settings."""
+    return PackStore(state / "voice-packs")
+
+
+def _release_key(config: DeviceConfig) -> str:
+    """The release key the kiosk pins (``[update] release_key``): it signs voice packs too."""
+    return UpdateSettings.from_config(config).release_key
+
+
+def _voice_sync(config: DeviceConfig, state: Path, voice: Voice, client: ServerClient) -> VoiceSync:
+    """Remote voice settings and packs from heartbeat answers, applied to ``voice``."""
+    recipe = VoiceRecipe.from_config(config, state)
+    return VoiceSync(voice, recipe, pack_store(state), client, _release_key(config))
 
 
 def _gate_and_reader(
@@ -346,6 +333,7 @@ async def built_agent(
             gate_prompt=config.commands.gate_prompt,
             test_prompt=config.commands.test_prompt,
             updater=_updater(config, client),
+            voice_sync=_voice_sync(config, state, voice, client),
         )
         client.on_config = agent.apply_config
         _connect_updater(agent, client)

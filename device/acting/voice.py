@@ -41,12 +41,13 @@ import time
 import uuid
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
 
 from device.acting.clips import ClipLibrary
-from device.acting.volume import VolumeSchedule, apply_gain
+from device.acting.volume import VolumeSchedule, apply_gain, volume_copy
 from device.errors import PlayerError, VoiceError
 
 if TYPE_CHECKING:  # languages imports this module (PromptRenderer)
@@ -74,6 +75,7 @@ __all__ = [
     "Player",
     "PromptRenderer",
     "Voice",
+    "VoiceParts",
     "check_wav",
     "make_player",
 ]
@@ -637,6 +639,28 @@ def make_player(spec: str) -> Player:
 # --------------------------------------------------------------------------- facade
 
 
+@dataclass(frozen=True)
+class VoiceParts:
+    """What a :class:`Voice` speaks with: prompts by key, the recorded clips, the volume
+    schedule, the second language, the outcomes whose words a pack gives (spoken whatever
+    text a tap brings, as a recording is) and the pack's label (None: no pack)."""
+
+    prompts: Mapping[str, str]
+    library: ClipLibrary | None = None
+    schedule: VolumeSchedule = field(default_factory=VolumeSchedule)
+    second_language: SecondLanguage | None = None
+    remote_words: frozenset[str] = frozenset()
+    pack: str | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    recorded: dict[str, Path]
+    clips: dict[str, Path]
+    failures: list[str]
+    problems: list[str]
+
+
 class Voice:
     """What the agent calls to speak: pre-rendered prompts, bounded playback.
 
@@ -662,6 +686,8 @@ class Voice:
         schedule: VolumeSchedule | None = None,
         volume_dir: Path | None = None,
         second_language: SecondLanguage | None = None,
+        remote_words: Iterable[str] = (),
+        pack: str | None = None,
     ) -> None:
         self.renderer = renderer
         #: Joined Chinese + second-language clips per card type (None: Chinese only).
@@ -689,6 +715,23 @@ class Voice:
         self.failures = 0
         self.last_error: str | None = None
         self.unrendered = 0
+        #: Outcomes whose words a voice pack gives: spoken whatever text a tap brings.
+        self.remote_words = frozenset(remote_words)
+        #: The voice pack in use (``name@sha-prefix``), for the heartbeat; None: none.
+        self.pack = pack
+        self.clip_problems: list[str] = []
+        self._retune_lock = asyncio.Lock()
+
+    def parts(self) -> VoiceParts:
+        """What this voice speaks with now (what :meth:`retune` would replace)."""
+        return VoiceParts(
+            dict(self._by_key),
+            self.library,
+            self.schedule,
+            self.second_language,
+            self.remote_words,
+            self.pack,
+        )
 
     @property
     def clips(self) -> Mapping[str, Path]:
@@ -705,35 +748,114 @@ class Voice:
         VoiceError if some could not be rendered; the others are ready, and ``say`` falls
         back for the missing ones, so the agent may log this and carry on.
         """
-        if self.library is not None and not self.recorded:
-            self.recorded = await asyncio.to_thread(self.library.load)
-            for key, text in self._by_key.items():
-                if key in self.recorded:  # the recording replaces the synthesised prompt
-                    self._clips[text] = self.recorded[key]
-        missing = [t for t in self._texts if t not in self._clips]
+        async with self._retune_lock:
+            prepared = await self._prepare(self.parts(), self._texts)
+            self._install(self.parts(), prepared)
+        if prepared.failures:
+            raise VoiceError(self.last_error or "prompts not rendered")
+
+    async def retune(self, parts: VoiceParts) -> bool:
+        """Speak with other words, clips, schedule or languages from now on (a voice pack or
+        remote settings arrived); return whether the change was made.
+
+        Everything new is checked (a bad clip: a warning naming it, synthesis for its key),
+        rendered and levelled off the event loop, then swapped in at once: a tap during the
+        change hears the old set, never a mixture. If preparing fails the old set stays.
+        Cache files neither the old nor the new set uses are then removed, so a kiosk that
+        gets new words every week keeps a bounded cache.
+        """
+        async with self._retune_lock:
+            old = self._in_use()
+            try:
+                prepared = await self._prepare(parts, list(dict.fromkeys(parts.prompts.values())))
+            except Exception as exc:  # a new set that cannot be prepared leaves the old one
+                log.error("voice not changed, the previous words stay: %s", exc)
+                return False
+            self._by_key = dict(parts.prompts)
+            self._texts = list(dict.fromkeys(self._by_key.values()))
+            self._install(parts, prepared)
+            await asyncio.to_thread(self._prune, old | self._in_use())
+        log.info("voice changed (pack %s, %d prompts)", parts.pack or "none", len(self._by_key))
+        return True
+
+    async def _prepare(self, parts: VoiceParts, texts: Sequence[str]) -> _Prepared:
+        """The clips of ``parts``: recordings checked and levelled, the other texts rendered,
+        second-language pairs joined and volume copies made, all off the event loop."""
+        recorded: dict[str, Path] = {}
+        problems: list[str] = []
+        if parts.library is not None:
+            recorded = await asyncio.to_thread(parts.library.load)
+            problems = [str(p) for p in parts.library.problems]
+        clips = {t: recorded[k] for k, t in parts.prompts.items() if k in recorded}
+        missing = [t for t in texts if t not in clips]
 
         def render_all() -> tuple[dict[str, Path], list[str]]:
-            clips: dict[str, Path] = {}
+            rendered: dict[str, Path] = {}
             failures: list[str] = []
             for text in missing:
                 try:
-                    clips[text] = self.renderer.render(text)
+                    rendered[text] = self.renderer.render(text)
                 except VoiceError as exc:
                     failures.append(f"{text!r}: {exc}")
-            return clips, failures
+            return rendered, failures
 
-        clips, failures = await asyncio.to_thread(render_all)
-        self._clips.update(clips)  # on the loop: say() never sees a half-updated map
-        if self.second_language is not None:  # never raises: a miss stays Chinese only
-            second = self.second_language
-            second.recorded = {k: p for k, p in self.recorded.items() if "." in k}
-            await asyncio.to_thread(second.prepare, dict(self._by_key), dict(self._clips))
-            await asyncio.to_thread(self.prepare_volume, list(second.clips.values()))
-        await asyncio.to_thread(self.prepare_volume, list(self._clips.values()))
-        self.unrendered = len(failures)
-        if failures:
-            self.last_error = "prompts not rendered: " + "; ".join(failures)
-            raise VoiceError(self.last_error)
+        rendered, failures = await asyncio.to_thread(render_all)
+        clips.update(rendered)
+        second = parts.second_language
+        if second is not None:  # never raises: a miss stays Chinese only
+            second.recorded = {k: p for k, p in recorded.items() if "." in k}
+            await asyncio.to_thread(second.prepare, dict(parts.prompts), dict(clips))
+            await asyncio.to_thread(
+                self.prepare_volume, list(second.clips.values()), parts.schedule
+            )
+        await asyncio.to_thread(self.prepare_volume, list(clips.values()), parts.schedule)
+        return _Prepared(recorded, clips, failures, problems)
+
+    def _install(self, parts: VoiceParts, prepared: _Prepared) -> None:
+        """Swap the prepared set in; synchronous, so no tap sees half of it."""
+        self.library = parts.library
+        self.schedule = parts.schedule
+        self.second_language = parts.second_language
+        self.remote_words = frozenset(parts.remote_words)
+        self.pack = parts.pack
+        self.recorded = prepared.recorded
+        self._clips = dict(prepared.clips)  # say() reads the new map, never a half-filled one
+        self.clip_problems = prepared.problems
+        self.unrendered = len(prepared.failures)
+        if prepared.failures:
+            self.last_error = "prompts not rendered: " + "; ".join(prepared.failures)
+
+    def _in_use(self) -> set[Path]:
+        """Every cache file the current set plays or is made from."""
+        used = {*self._clips.values(), *self.recorded.values()}
+        second = self.second_language
+        if second is not None:
+            used.update(second.clips.values())
+            for lang, renderer in second.renderers.items():
+                used.update(renderer.path_for(w) for w in second.texts.get(lang, {}).values())
+        if self.volume_dir is not None:
+            for clip in list(used):
+                for gain in self.schedule.gains():
+                    with contextlib.suppress(VoiceError):  # a clip gone has no copy to keep
+                        used.add(volume_copy(clip, gain, self.volume_dir))
+        return used
+
+    def _prune(self, keep: set[Path]) -> None:
+        """Remove the prompt cache's finished files that are not in ``keep`` (never a
+        temporary one: a render may be writing it)."""
+        directories = [self.renderer.cache_dir, self.renderer.cache_dir / "bilingual"]
+        if self.volume_dir is not None:
+            directories.append(self.volume_dir)
+        kept = {p.resolve() for p in keep}
+        removed = 0
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                for path in directory.glob("*.wav"):
+                    if not path.name.startswith(".") and path.resolve() not in kept:
+                        path.unlink(missing_ok=True)
+                        removed += 1
+        if removed:
+            log.info("prompt cache: %d files no prompt uses any more removed", removed)
 
     async def say(
         self, text: str, *, outcome: str | None = None, card_type: str = "resident"
@@ -760,6 +882,8 @@ class Voice:
         """The clip `say` plays for this text, outcome and card, None when none is ready:
         the outcome's recording, else the rendered text, joined with the card holder's
         second language when that pair was prepared."""
+        if outcome is not None and outcome in self.remote_words:  # a pack's words, whatever text
+            text = self._by_key.get(outcome, text)
         clip = self.recorded.get(outcome) if outcome else None
         if clip is None:
             clip = self._clips.get(text)
@@ -792,10 +916,16 @@ class Voice:
 
     def health(self) -> dict[str, Any]:
         """What the heartbeat reports: ``ok`` is whether the last prompt played (before
-        any, whether every configured prompt was rendered)."""
+        any, whether every configured prompt was rendered); ``pack`` and ``clip_problems``
+        only when there is a voice pack or a left-out clip."""
         ok = self.last_ok if self.last_ok is not None else self.unrendered == 0
         error = self.last_error[:200] if self.last_error else None
-        return {"ok": ok, "failures": self.failures, "last_error": error}
+        health: dict[str, Any] = {"ok": ok, "failures": self.failures, "last_error": error}
+        if self.pack is not None:  # the voice pack in use, ``name@sha-prefix``
+            health["pack"] = self.pack
+        if self.clip_problems:  # recorded clips left out (synthesised instead), and why
+            health["clip_problems"] = [p[:200] for p in self.clip_problems[:8]]
+        return health
 
     async def stop(self) -> None:
         """Silence the current prompt (bounded like ``say``)."""
@@ -834,13 +964,15 @@ class Voice:
 
         self._renders[text] = asyncio.create_task(render(), name="voice-render")
 
-    def prepare_volume(self, clips: Iterable[Path]) -> None:
-        """Make each clip's copy for every gain of the schedule (blocks: call it from a
-        thread), so that playing at 22:00 finds its quieter copy made. Never raises."""
+    def prepare_volume(self, clips: Iterable[Path], schedule: VolumeSchedule | None = None) -> None:
+        """Make each clip's copy for every gain of the schedule (this voice's, or the one
+        given) (blocks: call it from a thread), so that playing at 22:00 finds its quieter
+        copy made. Never raises."""
         if self.volume_dir is None:
             return
+        schedule = schedule if schedule is not None else self.schedule
         for clip in set(clips):
-            for gain in sorted(self.schedule.gains()):
+            for gain in sorted(schedule.gains()):
                 try:
                     apply_gain(clip, gain, self.volume_dir)
                 except VoiceError as exc:

@@ -22,7 +22,7 @@ from typing import Final
 
 from device.errors import VoiceError
 
-__all__ = ["VolumeSchedule", "VolumeWindow", "apply_gain", "parse_hhmm"]
+__all__ = ["VolumeSchedule", "VolumeWindow", "apply_gain", "parse_hhmm", "volume_copy"]
 
 #: ``"HH:MM"`` on a 24-hour clock (``"00:00"`` .. ``"23:59"``); config.py uses the same.
 HHMM_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -124,6 +124,14 @@ def apply_gain(path: Path, gain_db: float, scratch_dir: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def volume_copy(path: Path, gain_db: float, scratch_dir: Path) -> Path:
+    """Where :func:`apply_gain` keeps (or would keep) ``path``'s copy at ``gain_db``, made
+    or not (the voice keeps these when it prunes its cache); ``path`` itself at 0 dB."""
+    if gain_db == 0.0:
+        return path
+    return _copy_path(path, gain_db, scratch_dir)
 
 
 def _copy_path(path: Path, gain_db: float, scratch_dir: Path) -> Path:

@@ -1,0 +1,161 @@
+"""Remote voice settings and voice packs, from heartbeat answers to the kiosk's voice.
+
+The agent hands every configuration's ``voice.*`` settings to :meth:`VoiceSync.apply`:
+
+* a pack the configuration names and the kiosk does not have is fetched
+  (device.link.voicepacks), verified against the pinned release key and installed
+  (device.acting.packs); a kiosk without a release key refuses every pack, and says so
+  once in its log;
+* a pack that cannot be fetched now (offline, 429) leaves the words as they are and is
+  :attr:`~VoiceSync.pending`: the agent calls :meth:`VoiceSync.retry` after each heartbeat,
+  even when the configuration's version did not change;
+* a pack that is not the signed one (signature, hash, archive) is refused with an ERROR, the
+  old words stay, and it is not fetched again until the configuration names another;
+* schedule and languages apply at once, whatever happens to the pack;
+* the settings in effect are saved, so the next start without network speaks them.
+
+Each call returns a short report (what happened to the pack, what was refused) for the
+agent's ``config_applied`` journal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from core.voicepack import VoicePackError
+from device.acting.packs import InstalledPack, PackStore, RemoteVoice
+from device.acting.tuning import VoiceRecipe
+from device.acting.voice import Voice
+from device.errors import ServerError
+from device.link.voicepacks import PackSource, download_pack
+
+__all__ = ["VoiceSync"]
+
+log = logging.getLogger(__name__)
+
+
+class VoiceSync:
+    """Keeps ``voice`` speaking what the remote configuration asks, within what is verified."""
+
+    def __init__(
+        self,
+        voice: Voice,
+        recipe: VoiceRecipe,
+        store: PackStore,
+        client: PackSource,
+        release_key: str,
+        *,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.voice = voice
+        self.recipe = recipe
+        self.store = store
+        self.client = client
+        self.release_key = release_key
+        self.timeout_s = timeout_s
+        #: Settings whose pack could not be fetched yet (None: nothing to retry).
+        self.pending: RemoteVoice | None = None
+        self._lock = asyncio.Lock()
+        self._warned_no_key = False
+        self._refused: tuple[str, str] | None = None  # (sha256, why): not fetched again
+        # What the voice was built with at start (runtime.voice_for reads the same files).
+        self._applied = store.load_settings()
+        self._pack = store.current(release_key) if self._applied.pack else None
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    async def apply(self, wanted: RemoteVoice) -> dict[str, Any]:
+        """Make the voice speak ``wanted`` as far as it can now; a report for the journal."""
+        async with self._lock:
+            report: dict[str, Any] = {}
+            pack = await self._pack_for(wanted, report)
+            effective = wanted
+            if wanted.pack:  # the pack in hand: the wanted one, or the old one meanwhile
+                effective = replace(wanted, pack=pack.sha256 if pack is not None else None)
+            self.pending = wanted if report.get("pack", "").startswith("pending") else None
+            await self._retune(effective, pack, report)
+            return report
+
+    async def retry(self) -> dict[str, Any] | None:
+        """Try the pending pack again (None: nothing pending, or a change is under way)."""
+        wanted = self.pending
+        if wanted is None or self.busy:
+            return None
+        return await self.apply(wanted)
+
+    async def _pack_for(self, wanted: RemoteVoice, report: dict[str, Any]) -> InstalledPack | None:
+        """The pack to speak with: the wanted one if it is (or now gets) installed, else the
+        one in use; ``report["pack"]`` says which and why."""
+        sha = wanted.pack
+        if not sha:
+            report["pack"] = "none"
+            return None
+        current = self._pack
+        if current is not None and current.sha256 == sha:
+            report["pack"] = f"unchanged {current.label}"
+            return current
+        if not self.release_key:
+            if not self._warned_no_key:
+                log.error(
+                    "voice pack %s refused: this kiosk pins no release key ([update] "
+                    "release_key), so it cannot tell a signed pack from another; it keeps "
+                    "its own words",
+                    sha[:12],
+                )
+                self._warned_no_key = True
+            report["pack"] = "refused: no release key is pinned ([update] release_key)"
+            return current
+        if self._refused is not None and self._refused[0] == sha:
+            report["pack"] = f"refused: {self._refused[1]}"
+            return current
+        self._refused = None
+        try:
+            data, info = await download_pack(self.client, sha, self.timeout_s)
+            installed = await asyncio.to_thread(
+                self.store.install, data, info.signature, self.release_key
+            )
+        except ServerError as exc:
+            log.warning("voice pack %s not fetched now, tried again later: %s", sha[:12], exc)
+            report["pack"] = f"pending: {exc}"[:300]
+            return current
+        except VoicePackError as exc:
+            log.error("voice pack %s refused, the previous words stay: %s", sha[:12], exc)
+            self._refused = (sha, str(exc))
+            report["pack"] = f"refused: {exc}"[:300]
+            return current
+        except OSError as exc:
+            log.error("voice pack %s not installed (disk): %s", sha[:12], exc)
+            report["pack"] = f"pending: cannot write it ({exc})"[:300]
+            return current
+        self._pack = installed
+        report["pack"] = f"installed {installed.label}"
+        return installed
+
+    async def _retune(
+        self, effective: RemoteVoice, pack: InstalledPack | None, report: dict[str, Any]
+    ) -> None:
+        """Retune the voice when what it should speak changed; save what is in effect."""
+        parts, refused = self.recipe.parts(effective, pack)
+        if refused:
+            log.warning("remote voice settings refused: %s", refused)
+            report["refused"] = refused
+        if effective == self._applied and parts.pack == self.voice.pack:
+            return
+        if not await self.voice.retune(parts):
+            report["voice"] = "not changed: the new words could not be prepared"
+            return
+        self._applied = effective
+        if pack is None:
+            self._pack = None
+        try:
+            await asyncio.to_thread(self.store.save_settings, effective)
+            if pack is None:
+                await asyncio.to_thread(self.store.clear)
+        except OSError as exc:
+            log.error("remote voice settings not saved (a restart forgets them): %s", exc)
+        report["voice"] = "changed"
