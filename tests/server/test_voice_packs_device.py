@@ -14,6 +14,7 @@ from core.voicepack import pack_sha256, read_pack, verify_pack
 from server.errors import InvalidField
 from server.fleet import registry
 from server.storage.db import connect, transaction
+from server.voicepacks import views
 from tests.releases.support import add_kiosks, tokens
 from tests.server.voice_packs_support import (
     PUBLIC_HEX,
@@ -142,3 +143,26 @@ async def test_voice_pack_must_name_a_stored_pack(
     assert (await _set(client, admin, "fleet", "", sha256)).status == 200
     layers = await (await client.get("/v1/admin/config", headers=admin)).json()
     assert [(c["key"], c["value"]) for c in layers["layers"]] == [("voice.pack", sha256)]
+
+
+async def test_downloads_past_the_ceiling_wait_for_the_next_heartbeat(
+    app: tuple[Client, dict[str, str]],
+    tmp_path: Path,
+    db_path: Path | str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past :data:`MAX_DOWNLOADS` under way, a kiosk hears 429 with Retry-After (taps keep
+    their share); the facts stay answerable, and the ceiling frees again."""
+    client, admin = app
+    sha256 = await _published(client, admin, pack_data(tmp_path, "spring"))
+    assert (await _set(client, admin, "fleet", "", sha256)).status == 200
+    [kiosk] = add_kiosks(db_path, "site-a", 1)
+    auth = tokens(db_path, [kiosk])[kiosk]
+    monkeypatch.setattr(views, "MAX_DOWNLOADS", 0)
+    resp = await client.get(f"/v1/device/voice-packs/{sha256}/pack", headers=auth)
+    assert resp.status == 429 and resp.headers["Retry-After"] == "30"
+    assert (await resp.json())["error"] == "overloaded"
+    assert await _statuses(client, auth, sha256) == (200, 429)
+    monkeypatch.setattr(views, "MAX_DOWNLOADS", 1)
+    assert await _statuses(client, auth, sha256) == (200, 200)
+    assert await _statuses(client, auth, sha256) == (200, 200)  # the slot was given back
