@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from server.config import LimitSettings, ServerConfig
 from server.fleet.registry import merged_config
 from server.releases.settings import ReleaseSettings
 from server.storage.db import connect
+from siheyi.cli import build_parser
 from tests.provisioning.test_cli import run as provision
 from tests.releases.support import add_kiosks, release_app, tokens
 from tests.server.users_support import PASSWORD, add_user
@@ -309,3 +312,15 @@ def test_config_set_explains_every_key_kiosks_apply(capsys: pytest.CaptureFixtur
     text = " ".join(capsys.readouterr().out.split())
     assert sorted(k for k in REMOTE_KEYS if f"{k} (" not in text) == []
     assert '"gain_db": -10' in text and '{"I": "en"' in text
+
+
+def test_every_command_of_the_admin_doc_parses() -> None:
+    """docs/voice-packs.md's ``kiosk …`` lines are commands the CLI takes, as written."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "voice-packs.md"
+    blocks = re.findall(r"```sh\n(.*?)\n```", doc.read_text(encoding="utf-8"), re.DOTALL)
+    lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines()]
+    commands = [shlex.split(ln, comments=True)[1:] for ln in lines if ln.startswith("kiosk ")]
+    assert len(commands) >= 10 and ["voice", "pack", "list"] in commands
+    parser = build_parser()
+    for words in commands:
+        assert callable(parser.parse_args(words).func), words
