@@ -165,11 +165,12 @@ def write_atomically(path: Path, data: bytes) -> None:
 def read_pack_file(path: Path) -> tuple[bytes, VoicePack]:
     """A built pack's bytes and what they hold, checked as the server checks them."""
     try:
-        data = path.read_bytes() if path.stat().st_size <= MAX_PACK_BYTES else b""
+        size = path.stat().st_size
+        if size > MAX_PACK_BYTES:  # not read: a wrong file given by mistake may be huge
+            raise InvalidField(f"{path}: {size} bytes, a voice pack has at most {MAX_PACK_BYTES}")
+        data = path.read_bytes()
     except OSError as exc:
         raise StoreError(f"{path}: {exc.strerror or exc}") from exc
-    if not data:
-        raise InvalidField(f"{path}: empty, or larger than {MAX_PACK_BYTES} bytes")
     try:
         return data, read_pack(data)
     except VoicePackError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import REMOTE_KEYS
-from core.voicepack import MAX_MEMBER_BYTES, pack_sha256, read_pack, verify_pack
+from core.voicepack import MAX_MEMBER_BYTES, MAX_PACK_BYTES, pack_sha256, read_pack, verify_pack
 from provisioning import voice_cli
 from provisioning.release_api import write_key
 from server.config import LimitSettings, ServerConfig
@@ -285,6 +285,10 @@ def test_refusals_exit_1(
     bad.write_bytes(pack.read_bytes()[:-20])
     assert run(served.argv("publish", str(bad), "--key", str(served.key))) == 1
     assert "not a readable zip" in capsys.readouterr().err
+    with bad.open("r+b") as fh:  # a wrong file given by mistake: refused unread
+        fh.truncate(MAX_PACK_BYTES + 1)
+    assert run(served.argv("publish", str(bad), "--key", str(served.key))) == 1
+    assert f"a voice pack has at most {MAX_PACK_BYTES}" in capsys.readouterr().err
 
 
 def test_connection_login_and_files_exit_2(
