@@ -137,7 +137,9 @@ def build_pack(name: str, clips: Mapping[str, Path], prompts: Mapping[str, str])
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for member, data in [(MANIFEST, manifest), *sorted(members.items())]:
-            archive.writestr(zipfile.ZipInfo(member, date_time=_ZIP_TIME), data)
+            info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED  # a ZipInfo's own default is stored
+            archive.writestr(info, data)
     data = out.getvalue()
     read_pack(data)
     return data
