@@ -414,7 +414,9 @@ class Agent:
 
     # -- fleet configuration ---------------------------------------------------------------
     def apply_config(self, version: int, config: dict[str, Any]) -> None:
-        """Take the merged fleet < site < device configuration from a heartbeat answer."""
+        """Take the merged fleet < site < device configuration from a heartbeat answer: the
+        numbers at once, the ``voice.*`` settings through :attr:`voice_sync` (which may fetch
+        a voice pack first); ``config_applied`` is journalled when both are done."""
         applied: dict[str, float] = {}
         refused: dict[str, str] = {}
         for key, raw in config.items():
@@ -442,7 +444,11 @@ class Agent:
         """Hand the ``voice.*`` settings to the voice (a pack may be fetched first), then
         journal ``config_applied`` with what became of them."""
         if self.voice_sync is not None:
-            detail["voice"] = await self.voice_sync.apply(remote)
+            try:
+                detail["voice"] = await self.voice_sync.apply(remote)
+            except Exception as exc:  # the numbers above are applied: journal them anyway
+                log.exception("remote voice settings not applied")
+                detail["voice"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         await self._journal_system("config_applied", detail)
 
     async def _retry_voice(self) -> None:
