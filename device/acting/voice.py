@@ -765,6 +765,7 @@ class Voice:
         gets new words every week keeps a bounded cache.
         """
         async with self._retune_lock:
+            since = time.time()  # a background render finishing meanwhile is not pruned
             old = self._in_use()
             try:
                 prepared = await self._prepare(parts, list(dict.fromkeys(parts.prompts.values())))
@@ -774,7 +775,7 @@ class Voice:
             self._by_key = dict(parts.prompts)
             self._texts = list(dict.fromkeys(self._by_key.values()))
             self._install(parts, prepared)
-            await asyncio.to_thread(self._prune, old | self._in_use())
+            await asyncio.to_thread(self._prune, old | self._in_use(), since)
         log.info("voice changed (pack %s, %d prompts)", parts.pack or "none", len(self._by_key))
         return True
 
@@ -824,6 +825,8 @@ class Voice:
         self.unrendered = len(prepared.failures)
         if prepared.failures:
             self.last_error = "prompts not rendered: " + "; ".join(prepared.failures)
+        elif self.last_error and self.last_error.startswith("prompts not rendered"):
+            self.last_error = None  # the new set is whole
 
     def _in_use(self) -> set[Path]:
         """Every cache file the current set plays or is made from."""
@@ -840,9 +843,9 @@ class Voice:
                         used.add(volume_copy(clip, gain, self.volume_dir))
         return used
 
-    def _prune(self, keep: set[Path]) -> None:
-        """Remove the prompt cache's finished files that are not in ``keep`` (never a
-        temporary one: a render may be writing it)."""
+    def _prune(self, keep: set[Path], since: float) -> None:
+        """Remove the prompt cache's finished files that are not in ``keep`` and older than
+        ``since`` (never a temporary one, nor one a background render just made)."""
         directories = [self.renderer.cache_dir, self.renderer.cache_dir / "bilingual"]
         if self.volume_dir is not None:
             directories.append(self.volume_dir)
@@ -851,7 +854,9 @@ class Voice:
         for directory in directories:
             with contextlib.suppress(OSError):
                 for path in directory.glob("*.wav"):
-                    if not path.name.startswith(".") and path.resolve() not in kept:
+                    if path.name.startswith(".") or path.resolve() in kept:
+                        continue
+                    if path.stat().st_mtime < since:
                         path.unlink(missing_ok=True)
                         removed += 1
         if removed:
