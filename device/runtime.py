@@ -18,7 +18,7 @@ from typing import Any
 from core.bundle import Bundle
 from core.systemd import notify_ready, notify_stopping, watchdog_loop
 from device.acting.gate import Gate
-from device.acting.packs import PackStore
+from device.acting.packs import PackStore, StoredVoice
 from device.acting.tuning import VoiceRecipe
 from device.acting.voice import Player, Voice, make_player
 from device.agent import VERSION, Agent, CredentialSource, GateActions
@@ -128,14 +128,17 @@ def _server_client(config: DeviceConfig, bundle: Bundle) -> ServerClient:
     return ServerClient(url, identity, tls_ca=bundle.tls_ca)
 
 
-def voice_for(config: DeviceConfig, state: Path, player: Player | None = None) -> Voice:
+def voice_for(
+    config: DeviceConfig,
+    state: Path,
+    player: Player | None = None,
+    stored: StoredVoice | None = None,
+) -> Voice:
     """The agent's voice for `config`: prompts, recorded clips, schedule, second language,
     with the remote settings and voice pack it was last given (a kiosk that starts without
-    network speaks the words an admin last sent it)."""
+    network speaks the words an admin last sent it; ``stored``: already read)."""
     recipe = VoiceRecipe.from_config(config, state)
-    store = pack_store(state)
-    remote = store.load_settings()
-    pack = store.current(_release_key(config)) if remote.pack else None
+    remote, pack = stored or pack_store(state).stored(_release_key(config))
     parts, refused = recipe.parts(remote, pack)
     if refused:
         log.warning("remote voice settings partly refused: %s", refused)
@@ -162,10 +165,13 @@ def _release_key(config: DeviceConfig) -> str:
     return UpdateSettings.from_config(config).release_key
 
 
-def _voice_sync(config: DeviceConfig, state: Path, voice: Voice, client: ServerClient) -> VoiceSync:
-    """Remote voice settings and packs from heartbeat answers, applied to ``voice``."""
+def _voice_sync(
+    config: DeviceConfig, state: Path, voice: Voice, client: ServerClient, stored: StoredVoice
+) -> VoiceSync:
+    """Remote voice settings and packs from heartbeat answers, applied to ``voice`` (which
+    was built from ``stored``)."""
     recipe = VoiceRecipe.from_config(config, state)
-    return VoiceSync(voice, recipe, pack_store(state), client, _release_key(config))
+    return VoiceSync(voice, recipe, pack_store(state), client, _release_key(config), stored)
 
 
 def _gate_and_reader(
@@ -304,7 +310,8 @@ async def built_agent(
         )
         await journal.open()
         stack.push_async_callback(journal.close)
-        voice = voice_for(config, state, player)
+        stored = pack_store(state).stored(_release_key(config))  # read (and verified) once
+        voice = voice_for(config, state, player, stored)
         stack.push_async_callback(voice.close)
         gate, card_reader = _gate_and_reader(config, reader, pin_factory, stack)
         cache = await _open_cache(config, state, stack)
@@ -333,7 +340,7 @@ async def built_agent(
             gate_prompt=config.commands.gate_prompt,
             test_prompt=config.commands.test_prompt,
             updater=_updater(config, client),
-            voice_sync=_voice_sync(config, state, voice, client),
+            voice_sync=_voice_sync(config, state, voice, client, stored),
         )
         client.on_config = agent.apply_config
         _connect_updater(agent, client)

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from core.voicepack import VoicePackError
-from device.acting.packs import InstalledPack, PackStore, RemoteVoice
+from device.acting.packs import InstalledPack, PackStore, RemoteVoice, StoredVoice
 from device.acting.tuning import VoiceRecipe
 from device.acting.voice import Voice
 from device.errors import ServerError
@@ -47,6 +47,7 @@ class VoiceSync:
         store: PackStore,
         client: PackSource,
         release_key: str,
+        stored: StoredVoice | None = None,
         *,
         timeout_s: float = 60.0,
     ) -> None:
@@ -61,9 +62,8 @@ class VoiceSync:
         self._lock = asyncio.Lock()
         self._warned_no_key = False
         self._refused: tuple[str, str] | None = None  # (sha256, why): not fetched again
-        # What the voice was built with at start (runtime.voice_for reads the same files).
-        self._applied = store.load_settings()
-        self._pack = store.current(release_key) if self._applied.pack else None
+        # What the voice was built with at start (``stored``, or the same files read again).
+        self._applied, self._pack = stored or store.stored(release_key)
 
     @property
     def busy(self) -> bool:

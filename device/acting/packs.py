@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from core.errors import SettingError
 from core.settings import (
@@ -39,7 +39,7 @@ from core.settings import (
 )
 from core.voicepack import VoicePackError, pack_sha256, read_pack, verify_pack
 
-__all__ = ["VOICE_KEYS", "InstalledPack", "PackStore", "RemoteVoice"]
+__all__ = ["VOICE_KEYS", "InstalledPack", "PackStore", "RemoteVoice", "StoredVoice"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,13 @@ class RemoteVoice:
         return out
 
 
+class StoredVoice(NamedTuple):
+    """The remote voice settings a kiosk last applied, and the pack they name."""
+
+    remote: RemoteVoice
+    pack: InstalledPack | None
+
+
 class PackStore:
     """Installs verified packs under ``root`` and remembers the remote voice settings."""
 
@@ -157,6 +164,12 @@ class PackStore:
         except (VoicePackError, OSError) as exc:
             log.error("installed voice pack %s not used: %s", sha[:12], exc)
             return None
+
+    def stored(self, release_key: str) -> StoredVoice:
+        """What a start without network speaks with: the saved remote settings and, when
+        they name one, the installed pack (checked again)."""
+        remote = self.load_settings()
+        return StoredVoice(remote, self.current(release_key) if remote.pack else None)
 
     def clear(self) -> None:
         """No pack in use (the kiosk's own clips and words); the files are removed."""
