@@ -320,3 +320,23 @@ async def test_cache_files_no_prompt_uses_any_more_are_removed(kiosk: Kiosk) -> 
     assert renderer.path_for(second).exists()  # the previous words stay until the next change
     assert renderer.path_for(third).exists()
     assert all(p.exists() for p in kept_by_others)
+
+
+async def test_an_oversized_download_is_refused_and_a_cut_one_tried_again(
+    kiosk: Kiosk, pack: SignedPack
+) -> None:
+    before = kiosk.voice.clip_for(PASS, "pass")
+    server = FakeServer(pack)
+    server.body = pack.data + b"\0" * 4096  # more than the server announced
+    sync = kiosk.sync(server)
+    report = await sync.apply(RemoteVoice(pack=pack.sha256))
+    assert report["pack"].startswith("refused: the voice pack is larger than")
+    assert sync.pending is None and kiosk.voice.clip_for(PASS, "pass") == before
+
+    server = FakeServer(pack)
+    server.body = pack.data[: len(pack.data) // 2]  # the connection dropped half way
+    sync = kiosk.sync(server)
+    report = await sync.apply(RemoteVoice(pack=pack.sha256))
+    assert report["pack"].startswith("pending: ") and sync.pending is not None
+    assert kiosk.voice.clip_for(PASS, "pass") == before
+    assert not (kiosk.state / "voice-packs" / pack.sha256).exists()
