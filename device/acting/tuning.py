@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING
 
 from core.outcomes import DEFAULT_PROMPTS
 from device.acting.clips import ClipLibrary, split_key
-from device.acting.languages import SECOND_LANGUAGE_PROMPTS, SecondLanguage, languages_in_use
+from device.acting.languages import (
+    SECOND_LANGUAGE_PROMPTS,
+    SECOND_LANGUAGE_SPEED_UP,
+    SecondLanguage,
+    languages_in_use,
+)
 from device.acting.packs import InstalledPack, RemoteVoice
 from device.acting.voice import MAX_PROMPT_S, PromptRenderer, VoiceParts
 from device.acting.volume import VolumeSchedule
@@ -121,6 +126,7 @@ class VoiceRecipe:
                 rate=settings.language_rate,
                 loudness_lufs=settings.loudness_lufs,
                 peak_dbfs=settings.peak_dbfs,
+                max_rate=round(settings.language_rate * SECOND_LANGUAGE_SPEED_UP),
             )
             for lang in used
         }

@@ -91,6 +91,10 @@ DEFAULT_LOUDNESS_LUFS: Final = -20.0
 DEFAULT_PEAK_DBFS: Final = -1.0
 #: A prompt longer than this may be cut off by the next tap (one every 3 s).
 MAX_PROMPT_S: Final = 2.5
+#: The fastest a too-long synthesised prompt is spoken again to fit MAX_PROMPT_S (words per
+#: minute): about five syllables a second from espeak-ng's Mandarin, brisk conversational
+#: speech. At the default 170 wpm '设备故障，请联系工作人员' lasts 4.8 s; at 340 it is 2.4 s.
+FIT_MAX_RATE: Final = 340
 #: Outcome keys tried, in order, when a prompt text has no rendered clip yet.
 FALLBACK_KEYS: Final = ("generic", "fault")
 
@@ -130,12 +134,14 @@ def check_wav(path: Path) -> float:
 class PromptRenderer:
     """Renders prompt texts to cached WAV files, one child process per synthesis.
 
-    ``cache_dir/<sha256(text|voice|rate|loudness_lufs|peak_dbfs)>.wav``; a file is only ever
+    ``cache_dir/<sha256(text|voice|rate|loudness_lufs|peak_dbfs|fit)>.wav``; a file is only ever
     created complete (the child writes a temporary file that is checked, levelled and
     trimmed into a second one, which is renamed over the final name), so a crash mid-render
     never leaves a clip that plays half a prompt. Safe to call from several threads.
     ``renders`` counts syntheses actually run (cache misses). ``loudness_lufs`` and
-    ``peak_dbfs`` are the level every clip is brought to; changing them renders again.
+    ``peak_dbfs`` are the level every clip is brought to; changing them renders again. A
+    prompt longer than ``max_duration_s`` at ``rate`` is spoken again as fast as fits (at
+    most FIT_MAX_RATE), so that every synthesised prompt ends before the next tap.
     """
 
     def __init__(
@@ -148,6 +154,8 @@ class PromptRenderer:
         python: str | None = None,
         loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
         peak_dbfs: float = DEFAULT_PEAK_DBFS,
+        max_duration_s: float | None = MAX_PROMPT_S,
+        max_rate: int = FIT_MAX_RATE,
     ) -> None:
         if not (math.isfinite(loudness_lufs) and math.isfinite(peak_dbfs) and peak_dbfs <= 0):
             raise ValueError(
@@ -159,6 +167,9 @@ class PromptRenderer:
         self.rate = int(rate)
         self.loudness_lufs = float(loudness_lufs)
         self.peak_dbfs = float(peak_dbfs)
+        #: A prompt longer than this is spoken again faster (None: never).
+        self.max_duration_s = max_duration_s
+        self.max_rate = int(max_rate)
         self.timeout_s = timeout_s
         self.python = python or sys.executable
         self._lock = threading.Lock()
@@ -177,10 +188,26 @@ class PromptRenderer:
             peak_dbfs=settings.peak_dbfs,
         )
 
+    def within(self, max_duration_s: float) -> PromptRenderer:
+        """The same voice, rate and level, fitted to ``max_duration_s`` (its own cache
+        files): the second language of a pair fitted to what the Chinese clip leaves."""
+        return PromptRenderer(
+            self.cache_dir,
+            voice=self.voice,
+            rate=self.rate,
+            timeout_s=self.timeout_s,
+            python=self.python,
+            loudness_lufs=self.loudness_lufs,
+            peak_dbfs=self.peak_dbfs,
+            max_duration_s=max_duration_s,
+            max_rate=self.max_rate,
+        )
+
     def path_for(self, text: str) -> Path:
         """The cache file for ``text`` with this renderer's voice, rate and level."""
         level = f"{self.loudness_lufs:g}|{self.peak_dbfs:g}"
-        key = f"{text}|{self.voice}|{self.rate}|{level}".encode()
+        fit = f"|fit{self.max_duration_s:g}@{self.max_rate}" if self.max_duration_s else ""
+        key = f"{text}|{self.voice}|{self.rate}|{level}{fit}".encode()
         return self.cache_dir / f"{hashlib.sha256(key).hexdigest()}.wav"
 
     def cached(self, text: str) -> Path | None:
@@ -215,13 +242,8 @@ class PromptRenderer:
         # pyttsx3's espeak driver now and then writes an empty or truncated file and still
         # reports success (seen about once in a dozen renders here): check and try again.
         for attempt in range(1, _RENDER_ATTEMPTS + 1):
-            with self._lock:
-                self.attempts += 1
             try:
-                self._synthesise(text, raw)
-                check_wav(raw)
-                self._level(raw, tmp, text)
-                check_wav(tmp)
+                self._render_fitting(text, raw, tmp)
                 os.replace(tmp, final)
                 with self._lock:
                     self.renders += 1
@@ -235,7 +257,40 @@ class PromptRenderer:
                 raw.unlink(missing_ok=True)
         raise AssertionError("unreachable")
 
-    def _level(self, raw: Path, out: Path, text: str) -> None:
+    def _render_fitting(self, text: str, raw: Path, out: Path) -> None:
+        """Synthesise ``text`` into ``out`` at the configured rate, and once more, faster,
+        when that lasts longer than ``max_duration_s``: a prompt the next tap cuts off is
+        worse than a brisk one, and recording a clip is the fix for one still too long."""
+        duration = self._render_at(text, self.rate, raw, out)
+        faster = self._fitting_rate(duration)
+        if faster is not None:
+            log.info("prompt %r lasts %.2f s at %d wpm: spoken at %d wpm to fit %g s",
+                     text, duration, self.rate, faster, self.max_duration_s)  # fmt: skip
+            duration = self._render_at(text, faster, raw, out)
+        if duration > MAX_PROMPT_S:  # a shorter limit (a pair's room) is its caller's to report
+            log.warning("prompt %r lasts %.2f s > %g s even at %d wpm: a tap every 3 s may cut"
+                        " it off; shorten the text or record it", text, duration,
+                        MAX_PROMPT_S, faster or self.rate)  # fmt: skip
+
+    def _render_at(self, text: str, rate: int, raw: Path, out: Path) -> float:
+        """One synthesis at ``rate``, checked and levelled into ``out``; its duration."""
+        with self._lock:
+            self.attempts += 1
+        self._synthesise(text, raw, rate)
+        check_wav(raw)
+        self._level(raw, out)
+        return check_wav(out)
+
+    def _fitting_rate(self, duration_s: float) -> int | None:
+        """The rate at which a prompt of ``duration_s`` would fit, with 4 % to spare (speech
+        time scales with 1/rate), at most ``max_rate``; None when it fits or cannot go faster."""
+        if self.max_duration_s is None or duration_s <= self.max_duration_s:
+            return None
+        wanted = math.ceil(self.rate * duration_s / (0.96 * self.max_duration_s))
+        rate = min(self.max_rate, wanted)
+        return rate if rate > self.rate else None
+
+    def _level(self, raw: Path, out: Path) -> None:
         """Level and trim the engine's ``raw`` WAV into ``out``; VoiceError if it is unusable.
 
         Runs here rather than in the render child: the audio stack (pyloudnorm pulls in
@@ -251,13 +306,6 @@ class PromptRenderer:
         unusable = audio.problems(clip, max_duration_s=math.inf)
         if unusable:
             raise VoiceError(f"speech synthesis produced no usable audio: {', '.join(unusable)}")
-        if clip.duration_s > MAX_PROMPT_S:
-            log.warning(
-                "prompt %r lasts %.2f s > %g s: a tap every 3 s may cut it off",
-                text,
-                clip.duration_s,
-                MAX_PROMPT_S,
-            )
         audio.save_wav(clip, out)
 
     def prerender(self, texts: Iterable[str]) -> dict[str, Path]:
@@ -277,7 +325,7 @@ class PromptRenderer:
             raise VoiceError("prompts not rendered: " + "; ".join(failures))
         return clips
 
-    def _synthesise(self, text: str, out: Path) -> None:
+    def _synthesise(self, text: str, out: Path, rate: int) -> None:
         argv = [
             self.python,
             "-m",
@@ -286,7 +334,7 @@ class PromptRenderer:
             "--voice",
             self.voice,
             "--rate",
-            str(self.rate),
+            str(rate),
             "--out",
             str(out),
             "--",

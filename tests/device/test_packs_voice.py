@@ -16,7 +16,11 @@ import pytest
 from core.outcomes import DEFAULT_PROMPTS
 from device.acting import audio
 from device.acting.clips import ClipLibrary
-from device.acting.languages import SECOND_LANGUAGE_PROMPTS
+from device.acting.languages import (
+    DEFAULT_LANGUAGE_RATE,
+    SECOND_LANGUAGE_PROMPTS,
+    SECOND_LANGUAGE_SPEED_UP,
+)
 from device.acting.packs import RemoteVoice
 from device.acting.tuning import VoiceRecipe
 from device.acting.voice import MockPlayer, PromptRenderer, VoiceParts
@@ -31,13 +35,21 @@ PASS = DEFAULT_PROMPTS["pass"]
 CHECK = DEFAULT_PROMPTS["check"]
 
 
+def english_renderer(cache: Path) -> PromptRenderer:
+    """The renderer the kiosk builds for English at the defaults (same cache files)."""
+    rate = DEFAULT_LANGUAGE_RATE
+    return PromptRenderer(
+        cache, voice="gmw/en-us", rate=rate, max_rate=round(rate * SECOND_LANGUAGE_SPEED_UP)
+    )
+
+
 @pytest.fixture(scope="session")
 def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every prompt these tests speak, rendered once (per-test caches start as copies, so a
     test that prunes its cache cannot take files from another)."""
     cache = tmp_path_factory.mktemp("pack-prompts")
     PromptRenderer(cache).prerender([*DEFAULT_PROMPTS.values(), TEST_PROMPT, NEW_CHECK])
-    english = PromptRenderer(cache, voice="gmw/en-us", rate=220)
+    english = english_renderer(cache)
     english.prerender(SECOND_LANGUAGE_PROMPTS["en"].values())
     return cache
 
@@ -193,7 +205,7 @@ async def test_remote_schedule_and_languages_override_the_kiosks_own(
         volume_schedule=[{"start": "22:00", "end": "07:00", "gain_db": -6}],
         languages={"I": "", "Y": ""},
     )
-    english = PromptRenderer(kiosk.voice.renderer.cache_dir, voice="gmw/en-us", rate=220)
+    english = english_renderer(kiosk.voice.renderer.cache_dir)
     english.path_for(SECOND_LANGUAGE_PROMPTS["en"]["pass"]).unlink()
     await kiosk.voice.start()
     assert kiosk.voice.schedule.gains() == {-6.0} and kiosk.voice.second_language is None

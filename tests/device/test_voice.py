@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from core.outcomes import DEFAULT_PROMPTS
 from device.acting import audio
 from device.acting.voice import (
+    MAX_PROMPT_S,
     AplayPlayer,
     FileSinkPlayer,
     MockPlayer,
@@ -90,7 +92,7 @@ def amplitude(path: Path) -> tuple[int, float]:
 def test_real_render_is_a_valid_non_silent_wav(tmp_path: Path) -> None:
     renderer = PromptRenderer(tmp_path)
     clip = renderer.render(PASS_TEXT)
-    key = f"{PASS_TEXT}|sit/cmn|170|-20|-1".encode()
+    key = f"{PASS_TEXT}|sit/cmn|170|-20|-1|fit2.5@340".encode()
     assert clip == tmp_path / f"{hashlib.sha256(key).hexdigest()}.wav"
     assert check_wav(clip) > 0.3
     peak, rms = amplitude(clip)
@@ -224,6 +226,22 @@ def test_engine_output_of_silence_is_not_cached(tmp_path: Path) -> None:
         renderer.render(PASS_TEXT)
     assert renderer.attempts == 3 and renderer.renders == 0
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_prompt_longer_than_a_tap_is_spoken_again_faster_to_fit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default fault prompt (4.8 s at 170 wpm from espeak-ng) is re-spoken so that it
+    ends before the next tap; the clip in the cache is the fitted one."""
+    fault = DEFAULT_PROMPTS["fault"]
+    renderer = PromptRenderer(tmp_path / "c")
+    with caplog.at_level(logging.INFO, logger="device.acting.voice"):
+        clip = renderer.render(fault)
+    assert "spoken at" in caplog.text and "even at" not in caplog.text
+    assert check_wav(clip) <= MAX_PROMPT_S
+    assert renderer.attempts == 2
+    slow = PromptRenderer(tmp_path / "slow", max_duration_s=None)
+    assert check_wav(slow.render(fault)) > MAX_PROMPT_S + 1.0  # what it was without fitting
 
 
 def test_a_prompt_longer_than_a_tap_is_cached_with_a_warning(
