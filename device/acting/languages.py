@@ -235,6 +235,8 @@ class SecondLanguage:
         # (Chinese text, language) → joined clip; replaced whole, never mutated, so a
         # look-up on the event loop never sees a half-built map from the preparing thread.
         self._clips: Mapping[tuple[str, str], Path] = MappingProxyType({})
+        #: The second-language clips the pairs were joined from (a cache keeps them).
+        self.sources: frozenset[Path] = frozenset()
 
     @property
     def clips(self) -> Mapping[tuple[str, str], Path]:
@@ -264,20 +266,25 @@ class SecondLanguage:
         prompt stays Chinese only.
         """
         built = dict(self._clips)
+        sources: set[Path] = set(self.sources)
         for lang in sorted(languages_in_use(self.card_languages)):
             for outcome, text in prompts.items():
-                clip = self._prepare_one(lang, outcome, first.get(text))
+                clip = self._prepare_one(lang, outcome, first.get(text), sources)
                 if clip is not None:
                     built[(text, lang)] = clip
         self._clips = MappingProxyType(built)
+        self.sources = frozenset(sources)
         return len(built)
 
-    def _prepare_one(self, lang: str, outcome: str, first: Path | None) -> Path | None:
+    def _prepare_one(
+        self, lang: str, outcome: str, first: Path | None, sources: set[Path]
+    ) -> Path | None:
         words = self.texts[lang].get(outcome)
         if words is None or first is None:
             return None
         try:
             second = self.recorded.get(f"{outcome}.{lang}") or self._render(lang, words, first)
+            sources.add(second)
             return self.bilingual.compose(first, second, self.out_dir, label=f"{outcome}.{lang}")
         except VoiceError as exc:
             log.warning("no %s prompt for %s, the Chinese plays alone: %s", lang, outcome, exc)

@@ -882,6 +882,7 @@ class Voice:
         second = self.second_language
         if second is not None:
             used.update(second.clips.values())
+            used.update(second.sources)  # a pair's English fitted to its room, among others
             for lang, renderer in second.renderers.items():
                 used.update(renderer.path_for(w) for w in second.texts.get(lang, {}).values())
         if self.volume_dir is not None:

@@ -150,6 +150,8 @@ def test_a_second_language_a_little_too_long_is_spoken_faster_to_fit(
     joined = languages.clip_for("绿码通行", "I")
     assert joined is not None and check_wav(joined) <= BUDGET_S
     assert check_wav(joined) > BUDGET_S - 0.3  # the English kept, only brisker
+    base = english_renderer(tmp_path).path_for(SECOND_LANGUAGE_PROMPTS["en"]["pass"])
+    assert len(languages.sources) == 1 and base not in languages.sources  # the fitted one
 
 
 def test_over_budget_is_refused_with_a_warning(
