@@ -531,13 +531,19 @@ class ServerClient:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with self._get_session().get(self._base + path, headers=headers) as resp:
-                if resp.status in (429, 503) or resp.status >= 500:
+                if resp.status in (429, 503):  # honour Retry-After, as for JSON calls
+                    wait = _retry_after(resp.headers) * (1.0 + RETRY_JITTER * random.random())
+                    self._busy_until = max(self._busy_until, time.monotonic() + wait)
+                    raise ServerUnavailable(f"{path}: server overloaded ({resp.status})", wait)
+                if resp.status >= 500:
                     raise ServerUnavailable(f"{path}: server error {resp.status}")
                 if resp.status != 200:
                     return resp.status
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     await sink(chunk)
                 return 200
+        except ServerUnavailable:
+            raise  # already says what happened (it is an OSError too)
         except aiohttp.ClientError as exc:
             raise ServerUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
         except OSError as exc:

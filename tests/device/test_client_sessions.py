@@ -274,6 +274,37 @@ async def test_overload_is_honoured_with_retry_after() -> None:
     assert hits == 1
 
 
+async def test_a_busy_download_is_honoured_with_retry_after() -> None:
+    """A streamed download (a release, a voice pack) answered 429 backs off like a JSON call:
+    the next request fails fast instead of knocking again before Retry-After."""
+    hits = 0
+
+    async def busy(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        return web.Response(status=429, headers={"Retry-After": "9"})
+
+    async def sink(chunk: bytes) -> None:
+        raise AssertionError("no body of a refused download reaches the sink")
+
+    app = web.Application()
+    app.router.add_get("/v1/device/voice-packs/{sha}/pack", busy)
+    test_server = TestServer(app)
+    await test_server.start_server()
+    try:
+        async with ServerClient(str(test_server.make_url("")), token="t") as client:
+            url = "/v1/device/voice-packs/ab/pack"
+            with pytest.raises(ServerUnavailable) as first:
+                await client.fetch_chunks(url, sink, timeout_s=5)
+            assert first.value.retry_after is not None and 9 <= first.value.retry_after <= 13.5
+            with pytest.raises(ServerUnavailable):
+                await client.fetch_chunks(url, sink, timeout_s=5)  # fails fast, no request
+            assert client.retry_after > 8
+    finally:
+        await test_server.close()
+    assert hits == 1
+
+
 def test_jittered_spreads_timers() -> None:
     values = {round(jittered(30.0), 3) for _ in range(200)}
     assert len(values) > 100
