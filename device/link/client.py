@@ -531,10 +531,11 @@ class ServerClient:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with self._get_session().get(self._base + path, headers=headers) as resp:
-                if resp.status in (429, 503):  # honour Retry-After, as for JSON calls
+                if resp.status in (429, 503):
+                    # The download slots are full, not the server: say when to retry, but
+                    # do not hold back taps and heartbeats as a busy JSON answer does.
                     wait = _retry_after(resp.headers) * (1.0 + RETRY_JITTER * random.random())
-                    self._busy_until = max(self._busy_until, time.monotonic() + wait)
-                    raise ServerUnavailable(f"{path}: server overloaded ({resp.status})", wait)
+                    raise ServerUnavailable(f"{path}: downloads busy ({resp.status})", wait)
                 if resp.status >= 500:
                     raise ServerUnavailable(f"{path}: server error {resp.status}")
                 if resp.status != 200:
