@@ -18,7 +18,7 @@ from typing import Any
 from core.bundle import Bundle
 from core.systemd import notify_ready, notify_stopping, watchdog_loop
 from device.acting.gate import Gate
-from device.acting.packs import PackStore, StoredVoice
+from device.acting.packs import StoredVoice, pack_store
 from device.acting.tuning import VoiceRecipe
 from device.acting.voice import Player, Voice, make_player
 from device.agent import VERSION, Agent, CredentialSource, GateActions
@@ -153,11 +153,6 @@ def voice_for(
         remote_words=parts.remote_words,
         pack=parts.pack,
     )
-
-
-def pack_store(state: Path) -> PackStore:
-    """Where the kiosk keeps its voice pack and remote voice settings."""
-    return PackStore(state / "voice-packs")
 
 
 def _release_key(config: DeviceConfig) -> str:

@@ -39,7 +39,7 @@ from core.settings import (
 )
 from core.voicepack import VoicePackError, pack_sha256, read_pack, verify_pack
 
-__all__ = ["VOICE_KEYS", "InstalledPack", "PackStore", "RemoteVoice", "StoredVoice"]
+__all__ = ["VOICE_KEYS", "InstalledPack", "PackStore", "RemoteVoice", "StoredVoice", "pack_store"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,11 @@ class StoredVoice(NamedTuple):
 
     remote: RemoteVoice
     pack: InstalledPack | None
+
+
+def pack_store(state: Path) -> PackStore:
+    """Where a kiosk with this state directory keeps its voice pack and remote settings."""
+    return PackStore(Path(state) / "voice-packs")
 
 
 class PackStore:

@@ -14,14 +14,15 @@ import stat
 import time
 from pathlib import Path
 
-from core.outcomes import DEFAULT_PROMPTS
-from device.acting.clips import ClipLibrary
-from device.acting.voice import MAX_PROMPT_S, PromptRenderer, check_wav
+from device.acting.packs import pack_store
+from device.acting.tuning import VoiceRecipe
+from device.acting.voice import VoiceParts, check_wav
 from device.config import load_bundle
 from device.doctor.context import DoctorContext
 from device.doctor.model import CheckResult, fail, ok, warn
 from device.errors import ConfigError, VoiceError
 from device.link.identity import PENDING_SUFFIX
+from device.update.settings import UpdateSettings
 
 
 def check_config(ctx: DoctorContext) -> CheckResult:
@@ -159,27 +160,30 @@ def check_journal(ctx: DoctorContext) -> CheckResult:
     return ok("journal", text)
 
 
+def voice_parts(ctx: DoctorContext) -> tuple[VoiceRecipe, VoiceParts]:
+    """The voice the agent starts with (device.runtime.voice_for): kiosk.toml, with the
+    remote voice settings and the voice pack an admin last sent (read-only here)."""
+    recipe = VoiceRecipe.from_config(ctx.config, ctx.state_dir)
+    release_key = UpdateSettings.from_config(ctx.config).release_key
+    remote, pack = pack_store(ctx.state_dir).stored(release_key)
+    return recipe, recipe.parts(remote, pack)[0]
+
+
 def prompt_texts(ctx: DoctorContext) -> list[str]:
-    """Every text the agent renders at start-up (device.runtime._voice), in a fixed order."""
-    config = ctx.config
-    texts = [config.voice.prompt(outcome) for outcome in DEFAULT_PROMPTS]
-    texts.append(config.commands.test_prompt)
-    if config.commands.gate_prompt:
-        texts.append(config.commands.gate_prompt)
-    return list(dict.fromkeys(texts))
+    """Every text the agent renders at start-up, in a fixed order."""
+    return list(dict.fromkeys(voice_parts(ctx)[1].prompts.values()))
 
 
 def check_prompts(ctx: DoctorContext) -> CheckResult:
     """Every prompt has a valid clip in the cache (so no tap waits for synthesis), and every
-    recorded clip is one the agent will play."""
-    voice = ctx.config.voice
-    renderer = PromptRenderer.for_settings(ctx.prompt_dir, voice)
-    library = ClipLibrary(voice.clips, ctx.prompt_dir, max_duration_s=MAX_PROMPT_S)
-    usable, problems = library.check()
+    recorded clip, the kiosk's own or a voice pack's, is one the agent will play."""
+    recipe, parts = voice_parts(ctx)
+    voice, renderer = ctx.config.voice, recipe.renderer()
+    usable, problems = parts.library.check() if parts.library is not None else ({}, [])
     recorded = {key for key in usable if "." not in key}  # the first language's clips
     bad = [f"{p.path}: {p.reason}" for p in problems]
-    covered = {voice.prompt(outcome) for outcome in recorded}  # played from the recording
-    texts = [t for t in prompt_texts(ctx) if t not in covered]
+    covered = {parts.prompts[key] for key in recorded if key in parts.prompts}
+    texts = [t for t in dict.fromkeys(parts.prompts.values()) if t not in covered]
     missing: list[str] = []
     for text in texts:
         path = renderer.path_for(text)
@@ -196,12 +200,14 @@ def check_prompts(ctx: DoctorContext) -> CheckResult:
             f"{voice.voice!r}): it renders missing prompts at start-up",
         )
     rendered = f"all {len(texts)} prompts rendered in {ctx.prompt_dir}"
+    if parts.pack is not None:
+        rendered += f" (voice pack {parts.pack})"
     if bad:
         return warn(
             "prompts",
             f"{rendered}; recorded clips not used (synthesis plays instead): " + "; ".join(bad),
-            "fix or replace the file (WAV, FLAC or OGG, at most 2.5 s, not silent), or "
-            "remove it from [voice.clips]",
+            "fix or replace the file (WAV, FLAC or OGG, at most 2.5 s, not silent): in "
+            "[voice.clips], or in a new voice pack (docs/voice-packs.md)",
         )
     if recorded:
         rendered += f", {len(recorded)} recorded"

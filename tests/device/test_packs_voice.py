@@ -21,12 +21,12 @@ from device.acting.languages import (
     SECOND_LANGUAGE_PROMPTS,
     SECOND_LANGUAGE_SPEED_UP,
 )
-from device.acting.packs import RemoteVoice
+from device.acting.packs import RemoteVoice, pack_store
 from device.acting.tuning import VoiceRecipe
 from device.acting.voice import MockPlayer, PromptRenderer, VoiceParts
 from device.acting.volume import VolumeSchedule
 from device.config import TEST_PROMPT, DeviceConfig
-from device.runtime import pack_store, voice_for
+from device.runtime import voice_for
 from device.voicesync import VoiceSync
 from tests.device.packkit import FakeServer, SignedPack, release_key, signed_pack, tone
 

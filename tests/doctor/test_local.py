@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from device.acting.voice import PromptRenderer
 from device.doctor import Thresholds, UserInfo
 from device.recording.journal import Journal
 from tests.doctor.conftest import Kiosk, render_prompts
@@ -170,3 +171,30 @@ async def test_a_recorded_clip_the_agent_will_not_play_is_named(kiosk: Kiosk) ->
     assert check.status == "warn", check
     assert f"{long}: too long" in check.detail and f"{silent}: silent" in check.detail
     assert "[voice.clips]" in check.fix
+
+
+async def test_the_prompts_check_follows_the_installed_voice_pack(kiosk: Kiosk) -> None:
+    """The agent speaks a pack's words and clips (signed, installed, named by the saved remote
+    settings): doctor checks those, not kiosk.toml's, so a pack that changed the words is not
+    reported as missing prompts (which would also fail an update's trial)."""
+    from device.acting.packs import RemoteVoice, pack_store
+    from tests.device.packkit import release_key, signed_pack
+    from tests.doctor.conftest import write_wav
+
+    key, public = release_key()
+    silent = _speech_like(kiosk.tmp_path / "nat_expired.wav", 1.0, level=0.0)
+    good = _speech_like(kiosk.tmp_path / "pass.flac", 1.2)
+    pack = signed_pack(key, {"pass": good, "nat_expired": silent}, {"check": "请到人工通道"})
+    config = kiosk.configured(update={"release_key": public})
+    store = pack_store(Path(config.state_dir))
+    store.install(pack.data, pack.signature, public)
+    store.save_settings(RemoteVoice(pack=pack.sha256))
+
+    check = (await kiosk.run(config)).by_name("prompts")
+    assert check.status == "fail" and "'请到人工通道'" in check.detail, check
+    renderer = PromptRenderer.for_settings(Path(config.voice.cache_dir), config.voice)
+    write_wav(renderer.path_for("请到人工通道"))
+    check = (await kiosk.run(config)).by_name("prompts")
+    assert check.status == "warn", check
+    assert f"voice pack test-words@{pack.sha256[:12]}" in check.detail
+    assert "nat_expired.wav: silent" in check.detail and "voice pack" in check.fix
