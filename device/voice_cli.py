@@ -123,9 +123,14 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(voice_test(config, player=player, pause_s=args.pause, out=sys.stdout))
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `voice test` to the `kiosk` command line."""
-    voice = sub.add_parser("voice", help="the kiosk's spoken prompts")
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """Add `voice test` to the `kiosk` command line; return the `voice` verbs, to which the
+    admin's `voice pack` (provisioning/voice_cli.py) is added."""
+    voice = sub.add_parser(
+        "voice", help="the kiosk's spoken prompts: test them by ear, publish new words"
+    )
     verbs = voice.add_subparsers(dest="verb", required=True)
     test = verbs.add_parser(
         "test", help="play every prompt on this kiosk's speaker, in turn, to check by ear"
@@ -144,3 +149,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="silence between prompts, seconds (default 0.8)",
     )
     test.set_defaults(func=_run)
+    return verbs

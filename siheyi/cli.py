@@ -154,14 +154,6 @@ def _fleet_problem(database: str, exc: Exception) -> ProvisioningError | None:
     return None
 
 
-def _verbs_of(
-    parser: argparse.ArgumentParser,
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The verbs of a command another module registered: ``kiosk voice`` is the kiosk's
-    (``test``, device/voice_cli.py) and the admin's (``pack``, provisioning/voice_cli.py)."""
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line; with ``only="device"`` (or ``"doctor"``) just those verbs, so the
     agent on a Pi does not import the server and OpenCV (for `kiosk camera scan`) that it
@@ -194,8 +186,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     _register_reader(sub)
     _register_device(sub)
     camera_cli.register(sub)
-    voice_cli.register(sub)
-    voice_pack_cli.register(_verbs_of(sub.choices["voice"]))
+    voice_pack_cli.register(voice_cli.register(sub))
     doctor_cli.register(sub)
     _register_demo(sub)
     return parser
