@@ -41,6 +41,8 @@ MAX_PACK_BYTES: Final = 8 * 1024 * 1024
 MAX_MEMBER_BYTES: Final = 2 * 1024 * 1024
 MAX_MEMBERS: Final = 64
 MAX_PROMPT_CHARS: Final = 200
+#: Clips or prompts in one manifest: every outcome in a few languages is a few dozen keys.
+MAX_KEYS: Final = 64
 #: A clip or prompt key: an outcome, or an outcome and a language (``pass``, ``pass.en``).
 KEY_PATTERN: Final = r"^(" + "|".join(sorted(ALL_OUTCOMES)) + r")(\.[a-z]{2,3})?$"
 #: Audio file names inside a pack: flat, no path, a known audio extension.
@@ -153,9 +155,10 @@ def read_pack(data: bytes) -> VoicePack:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = _checked_members(archive)
             manifest = _manifest(_read(archive, infos[MANIFEST]))
-            clips = {
-                key: _read(archive, infos[_member(infos, m)]) for key, m in manifest.clips.items()
+            members = {
+                m: _read(archive, infos[_member(infos, m)]) for m in set(manifest.clips.values())
             }
+            clips = {key: members[m] for key, m in manifest.clips.items()}
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError) as exc:
         raise VoicePackError(f"voice pack: not a readable zip ({exc})") from exc
     return VoicePack(manifest, pack_sha256(data), MappingProxyType(clips))
@@ -218,6 +221,8 @@ def _manifest(raw: bytes) -> Manifest:
 def _keyed(value: object, what: str, pattern: re.Pattern[str] | None, kind: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise VoicePackError(f"voice pack: {what} must be an object")
+    if len(value) > MAX_KEYS:
+        raise VoicePackError(f"voice pack: {len(value)} {what}, at most {MAX_KEYS}")
     out: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not _KEY.fullmatch(key):

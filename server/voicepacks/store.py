@@ -40,10 +40,10 @@ def check_upload(upload: VoicePackUpload, release_key: str) -> str:
         raise PackProblem(f"size: {upload.size} bytes, a pack may have {MAX_PACK_BYTES}")
     if pack_sha256(upload.pack) != upload.sha256:
         raise PackProblem("sha256: does not match the pack's bytes")
-    try:
-        pack = read_pack(upload.pack)
+    try:  # the signature first: nothing but the release key's packs is even unpacked
         if release_key:
             verify_pack(release_key, upload.sha256, upload.signature)
+        pack = read_pack(upload.pack)
     except SettingError as exc:
         raise PackProblem(str(exc)) from exc
     return pack.manifest.name

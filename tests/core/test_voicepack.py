@@ -19,6 +19,7 @@ from core.errors import SettingError
 from core.releases import ReleaseError, sign_release, verify_release
 from core.voicepack import (
     MANIFEST,
+    MAX_KEYS,
     MAX_MEMBER_BYTES,
     MAX_MEMBERS,
     MAX_PACK_BYTES,
@@ -377,3 +378,26 @@ def test_a_pack_reference_is_64_lower_case_hex_digits(value: object) -> None:
     with pytest.raises(VoicePackError):
         sign_pack(KEY, str(value))
     assert check_sha256(SHA) == SHA
+
+
+def _keys(count: int) -> list[str]:
+    """``count`` distinct valid keys: outcomes in made-up two-letter languages."""
+    languages = [a + b for a in "abcdefghij" for b in "abcdefghij"]
+    return [f"pass.{lang}" for lang in languages][:count]
+
+
+def test_keys_naming_one_member_read_it_once() -> None:
+    """A small archive whose manifest names one 2 MiB member under every key must not
+    decompress it once per key (that took 2 GB for 1,000 keys before the fix)."""
+    big = b"\0" * MAX_MEMBER_BYTES
+    clips = dict.fromkeys(_keys(MAX_KEYS), "a.wav")
+    pack = read_pack(zipped([(MANIFEST, manifest(clips=clips)), ("a.wav", big)]))
+    assert len(pack.clips) == MAX_KEYS
+    assert len({id(data) for data in pack.clips.values()}) == 1  # one copy, shared
+
+
+@pytest.mark.parametrize("what", ["clips", "prompts"])
+def test_more_keys_than_a_pack_can_use_are_refused(what: str) -> None:
+    keys = _keys(MAX_KEYS + 1)
+    value = dict.fromkeys(keys, "pass.wav" if what == "clips" else "words")
+    _refused(pack_with(**{what: value}), f"{MAX_KEYS + 1} {what}, at most {MAX_KEYS}")

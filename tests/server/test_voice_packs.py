@@ -169,6 +169,19 @@ async def test_a_signature_not_by_the_pinned_key_is_refused(
     assert (await post_pack(client, admin, upload_body(data))).status == 200
 
 
+async def test_an_unsigned_archive_is_refused_before_it_is_unpacked(
+    app: tuple[Client, dict[str, str]],
+) -> None:
+    """With the release key pinned, an archive that is not the key's is refused for its
+    signature before the server reads it: an admin token alone cannot make the server
+    decompress anything (a manifest naming one big member under many keys once cost 2 GB)."""
+    client, admin = app
+    data = _zip({"pack.json": b"[1, 2]"})  # unreadable as a pack, too
+    resp = await post_pack(client, admin, upload_body(data, key=Ed25519PrivateKey.generate()))
+    assert resp.status == 400
+    assert "is not signed by the pinned release key" in (await resp.json())["detail"]
+
+
 async def test_without_a_pinned_key_any_readable_pack_is_stored_once(
     aiohttp_client: Any, db_path: Path | str, tmp_path: Path
 ) -> None:
