@@ -38,7 +38,9 @@ HHMM_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 LANGUAGE_PATTERN: Final = r"^([a-z]{2,3})?$"
 #: Card types whose holders may hear a second language (foreigners' I/Y, HK/Macao/TW J).
 SECOND_LANGUAGE_CARDS: Final = frozenset({"I", "Y", "J"})
-GAIN_DB_RANGE: Final = (-40.0, 0.0)
+#: Quieter, never silent: −20 dB is a tenth of the amplitude, plainly quieter at night, and
+#: a remote setting cannot mute a gate whose citizens must hear their prompt.
+GAIN_DB_RANGE: Final = (-20.0, 0.0)
 MAX_WINDOWS: Final = 24
 _HHMM = re.compile(HHMM_PATTERN)
 _LANGUAGE = re.compile(LANGUAGE_PATTERN)

@@ -4,8 +4,9 @@ A pack is one zip: ``pack.json`` (its name, clip files by key, prompt texts by k
 audio files it names. The admin signs the zip's SHA-256 with the fleet's offline *release
 key*, the same key kiosks already pin for releases, under its own purpose tag so that a
 pack signature can never pass as a release signature or the reverse. The server stores and
-serves packs but cannot make one: a compromised server can hold back new words, never put
-its own in a citizen's ear.
+serves packs but cannot make one: a compromised server can hold back a pack, never forge
+one (an outcome with pack words or a recording is spoken from the pack whatever prompt text
+a verify answer carries).
 
 The limits below are checked by everyone who reads a pack (the admin's build, the server's
 upload, the kiosk's download) before anything is decoded: a pack is a few clips of at most

@@ -25,6 +25,7 @@ from core import configschema
 from core.bundle import Bundle, decode_bundle
 from core.errors import BundleError
 from core.outcomes import DEFAULT_PROMPTS, OutcomeName
+from core.settings import GAIN_DB_RANGE
 from device.acting.clips import KEY_PATTERN
 from device.acting.languages import (
     DEFAULT_CARD_LANGUAGES,
@@ -145,10 +146,10 @@ class VolumeWindow(Struct, frozen=True, forbid_unknown_fields=True):
     gain_db: Annotated[
         float,
         Meta(
-            ge=-40,
+            ge=GAIN_DB_RANGE[0],
             le=0,
-            description="gain the player applies (quieter only: for louder prompts, raise "
-            "`loudness_lufs`)",
+            description="gain the player applies, -20 to 0 (quieter, never silent; for "
+            "louder prompts, raise `loudness_lufs`)",
         ),
     ]
 
