@@ -4,7 +4,8 @@ An installer checks the voice by ear at the gate: is it loud enough over the sta
 is each phrase clear on the first hearing, are the recorded clips the right ones. The prompts
 are made exactly as the agent makes them (same renderer, recorded clips, loudness, volume
 schedule, second language) and played through the configured player, one after another, each
-to its end plus a pause. Stop the agent first: the sound device is usually exclusive.
+to its end plus a pause. Stop the agent first: the sound device is usually exclusive. Run it
+as the agent's user (``sudo -u siheyi``): it renders into the agent's prompt cache.
 
 Exit status: 0 when every prompt played, 1 when one could not be rendered or played, 2 when
 the configuration cannot be read.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import pwd
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -113,11 +116,36 @@ async def voice_test(
     return 1 if failed else 0
 
 
+def foreign_owner(state_dir: Path, euid: int) -> str | None:
+    """The user owning the kiosk's state when it is not the one running this, else None.
+
+    The test renders into the agent's prompt cache: run as root it would leave root-owned
+    files and folders there that the agent, running as its own user, then cannot write to
+    (so new words from a voice pack could not be rendered).
+    """
+    try:
+        owner = state_dir.stat().st_uid
+    except OSError:
+        return None  # no state yet: nothing to spoil
+    if owner == euid:
+        return None
+    try:
+        return pwd.getpwuid(owner).pw_name
+    except KeyError:
+        return str(owner)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         config = DeviceConfig.load(args.config)
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    owner = foreign_owner(Path(config.state_dir), os.geteuid())
+    if owner is not None:
+        hint = f"sudo -u {owner} kiosk voice test --config {args.config}"
+        print(f"error: {config.state_dir} belongs to {owner}: run the test as that user,"
+              f" e.g. {hint}", file=sys.stderr)  # fmt: skip
         return 2
     player = make_player(args.player) if args.player else None
     return asyncio.run(voice_test(config, player=player, pause_s=args.pause, out=sys.stdout))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,28 @@ def test_the_command_line_reads_the_config_and_exits_2_when_it_cannot(
 ) -> None:
     assert main(["voice", "test", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_it_will_not_spoil_the_agents_cache_as_another_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run as root on a kiosk whose state belongs to the agent's user, the test would leave
+    root-owned files in the prompt cache the agent must write to: it refuses, naming the
+    user to run it as."""
+    from device.voice_cli import foreign_owner
+
+    state = tmp_path / "state"
+    state.mkdir()
+    mine = state.stat().st_uid
+    assert foreign_owner(state, mine) is None
+    assert foreign_owner(tmp_path / "none-yet", mine + 1) is None
+    assert foreign_owner(state, mine + 1) is not None
+    if mine != 0:
+        return  # changing the owner needs root; the rule itself is checked above
+    os.chown(state, 65534, 65534)  # nobody
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'state_dir = "{state}"\n[voice]\nplayer = "null"\n', encoding="utf-8")
+    assert main(["voice", "test", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to nobody" in err and "sudo -u nobody kiosk voice test" in err
+    assert list(state.iterdir()) == []  # nothing rendered or written
