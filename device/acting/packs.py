@@ -13,8 +13,9 @@ A pack is installed only once its signature checks against the release key the k
 (``[update] release_key``): the server stores and serves packs but cannot make one. Every
 file is written under a temporary name, flushed to disk and renamed, so a power cut leaves
 the old pack or the new one, never half of one. At start, :meth:`PackStore.current` checks
-the zip's hash and signature again: a file damaged on the SD card is dropped (the kiosk
-then speaks its local words), never played.
+the zip's hash and signature again and compares each extracted clip with the zip's: a file
+damaged on the SD card is dropped (the kiosk then speaks its local words), never played,
+and installing the pack again replaces the damaged copy.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ class PackStore:
     def install(self, data: bytes, signature: str, release_key: str) -> InstalledPack:
         """Verify ``data`` (its signature by the pinned release key, then its archive) and
         make it the current pack; VoicePackError says why it is refused, and then nothing
-        on disk has changed. Blocks on file I/O: call it off the event loop."""
+        on disk has changed. A copy of it already on disk is used if it still checks, else
+        extracted again; OSError is the disk's (full, read-only, not reading back what was
+        written). Blocks on file I/O: call it off the event loop."""
         if not release_key:
             raise VoicePackError(
                 "no release key is pinned ([update] release_key): voice packs are refused"
@@ -144,17 +147,42 @@ class PackStore:
         verify_pack(release_key, sha, signature)
         pack = read_pack(data)
         target = self.root / sha
-        if not target.is_dir():
+        installed = self._existing(target, sha, release_key)
+        if installed is None:
             self._extract(data, signature, target)
+            installed = self._read_back(target, sha, release_key)
         self._write(self.root / CURRENT_NAME, sha.encode())
         self._prune(keep=sha)
-        installed = self._installed(target, sha, release_key)
         log.info("voice pack %s installed (%d clips)", installed.label, len(pack.clips))
         return installed
 
+    def _existing(self, target: Path, sha: str, release_key: str) -> InstalledPack | None:
+        """The copy a previous install left at ``target`` if it still checks; a damaged one
+        (a cut install, the SD card) is removed so the pack can be extracted again."""
+        if not target.exists():
+            return None
+        try:
+            return self._installed(target, sha, release_key)
+        except (VoicePackError, OSError) as exc:
+            log.warning(
+                "voice pack %s: the copy on disk is damaged, extracted again: %s", sha[:12], exc
+            )
+        _remove(target)  # an OSError here (read-only card) is a disk failure for the caller
+        return None
+
+    def _read_back(self, target: Path, sha: str, release_key: str) -> InstalledPack:
+        """The copy just written, checked as a start would: bytes that do not read back as
+        written are the disk's fault (OSError, so it is tried again later), never the pack's."""
+        try:
+            return self._installed(target, sha, release_key)
+        except VoicePackError as exc:
+            _remove(target)
+            raise OSError(f"voice pack {sha[:12]} does not read back as written: {exc}") from exc
+
     def current(self, release_key: str) -> InstalledPack | None:
-        """The pack in use, checked again (hash and signature), or None: none installed, or
-        the copy on disk no longer checks (logged; the kiosk speaks its local words)."""
+        """The pack in use, checked again (hash, signature, extracted clips), or None: none
+        installed, or the copy on disk no longer checks (logged; the kiosk speaks its local
+        words)."""
         try:
             sha = (self.root / CURRENT_NAME).read_text().strip()
         except FileNotFoundError:
@@ -172,9 +200,20 @@ class PackStore:
 
     def stored(self, release_key: str) -> StoredVoice:
         """What a start without network speaks with: the saved remote settings and, when
-        they name one, the installed pack (checked again)."""
+        they name it, the installed pack (checked again); an installed pack other than the
+        one they name is not used (logged)."""
         remote = self.load_settings()
-        return StoredVoice(remote, self.current(release_key) if remote.pack else None)
+        pack = self.current(release_key) if remote.pack else None
+        if pack is not None and pack.sha256 != remote.pack:
+            # A change cut half way (pack installed, settings not saved, or the reverse):
+            # the settings describe another pack's words, so neither pack is spoken.
+            log.error(
+                "installed voice pack %s not used: the saved remote settings name %s",
+                pack.label,
+                str(remote.pack)[:12],
+            )
+            pack = None
+        return StoredVoice(remote, pack)
 
     def clear(self) -> None:
         """No pack in use (the kiosk's own clips and words); the files are removed."""
@@ -192,6 +231,9 @@ class PackStore:
         missing = [str(p) for p in clips.values() if not p.is_file()]
         if missing:
             raise VoicePackError(f"extracted files missing: {', '.join(missing)}")
+        changed = [str(p) for key, p in clips.items() if p.read_bytes() != pack.clips[key]]
+        if changed:
+            raise VoicePackError(f"extracted files differ from the pack: {', '.join(changed)}")
         return InstalledPack(
             sha, manifest.name, MappingProxyType(clips), MappingProxyType(dict(manifest.prompts))
         )
@@ -255,6 +297,14 @@ class PackStore:
             _fsync_dir(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    """``path`` gone, a directory or a file; OSError when the disk refuses."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _write_synced(path: Path, data: bytes) -> None:

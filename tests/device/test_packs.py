@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from core.voicepack import MAX_PACK_BYTES, VoicePackError, pack_sha256
+from device.acting import packs
 from device.acting.packs import PackStore, RemoteVoice
 from device.errors import ServerUnavailable
 from device.link.voicepacks import download_pack
@@ -77,6 +79,97 @@ def test_a_damaged_pack_on_disk_is_not_used(
     with caplog.at_level(logging.ERROR):
         assert store.current(keys[1]) is None
     assert f"installed voice pack {pack.sha256[:12]} not used" in caplog.text
+
+
+def test_a_clip_damaged_on_disk_is_not_played(
+    tmp_path: Path, pack: SignedPack, keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The zip still checks, but an extracted clip (what the voice plays) changed on the card."""
+    store = PackStore(tmp_path / "voice-packs")
+    installed = store.install(pack.data, pack.signature, keys[1])
+    clip = installed.clips["pass"]
+    damaged = bytearray(clip.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    clip.write_bytes(bytes(damaged))
+    with caplog.at_level(logging.ERROR):
+        assert store.current(keys[1]) is None
+    assert f"extracted files differ from the pack: {clip}" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["zip", "clip", "missing clip", "file for directory"])
+def test_a_pack_damaged_on_disk_is_installed_again(
+    tmp_path: Path,
+    pack: SignedPack,
+    keys: tuple[Any, str],
+    damage: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server gives the pack again: the damaged copy is replaced, not refused forever."""
+    store = PackStore(tmp_path / "voice-packs")
+    first = store.install(pack.data, pack.signature, keys[1])
+    directory = store.root / pack.sha256
+    if damage == "zip":
+        (directory / "pack.zip").write_bytes(pack.data[:-10])
+    elif damage == "clip":
+        first.clips["pass"].write_bytes(b"not the recording")
+    elif damage == "missing clip":
+        first.clips["pass.en"].unlink()
+    else:
+        shutil.rmtree(directory)
+        directory.write_bytes(b"")
+    assert store.current(keys[1]) is None
+    with caplog.at_level(logging.WARNING):
+        again = store.install(pack.data, pack.signature, keys[1])
+    assert again == first
+    assert again.clips["pass"].read_bytes() == (tmp_path / "pass.flac").read_bytes()
+    assert PackStore(store.root).current(keys[1]) == first
+    assert f"voice pack {pack.sha256[:12]}: the copy on disk is damaged" in caplog.text
+
+
+def test_a_pack_the_disk_does_not_read_back_is_a_disk_failure(
+    tmp_path: Path, pack: SignedPack, keys: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written clips that read back otherwise are the card's fault (OSError: tried again
+    later), not the pack's (VoicePackError: refused until another is named); the pack in
+    use stays."""
+    store = PackStore(tmp_path / "voice-packs")
+    store.install(pack.data, pack.signature, keys[1])
+    newer = signed_pack(keys[0], {"check": tone(tmp_path / "c.flac", 300)}, name="v2")
+    write = packs._write_synced
+
+    def bad_card(path: Path, data: bytes) -> None:
+        write(path, data if path.suffix in ("", ".zip") else data[:-1] + b"?")
+
+    monkeypatch.setattr(packs, "_write_synced", bad_card)
+    with pytest.raises(OSError, match="does not read back as written: extracted files differ"):
+        store.install(newer.data, newer.signature, keys[1])
+    monkeypatch.undo()
+    current = store.current(keys[1])
+    assert current is not None and current.sha256 == pack.sha256
+    assert not (store.root / newer.sha256).exists()
+
+
+def test_a_start_uses_the_installed_pack_only_if_the_saved_settings_name_it(
+    tmp_path: Path, pack: SignedPack, keys: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change cut half way (the new pack installed, its settings not saved) leaves them
+    disagreeing: a start then speaks neither pack rather than the other one."""
+    store = PackStore(tmp_path / "voice-packs")
+    other = signed_pack(keys[0], {"check": tone(tmp_path / "c.flac", 300)}, name="v2")
+    store.install(pack.data, pack.signature, keys[1])
+    store.save_settings(RemoteVoice(pack=pack.sha256, languages={"J": "en"}))
+    remote, installed = store.stored(keys[1])
+    assert installed is not None and installed.sha256 == pack.sha256
+    store.install(other.data, other.signature, keys[1])  # then the power is cut
+    with caplog.at_level(logging.ERROR):
+        remote, installed = store.stored(keys[1])
+    assert installed is None and remote.pack == pack.sha256 and remote.languages == {"J": "en"}
+    assert (
+        f"installed voice pack v2@{other.sha256[:12]} not used: the saved remote settings "
+        f"name {pack.sha256[:12]}" in caplog.text
+    )
+    store.save_settings(RemoteVoice())  # no pack named: none used, nothing to report
+    assert store.stored(keys[1]) == (RemoteVoice(), None)
 
 
 def test_a_new_pack_replaces_the_old_one_on_disk_and_clear_removes_it(
