@@ -20,9 +20,10 @@ tones as well as on real espeak renders.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 Samples = npt.NDArray[np.float32]
+_R = TypeVar("_R")
 
 #: BS.1770's gating block; shorter clips are measured as one block of their own length.
 _BLOCK_S: Final = 0.4
@@ -57,6 +59,10 @@ _BLOCK_S: Final = 0.4
 SILENT_PEAK_DBFS: Final = -50.0
 #: Shorter than this cannot hold a spoken word.
 MIN_DURATION_S: Final = 0.1
+#: The longest file :func:`load_clip` decodes by default: far more than any prompt, even an
+#: engine's raw render before it is spoken again faster, and little memory (2.6 MB at
+#: 22 kHz mono), so a misconfigured long recording is refused before it is decoded.
+MAX_LOAD_S: Final = 30.0
 #: The limiter's look-ahead/release window: short enough not to pump on speech, long
 #: enough that the gain ramps instead of stepping (a step is an audible click).
 _LIMITER_WINDOW_S: Final = 0.005
@@ -98,20 +104,47 @@ class ClipStats:
 # --------------------------------------------------------------------------- files
 
 
-def load_clip(path: Path | str) -> Clip:
+def load_clip(path: Path | str, *, max_duration_s: float = MAX_LOAD_S) -> Clip:
     """Read a WAV, OGG or FLAC file (anything libsndfile decodes); stereo is mixed down.
 
-    VoiceError naming the file when it is missing, unreadable or not audio, so a bad
-    recorded clip is reported as that file and not as a stack trace.
+    VoiceError naming the file when it is missing, unreadable, not audio, or longer than
+    ``max_duration_s``, so a bad recorded clip is reported as that file and not as a stack
+    trace. The length is read from the header before anything is decoded, and decoding
+    stops one frame past the limit whatever the header said: a compressed file inflates
+    about 400-fold as float32 (a 1 MB ten-minute OGG cost 434 MB when it was decoded first).
     """
+    if not (math.isfinite(max_duration_s) and max_duration_s > 0):
+        raise ValueError(
+            f"max_duration_s must be a positive number of seconds, not {max_duration_s}"
+        )
     path = Path(path)
+    info = _read(path, lambda: soundfile.info(str(path)))
+    if info.samplerate <= 0:
+        raise VoiceError(f"{path.name}: not a readable audio file (sample rate {info.samplerate})")
+    limit = math.floor(max_duration_s * info.samplerate)
+    if info.frames > limit:
+        seconds = _seconds(info.frames / info.samplerate, max_duration_s)
+        raise VoiceError(f"{path.name}: too long: {seconds} > {max_duration_s:g} s")
+    data, rate = _read(
+        path,
+        lambda: soundfile.read(str(path), frames=limit + 1, dtype="float32", always_2d=True),
+    )
+    if len(data) > limit:  # the header under-counted: refused all the same
+        raise VoiceError(
+            f"{path.name}: too long: over {max_duration_s:g} s "
+            f"(its header says {info.frames / info.samplerate:.1f} s)"
+        )
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return Clip(np.clip(mono, -1.0, 1.0), int(rate))
+
+
+def _read(path: Path, call: Callable[[], _R]) -> _R:
+    """``call()`` (a soundfile read), its failures as a VoiceError naming ``path``."""
     try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        return call()
     except (OSError, RuntimeError, ValueError, TypeError) as exc:
         # soundfile.LibsndfileError derives from RuntimeError
         raise VoiceError(f"{path.name}: not a readable audio file ({exc})") from exc
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return Clip(np.clip(mono, -1.0, 1.0), int(rate))
 
 
 def save_wav(clip: Clip, path: Path | str) -> None:

@@ -80,6 +80,48 @@ def test_unreadable_files_are_voice_errors_naming_the_file(tmp_path: Path) -> No
         audio.load_clip(tmp_path / "missing.ogg")
 
 
+def test_a_long_file_is_refused_before_it_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ten-minute OGG is 40 kB of silence here (1 MB of speech) but 19 MB as float32 at
+    8 kHz, 434 MB at 48 kHz stereo: its header is enough to refuse it."""
+    long = tmp_path / "long.ogg"
+    with soundfile.SoundFile(str(long), "w", 8000, 1, format="OGG") as out:
+        for _ in range(600):  # in blocks: libsndfile's Vorbis writer crashes on one huge call
+            out.write(np.zeros(8000, dtype=np.float32))
+    short = tmp_path / "short.wav"
+    audio.save_wav(tone(2.5), short)
+
+    def no_decoding(*args: object, **kwargs: object) -> object:
+        raise AssertionError("decoded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(soundfile, "read", no_decoding)
+        with pytest.raises(VoiceError, match=r"^long\.ogg: too long: 600\.0 s > 30 s$"):
+            audio.load_clip(long)
+        with pytest.raises(VoiceError, match=r"^short\.wav: too long: 2\.5 s > 2\.4 s$"):
+            audio.load_clip(short, max_duration_s=2.4)
+    assert audio.load_clip(short, max_duration_s=2.5).duration_s == pytest.approx(2.5)
+
+
+def test_a_header_that_under_counts_is_caught_while_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "liar.wav"
+    audio.save_wav(tone(5.0), path)
+    real_info = soundfile.info
+
+    def one_second(file: str) -> object:
+        info = real_info(file)
+        info.frames = info.samplerate  # what a damaged or hostile header may claim
+        return info
+
+    monkeypatch.setattr(soundfile, "info", one_second)
+    with pytest.raises(VoiceError, match=r"liar\.wav: too long: over 2\.5 s \(its header says"):
+        audio.load_clip(path, max_duration_s=2.5)
+    assert audio.load_clip(path, max_duration_s=6.0).duration_s == pytest.approx(5.0)
+
+
 # --------------------------------------------------------------------------- checks
 
 
