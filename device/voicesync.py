@@ -9,6 +9,10 @@ The agent hands every configuration's ``voice.*`` settings to :meth:`VoiceSync.a
 * a pack that cannot be fetched now (offline, 429) leaves the words as they are and is
   :attr:`~VoiceSync.pending`: the agent calls :meth:`VoiceSync.retry` after each heartbeat,
   even when the configuration's version did not change;
+* a pack the kiosk's disk will not take (full, read-only SD card) is pending too, but tried
+  again only after a wait that doubles with each failure, from about one heartbeat to an
+  hour (:data:`FIRST_DISK_WAIT_S`, :data:`MAX_DISK_WAIT_S`), so a broken card does not cost
+  a download of up to 8 MiB at every heartbeat; another pack, or success, starts afresh;
 * a pack that is not the signed one (signature, hash, archive) is refused with an ERROR, the
   old words stay, and it is not fetched again until the configuration names another;
 * schedule and languages apply at once, whatever happens to the pack;
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
-from typing import Any
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from core.voicepack import VoicePackError
 from device.acting.packs import InstalledPack, PackStore, RemoteVoice, StoredVoice
@@ -32,9 +38,31 @@ from device.acting.voice import Voice
 from device.errors import ServerError
 from device.link.voicepacks import PackSource, download_pack
 
-__all__ = ["VoiceSync"]
+__all__ = ["FIRST_DISK_WAIT_S", "MAX_DISK_WAIT_S", "VoiceSync"]
 
 log = logging.getLogger(__name__)
+
+#: The wait before the first new try of a pack the disk refused: a little under one
+#: heartbeat at the default 30 s, so that heartbeat tries; it doubles at each failure.
+FIRST_DISK_WAIT_S: Final = 25.0
+#: The longest wait between tries of a pack the disk refused.
+MAX_DISK_WAIT_S: Final = 3600.0
+
+
+@dataclass(frozen=True)
+class _DiskWait:
+    """A pack the disk refused ``failures`` times in a row; tried again at ``due``."""
+
+    sha256: str
+    failures: int
+    due: float
+    why: str
+
+    @staticmethod
+    def after(previous: _DiskWait | None, sha: str, why: str, now: float) -> _DiskWait:
+        failures = previous.failures + 1 if previous and previous.sha256 == sha else 1
+        wait = min(MAX_DISK_WAIT_S, FIRST_DISK_WAIT_S * 2.0 ** min(failures - 1, 20))
+        return _DiskWait(sha, failures, now + wait, why)
 
 
 class VoiceSync:
@@ -50,6 +78,7 @@ class VoiceSync:
         stored: StoredVoice | None = None,
         *,
         timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.voice = voice
         self.recipe = recipe
@@ -62,6 +91,8 @@ class VoiceSync:
         self._lock = asyncio.Lock()
         self._warned_no_key = False
         self._refused: tuple[str, str] | None = None  # (sha256, why): not fetched again
+        self._disk: _DiskWait | None = None  # a pack the disk refused: when to try again
+        self._clock = clock
         # What the voice was built with at start (``stored``, or the same files read again).
         self._applied, self._pack = stored or store.stored(release_key)
 
@@ -82,16 +113,26 @@ class VoiceSync:
             return report
 
     async def retry(self) -> dict[str, Any] | None:
-        """Try the pending pack again (None: nothing pending, or a change is under way)."""
+        """Try the pending pack again (None: nothing pending, a change is under way, or the
+        disk refused the pack and its wait is not over)."""
         wanted = self.pending
-        if wanted is None or self.busy:
+        if wanted is None or self.busy or self._disk_wait(wanted.pack) is not None:
             return None
         return await self.apply(wanted)
+
+    def _disk_wait(self, sha: str | None) -> _DiskWait | None:
+        """The wait under way for ``sha`` after the disk refused it (None: try now)."""
+        disk = self._disk
+        if disk is None or disk.sha256 != sha or self._clock() >= disk.due:
+            return None
+        return disk
 
     async def _pack_for(self, wanted: RemoteVoice, report: dict[str, Any]) -> InstalledPack | None:
         """The pack to speak with: the wanted one if it is (or now gets) installed, else the
         one in use; ``report["pack"]`` says which and why."""
         sha = wanted.pack
+        if self._disk is not None and self._disk.sha256 != sha:
+            self._disk = None  # another pack (or none): its own tries start afresh
         if not sha:
             report["pack"] = "none"
             return None
@@ -114,6 +155,22 @@ class VoiceSync:
             report["pack"] = f"refused: {self._refused[1]}"
             return current
         self._refused = None
+        disk = self._disk_wait(sha)
+        if disk is not None:
+            wait = disk.due - self._clock()
+            report["pack"] = _cut(
+                f"pending: cannot write it ({disk.why}); next try in {wait:.0f} s"
+            )
+            return current
+        installed = await self._fetch(sha, report)
+        if installed is None:
+            return current
+        self._pack = installed
+        return installed
+
+    async def _fetch(self, sha: str, report: dict[str, Any]) -> InstalledPack | None:
+        """Download, verify and install ``sha``; None when it is not installed now (why is
+        in ``report["pack"]``, and a refusal or a disk failure is remembered)."""
         try:
             data, info = await download_pack(self.client, sha, self.timeout_s)
             installed = await asyncio.to_thread(
@@ -121,20 +178,35 @@ class VoiceSync:
             )
         except ServerError as exc:
             log.warning("voice pack %s not fetched now, tried again later: %s", sha[:12], exc)
-            report["pack"] = f"pending: {exc}"[:300]
-            return current
+            report["pack"] = _cut(f"pending: {exc}")
+            return None
         except VoicePackError as exc:
             log.error("voice pack %s refused, the previous words stay: %s", sha[:12], exc)
             self._refused = (sha, str(exc))
-            report["pack"] = f"refused: {exc}"[:300]
-            return current
+            report["pack"] = _cut(f"refused: {exc}")
+            return None
         except OSError as exc:
-            log.error("voice pack %s not installed (disk): %s", sha[:12], exc)
-            report["pack"] = f"pending: cannot write it ({exc})"[:300]
-            return current
-        self._pack = installed
+            self._disk_failed(sha, exc)
+            report["pack"] = _cut(f"pending: cannot write it ({exc})")
+            return None
+        if self._disk is not None:
+            log.info(
+                "voice pack %s installed after %d disk failure(s)", sha[:12], self._disk.failures
+            )
+            self._disk = None
         report["pack"] = f"installed {installed.label}"
         return installed
+
+    def _disk_failed(self, sha: str, exc: OSError) -> None:
+        """Wait longer before each new try of a pack the disk keeps refusing."""
+        self._disk = _DiskWait.after(self._disk, sha, str(exc), self._clock())
+        log.error(
+            "voice pack %s not installed (disk, %d failure(s) in a row): %s; tried again in %.0f s",
+            sha[:12],
+            self._disk.failures,
+            exc,
+            self._disk.due - self._clock(),
+        )
 
     async def _retune(
         self, effective: RemoteVoice, pack: InstalledPack | None, report: dict[str, Any]
@@ -159,3 +231,8 @@ class VoiceSync:
         except OSError as exc:
             log.error("remote voice settings not saved (a restart forgets them): %s", exc)
         report["voice"] = "changed"
+
+
+def _cut(text: str) -> str:
+    """A report line short enough for the journal."""
+    return text[:300]
