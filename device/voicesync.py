@@ -13,6 +13,8 @@ The agent hands every configuration's ``voice.*`` settings to :meth:`VoiceSync.a
   again only after a wait that doubles with each failure, from about one heartbeat to an
   hour (:data:`FIRST_DISK_WAIT_S`, :data:`MAX_DISK_WAIT_S`), so a broken card does not cost
   a download of up to 8 MiB at every heartbeat; another pack, or success, starts afresh;
+* a change the kiosk cannot prepare (the new words do not render: espeak, a full disk) leaves
+  the old words speaking and is tried again after the same doubling wait;
 * a pack that is not the signed one (signature, hash, archive) is refused with an ERROR, the
   old words stay, and it is not fetched again until the configuration names another;
 * schedule and languages apply at once, whatever happens to the pack;
@@ -109,14 +111,18 @@ class VoiceSync:
             if wanted.pack:  # the pack in hand: the wanted one, or the old one meanwhile
                 effective = replace(wanted, pack=pack.sha256 if pack is not None else None)
             self.pending = wanted if report.get("pack", "").startswith("pending") else None
-            await self._retune(effective, pack, report)
+            if not await self._retune(effective, pack, report):
+                # The kiosk itself could not prepare the new words (espeak, a full disk):
+                # tried again after later heartbeats, waiting longer each time.
+                self.pending = wanted
+                self._local_failure(wanted.pack or "", "the new words could not be prepared")
             return report
 
     async def retry(self) -> dict[str, Any] | None:
         """Try the pending pack again (None: nothing pending, a change is under way, or the
         disk refused the pack and its wait is not over)."""
         wanted = self.pending
-        if wanted is None or self.busy or self._disk_wait(wanted.pack) is not None:
+        if wanted is None or self.busy or self._disk_wait(wanted.pack or "") is not None:
             return None
         return await self.apply(wanted)
 
@@ -131,7 +137,7 @@ class VoiceSync:
         """The pack to speak with: the wanted one if it is (or now gets) installed, else the
         one in use; ``report["pack"]`` says which and why."""
         sha = wanted.pack
-        if self._disk is not None and self._disk.sha256 != sha:
+        if self._disk is not None and self._disk.sha256 != (sha or ""):
             self._disk = None  # another pack (or none): its own tries start afresh
         if not sha:
             report["pack"] = "none"
@@ -197,30 +203,36 @@ class VoiceSync:
         report["pack"] = f"installed {installed.label}"
         return installed
 
+    def _local_failure(self, sha: str, why: str) -> _DiskWait:
+        """Wait longer before each new try of a change this kiosk keeps failing to make."""
+        self._disk = _DiskWait.after(self._disk, sha, why, self._clock())
+        return self._disk
+
     def _disk_failed(self, sha: str, exc: OSError) -> None:
         """Wait longer before each new try of a pack the disk keeps refusing."""
-        self._disk = _DiskWait.after(self._disk, sha, str(exc), self._clock())
+        disk = self._local_failure(sha, str(exc))
         log.error(
             "voice pack %s not installed (disk, %d failure(s) in a row): %s; tried again in %.0f s",
             sha[:12],
-            self._disk.failures,
+            disk.failures,
             exc,
-            self._disk.due - self._clock(),
+            disk.due - self._clock(),
         )
 
     async def _retune(
         self, effective: RemoteVoice, pack: InstalledPack | None, report: dict[str, Any]
-    ) -> None:
-        """Retune the voice when what it should speak changed; save what is in effect."""
+    ) -> bool:
+        """Retune the voice when what it should speak changed; save what is in effect.
+        False when the voice could not be changed (it keeps speaking the old words)."""
         parts, refused = self.recipe.parts(effective, pack)
         if refused:
             log.warning("remote voice settings refused: %s", refused)
             report["refused"] = refused
         if effective == self._applied and parts.pack == self.voice.pack:
-            return
+            return True
         if not await self.voice.retune(parts):
             report["voice"] = "not changed: the new words could not be prepared"
-            return
+            return False
         self._applied = effective
         if pack is None:
             self._pack = None
@@ -231,6 +243,9 @@ class VoiceSync:
         except OSError as exc:
             log.error("remote voice settings not saved (a restart forgets them): %s", exc)
         report["voice"] = "changed"
+        if self._disk is not None and self._disk.why == "the new words could not be prepared":
+            self._disk = None
+        return True
 
 
 def _cut(text: str) -> str:

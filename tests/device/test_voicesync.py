@@ -141,3 +141,43 @@ async def test_another_pack_or_success_starts_the_waits_afresh(
     await sync.apply(RemoteVoice(pack=pack.sha256))
     await heartbeats(sync, clock, FIRST_DISK_WAIT_S)
     assert gaps(store.tries)[-1] == FIRST_DISK_WAIT_S
+
+
+class Unready(Voice):
+    """A voice whose new words do not render (espeak broken, a full disk) ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.tries = 0
+
+    async def retune(self, parts: Any) -> bool:
+        self.tries += 1
+        if self.tries <= self.failures:
+            return False
+        return await super().retune(parts)
+
+
+@pytest.mark.parametrize("with_pack", [True, False])
+async def test_words_the_kiosk_cannot_prepare_are_tried_again_after_growing_waits(
+    tmp_path: Path, pack: SignedPack, keys: tuple[Any, str], with_pack: bool
+) -> None:
+    """The old words keep speaking, and the change is not forgotten: it is tried again after
+    later heartbeats (25 s, 50 s, … apart), with a pack installed or only new settings."""
+    clock = Clock()
+    store = PackStore(tmp_path / "voice-packs")
+    voice = Unready(failures=3)
+    sync = VoiceSync(voice, Recipe(), store, FakeServer(pack), keys[1], clock=clock)  # type: ignore[arg-type]
+    wanted = RemoteVoice(pack=pack.sha256 if with_pack else None, volume_schedule=())
+    report = await sync.apply(wanted)
+    assert report["voice"] == "not changed: the new words could not be prepared"
+    assert sync.pending == wanted and voice.tries == 1
+    await heartbeats(sync, clock, FIRST_DISK_WAIT_S - HEARTBEAT_S)
+    assert voice.tries == 1  # not at every heartbeat
+    await heartbeats(sync, clock, FIRST_DISK_WAIT_S + 2 * FIRST_DISK_WAIT_S + HEARTBEAT_S)
+    assert voice.tries == 3
+    await heartbeats(sync, clock, 4 * FIRST_DISK_WAIT_S + HEARTBEAT_S)
+    assert voice.tries == 4 and sync.pending is None
+    assert voice.pack == (f"test-words@{pack.sha256[:12]}" if with_pack else None)
+    await heartbeats(sync, clock, MAX_DISK_WAIT_S)
+    assert voice.tries == 4  # done: nothing more to try
