@@ -624,11 +624,20 @@ class Agent:
                 "state": self._verifier.breaker.state,
                 "opened": self._verifier.breaker.opened,
             },
-            "audio": self._voice.health(),
+            "audio": self._audio_health(),
             "cache": self._cache_status(),
             "update": self._update_report(),
             "counters": msgspec.to_builtins(self.counters.snapshot(pending)),
         }
+
+    def _audio_health(self) -> dict[str, Any]:
+        """The voice's health, with what keeps a wanted voice pack from being spoken, so a
+        rollout of new words that stalls on some kiosks shows in their heartbeats."""
+        health = self._voice.health()
+        problem = self.voice_sync.problem if self.voice_sync is not None else None
+        if problem is not None:
+            health["pack_problem"] = problem
+        return health
 
     def _update_report(self) -> dict[str, Any] | None:
         report = self.updater.report() if self.updater is not None else None

@@ -94,6 +94,9 @@ class VoiceSync:
         self._warned_no_key = False
         self._refused: tuple[str, str] | None = None  # (sha256, why): not fetched again
         self._disk: _DiskWait | None = None  # a pack the disk refused: when to try again
+        #: What keeps the wanted pack from being spoken (``pending: …``/``refused: …``),
+        #: for the heartbeat; None once it is (or no pack is wanted).
+        self.problem: str | None = None
         self._clock = clock
         # What the voice was built with at start (``stored``, or the same files read again).
         self._applied, self._pack = stored or store.stored(release_key)
@@ -116,6 +119,7 @@ class VoiceSync:
                 # tried again after later heartbeats, waiting longer each time.
                 self.pending = wanted
                 self._local_failure(wanted.pack or "", "the new words could not be prepared")
+            self.problem = _problem(report)
             return report
 
     async def retry(self) -> dict[str, Any] | None:
@@ -246,6 +250,16 @@ class VoiceSync:
         if self._disk is not None and self._disk.why == "the new words could not be prepared":
             self._disk = None
         return True
+
+
+def _problem(report: dict[str, Any]) -> str | None:
+    """What of a report an operator must see in the heartbeat: a pack not (yet) spoken, or
+    new words the kiosk could not prepare."""
+    pack = str(report.get("pack", ""))
+    if pack.startswith(("pending", "refused")):
+        return pack[:200]
+    voice = str(report.get("voice", ""))
+    return voice[:200] if voice.startswith("not changed") else None
 
 
 def _cut(text: str) -> str:

@@ -144,6 +144,8 @@ async def test_a_published_pack_reaches_the_kiosk_and_a_forged_one_does_not(rig:
         await agent.heartbeat_once()
         await wait_for(lambda: _true(any("refused" in str(d) for d in _voice(rig))))
         assert voice.clip_for(PASS, "pass") == clip and voice.pack == label  # old words
+        audio = (await agent.status())["audio"]  # the stalled pack shows in the heartbeat
+        assert audio["pack"] == label and audio["pack_problem"].startswith("refused: ")
     (refusal,) = [d for d in _voice(rig) if d["voice"]["pack"].startswith("refused")]
     assert "not signed by the pinned release key" in refusal["voice"]["pack"]
     assert any(d["voice"]["pack"] == f"installed {label}" for d in _voice(rig))
@@ -173,9 +175,15 @@ async def test_a_pack_the_server_cannot_give_now_is_fetched_at_a_later_heartbeat
         await wait_for(lambda: _true(sync.pending is not None))
         version = agent.config_version
         assert agent._voice.pack is None
+        assert (await agent.status())["audio"]["pack_problem"].startswith("pending: ")
         monkeypatch.setattr(views, "MAX_DOWNLOADS", 4)
         await wait_for(lambda: _true(agent._voice.pack is not None))
         assert agent.config_version == version and sync.pending is None
+
+        async def settled() -> bool:
+            return "pack_problem" not in (await agent.status())["audio"]
+
+        await wait_for(settled)  # the heartbeat no longer reports a stalled pack
         await wait_for(lambda: _true(any(d.get("retry") for d in _voice(rig))))
     (first, *_) = _voice(rig)
     assert first["voice"]["pack"].startswith("pending: ")
