@@ -41,7 +41,7 @@ import time
 import uuid
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, Self, TypeVar
@@ -707,6 +707,10 @@ class _Prepared:
     clips: dict[str, Path]
     failures: list[str]
     problems: list[str]
+    unrendered: list[str] = field(default_factory=list)  # the texts of ``failures``
+    #: Outcome -> the clip the previous set played for it, for an outcome whose new words
+    #: could not be rendered (:meth:`Voice.retune`).
+    stand_ins: dict[str, Path] = field(default_factory=dict)
 
 
 class Voice:
@@ -768,6 +772,8 @@ class Voice:
         #: The voice pack in use (``name@sha-prefix``), for the heartbeat; None: none.
         self.pack = pack
         self.clip_problems: list[str] = []
+        #: Outcome -> the previous set's clip, played for it until its new words render.
+        self._stand_ins: dict[str, Path] = {}
         self._retune_lock = asyncio.Lock()
 
     def parts(self) -> VoiceParts:
@@ -809,6 +815,9 @@ class Voice:
         Everything new is checked (a bad clip: a warning naming it, synthesis for its key),
         rendered and levelled off the event loop, then swapped in at once: a tap during the
         change hears the old set, never a mixture. If preparing fails the old set stays.
+        An outcome whose new words cannot be rendered keeps the clip the old set played
+        for it (an ERROR names the words) until they render in the background, so a
+        passing citizen never hears another outcome's prompt, nor the fault one, for it.
         Cache files neither the old nor the new set uses are then removed, so a kiosk that
         gets new words every week keeps a bounded cache.
         """
@@ -817,6 +826,7 @@ class Voice:
             old = self._in_use()
             try:
                 prepared = await self._prepare(parts, list(dict.fromkeys(parts.prompts.values())))
+                prepared = await self._with_stand_ins(parts, prepared)
             except Exception as exc:  # a new set that cannot be prepared leaves the old one
                 log.error("voice not changed, the previous words stay: %s", exc)
                 return False
@@ -826,6 +836,32 @@ class Voice:
             await asyncio.to_thread(self._prune, old | self._in_use(), since)
         log.info("voice changed (pack %s, %d prompts)", parts.pack or "none", len(self._by_key))
         return True
+
+    async def _with_stand_ins(self, parts: VoiceParts, prepared: _Prepared) -> _Prepared:
+        """``prepared`` with the current set's clip for each outcome of ``parts`` whose
+        words did not render, volume copies made for the new schedule (off the loop)."""
+        if not prepared.unrendered:
+            return prepared
+        stand_ins: dict[str, Path] = {}
+        for key, text in parts.prompts.items():
+            clip = self._outcome_clip(key) if text in prepared.unrendered else None
+            if clip is not None and await asyncio.to_thread(clip.is_file):
+                stand_ins[key] = clip
+        log.error(
+            "voice change: %s not rendered; the previous words stand in for %s until "
+            "they render at a tap",
+            ", ".join(repr(t) for t in prepared.unrendered),
+            ", ".join(sorted(stand_ins)) or "no outcome",
+        )
+        await asyncio.to_thread(self.prepare_volume, list(stand_ins.values()), parts.schedule)
+        return replace(prepared, stand_ins=stand_ins)
+
+    def _outcome_clip(self, key: str) -> Path | None:
+        """The clip the current set plays for outcome ``key``'s own words (its recording,
+        its rendered text, or the clip standing in for them), None when it has none."""
+        text = self._by_key.get(key)
+        clip = self.recorded.get(key) or (self._clips.get(text) if text is not None else None)
+        return clip or self._stand_ins.get(key)
 
     async def _prepare(self, parts: VoiceParts, texts: Sequence[str]) -> _Prepared:
         """The clips of ``parts``: recordings checked and levelled, the other texts rendered,
@@ -838,14 +874,14 @@ class Voice:
         clips = {t: recorded[k] for k, t in parts.prompts.items() if k in recorded}
         missing = [t for t in texts if t not in clips]
 
-        def render_all() -> tuple[dict[str, Path], list[str]]:
+        def render_all() -> tuple[dict[str, Path], dict[str, str]]:
             rendered: dict[str, Path] = {}
-            failures: list[str] = []
+            failures: dict[str, str] = {}
             for text in missing:
                 try:
                     rendered[text] = self.renderer.render(text)
                 except VoiceError as exc:
-                    failures.append(f"{text!r}: {exc}")
+                    failures[text] = f"{text!r}: {exc}"
             return rendered, failures
 
         rendered, failures = await asyncio.to_thread(render_all)
@@ -858,7 +894,7 @@ class Voice:
                 self.prepare_volume, list(second.clips.values()), parts.schedule
             )
         await asyncio.to_thread(self.prepare_volume, list(clips.values()), parts.schedule)
-        return _Prepared(recorded, clips, failures, problems)
+        return _Prepared(recorded, clips, list(failures.values()), problems, list(failures))
 
     def _install(self, parts: VoiceParts, prepared: _Prepared) -> None:
         """Swap the prepared set in; synchronous, so no tap sees half of it."""
@@ -869,6 +905,7 @@ class Voice:
         self.pack = parts.pack
         self.recorded = prepared.recorded
         self._clips = dict(prepared.clips)  # say() reads the new map, never a half-filled one
+        self._stand_ins = dict(prepared.stand_ins)
         self.clip_problems = prepared.problems
         self.unrendered = len(prepared.failures)
         if prepared.failures:
@@ -878,7 +915,7 @@ class Voice:
 
     def _in_use(self) -> set[Path]:
         """Every cache file the current set plays or is made from."""
-        used = {*self._clips.values(), *self.recorded.values()}
+        used = {*self._clips.values(), *self.recorded.values(), *self._stand_ins.values()}
         second = self.second_language
         if second is not None:
             used.update(second.clips.values())
@@ -936,14 +973,20 @@ class Voice:
         """The clip `say` plays for this text, outcome and card, None when none is ready:
         the outcome's recording, else the rendered text, joined with the card holder's
         second language when that pair was prepared."""
-        if outcome is not None and outcome in self.remote_words:  # a pack's words, whatever text
-            text = self._by_key.get(outcome, text)
+        text = self._words(text, outcome)
         clip = self.recorded.get(outcome) if outcome else None
         if clip is None:
             clip = self._clips.get(text)
         if clip is not None and self.second_language is not None:
             clip = self.second_language.clip_for(text, card_type) or clip
         return clip
+
+    def _words(self, text: str, outcome: str | None) -> str:
+        """The words spoken for a tap's ``text``: a pack's words for ``outcome`` replace
+        whatever text the tap brings."""
+        if outcome is not None and outcome in self.remote_words:
+            return self._by_key.get(outcome, text)
+        return text
 
     @property
     def prompts(self) -> Mapping[str, str]:
@@ -953,7 +996,7 @@ class Voice:
     async def _say(self, text: str, outcome: str | None, card_type: str) -> float:
         clip = self.clip_for(text, outcome, card_type)
         if clip is None:
-            self._render_later(text)
+            self._render_later(self._words(text, outcome))  # what clip_for will look up
             clip = self._fallback(outcome)
             if clip is None:
                 log.error("prompt %r not rendered yet and no fallback clip: not spoken", text)
@@ -997,11 +1040,15 @@ class Voice:
             log.error("audio player did not close cleanly: %s", exc)
 
     def _fallback(self, outcome: str | None) -> Path | None:
+        """The outcome's own words (or the clip standing in for them), else ``generic``'s,
+        else ``fault``'s."""
         keys = ([outcome] if outcome else []) + list(FALLBACK_KEYS)
         for key in keys:
             text = self._by_key.get(key)
-            if text is not None and text in self._clips:
-                return self._clips[text]
+            clip = self._clips.get(text) if text is not None else None
+            clip = clip or self._stand_ins.get(key)
+            if clip is not None:
+                return clip
         return None
 
     def _render_later(self, text: str) -> None:
@@ -1010,13 +1057,25 @@ class Voice:
 
         async def render() -> None:
             try:
-                self._clips[text] = await asyncio.to_thread(self.renderer.render, text)
+                clip = await asyncio.to_thread(self._render_for_play, text)
+                self._clips[text] = clip
+                self._stand_ins = {
+                    k: p for k, p in self._stand_ins.items() if self._by_key.get(k) != text
+                }
             except VoiceError as exc:
                 log.error("background render of %r failed: %s", text, exc)
             finally:
                 self._renders.pop(text, None)
 
         self._renders[text] = asyncio.create_task(render(), name="voice-render")
+
+    def _render_for_play(self, text: str) -> Path:
+        """Render ``text`` and make its volume copies (blocks: a background render's job),
+        so that the tap that first plays it under a schedule only looks its copy up: making
+        it then loads the audio stack, which takes longer than the play timeout."""
+        clip = self.renderer.render(text)
+        self.prepare_volume([clip])
+        return clip
 
     def prepare_volume(self, clips: Iterable[Path], schedule: VolumeSchedule | None = None) -> None:
         """Make each clip's copy for every gain of the schedule (this voice's, or the one
