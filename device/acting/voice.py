@@ -273,9 +273,14 @@ class PromptRenderer:
                         MAX_PROMPT_S, faster or self.rate)  # fmt: skip
 
     def _render_at(self, text: str, rate: int, raw: Path, out: Path) -> float:
-        """One synthesis at ``rate``, checked and levelled into ``out``; its duration."""
+        """One synthesis at ``rate``, checked and levelled into ``out``; its duration.
+
+        ``raw`` is removed first: an engine that exits 0 without writing (pyttsx3 now and
+        then does) must fail the check, not pass off the previous rate's render as this one.
+        """
         with self._lock:
             self.attempts += 1
+        raw.unlink(missing_ok=True)
         self._synthesise(text, raw, rate)
         check_wav(raw)
         self._level(raw, out)

@@ -239,7 +239,7 @@ def test_a_prompt_longer_than_a_tap_is_spoken_again_faster_to_fit(
         clip = renderer.render(fault)
     assert "spoken at" in caplog.text and "even at" not in caplog.text
     assert check_wav(clip) <= MAX_PROMPT_S
-    assert renderer.attempts == 2
+    assert renderer.renders == 1 and renderer.attempts >= 2  # more if the engine wrote nothing
     slow = PromptRenderer(tmp_path / "slow", max_duration_s=None)
     assert check_wav(slow.render(fault)) > MAX_PROMPT_S + 1.0  # what it was without fitting
 
@@ -256,6 +256,32 @@ def test_a_prompt_longer_than_a_tap_is_cached_with_a_warning(
     figures = audio.stats(audio.load_clip(clip))
     assert figures.lufs == pytest.approx(-20.0, abs=0.1)
     assert [p.name for p in (tmp_path / "c").iterdir()] == [clip.name]
+
+
+def test_a_faster_render_that_writes_nothing_is_not_the_slow_one_again(tmp_path: Path) -> None:
+    """The engine 'succeeds' at the faster rate without writing a file (once): the check
+    must see no file, not the 4 s render left from the first rate, and try again."""
+    engine = tmp_path / "engine.py"
+    engine.write_text(
+        "import math, os, struct, sys, wave\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "rate = int(sys.argv[sys.argv.index('--rate') + 1])\n"
+        f"marker = {str(tmp_path / 'skipped')!r}\n"
+        "if rate != 170 and not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    sys.exit(0)\n"
+        "n = int(4.0 * 170 / rate * 16000)\n"
+        "data = [int(9000 * math.sin(2 * math.pi * 440 * i / 16000)) for i in range(n)]\n"
+        "with wave.open(out, 'wb') as w:\n"
+        "    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)\n"
+        "    w.writeframes(struct.pack(f'<{n}h', *data))\n"
+    )
+    python = script(tmp_path / "py", f'exec "{sys.executable}" "{engine}" "$@"')
+    renderer = PromptRenderer(tmp_path / "c", python=str(python))
+    clip = renderer.render("很长的提示")
+    assert (tmp_path / "skipped").exists()
+    assert check_wav(clip) <= MAX_PROMPT_S
+    assert renderer.attempts == 4  # 170 + nothing at the faster rate, then 170 + faster
 
 
 # --------------------------------------------------------------------------- players
