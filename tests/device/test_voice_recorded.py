@@ -76,3 +76,32 @@ async def test_without_a_schedule_the_clip_plays_as_rendered(
     assert played.read_bytes() == shared_renderer.render(PROMPTS["pass"]).read_bytes()
     assert not (tmp_path / "volume").exists()
     await voice.close()
+
+
+async def test_an_hour_long_recording_is_left_out_without_being_decoded(
+    shared_renderer: PromptRenderer,
+    sink: FileSinkPlayer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misconfigured file (an hour of OGG, 150 kB of silence here, 1 GB as float32) is
+    refused from its header, and the prompt is synthesised as for any bad clip."""
+    long = tmp_path / "pass.ogg"
+    with soundfile.SoundFile(str(long), "w", 8000, 1, format="OGG") as out:
+        for _ in range(60):  # in blocks: libsndfile's Vorbis writer crashes on one huge call
+            out.write(np.zeros(8000 * 60, dtype=np.float32))
+
+    def no_decoding(*args: object, **kwargs: object) -> object:
+        raise AssertionError("decoded")
+
+    shared_renderer.prerender(PROMPTS.values())  # the synthesised prompts decode their renders
+    monkeypatch.setattr(soundfile, "read", no_decoding)
+    voice = Voice(
+        shared_renderer, sink, PROMPTS, library=ClipLibrary({"pass": str(long)}, tmp_path)
+    )
+    await voice.start()
+    assert voice.recorded == {}
+    assert voice.clip_for(PROMPTS["pass"], "pass") == shared_renderer.path_for(PROMPTS["pass"])
+    (problem,) = voice.health()["clip_problems"]
+    assert problem.endswith("pass.ogg: too long: 3600.0 s > 30 s")
+    await voice.close()
