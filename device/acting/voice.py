@@ -772,6 +772,7 @@ class Voice:
         self.failures = 0
         self.last_error: str | None = None
         self.unrendered = 0
+        self._unrendered: set[str] = set()  # the set's texts not rendered yet
         #: Outcomes whose words a voice pack gives: spoken whatever text a tap brings.
         self.remote_words = frozenset(remote_words)
         #: The voice pack in use (``name@sha-prefix``), for the heartbeat; None: none.
@@ -912,6 +913,7 @@ class Voice:
         self._clips = dict(prepared.clips)  # say() reads the new map, never a half-filled one
         self._stand_ins = dict(prepared.stand_ins)
         self.clip_problems = prepared.problems
+        self._unrendered = set(prepared.unrendered)
         self.unrendered = len(prepared.failures)
         if prepared.failures:
             self.last_error = "prompts not rendered: " + "; ".join(prepared.failures)
@@ -1062,17 +1064,25 @@ class Voice:
 
         async def render() -> None:
             try:
-                clip = await asyncio.to_thread(self._render_for_play, text)
-                self._clips[text] = clip
-                self._stand_ins = {
-                    k: p for k, p in self._stand_ins.items() if self._by_key.get(k) != text
-                }
+                self._rendered_later(text, await asyncio.to_thread(self._render_for_play, text))
             except VoiceError as exc:
                 log.error("background render of %r failed: %s", text, exc)
             finally:
                 self._renders.pop(text, None)
 
         self._renders[text] = asyncio.create_task(render(), name="voice-render")
+
+    def _rendered_later(self, text: str, clip: Path) -> None:
+        """A background render is in: spoken from now on instead of what stood in for it,
+        and the health no longer reports it unrendered."""
+        self._clips[text] = clip
+        self._stand_ins = {k: p for k, p in self._stand_ins.items() if self._by_key.get(k) != text}
+        if text in self._unrendered:
+            self._unrendered.discard(text)
+            self.unrendered = len(self._unrendered)
+            error = self.last_error
+            if not self._unrendered and error and error.startswith("prompts not rendered"):
+                self.last_error = None  # the set is whole now
 
     def _render_for_play(self, text: str) -> Path:
         """Render ``text`` and make its volume copies (blocks: a background render's job),

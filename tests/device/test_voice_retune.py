@@ -90,7 +90,9 @@ async def test_an_outcome_whose_new_words_do_not_render_keeps_its_old_clip(
     renderer.fail.clear()
     await voice.say(NEW_CHECK, outcome="check")
     assert played(voice) == volume_copy(old, GAIN, voice.volume_dir or Path())
+    assert voice.unrendered == 1 and NEW_CHECK in (voice.health()["last_error"] or "")
     await until(lambda: voice.ready(NEW_CHECK))
+    assert voice.unrendered == 0 and voice.health()["last_error"] is None  # whole again
     await voice.say(NEW_CHECK, outcome="check")
     new = volume_copy(renderer.path_for(NEW_CHECK), GAIN, voice.volume_dir or Path())
     assert played(voice) == new
