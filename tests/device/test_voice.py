@@ -244,6 +244,35 @@ def test_a_prompt_longer_than_a_tap_is_spoken_again_faster_to_fit(
     assert check_wav(slow.render(fault)) > MAX_PROMPT_S + 1.0  # what it was without fitting
 
 
+def test_a_fitted_render_far_longer_than_its_rate_gives_is_rendered_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An engine that now and then writes a render far longer than its rate gives (seen
+    under load: 4.04 s where 2.4 s was due) does not leave a prompt the next tap cuts off."""
+    lengths = tmp_path / "lengths"
+    lengths.write_text("4.8 4.0 2.4", encoding="utf-8")  # at 170 wpm, then twice at 340
+    engine = tmp_path / "engine.py"
+    engine.write_text(
+        "import math, struct, sys, wave\n"
+        f"path = {str(lengths)!r}\n"
+        "first, *rest = open(path).read().split()\n"
+        "open(path, 'w').write(' '.join(rest))\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "n = int(float(first) * 16000)\n"
+        "data = [int(0.3 * 32767 * math.sin(2 * math.pi * 440 * i / 16000)) for i in range(n)]\n"
+        "with wave.open(out, 'wb') as w:\n"
+        "    w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)\n"
+        "    w.writeframes(struct.pack(f'<{n}h', *data))\n"
+    )
+    python = script(tmp_path / "py", f'exec "{sys.executable}" "{engine}" "$@"')
+    renderer = PromptRenderer(tmp_path / "c", python=str(python))
+    with caplog.at_level(logging.WARNING, logger="device.acting.voice"):
+        clip = renderer.render("很长的提示")
+    assert check_wav(clip) == pytest.approx(2.4, abs=0.05)
+    assert renderer.attempts == 3 and "rendered again" in caplog.text
+    assert "even at" not in caplog.text
+
+
 def test_a_prompt_longer_than_a_tap_is_cached_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
