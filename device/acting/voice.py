@@ -1011,7 +1011,7 @@ class Voice:
     async def _say(self, text: str, outcome: str | None, card_type: str) -> float:
         clip = self.clip_for(text, outcome, card_type)
         if clip is None:
-            self._render_later(self._words(text, outcome))  # what clip_for will look up
+            self._render_later(self._words(text, outcome), outcome)  # what clip_for looks up
             clip = self._fallback(outcome)
             if clip is None:
                 log.error("prompt %r not rendered yet and no fallback clip: not spoken", text)
@@ -1066,13 +1066,14 @@ class Voice:
                 return clip
         return None
 
-    def _render_later(self, text: str) -> None:
+    def _render_later(self, text: str, outcome: str | None = None) -> None:
         if text in self._renders or not text.strip():
             return
 
         async def render() -> None:
             try:
-                self._rendered_later(text, await asyncio.to_thread(self._render_for_play, text))
+                clip = await asyncio.to_thread(self._render_for_play, text, outcome)
+                self._rendered_later(text, clip)
             except VoiceError as exc:
                 log.error("background render of %r failed: %s", text, exc)
             finally:
@@ -1092,12 +1093,19 @@ class Voice:
             if not self._unrendered and error and error.startswith("prompts not rendered"):
                 self.last_error = None  # the set is whole now
 
-    def _render_for_play(self, text: str) -> Path:
+    def _render_for_play(self, text: str, outcome: str | None = None) -> Path:
         """Render ``text`` and make its volume copies (blocks: a background render's job),
         so that the tap that first plays it under a schedule only looks its copy up: making
-        it then loads the audio stack, which takes longer than the play timeout."""
+        it then loads the audio stack, which takes longer than the play timeout. A text
+        for an outcome (a site's own words, from the server) is joined with the second
+        language too, so a foreign card holder at that site still hears it."""
         clip = self.renderer.render(text)
         self.prepare_volume([clip])
+        second = self.second_language
+        if second is not None and outcome is not None:
+            before = set(second.clips.values())
+            second.prepare({outcome: text}, {text: clip})  # never raises
+            self.prepare_volume(set(second.clips.values()) - before)
         return clip
 
     def prepare_volume(self, clips: Iterable[Path], schedule: VolumeSchedule | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from device.acting.languages import (
     config_problems,
     languages_in_use,
 )
-from device.acting.voice import PromptRenderer, check_wav
+from device.acting.voice import MockPlayer, PromptRenderer, Voice, check_wav
 from device.errors import VoiceError
 
 #: One 16-bit step: what a WAV round trip may change in a sample.
@@ -293,3 +294,31 @@ def test_a_recorded_second_language_clip_is_preferred(
     joined = languages.clip_for(DEFAULT_PROMPTS["pass"], "I")
     assert joined is not None and broken.attempts == 0
     assert_joined(load_clip(joined), load_clip(zh), load_clip(recorded), GAP_S)
+
+
+async def test_a_sites_own_words_are_joined_with_the_second_language_too(
+    prompt_cache: Path, tmp_path: Path
+) -> None:
+    """A site's own prompt text (it comes with the server's answer) is rendered at its first
+    tap and then joined with English like the configured prompts, so a foreign card holder
+    at that site hears the English from the next tap on."""
+    languages = SecondLanguage(
+        {"en": english_renderer(prompt_cache)},
+        {"I": "en"},
+        tmp_path / "pairs",
+        bilingual=Bilingual(budget_s=10.0),  # the mechanism, whatever espeak's pace
+    )
+    voice = Voice(
+        PromptRenderer(prompt_cache), MockPlayer(), dict(DEFAULT_PROMPTS), second_language=languages
+    )
+    await voice.start()
+    site_words = "绿码，请通行"
+    await voice.say(site_words, outcome="pass", card_type="I")  # not rendered yet: stands in
+    for _ in range(400):
+        joined = voice.clip_for(site_words, "pass", "I")
+        if joined is not None and joined.parent == tmp_path / "pairs":
+            break
+        await asyncio.sleep(0.05)
+    assert joined is not None and joined.parent == tmp_path / "pairs"
+    assert voice.clip_for(site_words, "pass", "resident") == voice.clips[site_words]
+    await voice.close()
