@@ -32,6 +32,7 @@ from core.wire_releases import (
 from server.appkeys import ADMIN, CLOCK, CONFIG, DATABASE, DEVICE
 from server.fleet.sessions import now_iso
 from server.http.bodies import decode_body, read_raw
+from server.http.downloads import stream_bytes
 from server.http.middleware import error_response, json_error
 from server.http.operations import Operation
 from server.http.views import json_response
@@ -48,7 +49,6 @@ T = TypeVar("T")
 #: The upload: the wheel in base64 (4/3) plus the JSON around it.
 MAX_UPLOAD_BYTES = MAX_WHEEL_BYTES * 4 // 3 + 64 * 1024
 MAX_DOWNLOADS = 32
-CHUNK = 256 * 1024
 #: Wheels kept in memory per process (the one being rolled out, and one more).
 KEPT_WHEELS = 2
 
@@ -214,18 +214,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     _DOWNLOADS.active += 1
     try:
         wheel = await _wheel(request, version, layer.sha256)
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f'attachment; filename="{layer.filename}"',
-            "Cache-Control": "no-store",
-        })  # fmt: skip
-        response.content_length = len(wheel)
-        await response.prepare(request)
-        view = memoryview(wheel)
-        for start in range(0, len(wheel), CHUNK):
-            await response.write(view[start : start + CHUNK])
-        await response.write_eof()
-        return response
+        return await stream_bytes(
+            request, wheel, content_type="application/octet-stream", filename=layer.filename
+        )
     finally:
         _DOWNLOADS.active -= 1
 

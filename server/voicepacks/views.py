@@ -25,6 +25,7 @@ from server.appkeys import ADMIN, CLOCK, CONFIG, DATABASE, DEVICE
 from server.fleet.registry import merged_config
 from server.fleet.sessions import now_iso
 from server.http.bodies import decode_body, read_raw
+from server.http.downloads import stream_bytes
 from server.http.middleware import error_response, json_error
 from server.http.operations import Operation
 from server.http.views import json_response
@@ -39,7 +40,6 @@ T = TypeVar("T")
 #: The upload: the pack in base64 (4/3) plus the JSON around it.
 MAX_UPLOAD_BYTES = MAX_PACK_BYTES * 4 // 3 + 64 * 1024
 MAX_DOWNLOADS = 32
-CHUNK = 256 * 1024
 #: Packs kept in memory per process (the one being sent out, and one more).
 KEPT_PACKS = 2
 PACK_KEY = "voice.pack"
@@ -143,18 +143,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     _DOWNLOADS.active += 1
     try:
         data = await _pack(request, sha256)
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/zip",
-            "Content-Disposition": f'attachment; filename="voice-pack-{sha256[:12]}.zip"',
-            "Cache-Control": "no-store",
-        })  # fmt: skip
-        response.content_length = len(data)
-        await response.prepare(request)
-        view = memoryview(data)
-        for start in range(0, len(data), CHUNK):
-            await response.write(view[start : start + CHUNK])
-        await response.write_eof()
-        return response
+        name = f"voice-pack-{sha256[:12]}.zip"
+        return await stream_bytes(request, data, content_type="application/zip", filename=name)
     finally:
         _DOWNLOADS.active -= 1
 
