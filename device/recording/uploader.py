@@ -142,8 +142,12 @@ class Uploader:
                 # While the server is away new events must not cut the backoff short.
                 await asyncio.sleep(jittered(backoff))
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the event is set (a poke at shutdown), and this loop then ran
+            # on and held the agent's stop for good.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=jittered(backoff))
+                async with asyncio.timeout(jittered(backoff)):
+                    await self._wake.wait()
 
 
 def _one_epoch(events: Batch) -> Batch:

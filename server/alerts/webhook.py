@@ -43,8 +43,9 @@ async def run(service: AlertService, session: aiohttp.ClientSession) -> None:
                 delay = min(POLL_S, max(0.0, due - service.clock().timestamp()))
         except Exception as exc:
             log.warning("alert webhook delivery failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(service.wake.wait(), delay)
+        with contextlib.suppress(TimeoutError):  # not wait_for: see device/recording/uploader
+            async with asyncio.timeout(delay):
+                await service.wake.wait()
 
 
 async def send_due(service: AlertService, session: aiohttp.ClientSession) -> int:

@@ -244,3 +244,23 @@ async def test_a_revoked_kiosk_decides_check_and_still_drains_its_journal(
         (seq, "revoked") for seq in (2, 3, 4)
     ]
     assert all("server_refused:revoked" in detail for _, _, detail in rows[1:])
+
+
+@pytest.mark.parametrize("turns", range(6))
+async def test_a_stop_that_meets_a_poke_still_stops_the_uploader(
+    tmp_path: Path, turns: int
+) -> None:
+    """The agent stops its uploader by cancelling it; a poke (an event journalled at stop)
+    landing just before must not swallow the cancellation (asyncio.wait_for does on Python
+    3.11, and the loop then ran on and held the agent's stop: seen as a 60 s hang)."""
+    async with Journal(tmp_path / "j.db", "k-1", "boot") as journal:
+        up = Uploader(journal, ServerClient("http://127.0.0.1:9", token="k-1.s"), interval_s=30)
+        task = asyncio.create_task(up.run())
+        for _ in range(20):  # until it waits for a poke (nothing to upload)
+            await asyncio.sleep(0.01)
+        up.poke()
+        for _ in range(turns):  # the cancellation lands at each point of the wake-up
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        assert done == {task} and task.cancelled()
