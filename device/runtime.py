@@ -312,6 +312,7 @@ async def built_agent(
         cache = await _open_cache(config, state, stack)
         verifier = _verifier(config, bundle, client, cache)
         stack.push_async_callback(verifier.flush)
+        voice.clock_trusted = verifier.clock.trusted  # the volume schedule needs local time
         agent = Agent(
             device_id=bundle.device_id,
             client=client,

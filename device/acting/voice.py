@@ -27,6 +27,7 @@ import abc
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -786,6 +787,11 @@ class Voice:
         #: The voice pack in use (``name@sha-prefix``), for the heartbeat; None: none.
         self.pack = pack
         self.clip_problems: list[str] = []
+        #: Whether the wall clock can be believed (the verifier's ClockTrust; None: always).
+        #: The volume schedule is local time: on a clock nobody vouches for (a Pi without a
+        #: real-time clock, booted offline) it could make the day quiet, so it waits.
+        self.clock_trusted: Callable[[], bool] | None = None
+        self._schedule_held = False
         #: Outcome -> the previous set's clip, played for it until its new words render.
         self._stand_ins: dict[str, Path] = {}
         self._retune_lock = asyncio.Lock()
@@ -1018,7 +1024,7 @@ class Voice:
                 raise VoiceError(f"prompt not rendered yet and no fallback: {text!r}")
             log.warning("prompt %r not rendered yet: playing fallback %s", text, clip.name)
         started = await self._call_player(
-            lambda: self._play_and_time(clip, text, outcome),
+            functools.partial(self._play_and_time, clip, text, outcome, self._schedule_usable()),
             self.play_timeout_s,
             "play",
             exclusive=True,
@@ -1122,8 +1128,23 @@ class Voice:
                 except VoiceError as exc:
                     log.warning("no %+g dB copy of prompt %s: %s", gain, clip.name, exc)
 
-    def _play_and_time(self, clip: Path, text: str, outcome: str | None) -> float:
-        gain = self.schedule.gain_db(datetime.now())
+    def _schedule_usable(self) -> bool:
+        """Whether the volume schedule may be applied now (on the loop: ClockTrust is not
+        thread-safe); logged once each time that changes."""
+        usable = self.clock_trusted is None or not self.schedule.gains() or self.clock_trusted()
+        if usable == self._schedule_held:
+            self._schedule_held = not usable
+            if not usable:
+                log.warning("volume schedule held: the kiosk's clock is not trusted, so "
+                            "prompts play at full level until it is")  # fmt: skip
+            else:
+                log.info("volume schedule applied again: the kiosk's clock is trusted")
+        return usable
+
+    def _play_and_time(
+        self, clip: Path, text: str, outcome: str | None, scheduled: bool = True
+    ) -> float:
+        gain = self.schedule.gain_db(datetime.now()) if scheduled else 0.0
         if gain and self.volume_dir is not None:
             try:
                 clip = apply_gain(clip, gain, self.volume_dir)

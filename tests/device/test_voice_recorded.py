@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -104,4 +105,33 @@ async def test_an_hour_long_recording_is_left_out_without_being_decoded(
     assert voice.clip_for(PROMPTS["pass"], "pass") == shared_renderer.path_for(PROMPTS["pass"])
     (problem,) = voice.health()["clip_problems"]
     assert problem.endswith("pass.ogg: too long: 3600.0 s > 30 s")
+    await voice.close()
+
+
+async def test_on_a_clock_nobody_vouches_for_the_schedule_waits(
+    shared_renderer: PromptRenderer,
+    sink: FileSinkPlayer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The schedule is local time: a Pi without a real-time clock booted offline must not
+    play its daytime taps at the night level. Full level until the clock is trusted (once
+    logged), the schedule again from then on."""
+    trusted = False
+    voice = Voice(
+        shared_renderer, sink, PROMPTS, schedule=ALL_DAY_QUIETER, volume_dir=tmp_path / "v"
+    )
+    voice.clock_trusted = lambda: trusted
+    await voice.start()
+    rendered = shared_renderer.render(PROMPTS["pass"]).read_bytes()
+    with caplog.at_level(logging.INFO, logger="device.acting.voice"):
+        await voice.say(PROMPTS["pass"], outcome="pass")
+        await voice.say(PROMPTS["pass"], outcome="pass")
+        trusted = True
+        await voice.say(PROMPTS["pass"], outcome="pass")
+    first, second, third = sink.recorded()
+    assert first.read_bytes() == second.read_bytes() == rendered  # full level
+    assert third.read_bytes() != rendered  # the schedule's -10 dB again
+    assert caplog.text.count("volume schedule held") == 1
+    assert "volume schedule applied again" in caplog.text
     await voice.close()
