@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from server.errors import ServerError
+from server.http.refusals import Refusal
 
 
-class ReleaseProblem(ServerError):
+class ReleaseProblem(Refusal):
     """A refused release or rollout request; the handlers answer ``status`` with ``code``."""
 
     status = 400

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from aiohttp import web
 
@@ -32,20 +30,19 @@ from core.wire_releases import (
 from server.appkeys import ADMIN, CLOCK, CONFIG, DATABASE, DEVICE
 from server.fleet.sessions import now_iso
 from server.http.bodies import decode_body, read_raw
-from server.http.downloads import stream_bytes
-from server.http.middleware import error_response, json_error
+from server.http.downloads import HeldFiles, send_held
+from server.http.middleware import json_error
 from server.http.operations import Operation
+from server.http.refusals import in_transaction, run_refusing
 from server.http.views import json_response
 from server.releases import evaluate, rollouts, store
 from server.releases.errors import ReleaseProblem
 from server.releases.heartbeat import ReleaseCache, cache_for
 from server.releases.layers import winning
 from server.storage.connection import Connection
-from server.storage.db import transaction
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 #: The upload: the wheel in base64 (4/3) plus the JSON around it.
 MAX_UPLOAD_BYTES = MAX_WHEEL_BYTES * 4 // 3 + 64 * 1024
 MAX_DOWNLOADS = 32
@@ -55,26 +52,6 @@ KEPT_WHEELS = 2
 
 def _cache(request: web.Request) -> ReleaseCache:
     return cache_for(request.app[DATABASE].target)
-
-
-async def _run(request: web.Request, work: Callable[[Connection], T]) -> T:
-    """``work`` in one transaction; a refusal becomes its documented JSON answer."""
-
-    def run(conn: Connection) -> T:
-        with transaction(conn):
-            return work(conn)
-
-    try:
-        return await request.app[DATABASE].run(run)
-    except ReleaseProblem as exc:
-        raise json_error(_STATUS[exc.status], exc.code, str(exc)) from exc
-
-
-_STATUS: dict[int, type[web.HTTPException]] = {
-    400: web.HTTPBadRequest,
-    404: web.HTTPNotFound,
-    409: web.HTTPConflict,
-}
 
 
 def _now(request: web.Request) -> str:
@@ -91,7 +68,9 @@ async def publish(request: web.Request) -> web.Response:
         log.warning("release %s refused: %s", upload.version, exc)
         raise json_error(web.HTTPBadRequest, exc.code, str(exc)) from exc
     user, now = request[ADMIN], _now(request)
-    info, created = await _run(request, lambda conn: store.publish(conn, upload, user, now))
+    info, created = await in_transaction(
+        request, lambda conn: store.publish(conn, upload, user, now)
+    )
     if created:
         log.info("admin %s published release %s (%s, %d bytes)", user, info.version,
                  info.filename, info.size)  # fmt: skip
@@ -100,14 +79,14 @@ async def publish(request: web.Request) -> web.Response:
 
 async def list_releases(request: web.Request) -> web.Response:
     """``GET /v1/admin/releases``."""
-    return json_response(ReleaseList(await _run(request, store.list_releases)))
+    return json_response(ReleaseList(await in_transaction(request, store.list_releases)))
 
 
 async def start_rollout(request: web.Request) -> web.Response:
     """``POST /v1/admin/rollouts``: offer a release to a layer, wave by wave."""
     body = decode_body(await read_raw(request), RolloutRequest)
     user, now = request[ADMIN], _now(request)
-    started = await _run(request, lambda conn: rollouts.start(conn, body, user, now))
+    started = await in_transaction(request, lambda conn: rollouts.start(conn, body, user, now))
     _cache(request).invalidate()
     log.info("admin %s started rollout %d of %s to %s %s, waves %s", user, started.id,
              started.version, started.scope, started.target or "-", started.waves)  # fmt: skip
@@ -123,7 +102,7 @@ def _evaluated(conn: Connection, rollout_id: int, request: web.Request) -> Rollo
 async def get_rollout(request: web.Request) -> web.Response:
     """``GET /v1/admin/rollouts/{id}``: evaluated now, with per-wave counts."""
     rollout_id = _rollout_id(request)
-    found = await _run_plain(request, lambda conn: _evaluated(conn, rollout_id, request))
+    found = await run_refusing(request, lambda conn: _evaluated(conn, rollout_id, request))
     _cache(request).invalidate()
     return json_response(found)
 
@@ -138,24 +117,18 @@ async def list_rollouts(request: web.Request) -> web.Response:
                 evaluate.evaluate(conn, rollout.id, now)
         return rollouts.list_rollouts(conn)
 
-    found = await _run_plain(request, read)
+    found = await run_refusing(request, read)
     _cache(request).invalidate()
     return json_response(RolloutList(found))
-
-
-async def _run_plain(request: web.Request, work: Callable[[Connection], T]) -> T:
-    """``work`` making its own transactions (evaluation); refusals as in :func:`_run`."""
-    try:
-        return await request.app[DATABASE].run(work)
-    except ReleaseProblem as exc:
-        raise json_error(_STATUS[exc.status], exc.code, str(exc)) from exc
 
 
 def _mover(verb: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         rollout_id, user, now = _rollout_id(request), request[ADMIN], _now(request)
         reason = f"halted by {user}"
-        moved = await _run(request, lambda conn: rollouts.move(conn, rollout_id, verb, now, reason))
+        moved = await in_transaction(
+            request, lambda conn: rollouts.move(conn, rollout_id, verb, now, reason)
+        )
         _cache(request).invalidate()
         log.info("admin %s: rollout %d %s", user, rollout_id, moved.state)
         return json_response(moved)
@@ -174,28 +147,8 @@ def _rollout_id(request: web.Request) -> int:
 # -- the kiosk's download ----------------------------------------------------------------
 
 
-class _Downloads:
-    """Per process: wheels held in memory and downloads under way."""
-
-    def __init__(self) -> None:
-        self.wheels: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self.active = 0
-
-
-_DOWNLOADS = _Downloads()
-
-
-async def _wheel(request: web.Request, version: str, sha256: str) -> bytes:
-    key = (version, sha256)
-    held = _DOWNLOADS.wheels.get(key)
-    if held is None:
-        held = await request.app[DATABASE].run(store.wheel_bytes, version)
-        if held is None:
-            raise json_error(web.HTTPNotFound, "not_found", f"no release {version}")
-        _DOWNLOADS.wheels[key] = held
-        while len(_DOWNLOADS.wheels) > KEPT_WHEELS:
-            _DOWNLOADS.wheels.popitem(last=False)
-    return held
+#: This process's copies of wheels, by (version, sha256).
+_HELD = HeldFiles(KEPT_WHEELS)
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -208,17 +161,20 @@ async def download(request: web.Request) -> web.StreamResponse:
     if layer is None or layer.version != version or not layer.offers(device.device_id):
         raise json_error(web.HTTPForbidden, "not_offered", f"release {version} is not offered"
                          " to this kiosk now")  # fmt: skip
-    if _DOWNLOADS.active >= MAX_DOWNLOADS:
-        return error_response(429, "overloaded", "too many downloads; retry later",
-                              {"Retry-After": "30"})  # fmt: skip
-    _DOWNLOADS.active += 1
-    try:
-        wheel = await _wheel(request, version, layer.sha256)
-        return await stream_bytes(
-            request, wheel, content_type="application/octet-stream", filename=layer.filename
-        )
-    finally:
-        _DOWNLOADS.active -= 1
+
+    async def load() -> bytes | None:
+        return await request.app[DATABASE].run(store.wheel_bytes, version)
+
+    return await send_held(
+        request,
+        _HELD,
+        (version, layer.sha256),
+        load,
+        limit=MAX_DOWNLOADS,
+        missing=f"no release {version}",
+        content_type="application/octet-stream",
+        filename=layer.filename,
+    )
 
 
 _ADMIN_ERRORS = (404, 409)

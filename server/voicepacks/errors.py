@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from server.errors import ServerError
+from server.http.refusals import Refusal
 
 
-class PackProblem(ServerError):
+class PackProblem(Refusal):
     """A refused upload (not a pack, not what it claims, not signed by the release key)."""
 
     status = 400

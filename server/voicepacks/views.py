@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import TypeVar
 
 from aiohttp import web
 
@@ -25,39 +22,22 @@ from server.appkeys import ADMIN, CLOCK, CONFIG, DATABASE, DEVICE
 from server.fleet.registry import merged_config
 from server.fleet.sessions import now_iso
 from server.http.bodies import decode_body, read_raw
-from server.http.downloads import stream_bytes
-from server.http.middleware import error_response, json_error
+from server.http.downloads import HeldFiles, send_held
+from server.http.middleware import json_error
 from server.http.operations import Operation
+from server.http.refusals import in_transaction
 from server.http.views import json_response
-from server.storage.connection import Connection
-from server.storage.db import transaction
 from server.voicepacks import store
 from server.voicepacks.errors import PackProblem
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 #: The upload: the pack in base64 (4/3) plus the JSON around it.
 MAX_UPLOAD_BYTES = MAX_PACK_BYTES * 4 // 3 + 64 * 1024
 MAX_DOWNLOADS = 32
 #: Packs kept in memory per process (the one being sent out, and one more).
 KEPT_PACKS = 2
 PACK_KEY = "voice.pack"
-
-_STATUS: dict[int, type[web.HTTPException]] = {400: web.HTTPBadRequest, 409: web.HTTPConflict}
-
-
-async def _run(request: web.Request, work: Callable[[Connection], T]) -> T:
-    """``work`` in one transaction; a refusal becomes its documented JSON answer."""
-
-    def run(conn: Connection) -> T:
-        with transaction(conn):
-            return work(conn)
-
-    try:
-        return await request.app[DATABASE].run(run)
-    except PackProblem as exc:
-        raise json_error(_STATUS[exc.status], exc.code, str(exc)) from exc
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -70,7 +50,9 @@ async def publish(request: web.Request) -> web.Response:
         log.warning("voice pack %s refused: %s", upload.sha256[:12], exc)
         raise json_error(web.HTTPBadRequest, exc.code, str(exc)) from exc
     user, now = request[ADMIN], now_iso(request.app[CLOCK]())
-    info, created = await _run(request, lambda conn: store.publish(conn, upload, name, user, now))
+    info, created = await in_transaction(
+        request, lambda conn: store.publish(conn, upload, name, user, now)
+    )
     if created:
         log.info("admin %s published voice pack %s (%s, %d bytes)", user, info.sha256[:12],
                  info.name, info.size)  # fmt: skip
@@ -79,7 +61,7 @@ async def publish(request: web.Request) -> web.Response:
 
 async def list_packs(request: web.Request) -> web.Response:
     """``GET /v1/admin/voice-packs``."""
-    return json_response(VoicePackList(await _run(request, store.list_packs)))
+    return json_response(VoicePackList(await in_transaction(request, store.list_packs)))
 
 
 # -- the kiosk's download ----------------------------------------------------------------
@@ -96,57 +78,29 @@ async def _offered(request: web.Request) -> str:
     return sha256
 
 
-def _unknown(sha256: str) -> web.HTTPException:
-    return json_error(web.HTTPNotFound, "not_found", f"no voice pack {sha256[:12]}")
-
-
 async def info(request: web.Request) -> web.Response:
     """``GET /v1/device/voice-packs/{sha256}``: the offered pack's facts and signature."""
     sha256 = await _offered(request)
     found = await request.app[DATABASE].run(store.find, sha256)
     if found is None:
-        raise _unknown(sha256)
+        raise json_error(web.HTTPNotFound, "not_found", f"no voice pack {sha256[:12]}")
     return json_response(found)
 
 
-class _Downloads:
-    """Per process: packs held in memory and downloads under way."""
-
-    def __init__(self) -> None:
-        self.packs: OrderedDict[str, bytes] = OrderedDict()
-        self.active = 0
-
-
-_DOWNLOADS = _Downloads()
-
-
-async def _pack(request: web.Request, sha256: str) -> bytes:
-    """The pack's bytes, from this process's copy (a pack's bytes never change: its name is
-    their hash), else read once from the database."""
-    held = _DOWNLOADS.packs.get(sha256)
-    if held is None:
-        held = await request.app[DATABASE].run(store.pack_bytes, sha256)
-        if held is None:
-            raise _unknown(sha256)
-        _DOWNLOADS.packs[sha256] = held
-        while len(_DOWNLOADS.packs) > KEPT_PACKS:
-            _DOWNLOADS.packs.popitem(last=False)
-    return held
+#: This process's copies of packs (a pack's bytes never change: its name is their hash).
+_HELD = HeldFiles(KEPT_PACKS)
 
 
 async def download(request: web.Request) -> web.StreamResponse:
     """``GET /v1/device/voice-packs/{sha256}/pack``: the zip this kiosk is given."""
     sha256 = await _offered(request)
-    if _DOWNLOADS.active >= MAX_DOWNLOADS:
-        return error_response(429, "overloaded", "too many downloads; retry later",
-                              {"Retry-After": "30"})  # fmt: skip
-    _DOWNLOADS.active += 1
-    try:
-        data = await _pack(request, sha256)
-        name = f"voice-pack-{sha256[:12]}.zip"
-        return await stream_bytes(request, data, content_type="application/zip", filename=name)
-    finally:
-        _DOWNLOADS.active -= 1
+
+    async def load() -> bytes | None:
+        return await request.app[DATABASE].run(store.pack_bytes, sha256)
+
+    return await send_held(request, _HELD, sha256, load, limit=MAX_DOWNLOADS,
+                           missing=f"no voice pack {sha256[:12]}", content_type="application/zip",
+                           filename=f"voice-pack-{sha256[:12]}.zip")  # fmt: skip
 
 
 OPERATIONS: tuple[Operation, ...] = (
