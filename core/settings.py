@@ -124,5 +124,7 @@ _STRUCTURED: Mapping[str, Callable[[object], RemoteValue]] = MappingProxyType(
         "voice.languages": check_languages,
     }
 )
+#: The remote settings that belong to the voice (device.acting.packs.RemoteVoice).
+VOICE_KEYS: Final = tuple(_STRUCTURED)
 #: Every key an admin may set remotely.
-REMOTE_KEYS: Final = frozenset([*REMOTE_SETTINGS, *_STRUCTURED])
+REMOTE_KEYS: Final = frozenset([*REMOTE_SETTINGS, *VOICE_KEYS])

@@ -28,7 +28,7 @@ import msgspec
 
 from core.commands import SignedCommand
 from core.errors import SettingError
-from core.settings import REMOTE_SETTINGS, check_remote_setting, remote_number
+from core.settings import REMOTE_SETTINGS, VOICE_KEYS, check_remote_setting, remote_number
 from device.acting.packs import RemoteVoice
 from device.acting.voice import Voice
 from device.config import TEST_PROMPT
@@ -420,13 +420,17 @@ class Agent:
         applied: dict[str, float] = {}
         refused: dict[str, str] = {}
         for key, raw in config.items():
+            if key in VOICE_KEYS:
+                continue  # checked once, by RemoteVoice.from_config below
             try:
                 if key in REMOTE_SETTINGS:
                     applied[key] = remote_number(key, raw)
                 else:
-                    check_remote_setting(key, raw)
+                    check_remote_setting(key, raw)  # refuses the key as unknown
             except SettingError as exc:
                 refused[key] = str(exc)
+        remote, voice_refused = RemoteVoice.from_config(config)
+        refused.update(voice_refused)
         if "verify.deadline_s" in applied:
             self._verifier.deadline_s = applied["verify.deadline_s"]
         if "heartbeat.interval_s" in applied:
@@ -437,7 +441,6 @@ class Agent:
             log.warning("fleet configuration v%d: ignored %s", version, refused)
         self.config_version = version
         detail: dict[str, Any] = {"version": version, "applied": applied, "ignored": refused}
-        remote, _ = RemoteVoice.from_config(config)  # refused keys are in ``refused`` already
         self._spawn(self._apply_voice(detail, remote), "config")
 
     async def _apply_voice(self, detail: dict[str, Any], remote: RemoteVoice) -> None:

@@ -25,8 +25,8 @@ from core import configschema
 from core.bundle import Bundle, decode_bundle
 from core.errors import BundleError
 from core.outcomes import DEFAULT_PROMPTS, OutcomeName
-from core.settings import GAIN_DB_RANGE
-from device.acting.clips import KEY_PATTERN
+from core.settings import GAIN_DB_RANGE, HHMM_PATTERN
+from core.voicepack import KEY_PATTERN
 from device.acting.languages import (
     DEFAULT_CARD_LANGUAGES,
     DEFAULT_LANGUAGE_RATE,
@@ -34,7 +34,6 @@ from device.acting.languages import (
     LanguageName,
     config_problems,
 )
-from device.acting.volume import HHMM_PATTERN
 from device.errors import ConfigError
 
 #: Every outcome the kiosk speaks a prompt for (core.outcomes.Outcome; a test keeps them equal).

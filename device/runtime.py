@@ -19,7 +19,7 @@ from core.bundle import Bundle
 from core.systemd import notify_ready, notify_stopping, watchdog_loop
 from device.acting.gate import Gate
 from device.acting.packs import StoredVoice, pack_store
-from device.acting.tuning import VoiceRecipe
+from device.acting.tuning import VoiceRecipe, release_key, starting_voice
 from device.acting.voice import Player, Voice, make_player
 from device.agent import VERSION, Agent, CredentialSource, GateActions
 from device.config import DeviceConfig, load_bundle
@@ -137,9 +137,7 @@ def voice_for(
     """The agent's voice for `config`: prompts, recorded clips, schedule, second language,
     with the remote settings and voice pack it was last given (a kiosk that starts without
     network speaks the words an admin last sent it; ``stored``: already read)."""
-    recipe = VoiceRecipe.from_config(config, state)
-    remote, pack = stored or pack_store(state).stored(_release_key(config))
-    parts, refused = recipe.parts(remote, pack)
+    recipe, parts, refused = starting_voice(config, state, stored)
     if refused:
         log.warning("remote voice settings partly refused: %s", refused)
     return Voice(
@@ -155,18 +153,13 @@ def voice_for(
     )
 
 
-def _release_key(config: DeviceConfig) -> str:
-    """The release key the kiosk pins (``[update] release_key``): it signs voice packs too."""
-    return UpdateSettings.from_config(config).release_key
-
-
 def _voice_sync(
     config: DeviceConfig, state: Path, voice: Voice, client: ServerClient, stored: StoredVoice
 ) -> VoiceSync:
     """Remote voice settings and packs from heartbeat answers, applied to ``voice`` (which
     was built from ``stored``)."""
     recipe = VoiceRecipe.from_config(config, state)
-    return VoiceSync(voice, recipe, pack_store(state), client, _release_key(config), stored)
+    return VoiceSync(voice, recipe, pack_store(state), client, release_key(config), stored)
 
 
 def _gate_and_reader(
@@ -305,7 +298,7 @@ async def built_agent(
         )
         await journal.open()
         stack.push_async_callback(journal.close)
-        stored = pack_store(state).stored(_release_key(config))  # read (and verified) once
+        stored = pack_store(state).stored(release_key(config))  # read (and verified) once
         voice = voice_for(config, state, player, stored)
         stack.push_async_callback(voice.close)
         gate, card_reader = _gate_and_reader(config, reader, pin_factory, stack)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: The wait before the first new try of a pack the disk refused: a little under one
 #: heartbeat at the default 30 s, so that heartbeat tries; it doubles at each failure.
 FIRST_DISK_WAIT_S: Final = 25.0
+#: Why a change is tried again when the kiosk itself could not prepare its words.
+UNPREPARED: Final = "the new words could not be prepared"
 #: The longest wait between tries of a pack the disk refused.
 MAX_DISK_WAIT_S: Final = 3600.0
 
@@ -118,7 +120,7 @@ class VoiceSync:
                 # The kiosk itself could not prepare the new words (espeak, a full disk):
                 # tried again after later heartbeats, waiting longer each time.
                 self.pending = wanted
-                self._local_failure(wanted.pack or "", "the new words could not be prepared")
+                self._local_failure(wanted.pack or "", UNPREPARED)
             self.problem = _problem(report)
             return report
 
@@ -235,7 +237,7 @@ class VoiceSync:
         if effective == self._applied and parts.pack == self.voice.pack:
             return True
         if not await self.voice.retune(parts):
-            report["voice"] = "not changed: the new words could not be prepared"
+            report["voice"] = f"not changed: {UNPREPARED}"
             return False
         self._applied = effective
         if pack is None:
@@ -247,7 +249,7 @@ class VoiceSync:
         except OSError as exc:
             log.error("remote voice settings not saved (a restart forgets them): %s", exc)
         report["voice"] = "changed"
-        if self._disk is not None and self._disk.why == "the new words could not be prepared":
+        if self._disk is not None and self._disk.why == UNPREPARED:
             self._disk = None
         return True
 

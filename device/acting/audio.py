@@ -160,7 +160,7 @@ def save_wav(clip: Clip, path: Path | str) -> None:
 
 def peak_dbfs(clip: Clip) -> float:
     """Sample peak in dB relative to full scale (``-inf`` for an empty or zero clip)."""
-    peak = float(np.max(np.abs(clip.samples))) if len(clip.samples) else 0.0
+    peak = _peak(clip)
     return 20.0 * math.log10(peak) if peak > 0 else -math.inf
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from core.outcomes import ALL_OUTCOMES
+from core.voicepack import KEY_PATTERN
 from device.errors import VoiceError
 
 if TYPE_CHECKING:
@@ -35,8 +36,7 @@ __all__ = ["ClipLibrary", "ClipProblem", "clip_key", "split_key"]
 
 log = logging.getLogger(__name__)
 
-#: A clip key: an outcome, optionally with a language (``pass``, ``pass.en``).
-KEY_PATTERN: Final = r"^(" + "|".join(sorted(ALL_OUTCOMES)) + r")(\.[a-z]{2,3})?$"
+#: A clip key (``pass``, ``pass.en``): the rule a voice pack's keys follow (core.voicepack).
 _KEY: Final = re.compile(KEY_PATTERN)
 
 #: A prompt file larger than this is refused before it is decoded: 2.5 s of audio is at

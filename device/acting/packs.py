@@ -32,15 +32,11 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from core.errors import SettingError
-from core.settings import (
-    VolumeWindowValue,
-    check_languages,
-    check_pack_setting,
-    check_volume_schedule,
-)
-from core.voicepack import VoicePackError, pack_sha256, read_pack, verify_pack
+from core.settings import VOICE_KEYS, VolumeWindowValue, check_remote_setting
+from core.voicepack import VoicePack, VoicePackError, pack_sha256, read_pack, verify_pack
+from device.update.bootguard import fsync_dir
 
-__all__ = ["VOICE_KEYS", "InstalledPack", "PackStore", "RemoteVoice", "StoredVoice", "pack_store"]
+__all__ = ["InstalledPack", "PackStore", "RemoteVoice", "StoredVoice", "pack_store"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +44,6 @@ ZIP_NAME: Final = "pack.zip"
 SIGNATURE_NAME: Final = "signature"
 CURRENT_NAME: Final = "current"
 SETTINGS_NAME: Final = "settings.json"
-#: The remote settings that belong to the voice.
-VOICE_KEYS: Final = ("voice.pack", "voice.volume_schedule", "voice.languages")
 
 
 @dataclass(frozen=True)
@@ -85,15 +79,10 @@ class RemoteVoice:
         (a refused key is left as if unset)."""
         values: dict[str, Any] = {}
         refused: dict[str, str] = {}
-        checks = {
-            "voice.pack": check_pack_setting,
-            "voice.volume_schedule": check_volume_schedule,
-            "voice.languages": check_languages,
-        }
-        for key, check in checks.items():
+        for key in VOICE_KEYS:
             if key in config:
                 try:
-                    values[key.removeprefix("voice.")] = check(config[key])
+                    values[key.removeprefix("voice.")] = check_remote_setting(key, config[key])
                 except SettingError as exc:
                     refused[key] = str(exc)
         if "languages" in values:
@@ -149,7 +138,7 @@ class PackStore:
         target = self.root / sha
         installed = self._existing(target, sha, release_key)
         if installed is None:
-            self._extract(data, signature, target)
+            self._extract(pack, data, signature, target)
             installed = self._read_back(target, sha, release_key)
         self._write(self.root / CURRENT_NAME, sha.encode())
         self._prune(keep=sha)
@@ -238,9 +227,9 @@ class PackStore:
             sha, manifest.name, MappingProxyType(clips), MappingProxyType(dict(manifest.prompts))
         )
 
-    def _extract(self, data: bytes, signature: str, target: Path) -> None:
-        """The pack's files in a temporary directory, flushed, renamed to ``target``."""
-        pack = read_pack(data)
+    def _extract(self, pack: VoicePack, data: bytes, signature: str, target: Path) -> None:
+        """The pack's files (``pack`` is ``data`` as read) in a temporary directory,
+        flushed, renamed to ``target``."""
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
             tmp.mkdir(parents=True)
@@ -248,9 +237,9 @@ class PackStore:
             _write_synced(tmp / SIGNATURE_NAME, signature.encode())
             for key, member in pack.manifest.clips.items():
                 _write_synced(tmp / member, pack.clips[key])
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.replace(tmp, target)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -294,7 +283,7 @@ class PackStore:
         try:
             _write_synced(tmp, data)
             os.replace(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -312,11 +301,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

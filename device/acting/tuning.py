@@ -32,14 +32,15 @@ from device.acting.languages import (
     SecondLanguage,
     languages_in_use,
 )
-from device.acting.packs import InstalledPack, RemoteVoice
+from device.acting.packs import InstalledPack, RemoteVoice, StoredVoice, pack_store
 from device.acting.voice import MAX_PROMPT_S, PromptRenderer, VoiceParts
 from device.acting.volume import VolumeSchedule
+from device.update.settings import UpdateSettings
 
 if TYPE_CHECKING:
     from device.config import DeviceConfig, VoiceConfig
 
-__all__ = ["VoiceRecipe"]
+__all__ = ["VoiceRecipe", "release_key", "starting_voice"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +142,20 @@ def _second_texts(pack: InstalledPack | None) -> Mapping[str, Mapping[str, str]]
         if lang:
             texts.setdefault(lang, {})[outcome] = text
     return MappingProxyType({lang: MappingProxyType(w) for lang, w in texts.items()})
+
+
+def release_key(config: DeviceConfig) -> str:
+    """The release key the kiosk pins (``[update] release_key``): it signs voice packs too."""
+    return UpdateSettings.from_config(config).release_key
+
+
+def starting_voice(
+    config: DeviceConfig, state: Path, stored: StoredVoice | None = None
+) -> tuple[VoiceRecipe, VoiceParts, dict[str, str]]:
+    """The voice the agent starts with (and the doctor checks): kiosk.toml, with the remote
+    settings and voice pack it was last given (``stored``: already read), and what of them
+    was refused."""
+    recipe = VoiceRecipe.from_config(config, state)
+    remote, pack = stored or pack_store(state).stored(release_key(config))
+    parts, refused = recipe.parts(remote, pack)
+    return recipe, parts, refused

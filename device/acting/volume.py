@@ -20,12 +20,13 @@ from datetime import datetime, time
 from pathlib import Path
 from typing import Final
 
+from core.settings import HHMM_PATTERN
 from device.errors import VoiceError
 
 __all__ = ["VolumeSchedule", "VolumeWindow", "apply_gain", "parse_hhmm", "volume_copy"]
 
-#: ``"HH:MM"`` on a 24-hour clock (``"00:00"`` .. ``"23:59"``); config.py uses the same.
-HHMM_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+#: ``"HH:MM"`` on a 24-hour clock (``"00:00"`` .. ``"23:59"``): the rule the remote
+#: ``voice.volume_schedule`` is checked by (core.settings), which config.py applies too.
 _HHMM: Final = re.compile(HHMM_PATTERN)
 
 

@@ -14,15 +14,13 @@ import stat
 import time
 from pathlib import Path
 
-from device.acting.packs import pack_store
-from device.acting.tuning import VoiceRecipe
+from device.acting.tuning import VoiceRecipe, starting_voice
 from device.acting.voice import VoiceParts, check_wav
 from device.config import load_bundle
 from device.doctor.context import DoctorContext
 from device.doctor.model import CheckResult, fail, ok, warn
 from device.errors import ConfigError, VoiceError
 from device.link.identity import PENDING_SUFFIX
-from device.update.settings import UpdateSettings
 
 
 def check_config(ctx: DoctorContext) -> CheckResult:
@@ -163,10 +161,8 @@ def check_journal(ctx: DoctorContext) -> CheckResult:
 def voice_parts(ctx: DoctorContext) -> tuple[VoiceRecipe, VoiceParts]:
     """The voice the agent starts with (device.runtime.voice_for): kiosk.toml, with the
     remote voice settings and the voice pack an admin last sent (read-only here)."""
-    recipe = VoiceRecipe.from_config(ctx.config, ctx.state_dir)
-    release_key = UpdateSettings.from_config(ctx.config).release_key
-    remote, pack = pack_store(ctx.state_dir).stored(release_key)
-    return recipe, recipe.parts(remote, pack)[0]
+    recipe, parts, _ = starting_voice(ctx.config, ctx.state_dir)
+    return recipe, parts
 
 
 def prompt_texts(ctx: DoctorContext) -> list[str]:

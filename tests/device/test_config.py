@@ -173,12 +173,14 @@ def test_the_second_language_table_overrides_per_card_type() -> None:
 
 
 def test_the_config_patterns_are_the_voice_modules_own() -> None:
-    """The schema refuses exactly what the clip library and the schedule refuse."""
+    """The schema refuses exactly what the clip library, the schedule, a voice pack and the
+    remote settings refuse: one pattern each, in core."""
+    from core import settings, voicepack
     from device import config
     from device.acting import clips, volume
 
-    assert config._CLIP_KEY is clips.KEY_PATTERN
-    assert config._HHMM is volume.HHMM_PATTERN
+    assert config._CLIP_KEY is voicepack.KEY_PATTERN and clips._KEY.pattern is config._CLIP_KEY
+    assert config._HHMM is settings.HHMM_PATTERN and volume._HHMM.pattern is config._HHMM
 
 
 def test_relative_clip_paths_are_taken_from_the_config_files_directory(tmp_path: Path) -> None:
