@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from core.outcomes import DEFAULT_PROMPTS
+from device.acting.clips import clip_key
 from device.acting.voice import Player, Voice, check_wav, make_player
 from device.config import DeviceConfig
 from device.errors import ConfigError, PlayerError, VoiceError
@@ -53,7 +54,9 @@ def prompts_to_test(voice: Voice) -> list[Prompt]:
     for card_type, lang in sorted(second.card_languages.items()):
         for key, text in voice.prompts.items():
             if lang and key in DEFAULT_PROMPTS and second.clip_for(text, card_type) is not None:
-                out.append(Prompt(f"{key}.{lang} ({card_type} card)", text, key, card_type))
+                out.append(
+                    Prompt(f"{clip_key(key, lang)} ({card_type} card)", text, key, card_type)
+                )
     return out
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
+from device.acting.clips import clip_key
 from device.acting.voice import PromptRenderer, check_wav
 from device.errors import VoiceError
 
@@ -283,9 +284,10 @@ class SecondLanguage:
         if words is None or first is None:
             return None
         try:
-            second = self.recorded.get(f"{outcome}.{lang}") or self._render(lang, words, first)
+            key = clip_key(outcome, lang)
+            second = self.recorded.get(key) or self._render(lang, words, first)
             sources.add(second)
-            return self.bilingual.compose(first, second, self.out_dir, label=f"{outcome}.{lang}")
+            return self.bilingual.compose(first, second, self.out_dir, label=key)
         except VoiceError as exc:
             log.warning("no %s prompt for %s, the Chinese plays alone: %s", lang, outcome, exc)
             return None
